@@ -1,0 +1,49 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using MlNetPeft.Adapters.Lora;
+using MlNetPeft.Adapters.Msplora;
+using MlNetPeft.Backbone;
+
+namespace MlNetPeft.Adapters;
+
+/// <summary>
+/// What an adapter method needs to rebuild its adapters: saved as JSON in the model zip. A new method is a
+/// subclass in its own folder plus one <see cref="JsonDerivedTypeAttribute"/> line here.
+/// </summary>
+[JsonPolymorphic(TypeDiscriminatorPropertyName = "method")]
+[JsonDerivedType(typeof(LoraConfig), "lora")]
+[JsonDerivedType(typeof(MsploraConfig), "msplora")]
+public abstract record AdapterConfig
+{
+    /// <summary>Attention projections that get adapters: any of "query", "key", "value".</summary>
+    public string[] Targets { get; init; } = ["query", "value"];
+
+    /// <summary>LoRA alpha: each component is scaled by alpha / its rank.</summary>
+    public double Alpha { get; init; } = 16;
+
+    /// <summary>Dropout on the adapter input during training.</summary>
+    public double Dropout { get; init; } = 0.05;
+
+    /// <summary>Method name as saved and reported ("lora", "msplora").</summary>
+    [JsonIgnore] public abstract string MethodName { get; }
+
+    /// <summary>Creates the adapters and wraps the target projections of <paramref name="encoder"/>.</summary>
+    internal abstract AdapterSet Attach(RobertaModel encoder);
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the bad option.</summary>
+    public virtual void Validate(int layers)
+    {
+        if (Targets is null || Targets.Length == 0) throw new ArgumentException("Targets: at least one attention projection is required");
+        foreach (var t in Targets)
+            if (t is not ("query" or "key" or "value"))
+                throw new ArgumentException($"Targets: '{t}' is not an attention projection (query, key, value)");
+        if (Targets.Distinct().Count() != Targets.Length) throw new ArgumentException("Targets: a projection is listed twice");
+        if (Alpha <= 0) throw new ArgumentException($"Alpha must be positive, got {Alpha}");
+        if (Dropout is < 0 or >= 1) throw new ArgumentException($"Dropout must be in [0, 1), got {Dropout}");
+    }
+
+    public string ToJson() => JsonSerializer.Serialize(this);
+
+    public static AdapterConfig FromJson(string json) =>
+        JsonSerializer.Deserialize<AdapterConfig>(json) ?? throw new InvalidDataException("empty adapter config");
+}

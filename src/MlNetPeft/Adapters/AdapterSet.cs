@@ -1,0 +1,56 @@
+using MlNetPeft.Backbone;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Adapters;
+
+/// <summary>
+/// Owns every trainable adapter component of a model, each registered exactly once under a stable name
+/// (the names are the keys of the saved adapter file), and the wrapped Linears they feed.
+/// </summary>
+internal sealed class AdapterSet : nn.Module
+{
+    private readonly List<(string Name, nn.Module Component)> _components = new();
+    private readonly List<(string Path, AdaptedLinear Linear)> _wrapped = new();
+
+    public AdapterSet() : base("adapters") { }
+
+    public IReadOnlyList<(string Name, nn.Module Component)> Components => _components;
+    public IReadOnlyList<(string Path, AdaptedLinear Linear)> Wrapped => _wrapped;
+
+    /// <summary>Registers a component under <paramref name="name"/> (letters, digits and '_' only).</summary>
+    public T Add<T>(string name, T component) where T : nn.Module
+    {
+        register_module(name, component);
+        _components.Add((name, component));
+        return component;
+    }
+
+    /// <summary>
+    /// Wraps each target projection of each layer: <paramref name="updatesFor"/>(layer, target, in, out) gives
+    /// the updates (new or shared) that layer's projection adds.
+    /// </summary>
+    public void Attach(RobertaModel encoder, IReadOnlyList<string> targets,
+        Func<int, string, int, int, IReadOnlyList<IWeightDelta>> updatesFor)
+    {
+        for (int i = 0; i < encoder.Layers.Count; i++)
+        {
+            var attention = encoder.Layers[i].SelfAttention;
+            foreach (var target in targets)
+            {
+                if (attention.Projection(target) is not Linear linear)
+                    throw new InvalidOperationException($"layer {i} {target} already carries an adapter");
+                var updates = updatesFor(i, target, (int)linear.in_features, (int)linear.out_features);
+                var wrapped = new AdaptedLinear(linear, updates);
+                attention.ReplaceProjection(target, wrapped);
+                _wrapped.Add(($"roberta.encoder.layer.{i}.attention.self.{target}", wrapped));
+            }
+        }
+    }
+
+    public void Merge()
+    {
+        foreach (var (_, linear) in _wrapped) linear.Merge();
+    }
+}

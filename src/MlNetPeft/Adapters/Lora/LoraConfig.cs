@@ -1,0 +1,29 @@
+using MlNetPeft.Backbone;
+
+namespace MlNetPeft.Adapters.Lora;
+
+/// <summary>Plain LoRA (Hu et al.): one rank-r pair per target projection per layer.</summary>
+public sealed record LoraConfig : AdapterConfig
+{
+    /// <summary>Rank r of each pair.</summary>
+    public int Rank { get; init; } = 8;
+
+    public override string MethodName => "lora";
+
+    /// <summary>Component name of the pair on a layer's projection (also how PEFT adapter files are mapped).</summary>
+    internal static string ComponentName(int layer, string target) => $"layer{layer}_{target}";
+
+    internal override AdapterSet Attach(RobertaModel encoder)
+    {
+        var set = new AdapterSet();
+        set.Attach(encoder, Targets, (layer, target, inF, outF) =>
+            [set.Add(ComponentName(layer, target), new LowRankUpdate(inF, outF, Rank, Alpha, Dropout))]);
+        return set;
+    }
+
+    public override void Validate(int layers)
+    {
+        base.Validate(layers);
+        if (Rank <= 0) throw new ArgumentException($"Rank must be positive, got {Rank}");
+    }
+}

@@ -1,0 +1,34 @@
+using System.Text.RegularExpressions;
+using MlNetPeft.Backbone;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Adapters.Lora;
+
+/// <summary>Reads a HF PEFT LoRA adapter (adapter_model.safetensors) into a model built with <see cref="LoraConfig"/>.</summary>
+internal static partial class PeftLoraImport
+{
+    [GeneratedRegex(@"^roberta\.encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.lora_([AB])\.weight$")]
+    private static partial Regex LoraKey();
+
+    /// <summary>Our state name for a PEFT key ("base_model.model." and "modules_to_save." dropped).</summary>
+    public static string FromPeftKey(string peftKey)
+    {
+        var key = peftKey.Replace("base_model.model.", "").Replace("modules_to_save.", "").Replace(".default", "");
+        var m = LoraKey().Match(key);
+        return m.Success
+            ? $"adapters.{LoraConfig.ComponentName(int.Parse(m.Groups[1].Value), m.Groups[2].Value)}.lora_{m.Groups[3].Value}"
+            : key;
+    }
+
+    public static void LoadPeftAdapter(this PeftModel model, string adapterFile)
+    {
+        if (model.Config is not LoraConfig) throw new InvalidOperationException("A PEFT LoRA adapter needs a model built with LoraConfig.");
+        var tensors = SafeTensors.Load(adapterFile);
+        try
+        {
+            var state = tensors.ToDictionary(kv => FromPeftKey(kv.Key), kv => kv.Value);
+            model.LoadTrainableState(state, adapterFile);
+        }
+        finally { foreach (var t in tensors.Values) t.Dispose(); }
+    }
+}

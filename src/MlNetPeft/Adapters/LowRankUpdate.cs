@@ -1,0 +1,45 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Adapters;
+
+/// <summary>
+/// One LoRA pair: Δy = B·A·dropout(x)·(alpha/r). A is Kaiming-uniform (a=√5) and B zero, as PEFT, so the
+/// update starts at exactly zero. Parameter names follow PEFT (lora_A, lora_B).
+/// </summary>
+internal sealed class LowRankUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
+{
+    private readonly Parameter lora_A;
+    private readonly Parameter lora_B;
+    private readonly Dropout dropout;
+
+    public LowRankUpdate(int inFeatures, int outFeatures, int rank, double alpha, double dropoutProbability)
+        : base(nameof(LowRankUpdate))
+    {
+        if (rank <= 0) throw new ArgumentOutOfRangeException(nameof(rank), $"LoRA rank must be positive, got {rank}");
+        Rank = rank;
+        Scaling = alpha / rank;
+        using (no_grad())
+        {
+            lora_A = new Parameter(empty(rank, inFeatures));
+            nn.init.kaiming_uniform_(lora_A, Math.Sqrt(5));
+            lora_B = new Parameter(zeros(outFeatures, rank));
+        }
+        dropout = nn.Dropout(dropoutProbability);
+        RegisterComponents();
+    }
+
+    public int Rank { get; }
+    public double Scaling { get; }
+    public Parameter A => lora_A;
+    public Parameter B => lora_B;
+
+    public override Tensor forward(Tensor x)
+    {
+        var h = nn.functional.linear(dropout.call(x), lora_A.to(x.dtype));
+        return nn.functional.linear(h, lora_B.to(x.dtype)).mul(Scaling);
+    }
+
+    public Tensor DeltaWeight() => lora_B.matmul(lora_A).mul(Scaling);
+}

@@ -1,0 +1,53 @@
+using MlNetPeft.Backbone;
+
+namespace MlNetPeft.Adapters.Msplora;
+
+/// <summary>
+/// MSPLoRA (Zhao et al. 2025): for each target projection, ΔW = B_g·A_g (one pair shared by all layers)
+/// + B_m·A_m (one pair per contiguous layer group) + B_l·A_l (one pair per layer), with ranks 8/4/2 by default.
+/// With more than three ranks, every level between the first and the last is a mid level.
+/// </summary>
+public sealed record MsploraConfig : AdapterConfig
+{
+    /// <summary>Ranks from the global level down to the layer-specific level (the authors halve: 8, 4, 2).</summary>
+    public int[] Ranks { get; init; } = [8, 4, 2];
+
+    /// <summary>Number of contiguous layer groups that share a mid-level pair.</summary>
+    public int GroupCount { get; init; } = 3;
+
+    public override string MethodName => "msplora";
+
+    /// <summary>Group of a layer, as the authors split N layers into equal float ranges.</summary>
+    public int GroupOf(int layer, int layers) => Math.Min(layer * GroupCount / layers, GroupCount - 1);
+
+    internal override AdapterSet Attach(RobertaModel encoder)
+    {
+        var set = new AdapterSet();
+        int layers = encoder.Layers.Count, last = Ranks.Length - 1;
+        var shared = new Dictionary<string, LowRankUpdate>();
+        set.Attach(encoder, Targets, (layer, target, inF, outF) =>
+        {
+            var updates = new List<IWeightDelta>();
+            for (int level = 0; level < Ranks.Length; level++)
+            {
+                string name = level == 0 ? $"{target}_global"
+                    : level == last ? $"{target}_layer{layer}"
+                    : $"{target}_mid{(last > 2 ? level.ToString() + "_" : "")}group{GroupOf(layer, layers)}";
+                if (!shared.TryGetValue(name, out var update))
+                    shared[name] = update = set.Add(name, new LowRankUpdate(inF, outF, Ranks[level], Alpha, Dropout));
+                updates.Add(update);
+            }
+            return updates;
+        });
+        return set;
+    }
+
+    public override void Validate(int layers)
+    {
+        base.Validate(layers);
+        if (Ranks is null || Ranks.Length == 0 || Ranks.Any(r => r <= 0))
+            throw new ArgumentException("Ranks: one positive rank per level is required (default 8, 4, 2)");
+        if (GroupCount <= 0 || GroupCount > layers)
+            throw new ArgumentException($"GroupCount must be between 1 and the layer count {layers}, got {GroupCount}");
+    }
+}

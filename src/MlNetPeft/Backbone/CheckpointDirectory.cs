@@ -1,0 +1,47 @@
+using System.Collections.Concurrent;
+using System.Security.Cryptography;
+
+namespace MlNetPeft.Backbone;
+
+/// <summary>
+/// A HuggingFace RoBERTa checkpoint on local disk: config.json, model.safetensors, vocab.json, merges.txt.
+/// Nothing is ever downloaded; a missing file is reported by its full path.
+/// </summary>
+public sealed class CheckpointDirectory
+{
+    private static readonly ConcurrentDictionary<(string, long, DateTime), string> FingerprintCache = new();
+
+    public CheckpointDirectory(string path)
+    {
+        if (string.IsNullOrWhiteSpace(path)) throw new ArgumentException("A backbone checkpoint directory is required.", nameof(path));
+        Path = System.IO.Path.GetFullPath(path);
+        if (!Directory.Exists(Path)) throw new DirectoryNotFoundException($"Backbone directory not found: {Path}");
+        foreach (var file in new[] { ConfigFile, WeightsFile, VocabFile, MergesFile })
+            if (!File.Exists(file)) throw new FileNotFoundException($"Backbone directory {Path} lacks {System.IO.Path.GetFileName(file)}", file);
+    }
+
+    public string Path { get; }
+    public string ConfigFile => System.IO.Path.Combine(Path, "config.json");
+    public string WeightsFile => System.IO.Path.Combine(Path, "model.safetensors");
+    public string VocabFile => System.IO.Path.Combine(Path, "vocab.json");
+    public string MergesFile => System.IO.Path.Combine(Path, "merges.txt");
+
+    public RobertaConfig LoadConfig() => RobertaConfig.Load(ConfigFile);
+
+    public RobertaTokenizer LoadTokenizer() => RobertaTokenizer.FromDirectory(Path);
+
+    /// <summary>SHA-256 of model.safetensors (hex), cached per file size and write time.</summary>
+    public string Fingerprint() => FingerprintOf(WeightsFile);
+
+    internal static string FingerprintOf(string file)
+    {
+        var info = new FileInfo(file);
+        return FingerprintCache.GetOrAdd((info.FullName, info.Length, info.LastWriteTimeUtc), _ =>
+        {
+            using var stream = File.OpenRead(file);
+            return Convert.ToHexStringLower(SHA256.HashData(stream));
+        });
+    }
+
+    internal static string FingerprintOf(byte[] bytes) => Convert.ToHexStringLower(SHA256.HashData(bytes));
+}

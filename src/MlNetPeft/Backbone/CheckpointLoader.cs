@@ -1,0 +1,44 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Backbone;
+
+/// <summary>Copies HF checkpoint tensors into a <see cref="RobertaForSequenceClassification"/>.</summary>
+internal static class CheckpointLoader
+{
+    /// <summary>
+    /// Loads every <c>roberta.*</c> weight (a missing or mis-shaped one is an error naming the tensor and
+    /// file) and, when <paramref name="loadHead"/> and the checkpoint has a matching one, the classifier.
+    /// Keys saved from a bare RobertaModel (no <c>roberta.</c> prefix) are accepted too. F16/BF16 weights
+    /// are converted to the model's dtype.
+    /// </summary>
+    public static void Load(RobertaForSequenceClassification model, IReadOnlyDictionary<string, Tensor> checkpoint, string source, bool loadHead)
+    {
+        using var _ = no_grad();
+        foreach (var (name, target) in model.state_dict())
+        {
+            bool isHead = name.StartsWith("classifier.", StringComparison.Ordinal);
+            if (!checkpoint.TryGetValue(name, out var tensor) && !isHead)
+                checkpoint.TryGetValue(name["roberta.".Length..], out tensor);
+            if (isHead)
+            {
+                if (!loadHead || tensor is null) continue;
+            }
+            else if (tensor is null)
+            {
+                throw new InvalidDataException($"{source}: missing tensor '{name}'");
+            }
+            if (!tensor.shape.SequenceEqual(target.shape))
+                throw new InvalidDataException(
+                    $"{source}: tensor '{name}' has shape [{string.Join(",", tensor.shape)}], the config needs [{string.Join(",", target.shape)}]");
+            target.copy_(tensor);
+        }
+    }
+
+    public static void Load(RobertaForSequenceClassification model, string weightsFile, bool loadHead)
+    {
+        var tensors = SafeTensors.Load(weightsFile);
+        try { Load(model, tensors, weightsFile, loadHead); }
+        finally { foreach (var t in tensors.Values) t.Dispose(); }
+    }
+}

@@ -1,0 +1,45 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Training;
+
+/// <summary>Where training and inference run.</summary>
+public enum ComputeDevice
+{
+    /// <summary>CUDA when a GPU and the CUDA backend are present, otherwise CPU.</summary>
+    Auto,
+    /// <summary>Always the CPU.</summary>
+    Cpu,
+    /// <summary>The first CUDA GPU; an error if none is available.</summary>
+    Cuda,
+}
+
+/// <summary>Numeric precision of the frozen backbone. Trainable weights always stay fp32.</summary>
+public enum ComputePrecision
+{
+    /// <summary>bf16 on CUDA, fp32 on CPU.</summary>
+    Auto,
+    /// <summary>fp32 everywhere (bit-for-bit parity with PyTorch fp32).</summary>
+    Float32,
+    /// <summary>bf16 backbone weights and activations, fp32 adapters, head and optimizer state.</summary>
+    BFloat16,
+}
+
+internal static class ComputeSelection
+{
+    public static Device SelectDevice(ComputeDevice choice) => choice switch
+    {
+        ComputeDevice.Cpu => CPU,
+        ComputeDevice.Cuda when cuda.is_available() => CUDA,
+        ComputeDevice.Cuda => throw new InvalidOperationException(
+            "Device = Cuda, but no CUDA device is available. Build with -p:TorchBackend=cuda on a machine with an NVIDIA GPU, or use Device = Auto."),
+        _ => cuda.is_available() ? CUDA : CPU,
+    };
+
+    public static ScalarType SelectPrecision(ComputePrecision choice, Device device) => choice switch
+    {
+        ComputePrecision.Float32 => ScalarType.Float32,
+        ComputePrecision.BFloat16 => ScalarType.BFloat16,
+        _ => device.type == DeviceType.CUDA ? ScalarType.BFloat16 : ScalarType.Float32,
+    };
+}

@@ -1,0 +1,15 @@
+namespace MlNetPeft.Training;
+
+/// <summary>
+/// Linear warm-up then linear decay to zero, as HF's get_linear_schedule_with_warmup (and the reference):
+/// factor(s) = min((s+1)/warmup, (total−s)/(total−warmup)), warmup = ⌊ratio·total⌋.
+/// </summary>
+internal static class LearningRateSchedule
+{
+    public static Func<int, double> LinearWithWarmup(int totalSteps, double warmupRatio)
+    {
+        int warmup = (int)(warmupRatio * totalSteps);
+        return step => Math.Min((step + 1.0) / Math.Max(warmup, 1),
+            Math.Max(0.0, (double)(totalSteps - step) / Math.Max(totalSteps - warmup, 1)));
+    }
+}

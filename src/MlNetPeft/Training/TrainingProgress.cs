@@ -1,0 +1,24 @@
+namespace MlNetPeft.Training;
+
+/// <summary>A progress report, sent to the options' callback and to ML.NET's log as it trains.</summary>
+public sealed record TrainingProgress
+{
+    /// <summary>1-based epoch.</summary>
+    public int Epoch { get; init; }
+    /// <summary>Optimizer steps done so far, over all epochs.</summary>
+    public int Step { get; init; }
+    /// <summary>Optimizer steps planned in all.</summary>
+    public int TotalSteps { get; init; }
+    /// <summary>Mean training loss since the previous report.</summary>
+    public double Loss { get; init; }
+    /// <summary>Adapter learning rate now.</summary>
+    public double LearningRate { get; init; }
+    /// <summary>Training rows per second since the previous report.</summary>
+    public double RowsPerSecond { get; init; }
+    /// <summary>Set at the end of an epoch when a validation set is given: accuracy, or Pearson r for regression.</summary>
+    public double? ValidationMetric { get; init; }
+
+    public override string ToString() =>
+        $"epoch {Epoch} step {Step}/{TotalSteps} loss {Loss:F4} lr {LearningRate:E2} {RowsPerSecond:F1} rows/s" +
+        (ValidationMetric is { } m ? $" validation {m:F4}" : "");
+}

@@ -1,0 +1,30 @@
+namespace MlNetPeft.Training;
+
+/// <summary>Hyper-parameters of the training loop (filled from a trainer's Options).</summary>
+internal sealed record TrainingSettings
+{
+    public int BatchSize { get; init; } = 32;
+    public int MaxEpochs { get; init; } = 10;
+    public double LearningRate { get; init; } = 5e-4;
+    public double HeadLearningRateRatio { get; init; } = 0.5;
+    public double WeightDecay { get; init; } = 0.1;
+    public double WarmupRatio { get; init; } = 0.06;
+    public double GradientClipNorm { get; init; } = 1.0;
+    public int Seed { get; init; } = 42;
+    public int EarlyStoppingPatience { get; init; }
+    public int LogEveryNSteps { get; init; } = 10;
+    public Action<TrainingProgress>? Progress { get; init; }
+
+    public void Validate()
+    {
+        if (BatchSize <= 0) throw new ArgumentException($"BatchSize must be positive, got {BatchSize}");
+        if (MaxEpochs <= 0) throw new ArgumentException($"MaxEpochs must be positive, got {MaxEpochs}");
+        if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) throw new ArgumentException($"LearningRate must be positive, got {LearningRate}");
+        if (!(HeadLearningRateRatio > 0)) throw new ArgumentException($"HeadLearningRateRatio must be positive, got {HeadLearningRateRatio}");
+        if (WeightDecay < 0) throw new ArgumentException($"WeightDecay must not be negative, got {WeightDecay}");
+        if (WarmupRatio is < 0 or >= 1) throw new ArgumentException($"WarmupRatio must be in [0, 1), got {WarmupRatio}");
+        if (GradientClipNorm < 0) throw new ArgumentException($"GradientClipNorm must not be negative (0 turns clipping off), got {GradientClipNorm}");
+        if (EarlyStoppingPatience < 0) throw new ArgumentException($"EarlyStoppingPatience must not be negative, got {EarlyStoppingPatience}");
+        if (LogEveryNSteps <= 0) throw new ArgumentException($"LogEveryNSteps must be positive, got {LogEveryNSteps}");
+    }
+}
