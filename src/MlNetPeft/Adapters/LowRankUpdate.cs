@@ -20,11 +20,12 @@ internal sealed class LowRankUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
         if (rank <= 0) throw new ArgumentOutOfRangeException(nameof(rank), $"LoRA rank must be positive, got {rank}");
         Rank = rank;
         Scaling = alpha / rank;
+        // Detached from any caller's dispose scope: a bare Parameter made inside one would be freed at its end.
         using (no_grad())
         {
-            lora_A = new Parameter(empty(rank, inFeatures));
+            lora_A = new Parameter(empty(rank, inFeatures).DetachFromDisposeScope());
             nn.init.kaiming_uniform_(lora_A, Math.Sqrt(5));
-            lora_B = new Parameter(zeros(outFeatures, rank));
+            lora_B = new Parameter(zeros(outFeatures, rank).DetachFromDisposeScope());
         }
         dropout = nn.Dropout(dropoutProbability);
         RegisterComponents();

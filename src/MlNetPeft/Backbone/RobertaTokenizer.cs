@@ -18,7 +18,9 @@ public sealed class RobertaTokenizer
         VocabJson = vocabJson;
         MergesTxt = mergesTxt;
         Dictionary<string, int> vocab;
-        try { vocab = JsonSerializer.Deserialize<Dictionary<string, int>>(vocabJson) ?? throw new InvalidDataException("empty"); }
+        var json = vocabJson.AsSpan();
+        if (json.StartsWith(Encoding.UTF8.Preamble)) json = json[Encoding.UTF8.Preamble.Length..];
+        try { vocab = JsonSerializer.Deserialize<Dictionary<string, int>>(json) ?? throw new InvalidDataException("empty"); }
         catch (Exception e) when (e is JsonException or InvalidDataException)
         { throw new InvalidDataException($"{source}: vocab.json is not a JSON object of token ids ({e.Message})", e); }
 
@@ -29,7 +31,7 @@ public sealed class RobertaTokenizer
         EosId = Special("</s>");
         VocabSize = vocab.Values.Max() + 1;
 
-        var merges = Encoding.UTF8.GetString(mergesTxt).Split('\n')
+        var merges = Encoding.UTF8.GetString(mergesTxt).TrimStart('\uFEFF').Split('\n')
             .Select(l => l.TrimEnd('\r'))
             .Where(l => l.Length > 0 && !l.StartsWith("#version", StringComparison.Ordinal))
             .ToList();

@@ -1,0 +1,34 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using MlNetPeft.Adapters;
+using MlNetPeft.Backbone;
+using MlNetPeft.Training;
+
+namespace MlNetPeft.MlNet;
+
+/// <summary>Everything a saved model needs besides tensors, stored as one JSON string in the zip.</summary>
+internal sealed record PeftModelInfo
+{
+    public required TaskKind Task { get; init; }
+    public required int Outputs { get; init; }
+    public required string Sentence1Column { get; init; }
+    public string? Sentence2Column { get; init; }
+    public required string LabelColumn { get; init; }
+    public required string ScoreColumn { get; init; }
+    public required string PredictedLabelColumn { get; init; }
+    public required int MaxSequenceLength { get; init; }
+    public required AdapterConfig Adapter { get; init; }
+    public required RobertaConfig Backbone { get; init; }
+    /// <summary>Directory the backbone was loaded from when training (first place looked at on load).</summary>
+    public required string BackbonePath { get; init; }
+    /// <summary>SHA-256 of the backbone's model.safetensors: the model only loads on these exact weights.</summary>
+    public required string BackboneSha256 { get; init; }
+    public bool MergeAdapters { get; init; } = true;
+
+    private static readonly JsonSerializerOptions Json = new() { Converters = { new JsonStringEnumConverter() } };
+
+    public string ToJson() => JsonSerializer.Serialize(this, Json);
+
+    public static PeftModelInfo FromJson(string json) =>
+        JsonSerializer.Deserialize<PeftModelInfo>(json, Json) ?? throw new InvalidDataException("empty model description");
+}

@@ -1,0 +1,143 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+using MlNetPeft.Adapters;
+using MlNetPeft.Backbone;
+using MlNetPeft.Training;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.MlNet;
+
+/// <summary>
+/// The estimator behind every MlNetPeft trainer: reads and tokenizes the text columns, builds the frozen
+/// RoBERTa backbone with the options' adapters, runs the one training loop and returns a
+/// <see cref="PeftTextTransformer"/>. Concrete trainers only supply their options (the adapter method) and task.
+/// </summary>
+public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer> where TOptions : PeftTextTrainerOptions
+{
+    private readonly IHost _host;
+    private readonly TaskKind _task;
+
+    private protected PeftTextTrainer(IHostEnvironment env, TOptions options, TaskKind task, string name)
+    {
+        _host = Contracts.CheckRef(env, nameof(env)).Register(name);
+        TrainerOptions = options ?? throw new ArgumentNullException(nameof(options));
+        _task = task;
+    }
+
+    /// <summary>The options this trainer was made with.</summary>
+    public TOptions TrainerOptions { get; }
+
+    /// <summary>Trains on <paramref name="input"/> and returns the fitted transformer.</summary>
+    public PeftTextTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var o = TrainerOptions;
+        o.Validate();
+        using var ch = _host.Start("Training");
+        void Log(string message) => ch.Info(MessageSensitivity.None, message);
+
+        var backbone = new CheckpointDirectory(o.BackboneDirectory!);
+        var config = backbone.LoadConfig();
+        var tokenizer = backbone.LoadTokenizer();
+        if (tokenizer.VocabSize > config.VocabSize)
+            throw new InvalidDataException($"{backbone.VocabFile} has {tokenizer.VocabSize} tokens but {backbone.ConfigFile} says vocab_size {config.VocabSize}");
+        int maxLength = Math.Min(o.MaxSequenceLength, config.MaxSequenceLength);
+        var adapterConfig = o.ToAdapterConfig();
+        adapterConfig.Validate(config.NumHiddenLayers);
+
+        var columns = TextColumns.Bind(input.Schema, o.Sentence1ColumnName, o.Sentence2ColumnName, "training data");
+        var label = TextColumns.Label(input.Schema, o.LabelColumnName, _task, "training data");
+        int outputs = _task == TaskKind.Regression ? 1 : (int)((KeyDataViewType)label.Type).Count;
+        var train = columns.ReadExamples(input, label, _task, tokenizer, maxLength, "training data");
+        List<Example>? validation = null;
+        if (o.ValidationSet is { } validationSet)
+        {
+            var validationColumns = TextColumns.Bind(validationSet.Schema, o.Sentence1ColumnName, o.Sentence2ColumnName, "validation set");
+            var validationLabel = TextColumns.Label(validationSet.Schema, o.LabelColumnName, _task, "validation set");
+            if (_task == TaskKind.Classification && ((KeyDataViewType)validationLabel.Type).Count != (ulong)outputs)
+                throw new ArgumentOutOfRangeException(nameof(input), $"validation set: label column '{o.LabelColumnName}' has " +
+                    $"{((KeyDataViewType)validationLabel.Type).Count} classes, the training data {outputs}; map both with the same fitted MapValueToKey");
+            validation = validationColumns.ReadExamples(validationSet, validationLabel, _task, tokenizer, maxLength, "validation set");
+        }
+        Log($"{train.Count} training rows{(validation is null ? "" : $", {validation.Count} validation rows")}, " +
+            $"{outputs} {(_task == TaskKind.Regression ? "output" : "classes")}, backbone {backbone.Path}");
+
+        manual_seed(o.Seed);
+        cuda.manual_seed_all(o.Seed);
+        var bytes = File.ReadAllBytes(backbone.WeightsFile);
+        var weights = SafeTensors.Load(bytes, backbone.WeightsFile);
+        PeftModel model;
+        try { model = PeftModel.Create(config, outputs, adapterConfig, weights, backbone.WeightsFile); }
+        finally { foreach (var t in weights.Values) t.Dispose(); }
+
+        try
+        {
+            var device = ComputeSelection.SelectDevice(o.Device);
+            var precision = ComputeSelection.SelectPrecision(o.Precision, device);
+            model.To(device, precision);
+            Log($"Device {device.type}, backbone {precision}.{Environment.NewLine}{model.Report()}");
+            var loop = new TrainingLoop(model, o.ToTrainingSettings(), _task, tokenizer.PadId, Log);
+            loop.Run(train, validation);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+
+        var info = new PeftModelInfo
+        {
+            Task = _task,
+            Outputs = outputs,
+            Sentence1Column = o.Sentence1ColumnName,
+            Sentence2Column = o.Sentence2ColumnName,
+            LabelColumn = o.LabelColumnName,
+            ScoreColumn = o.ScoreColumnName,
+            PredictedLabelColumn = o.PredictedLabelColumnName,
+            MaxSequenceLength = maxLength,
+            Adapter = adapterConfig,
+            Backbone = config,
+            BackbonePath = backbone.Path,
+            BackboneSha256 = CheckpointDirectory.FingerprintOf(bytes),
+            MergeAdapters = o.MergeAdaptersForInference,
+        };
+        return new PeftTextTransformer(_host, info, model, tokenizer, KeyValues.Of(label), o.EmbedBackbone ? bytes : null);
+    }
+
+    /// <summary>Checks the input columns and describes the Score (and PredictedLabel) columns the model adds.</summary>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        var o = TrainerOptions;
+        foreach (var name in new[] { o.Sentence1ColumnName, o.Sentence2ColumnName }.OfType<string>())
+        {
+            if (!inputSchema.TryFindColumn(name, out var text))
+                throw new ArgumentOutOfRangeException(nameof(inputSchema), $"text column '{name}' not found");
+            if (text.Kind != SchemaShape.Column.VectorKind.Scalar || text.ItemType is not TextDataViewType)
+                throw new ArgumentOutOfRangeException(nameof(inputSchema), $"column '{name}' must be text, but is {text.GetTypeString()}");
+        }
+        if (!inputSchema.TryFindColumn(o.LabelColumnName, out var label))
+            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"label column '{o.LabelColumnName}' not found");
+
+        var columns = inputSchema.ToDictionary(c => c.Name);
+        if (_task == TaskKind.Regression)
+        {
+            if (label.Kind != SchemaShape.Column.VectorKind.Scalar || label.ItemType != NumberDataViewType.Single)
+                throw new ArgumentOutOfRangeException(nameof(inputSchema), $"label column '{o.LabelColumnName}' must be Single, but is {label.GetTypeString()}");
+            columns[o.ScoreColumnName] = new SchemaShape.Column(o.ScoreColumnName, SchemaShape.Column.VectorKind.Scalar,
+                NumberDataViewType.Single, false, new SchemaShape(AnnotationUtils.GetTrainerOutputAnnotation()));
+        }
+        else
+        {
+            if (!label.IsKey)
+                throw new ArgumentOutOfRangeException(nameof(inputSchema),
+                    $"label column '{o.LabelColumnName}' must be a key type, but is {label.GetTypeString()}; add MapValueToKey(\"{o.LabelColumnName}\")");
+            columns[o.ScoreColumnName] = new SchemaShape.Column(o.ScoreColumnName, SchemaShape.Column.VectorKind.Vector,
+                NumberDataViewType.Single, false, new SchemaShape(AnnotationUtils.AnnotationsForMulticlassScoreColumn(label)));
+            columns[o.PredictedLabelColumnName] = new SchemaShape.Column(o.PredictedLabelColumnName, SchemaShape.Column.VectorKind.Scalar,
+                NumberDataViewType.UInt32, true, new SchemaShape(label.Annotations.Where(a => a.Name == AnnotationUtils.Kinds.KeyValues)
+                    .Concat(AnnotationUtils.GetTrainerOutputAnnotation())));
+        }
+        return new SchemaShape(columns.Values);
+    }
+}

@@ -1,0 +1,115 @@
+using Microsoft.ML;
+using MlNetPeft.Adapters;
+using MlNetPeft.Training;
+
+namespace MlNetPeft.MlNet;
+
+/// <summary>Options every MlNetPeft text trainer shares: columns, backbone, training loop, compute.</summary>
+public abstract class PeftTextTrainerOptions
+{
+    /// <summary>Label column: a key type for classification (use MapValueToKey), Single for regression.</summary>
+    public string LabelColumnName = "Label";
+
+    /// <summary>First (or only) text column.</summary>
+    public string Sentence1ColumnName = "Sentence1";
+
+    /// <summary>Second text column for sentence-pair tasks (encoded as &lt;s&gt; A &lt;/s&gt;&lt;/s&gt; B &lt;/s&gt;), or null.</summary>
+    public string? Sentence2ColumnName;
+
+    /// <summary>Output column with the class scores (logits) or the regression value.</summary>
+    public string ScoreColumnName = "Score";
+
+    /// <summary>Output column with the predicted label key (classification only).</summary>
+    public string PredictedLabelColumnName = "PredictedLabel";
+
+    /// <summary>HuggingFace RoBERTa checkpoint directory: config.json, model.safetensors, vocab.json, merges.txt.</summary>
+    public string? BackboneDirectory;
+
+    /// <summary>Longest input in tokens, special tokens included; longer inputs are truncated (longest side first).</summary>
+    public int MaxSequenceLength = 128;
+
+    /// <summary>Rows per optimizer step.</summary>
+    public int BatchSize = 32;
+
+    /// <summary>Passes over the training data.</summary>
+    public int MaxEpochs = 10;
+
+    /// <summary>Peak AdamW learning rate of the adapters (the paper's roberta-base recipe uses 4e-4 to 5e-4).</summary>
+    public double LearningRate = 5e-4;
+
+    /// <summary>Head learning rate as a fraction of <see cref="LearningRate"/> (the MSPLoRA authors use 0.5).</summary>
+    public double HeadLearningRateRatio = 0.5;
+
+    /// <summary>AdamW decoupled weight decay.</summary>
+    public double WeightDecay = 0.1;
+
+    /// <summary>Fraction of all steps spent warming the learning rate up linearly; it then decays linearly to 0.</summary>
+    public double WarmupRatio = 0.06;
+
+    /// <summary>Clip the global gradient norm to this value (0 = no clipping).</summary>
+    public double GradientClipNorm = 1.0;
+
+    /// <summary>Seed for adapter and head initialisation, dropout and shuffling: same seed, same model.</summary>
+    public int Seed = 42;
+
+    /// <summary>Optional validation data (same columns); scored after each epoch, and the best epoch's weights are kept.</summary>
+    public IDataView? ValidationSet;
+
+    /// <summary>Stop after this many epochs without validation improvement (0 = never stop early).</summary>
+    public int EarlyStoppingPatience;
+
+    /// <summary>CPU, CUDA, or CUDA when available.</summary>
+    public ComputeDevice Device = ComputeDevice.Auto;
+
+    /// <summary>Precision of the frozen backbone: bf16 on CUDA by default, fp32 on CPU.</summary>
+    public ComputePrecision Precision = ComputePrecision.Auto;
+
+    /// <summary>Store the backbone weights inside the model zip (self-contained, but as large as the backbone).</summary>
+    public bool EmbedBackbone;
+
+    /// <summary>Fold the adapters into the frozen weights for prediction (same scores, faster).</summary>
+    public bool MergeAdaptersForInference = true;
+
+    /// <summary>Attention projections that get adapters: any of "query", "key", "value".</summary>
+    public string[] Targets = ["query", "value"];
+
+    /// <summary>LoRA alpha: each adapter component is scaled by alpha / its rank.</summary>
+    public double LoraAlpha = 16;
+
+    /// <summary>Dropout on the adapter input while training.</summary>
+    public double LoraDropout = 0.05;
+
+    /// <summary>Report progress every this many steps (this is also how often the loss is read back from the GPU).</summary>
+    public int LogEveryNSteps = 10;
+
+    /// <summary>Called with each progress report (also written to ML.NET's log).</summary>
+    public Action<TrainingProgress>? ProgressCallback;
+
+    /// <summary>The adapter method these options describe.</summary>
+    internal abstract AdapterConfig ToAdapterConfig();
+
+    internal TrainingSettings ToTrainingSettings() => new()
+    {
+        BatchSize = BatchSize,
+        MaxEpochs = MaxEpochs,
+        LearningRate = LearningRate,
+        HeadLearningRateRatio = HeadLearningRateRatio,
+        WeightDecay = WeightDecay,
+        WarmupRatio = WarmupRatio,
+        GradientClipNorm = GradientClipNorm,
+        Seed = Seed,
+        EarlyStoppingPatience = EarlyStoppingPatience,
+        LogEveryNSteps = LogEveryNSteps,
+        Progress = ProgressCallback,
+    };
+
+    internal void Validate()
+    {
+        if (string.IsNullOrWhiteSpace(BackboneDirectory))
+            throw new ArgumentException("BackboneDirectory is required: a RoBERTa checkpoint directory (config.json, model.safetensors, vocab.json, merges.txt).");
+        if (string.IsNullOrWhiteSpace(Sentence1ColumnName)) throw new ArgumentException("Sentence1ColumnName is required.");
+        if (string.IsNullOrWhiteSpace(LabelColumnName)) throw new ArgumentException("LabelColumnName is required.");
+        if (MaxSequenceLength < 8) throw new ArgumentException($"MaxSequenceLength must be at least 8, got {MaxSequenceLength}");
+        ToTrainingSettings().Validate();
+    }
+}

@@ -1,0 +1,168 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Data.IO;
+using Microsoft.ML.Runtime;
+using MlNetPeft.Adapters;
+using MlNetPeft.Backbone;
+using MlNetPeft.MlNet;
+using MlNetPeft.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+[assembly: LoadableClass(typeof(PeftTextTransformer), null, typeof(SignatureLoadModel),
+    PeftTextTransformer.UserName, PeftTextTransformer.LoaderSignature)]
+[assembly: LoadableClass(typeof(IRowMapper), typeof(PeftTextTransformer), null, typeof(SignatureLoadRowMapper),
+    PeftTextTransformer.UserName, PeftTextTransformer.LoaderSignature)]
+
+namespace MlNetPeft.MlNet;
+
+/// <summary>
+/// A fine-tuned RoBERTa text model (any adapter method) as an ML.NET transformer: reads the sentence column(s)
+/// and adds Score (class logits, or the regression value) and, for classification, PredictedLabel. Saved with
+/// <c>mlContext.Model.Save</c>; the zip holds adapters, head, tokenizer files, the backbone config and the
+/// SHA-256 of the backbone weights (or the weights themselves with EmbedBackbone).
+/// </summary>
+public sealed partial class PeftTextTransformer : RowToRowTransformerBase, IDisposable
+{
+    internal const string UserName = "MlNetPeft text transformer";
+    internal const string LoaderSignature = "MLNETPEFTTEXT";
+    private const string AdapterStream = "Adapters.safetensors", BackboneStream = "Backbone.safetensors";
+
+    private readonly PeftModelInfo _info;
+    private readonly PeftModel _model;
+    private readonly RobertaTokenizer _tokenizer;
+    private readonly KeyValues? _labelValues;
+    private readonly byte[]? _embeddedBackbone;
+    private bool _disposed;
+
+    internal PeftTextTransformer(IHostEnvironment env, PeftModelInfo info, PeftModel model, RobertaTokenizer tokenizer,
+        KeyValues? labelValues, byte[]? embeddedBackbone)
+        : base(Contracts.CheckRef(env, nameof(env)).Register(nameof(PeftTextTransformer)))
+    {
+        _info = info;
+        _model = model;
+        _tokenizer = tokenizer;
+        _labelValues = labelValues;
+        _embeddedBackbone = embeddedBackbone;
+        _model.Train(false);
+        if (info.MergeAdapters) _model.Merge();
+    }
+
+    /// <summary>Trainable parameters per adapter component and head.</summary>
+    public ParameterReport Parameters => _model.Report();
+
+    /// <summary>Adapter method and its settings.</summary>
+    public AdapterConfig Adapter => _info.Adapter;
+
+    /// <summary>SHA-256 of the backbone weights this model was trained on.</summary>
+    public string BackboneSha256 => _info.BackboneSha256;
+
+    internal PeftModelInfo Info => _info;
+    internal PeftModel Model => _model;
+    internal RobertaTokenizer Tokenizer => _tokenizer;
+
+    private static VersionInfo GetVersionInfo() => new(
+        modelSignature: "PEFTTEXT",
+        verWrittenCur: 0x00010001,
+        verReadableCur: 0x00010001,
+        verWeCanReadBack: 0x00010001,
+        loaderSignature: LoaderSignature,
+        loaderAssemblyName: typeof(PeftTextTransformer).Assembly.FullName);
+
+    // Binary format: string model-info JSON; bool has-label-values (+ type and values);
+    // streams Adapters.safetensors, vocab.json, merges.txt, and Backbone.safetensors when embedded.
+    public override void SaveModel(ModelSaveContext ctx)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ctx.CheckAtModel();
+        ctx.SetVersionInfo(GetVersionInfo());
+        ctx.SaveNonEmptyString(_info.ToJson());
+        ctx.Writer.Write(_labelValues is not null);
+        _labelValues?.Save(Host, ctx.Writer.BaseStream);
+        var state = _model.TrainableState();
+        try { ctx.SaveBinaryStream(AdapterStream, w => w.Write(SafeTensors.Save(state))); }
+        finally { foreach (var t in state.Values) t.Dispose(); }
+        ctx.SaveBinaryStream("vocab.json", w => w.Write(_tokenizer.VocabJson));
+        ctx.SaveBinaryStream("merges.txt", w => w.Write(_tokenizer.MergesTxt));
+        if (_embeddedBackbone is not null) ctx.SaveBinaryStream(BackboneStream, w => w.Write(_embeddedBackbone));
+    }
+
+    // Factory for SignatureLoadModel.
+    private static PeftTextTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
+    {
+        Contracts.CheckValue(env, nameof(env));
+        ctx.CheckAtModel(GetVersionInfo());
+        var info = PeftModelInfo.FromJson(ctx.LoadNonEmptyString());
+        var labelValues = ctx.Reader.ReadBoolean() ? KeyValues.Load(env, ctx.Reader.BaseStream) : null;
+        var adapters = ReadStream(ctx, AdapterStream) ?? throw new InvalidDataException($"model zip lacks {AdapterStream}");
+        var tokenizer = new RobertaTokenizer(
+            ReadStream(ctx, "vocab.json") ?? throw new InvalidDataException("model zip lacks vocab.json"),
+            ReadStream(ctx, "merges.txt") ?? throw new InvalidDataException("model zip lacks merges.txt"), "model zip");
+        var embedded = ReadStream(ctx, BackboneStream);
+
+        Dictionary<string, Tensor> weights;
+        string source;
+        if (embedded is not null)
+        {
+            source = "model zip (embedded backbone)";
+            if (CheckpointDirectory.FingerprintOf(embedded) != info.BackboneSha256)
+                throw new InvalidDataException($"{source}: embedded backbone does not match its recorded SHA-256");
+            weights = SafeTensors.Load(embedded, source);
+        }
+        else
+        {
+            var dir = BackboneLocator.Find(info.BackbonePath, info.BackboneSha256);
+            source = dir.WeightsFile;
+            weights = SafeTensors.Load(dir.WeightsFile);
+        }
+
+        PeftModel model;
+        try { model = PeftModel.Create(info.Backbone, info.Outputs, info.Adapter, weights, source); }
+        finally { foreach (var t in weights.Values) t.Dispose(); }
+        var state = SafeTensors.Load(adapters, "model zip " + AdapterStream);
+        try { model.LoadTrainableState(state, "model zip " + AdapterStream); }
+        finally { foreach (var t in state.Values) t.Dispose(); }
+        var device = ComputeSelection.SelectDevice(ComputeDevice.Auto);
+        model.To(device, ComputeSelection.SelectPrecision(ComputePrecision.Auto, device));
+        return new PeftTextTransformer(env, info, model, tokenizer, labelValues, embedded);
+    }
+
+    // Factory for SignatureLoadRowMapper.
+    private static IRowMapper Create(IHostEnvironment env, ModelLoadContext ctx, DataViewSchema inputSchema) =>
+        Create(env, ctx).MakeRowMapper(inputSchema);
+
+    private static byte[]? ReadStream(ModelLoadContext ctx, string name)
+    {
+        byte[]? bytes = null;
+        ctx.TryLoadBinaryStream(name, r =>
+        {
+            using var ms = new MemoryStream();
+            r.BaseStream.CopyTo(ms);
+            bytes = ms.ToArray();
+        });
+        return bytes;
+    }
+
+    public override IRowMapper MakeRowMapper(DataViewSchema schema)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return new Mapper(this, schema);
+    }
+
+    /// <summary>Model outputs for one tokenized input: class logits, or one regression value.</summary>
+    internal float[] Predict(int[] ids)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = inference_mode();
+        var input = tensor(ids.Select(i => (long)i).ToArray(), [1, ids.Length]).to(_model.Device);
+        return _model.Forward(input, null).cpu().data<float>().ToArray();
+    }
+
+    /// <summary>Frees the TorchSharp model (CPU or GPU memory) now rather than at garbage collection.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _model.Dispose();
+    }
+}
