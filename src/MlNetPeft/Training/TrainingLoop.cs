@@ -168,6 +168,7 @@ internal sealed class TrainingLoop
 
     private double ReadLoss(Tensor running, int steps, int epoch, int step)
     {
+        using var scope = NewDisposeScope(); // in-place ops return a new wrapper that must be freed too
         double mean = running.item<float>() / steps;
         running.zero_();
         if (!double.IsFinite(mean))

@@ -1,0 +1,134 @@
+using MlNetPeft.Adapters;
+using MlNetPeft.Adapters.Lora;
+using MlNetPeft.Adapters.Msplora;
+using MlNetPeft.Backbone;
+using MlNetPeft.Tests.Backbone;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Tests.Adapters;
+
+[TestClass]
+public sealed class AdapterTests
+{
+    private static Tensor Ids => tensor(TestData.Parity.GetProperty("input_ids").EnumerateArray()
+        .SelectMany(r => r.EnumerateArray().Select(v => v.GetInt64())).ToArray(), [3, 12]);
+
+    private static Tensor Mask => tensor(TestData.Parity.GetProperty("attention_mask").EnumerateArray()
+        .SelectMany(r => r.EnumerateArray().Select(v => v.GetInt64())).ToArray(), [3, 12]);
+
+    private static PeftModel Tiny(AdapterConfig adapters)
+    {
+        var config = RobertaConfig.Load(Path.Combine(TestData.TinyRoberta, "config.json"));
+        var weights = SafeTensors.Load(Path.Combine(TestData.TinyRoberta, "model.safetensors"));
+        var model = PeftModel.Create(config, 3, adapters, weights, "tiny", loadHead: true);
+        model.Train(false);
+        return model;
+    }
+
+    /// <summary>A backbone of the given shape with a tiny vocabulary and FFN: enough to count adapter parameters.</summary>
+    private static PeftModel Shaped(int layers, int hidden, AdapterConfig adapters)
+    {
+        var config = new RobertaConfig { NumHiddenLayers = layers, HiddenSize = hidden, NumAttentionHeads = 4, IntermediateSize = 8, VocabSize = 8, MaxPositionEmbeddings = 8 };
+        using var donor = new RobertaForSequenceClassification(config, 2);
+        return PeftModel.Create(config, 2, adapters, donor.state_dict(), "random");
+    }
+
+    public static IEnumerable<object[]> Methods =>
+    [
+        [new LoraConfig { Dropout = 0 }],
+        [new MsploraConfig { Dropout = 0 }],
+    ];
+
+    [TestMethod]
+    [DynamicData(nameof(Methods))]
+    public void FreshAdaptersGiveExactlyTheBackboneLogits(AdapterConfig adapters)
+    {
+        using var reference = RobertaParityTests.LoadTiny();
+        using var model = Tiny(adapters);
+        using var _ = no_grad();
+        var expected = reference.call(Ids, Mask);
+        var actual = model.Forward(Ids, Mask);
+        Assert.IsTrue(expected.equal(actual).all().item<bool>(), $"max diff {(expected - actual).abs().max().item<float>()}");
+    }
+
+    [TestMethod]
+    public void MsploraCountMatchesThePaperFormula()
+    {
+        // (10 + N)·r0·d for query and value with ranks 8/4/2 and 3 groups, against LoRA's 4·N·r0·d.
+        foreach (var (layers, hidden) in new[] { (12, 768), (6, 256), (4, 64) })
+        {
+            using var msp = Shaped(layers, hidden, new MsploraConfig());
+            Assert.AreEqual((10L + layers) * 8 * hidden, msp.Report().AdapterCount, $"MSPLoRA {layers}x{hidden}");
+            using var lora = Shaped(layers, hidden, new LoraConfig());
+            Assert.AreEqual(4L * layers * 8 * hidden, lora.Report().AdapterCount, $"LoRA {layers}x{hidden}");
+            long head = hidden * hidden + hidden + hidden * 2 + 2;
+            Assert.AreEqual(head, msp.Report().HeadCount);
+            Assert.AreEqual(msp.Report().AdapterCount + head, msp.TrainableCount);
+        }
+    }
+
+    [TestMethod]
+    public void MsploraSharesGlobalAndGroupComponents()
+    {
+        using var model = Shaped(12, 64, new MsploraConfig());
+        var query = model.Adapters.Wrapped.Where(w => w.Path.EndsWith("query")).Select(w => w.Linear.Updates).ToList();
+        Assert.HasCount(12, query);
+        Assert.IsTrue(query.All(u => u.Count == 3));
+        Assert.IsTrue(query.All(u => ReferenceEquals(u[0], query[0][0])), "one global pair for all layers");
+        for (int layer = 0; layer < 12; layer++)
+        {
+            Assert.AreSame(query[layer / 4 * 4][1], query[layer][1], $"layer {layer} shares its group's mid pair");
+            Assert.AreEqual(1, query.Count(u => ReferenceEquals(u[2], query[layer][2])), "layer-specific pair is its own");
+        }
+        Assert.AreEqual(3, query.Select(u => u[1]).Distinct().Count());
+        var value = model.Adapters.Wrapped.First(w => w.Path.EndsWith("value")).Linear.Updates;
+        Assert.AreNotSame(query[0][0], value[0], "query and value have separate pyramids");
+        // Each parameter is registered exactly once: 2 targets × (1 global + 3 mid + 12 layer) pairs × (A, B).
+        Assert.AreEqual(2 * 16 * 2, model.AdapterParameters().Count());
+    }
+
+    [TestMethod]
+    public void GroupsAreContiguousEqualRanges()
+    {
+        var config = new MsploraConfig();
+        CollectionAssert.AreEqual(new[] { 0, 0, 1, 1, 2, 2 }, Enumerable.Range(0, 6).Select(l => config.GroupOf(l, 6)).ToArray());
+        CollectionAssert.AreEqual(new[] { 0, 0, 1, 2 }, Enumerable.Range(0, 4).Select(l => config.GroupOf(l, 4)).ToArray());
+    }
+
+    [TestMethod]
+    [DynamicData(nameof(Methods))]
+    public void MergedAdaptersGiveTheSameLogits(AdapterConfig adapters)
+    {
+        using var model = Tiny(adapters);
+        using var _ = no_grad();
+        manual_seed(3);
+        foreach (var p in model.AdapterParameters()) p.copy_(randn_like(p).mul(0.2));
+        var unmerged = model.Forward(Ids, Mask);
+        using var reference = RobertaParityTests.LoadTiny();
+        Assert.IsGreaterThan(1e-3, (unmerged - reference.call(Ids, Mask)).abs().max().item<float>(), "the adapters change the output");
+        model.Merge();
+        var merged = model.Forward(Ids, Mask);
+        Assert.IsLessThan(1e-5, (merged - unmerged).abs().max().item<float>());
+    }
+
+    [TestMethod]
+    public void BadAdapterOptionsAreRejected()
+    {
+        Assert.ThrowsExactly<ArgumentException>(() => new MsploraConfig { Ranks = [] }.Validate(12));
+        Assert.ThrowsExactly<ArgumentException>(() => new MsploraConfig { GroupCount = 13 }.Validate(12));
+        Assert.ThrowsExactly<ArgumentException>(() => new LoraConfig { Rank = 0 }.Validate(12));
+        var e = Assert.ThrowsExactly<ArgumentException>(() => new LoraConfig { Targets = ["dense"] }.Validate(12));
+        StringAssert.Contains(e.Message, "dense");
+    }
+
+    [TestMethod]
+    public void ConfigRoundTripsThroughJson()
+    {
+        var config = new MsploraConfig { Ranks = [16, 8, 4, 2], GroupCount = 4, Targets = ["query", "key", "value"], Alpha = 32 };
+        var back = AdapterConfig.FromJson(config.ToJson());
+        Assert.IsInstanceOfType<MsploraConfig>(back);
+        Assert.AreEqual(config.ToJson(), back.ToJson());
+        StringAssert.Contains(config.ToJson(), "\"method\":\"msplora\"");
+    }
+}

@@ -1,0 +1,126 @@
+using Microsoft.ML;
+using MlNetPeft.MlNet;
+
+namespace MlNetPeft.Tests.MlNet;
+
+/// <summary>Bad input is a clear exception naming the column, row or file — never a crash, hang or silent NaN.</summary>
+[TestClass]
+public sealed class BadInputTests
+{
+    private static MLContext Ml => new(seed: 1);
+
+    private static List<ToyText.Row> RowsWith(int row, string? text)
+    {
+        var rows = ToyText.Rows(20, seed: 1);
+        rows[row].Sentence1 = text!;
+        return rows;
+    }
+
+    [TestMethod]
+    [DataRow("")]
+    [DataRow("   ")]
+    [DataRow(null)]
+    public void EmptyTrainingTextNamesColumnAndRow(string? text)
+    {
+        var ml = Ml;
+        var e = Assert.ThrowsExactly<InvalidDataException>(() => PeftTrainerFixture.Fit(ml, ml.Data.LoadFromEnumerable(RowsWith(7, text)), PeftTrainerFixture.Msplora(1)));
+        StringAssert.Contains(e.Message, "row 7");
+        StringAssert.Contains(e.Message, "'Sentence1'");
+    }
+
+    [TestMethod]
+    public void EmptyTextAtPredictionNamesTheColumn()
+    {
+        var ml = Ml;
+        var (model, _) = PeftTrainerFixture.Fit(ml, ml.Data.LoadFromEnumerable(ToyText.Rows(20, seed: 1)), PeftTrainerFixture.Msplora(1));
+        var engine = ml.Model.CreatePredictionEngine<ToyText.Row, ToyText.Prediction>(model);
+        var e = Assert.ThrowsExactly<InvalidDataException>(() => engine.Predict(new ToyText.Row { Sentence1 = "" }));
+        StringAssert.Contains(e.Message, "'Sentence1'");
+    }
+
+    [TestMethod]
+    public void MissingLabelColumnIsNamed()
+    {
+        var ml = Ml;
+        var data = ml.Data.LoadFromEnumerable(ToyText.Rows(20, seed: 1));
+        var options = PeftTrainerFixture.Msplora(1);
+        options.LabelColumnName = "Category";
+        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.MulticlassClassification.Trainers.Msplora(options).Fit(data));
+        StringAssert.Contains(e.Message, "'Category'");
+    }
+
+    [TestMethod]
+    public void TextLabelWithoutMapValueToKeySaysWhatToAdd()
+    {
+        var ml = Ml;
+        var data = ml.Data.LoadFromEnumerable(ToyText.Rows(20, seed: 1));
+        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.MulticlassClassification.Trainers.Msplora(PeftTrainerFixture.Msplora(1)).Fit(data));
+        StringAssert.Contains(e.Message, "'Label'");
+        StringAssert.Contains(e.Message, "MapValueToKey");
+    }
+
+    [TestMethod]
+    public void MissingTextColumnIsNamed()
+    {
+        var ml = Ml;
+        var options = PeftTrainerFixture.Msplora(1);
+        options.Sentence1ColumnName = "Review";
+        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => PeftTrainerFixture.Fit(ml, ml.Data.LoadFromEnumerable(ToyText.Rows(20, seed: 1)), options));
+        StringAssert.Contains(e.Message, "'Review'");
+    }
+
+    [TestMethod]
+    public void UnseenLabelInTheValidationSetNamesRowAndColumn()
+    {
+        var ml = Ml;
+        var train = ml.Data.LoadFromEnumerable(ToyText.Rows(20, seed: 1));
+        var validationRows = ToyText.Rows(10, seed: 2);
+        validationRows[4].Label = "vegetable"; // never seen by MapValueToKey
+        var options = PeftTrainerFixture.Msplora(1);
+        options.ValidationSet = ToyText.KeyLabel(ml).Fit(train).Transform(ml.Data.LoadFromEnumerable(validationRows));
+        var e = Assert.ThrowsExactly<InvalidDataException>(() => PeftTrainerFixture.Fit(ml, train, options));
+        StringAssert.Contains(e.Message, "validation set, row 4");
+        StringAssert.Contains(e.Message, "'Label'");
+    }
+
+    [TestMethod]
+    public void DivergingLossStopsWithAnExplanation()
+    {
+        var ml = Ml;
+        var options = PeftTrainerFixture.Msplora(3);
+        options.LearningRate = 1e30;
+        options.GradientClipNorm = 0;
+        options.LogEveryNSteps = 1;
+        var e = Assert.ThrowsExactly<InvalidOperationException>(() => PeftTrainerFixture.Fit(ml, ml.Data.LoadFromEnumerable(ToyText.Rows(40, seed: 1)), options));
+        StringAssert.Contains(e.Message, "diverged");
+        StringAssert.Contains(e.Message, "LearningRate");
+    }
+
+    [TestMethod]
+    public void BackboneProblemsNameTheDirectoryOrFile()
+    {
+        var ml = Ml;
+        var data = ml.Data.LoadFromEnumerable(ToyText.Rows(20, seed: 1));
+        var options = PeftTrainerFixture.Msplora(1);
+        options.BackboneDirectory = "";
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeftTrainerFixture.Fit(ml, data, options)).Message, "BackboneDirectory");
+
+        var dir = PeftTrainerFixture.CopyOfTinyBackbone();
+        File.Delete(Path.Combine(dir, "merges.txt"));
+        options.BackboneDirectory = dir;
+        StringAssert.Contains(Assert.ThrowsExactly<FileNotFoundException>(() => PeftTrainerFixture.Fit(ml, data, options)).Message, "merges.txt");
+    }
+
+    [TestMethod]
+    public void BadOptionsAreNamed()
+    {
+        var ml = Ml;
+        var data = ml.Data.LoadFromEnumerable(ToyText.Rows(20, seed: 1));
+        var options = PeftTrainerFixture.Msplora(1);
+        options.BatchSize = 0;
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeftTrainerFixture.Fit(ml, data, options)).Message, "BatchSize");
+        options = PeftTrainerFixture.Msplora(1);
+        options.Ranks = [8, 0, 2];
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeftTrainerFixture.Fit(ml, data, options)).Message, "Ranks");
+    }
+}

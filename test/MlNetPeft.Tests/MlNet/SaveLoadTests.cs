@@ -1,0 +1,136 @@
+using Microsoft.ML;
+using MlNetPeft.MlNet;
+
+namespace MlNetPeft.Tests.MlNet;
+
+/// <summary>mlContext.Model.Save/Load round trips, the backbone fingerprint and where the backbone is found.</summary>
+[TestClass]
+public sealed class SaveLoadTests
+{
+    private static string TempZip() => Path.Combine(Directory.CreateTempSubdirectory("mlnetpeft-zip-").FullName, "model.zip");
+
+    private static (MLContext Ml, IDataView Data, ITransformer Model) Train(PeftTextTrainerOptions options)
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(ToyText.Rows(64, seed: 5));
+        return (ml, data, PeftTrainerFixture.Fit(ml, data, options).Model);
+    }
+
+    private static void AssertSameScores(float[][] expected, float[][] actual)
+    {
+        Assert.HasCount(expected.Length, actual);
+        for (int i = 0; i < expected.Length; i++) CollectionAssert.AreEqual(expected[i], actual[i], $"row {i}");
+    }
+
+    public static IEnumerable<object[]> Trainers =>
+    [
+        [PeftTrainerFixture.Msplora(2)],
+        [PeftTrainerFixture.Lora(2)],
+    ];
+
+    [TestMethod]
+    [DynamicData(nameof(Trainers))]
+    public void LoadedModelGivesIdenticalPredictionsInAFreshContext(PeftTextTrainerOptions options)
+    {
+        var (ml, data, model) = Train(options);
+        var zip = TempZip();
+        ml.Model.Save(model, data.Schema, zip);
+        Assert.IsLessThan(2_000_000L, new FileInfo(zip).Length, "adapters + head + tokenizer, no backbone");
+
+        var fresh = new MLContext();
+        var loaded = fresh.Model.Load(zip, out var schema);
+        Assert.IsNotNull(schema.GetColumnOrNull("Sentence1"));
+        AssertSameScores(PeftTrainerFixture.Scores(model, data, ml), PeftTrainerFixture.Scores(loaded, data, fresh));
+
+        var before = ml.Model.CreatePredictionEngine<ToyText.Row, ToyText.Prediction>(model).Predict(new() { Sentence1 = "owl fox yak" });
+        var after = fresh.Model.CreatePredictionEngine<ToyText.Row, ToyText.Prediction>(loaded).Predict(new() { Sentence1 = "owl fox yak" });
+        Assert.AreEqual(before.PredictedLabel, after.PredictedLabel);
+        CollectionAssert.AreEqual(before.Score, after.Score);
+    }
+
+    [TestMethod]
+    public void EmbeddedBackboneMakesTheZipSelfContained()
+    {
+        var backbone = PeftTrainerFixture.CopyOfTinyBackbone();
+        var options = PeftTrainerFixture.Msplora(2);
+        options.BackboneDirectory = backbone;
+        options.EmbedBackbone = true;
+        var (ml, data, model) = Train(options);
+        var zip = TempZip();
+        ml.Model.Save(model, data.Schema, zip);
+        Directory.Delete(backbone, recursive: true);
+
+        var fresh = new MLContext();
+        var loaded = fresh.Model.Load(zip, out _);
+        AssertSameScores(PeftTrainerFixture.Scores(model, data, ml), PeftTrainerFixture.Scores(loaded, data, fresh));
+    }
+
+    [TestMethod]
+    public void WrongOrMissingBackboneIsAClearErrorAndAnOverrideFindsTheRightOne()
+    {
+        var backbone = PeftTrainerFixture.CopyOfTinyBackbone();
+        var options = PeftTrainerFixture.Msplora(1);
+        options.BackboneDirectory = backbone;
+        var (ml, data, model) = Train(options);
+        var zip = TempZip();
+        ml.Model.Save(model, data.Schema, zip);
+        var expected = PeftTrainerFixture.Scores(model, data, ml);
+
+        // Same file name, other weights: the fingerprint tells them apart.
+        File.AppendAllText(Path.Combine(backbone, "model.safetensors"), " ");
+        var e = Assert.Throws<Exception>(() => new MLContext().Model.Load(zip, out _));
+        var message = Flatten(e);
+        StringAssert.Contains(message, "SHA-256");
+        StringAssert.Contains(message, BackboneLocator.EnvironmentVariable);
+
+        var good = PeftTrainerFixture.CopyOfTinyBackbone();
+        try
+        {
+            BackboneLocator.OverrideDirectory = good;
+            var fresh = new MLContext();
+            AssertSameScores(expected, PeftTrainerFixture.Scores(fresh.Model.Load(zip, out _), data, fresh));
+        }
+        finally { BackboneLocator.OverrideDirectory = null; }
+
+        try
+        {
+            Environment.SetEnvironmentVariable(BackboneLocator.EnvironmentVariable, good);
+            var fresh = new MLContext();
+            AssertSameScores(expected, PeftTrainerFixture.Scores(fresh.Model.Load(zip, out _), data, fresh));
+        }
+        finally { Environment.SetEnvironmentVariable(BackboneLocator.EnvironmentVariable, null); }
+
+        Directory.Delete(backbone, recursive: true);
+        StringAssert.Contains(Flatten(Assert.Throws<Exception>(() => new MLContext().Model.Load(zip, out _))), "no such backbone was found");
+    }
+
+    [TestMethod]
+    public void TransformerReportsItsParametersAndSurvivesSaveWithoutLabelNames()
+    {
+        var ml = new MLContext(seed: 1);
+        // A label that is a key without text names (MapValueToKey over numbers keeps numeric names).
+        var rows = ToyText.Rows(48, seed: 6).Select(r => new NumericLabelRow { Sentence1 = r.Sentence1, Label = r.Label.Length });
+        var data = ml.Data.LoadFromEnumerable(rows);
+        var pipeline = ml.Transforms.Conversion.MapValueToKey("Label")
+            .Append(ml.MulticlassClassification.Trainers.Msplora(PeftTrainerFixture.Msplora(1)));
+        var model = pipeline.Fit(data);
+        var peft = model.LastTransformer;
+        Assert.AreEqual("msplora", peft.Parameters.Method);
+        Assert.AreEqual((10L + 4) * 8 * 64, peft.Parameters.AdapterCount);
+        StringAssert.Contains(peft.Parameters.ToString(), "query_global");
+
+        var zip = TempZip();
+        ml.Model.Save(model, data.Schema, zip);
+        var fresh = new MLContext();
+        var loaded = fresh.Model.Load(zip, out _);
+        AssertSameScores(PeftTrainerFixture.Scores(model, data, ml), PeftTrainerFixture.Scores(loaded, data, fresh));
+    }
+
+    public sealed class NumericLabelRow
+    {
+        public string Sentence1 { get; set; } = "";
+        public int Label { get; set; }
+    }
+
+    private static string Flatten(Exception e) => e.InnerException is null ? e.Message : e.Message + " | " + Flatten(e.InnerException);
+}

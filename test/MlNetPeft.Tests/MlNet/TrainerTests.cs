@@ -1,0 +1,120 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MlNetPeft.MlNet;
+using TorchSharp;
+
+namespace MlNetPeft.Tests.MlNet;
+
+/// <summary>End to end through ML.NET: learning, metrics, prediction engine, schema, progress, determinism.</summary>
+[TestClass]
+public sealed class TrainerTests
+{
+    public static IEnumerable<object[]> Trainers =>
+    [
+        [PeftTrainerFixture.Msplora()],
+        [PeftTrainerFixture.Lora()],
+    ];
+
+    [TestMethod]
+    [DynamicData(nameof(Trainers))]
+    public void LearnsALabelThatDependsOnTheText(PeftTextTrainerOptions options)
+    {
+        var ml = new MLContext(seed: 1);
+        var train = ml.Data.LoadFromEnumerable(ToyText.Rows(240, seed: 1));
+        var test = ml.Data.LoadFromEnumerable(ToyText.Rows(90, seed: 2));
+        var (model, progress) = PeftTrainerFixture.Fit(ml, train, options);
+
+        double first = progress.First().Loss, last = progress.Last().Loss;
+        Assert.IsLessThan(first / 2, last, $"training loss {first:F3} → {last:F3} should at least halve");
+        var metrics = ml.MulticlassClassification.Evaluate(model.Transform(test));
+        Assert.IsGreaterThan(0.8, metrics.MicroAccuracy, $"accuracy on held-out rows (chance 0.33): {metrics.MicroAccuracy:F3}");
+
+        var engine = ml.Model.CreatePredictionEngine<ToyText.Row, ToyText.Prediction>(model);
+        Assert.AreEqual("animal", engine.Predict(new ToyText.Row { Sentence1 = "zebra wolf fox owl" }).PredictedLabel);
+        Assert.AreEqual("fruit", engine.Predict(new ToyText.Row { Sentence1 = "peach melon apple cherry" }).PredictedLabel);
+    }
+
+    [TestMethod]
+    public void SameSeedGivesTheSameModel()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(ToyText.Rows(64, seed: 3));
+        var a = PeftTrainerFixture.Scores(PeftTrainerFixture.Fit(ml, data, PeftTrainerFixture.Msplora(2)).Model, data, ml);
+        var b = PeftTrainerFixture.Scores(PeftTrainerFixture.Fit(ml, data, PeftTrainerFixture.Msplora(2)).Model, data, ml);
+        var options = PeftTrainerFixture.Msplora(2);
+        options.Seed = 7;
+        var c = PeftTrainerFixture.Scores(PeftTrainerFixture.Fit(ml, data, options).Model, data, ml);
+        for (int i = 0; i < a.Length; i++) CollectionAssert.AreEqual(a[i], b[i], $"row {i}");
+        Assert.IsTrue(a.Zip(c).Any(p => !p.First.SequenceEqual(p.Second)), "another seed gives another model");
+    }
+
+    [TestMethod]
+    public void ReportsProgressToTheCallbackAndTheLog()
+    {
+        var ml = new MLContext(seed: 1);
+        var log = new List<string>();
+        ml.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Info) lock (log) log.Add(e.Message); };
+        var data = ml.Data.LoadFromEnumerable(ToyText.Rows(64, seed: 3));
+        var options = PeftTrainerFixture.Msplora(3);
+        options.ValidationSet = ToyText.KeyLabel(ml).Fit(data).Transform(ml.Data.LoadFromEnumerable(ToyText.Rows(30, seed: 4)));
+        var (_, progress) = PeftTrainerFixture.Fit(ml, data, options);
+
+        Assert.AreEqual(3 * 4, progress.Max(p => p.Step), "64 rows in batches of 16 for 3 epochs");
+        Assert.IsTrue(progress.All(p => p.TotalSteps == 12 && double.IsFinite(p.Loss)));
+        var validation = progress.Where(p => p.ValidationMetric is not null).ToList();
+        CollectionAssert.AreEqual(new[] { 1, 2, 3 }, validation.Select(p => p.Epoch).ToArray(), "one validation score per epoch");
+        Assert.IsTrue(log.Any(m => m.Contains("msplora adapters")), "parameter report logged");
+        Assert.IsTrue(log.Any(m => m.Contains("validation")), "validation logged");
+    }
+
+    [TestMethod]
+    public void EarlyStoppingStopsWhenValidationStallsAndKeepsTheBestEpoch()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(ToyText.Rows(64, seed: 3));
+        var options = PeftTrainerFixture.Msplora(30);
+        options.EarlyStoppingPatience = 2;
+        // Validation labels that no text predicts: accuracy cannot keep improving, so training stops early.
+        var noise = ToyText.Rows(30, seed: 4).Select((r, i) => new ToyText.Row { Sentence1 = r.Sentence1, Label = new[] { "fruit", "animal", "number" }[i % 3] });
+        options.ValidationSet = ToyText.KeyLabel(ml).Fit(data).Transform(ml.Data.LoadFromEnumerable(noise));
+        var (_, progress) = PeftTrainerFixture.Fit(ml, data, options);
+        int epochs = progress.Max(p => p.Epoch);
+        Assert.IsLessThan(30, epochs, "stopped before MaxEpochs");
+        var scores = progress.Where(p => p.ValidationMetric is not null).Select(p => p.ValidationMetric!.Value).ToList();
+        Assert.AreEqual(scores.Count - 1 - 2, scores.IndexOf(scores.Max()), "stopped 2 epochs after the best one");
+    }
+
+    [TestMethod]
+    public void MemoryStaysFlatAcrossEpochs()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(ToyText.Rows(64, seed: 3));
+        var options = PeftTrainerFixture.Msplora(4);
+        var live = new List<long>();
+        options.ProgressCallback = p => { if (p.Step % 4 == 0) live.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount); };
+        var trainer = ml.MulticlassClassification.Trainers.Msplora(options);
+        ToyText.KeyLabel(ml).Append(trainer).Fit(data);
+        Assert.HasCount(4, live);
+        Assert.IsTrue(live.Skip(1).All(n => n == live[0]), $"live tensors at each epoch end: {string.Join(", ", live)}");
+    }
+
+    [TestMethod]
+    public void EstimatorDescribesItsOutputColumns()
+    {
+        var ml = new MLContext();
+        var data = ml.Data.LoadFromEnumerable(ToyText.Rows(10, seed: 1));
+        var keyed = ToyText.KeyLabel(ml).Fit(data).Transform(data);
+        // SchemaShape.Create is internal to ML.NET; estimators receive shapes built by it.
+        var input = (SchemaShape)typeof(SchemaShape).GetMethod("Create", System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.NonPublic)!
+            .Invoke(null, [keyed.Schema])!;
+        var shape = ml.MulticlassClassification.Trainers.Msplora(PeftTrainerFixture.Msplora()).GetOutputSchema(input);
+        var score = shape.Single(c => c.Name == "Score");
+        Assert.AreEqual(SchemaShape.Column.VectorKind.Vector, score.Kind);
+        Assert.IsTrue(shape.Single(c => c.Name == "PredictedLabel").IsKey);
+        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() =>
+            ml.MulticlassClassification.Trainers.Msplora(PeftTrainerFixture.Msplora()).GetOutputSchema(
+                (SchemaShape)typeof(SchemaShape).GetMethod("Create", System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.NonPublic)!
+                    .Invoke(null, [data.Schema])!));
+        StringAssert.Contains(e.Message, "MapValueToKey");
+    }
+}
