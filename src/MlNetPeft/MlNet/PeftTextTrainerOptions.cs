@@ -16,7 +16,7 @@ public abstract class PeftTextTrainerOptions
     /// <summary>Second text column for sentence-pair tasks (encoded as &lt;s&gt; A &lt;/s&gt;&lt;/s&gt; B &lt;/s&gt;), or null.</summary>
     public string? Sentence2ColumnName;
 
-    /// <summary>Output column with the class scores (logits) or the regression value.</summary>
+    /// <summary>Output column with the class probabilities or the regression value.</summary>
     public string ScoreColumnName = "Score";
 
     /// <summary>Output column with the predicted label key (classification only).</summary>

@@ -18,7 +18,7 @@ namespace MlNetPeft.MlNet;
 
 /// <summary>
 /// A fine-tuned RoBERTa text model (any adapter method) as an ML.NET transformer: reads the sentence column(s)
-/// and adds Score (class logits, or the regression value) and, for classification, PredictedLabel. Saved with
+/// and adds Score (class probabilities, or the regression value) and, for classification, PredictedLabel. Saved with
 /// <c>mlContext.Model.Save</c>; the zip holds adapters, head, tokenizer files, the backbone config and the
 /// SHA-256 of the backbone weights (or the weights themselves with EmbedBackbone).
 /// </summary>
@@ -149,13 +149,16 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, IDisp
         return new Mapper(this, schema);
     }
 
-    /// <summary>Model outputs for one tokenized input: class logits, or one regression value.</summary>
+    /// <summary>Model outputs for one tokenized input: class probabilities (softmax, as ML.NET's multiclass
+    /// Score is, so Evaluate's log-loss is right), or one regression value.</summary>
     internal float[] Predict(int[] ids)
     {
         using var scope = NewDisposeScope();
         using var _ = inference_mode();
         var input = tensor(ids.Select(i => (long)i).ToArray(), [1, ids.Length]).to(_model.Device);
-        return _model.Forward(input, null).cpu().data<float>().ToArray();
+        var output = _model.Forward(input, null);
+        if (_info.Task == TaskKind.Classification) output = output.softmax(-1);
+        return output.cpu().data<float>().ToArray();
     }
 
     /// <summary>Frees the TorchSharp model (CPU or GPU memory) now rather than at garbage collection.</summary>

@@ -15,10 +15,10 @@ public sealed record TrainingProgress
     public double LearningRate { get; init; }
     /// <summary>Training rows per second since the previous report.</summary>
     public double RowsPerSecond { get; init; }
-    /// <summary>Set at the end of an epoch when a validation set is given: accuracy, or Pearson r for regression.</summary>
+    /// <summary>Set (in a report of its own) at the end of an epoch when a validation set is given: accuracy, or Pearson r for regression.</summary>
     public double? ValidationMetric { get; init; }
 
-    public override string ToString() =>
-        $"epoch {Epoch} step {Step}/{TotalSteps} loss {Loss:F4} lr {LearningRate:E2} {RowsPerSecond:F1} rows/s" +
-        (ValidationMetric is { } m ? $" validation {m:F4}" : "");
+    public override string ToString() => ValidationMetric is { } metric
+        ? $"epoch {Epoch} validation {metric:F4}"
+        : $"epoch {Epoch} step {Step}/{TotalSteps} loss {Loss:F4} lr {LearningRate:E2} {RowsPerSecond:F1} rows/s";
 }

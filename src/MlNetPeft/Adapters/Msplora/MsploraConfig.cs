@@ -24,23 +24,29 @@ public sealed record MsploraConfig : AdapterConfig
     {
         var set = new AdapterSet();
         int layers = encoder.Layers.Count, last = Ranks.Length - 1;
-        var shared = new Dictionary<string, LowRankUpdate>();
+        var components = new Dictionary<string, LowRankUpdate>();
         set.Attach(encoder, Targets, (layer, target, inF, outF) =>
         {
-            var updates = new List<IWeightDelta>();
-            for (int level = 0; level < Ranks.Length; level++)
-            {
-                string name = level == 0 ? $"{target}_global"
-                    : level == last ? $"{target}_layer{layer}"
-                    : $"{target}_mid{(last > 2 ? level.ToString() + "_" : "")}group{GroupOf(layer, layers)}";
-                if (!shared.TryGetValue(name, out var update))
-                    shared[name] = update = set.Add(name, new LowRankUpdate(inF, outF, Ranks[level], Alpha, Dropout));
-                updates.Add(update);
-            }
-            return updates;
+            // Created in pyramid order (global, mid groups, layers) so the parameter report reads top-down.
+            if (layer == 0)
+                for (int level = 0; level <= last; level++)
+                    for (int i = 0; i < (level == 0 ? 1 : level == last ? layers : GroupCount); i++)
+                    {
+                        var name = ComponentName(target, level, i);
+                        components[name] = set.Add(name, new LowRankUpdate(inF, outF, Ranks[level], Alpha, Dropout));
+                    }
+            return Enumerable.Range(0, Ranks.Length)
+                .Select(level => (IWeightDelta)components[ComponentName(target, level, level == last ? layer : GroupOf(layer, layers))])
+                .ToList();
         });
         return set;
     }
+
+    /// <summary>"query_global", "query_mid1_group2" (level 1, group 2), "query_layer7".</summary>
+    private string ComponentName(string target, int level, int index) =>
+        level == 0 ? $"{target}_global"
+        : level == Ranks.Length - 1 ? $"{target}_layer{index}"
+        : $"{target}_mid{level}_group{index}";
 
     public override void Validate(int layers)
     {

@@ -1,0 +1,62 @@
+using System.Globalization;
+
+namespace MlNetPeft.Examples;
+
+/// <summary>Command-line options shared by the examples.</summary>
+public sealed record ExampleArgs
+{
+    public required string Backbone { get; init; }
+    public required string DataDirectory { get; init; }
+    public int MaxTrainRows { get; init; }
+    public int MaxDevRows { get; init; }
+    public int Epochs { get; init; } = 5;
+    public double LearningRate { get; init; } = 2e-3;
+    public string ModelPath { get; init; } = Path.Combine(Path.GetTempPath(), "sentiment-msplora.zip");
+
+    /// <summary>The repository folder holding models/ and data/, found above the running program.</summary>
+    public static string RepositoryRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (Directory.Exists(Path.Combine(dir.FullName, "models", "roberta-mini")) && Directory.Exists(Path.Combine(dir.FullName, "data")))
+                return dir.FullName;
+        throw new DirectoryNotFoundException("models/roberta-mini not found above " + AppContext.BaseDirectory + "; pass --backbone and --data");
+    }
+
+    public static ExampleArgs Parse(string[] args)
+    {
+        string? backbone = null, data = null, model = null;
+        int trainRows = 0, devRows = 0, epochs = 5;
+        double lr = 2e-3;
+        for (int i = 0; i < args.Length; i++)
+        {
+            string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
+            switch (args[i])
+            {
+                case "--backbone": backbone = Next(); break;
+                case "--data": data = Next(); break;
+                case "--model": model = Next(); break;
+                case "--max-train-rows": trainRows = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--max-dev-rows": devRows = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--epochs": epochs = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--learning-rate": lr = double.Parse(Next(), CultureInfo.InvariantCulture); break;
+                default: throw new ArgumentException($"unknown option {args[i]}");
+            }
+        }
+        if (backbone is null)
+        {
+            backbone = Path.Combine(RepositoryRoot(), "models", "roberta-mini");
+            Console.WriteLine($"No --backbone given: using the small roberta-mini checkpoint shipped in the repository ({backbone}).");
+            Console.WriteLine("It is weak (a few CPU hours of pretraining); pass --backbone /path/to/roberta-base for real accuracy.");
+        }
+        return new ExampleArgs
+        {
+            Backbone = backbone,
+            DataDirectory = data ?? Path.Combine(RepositoryRoot(), "data"),
+            MaxTrainRows = trainRows,
+            MaxDevRows = devRows,
+            Epochs = epochs,
+            LearningRate = lr,
+            ModelPath = model ?? Path.Combine(Path.GetTempPath(), "sentiment-msplora.zip"),
+        };
+    }
+}
