@@ -33,7 +33,7 @@ public static class SentimentExample
         var dev = Load(ml, Path.Combine(args.DataDirectory, "sst2", "dev.tsv"), args.MaxDevRows);
         var labels = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
 
-        var options = new MsploraTextClassificationTrainer.Options
+        var options = new MsploraOptions
         {
             BackboneDirectory = args.Backbone,
             Sentence1ColumnName = nameof(Review.Sentence),

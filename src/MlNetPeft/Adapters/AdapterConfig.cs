@@ -1,8 +1,10 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using MlNetPeft.Adapters.Lora;
+using MlNetPeft.Adapters.LoraSquared;
 using MlNetPeft.Adapters.Msplora;
 using MlNetPeft.Backbone;
+using MlNetPeft.Training;
 
 namespace MlNetPeft.Adapters;
 
@@ -13,6 +15,7 @@ namespace MlNetPeft.Adapters;
 [JsonPolymorphic(TypeDiscriminatorPropertyName = "method")]
 [JsonDerivedType(typeof(LoraConfig), "lora")]
 [JsonDerivedType(typeof(MsploraConfig), "msplora")]
+[JsonDerivedType(typeof(SvdConfig), "svd")]
 public abstract record AdapterConfig
 {
     /// <summary>Attention projections that get adapters: any of "query", "key", "value".</summary>
@@ -24,11 +27,15 @@ public abstract record AdapterConfig
     /// <summary>Dropout on the adapter input during training.</summary>
     public double Dropout { get; init; } = 0.05;
 
-    /// <summary>Method name as saved and reported ("lora", "msplora").</summary>
+    /// <summary>Method name as reported ("lora", "msplora", "lorasquared", "adalora").</summary>
     [JsonIgnore] public abstract string MethodName { get; }
 
     /// <summary>Creates the adapters and wraps the target projections of <paramref name="encoder"/>.</summary>
     internal abstract AdapterSet Attach(RobertaModel encoder);
+
+    /// <summary>Extras for the training loop (a regulariser, pruning), or null; <paramref name="totalSteps"/> is the
+    /// number of optimizer steps the run will take.</summary>
+    internal virtual ITrainingHooks? CreateHooks(AdapterSet adapters, int totalSteps) => null;
 
     /// <summary>Throws <see cref="ArgumentException"/> naming the bad option.</summary>
     public virtual void Validate(int layers)

@@ -73,14 +73,19 @@ internal sealed class PeftModel : IDisposable
         Adapters.train(on);
     }
 
+    /// <summary>Head and adapter parameters plus adapter buffers (pruning masks): what a saved model holds.</summary>
+    private IEnumerable<(string Name, Tensor Tensor)> StateTensors() =>
+        TrainableParameters().Select(p => (p.Name, (Tensor)p.Parameter))
+            .Concat(Adapters.named_buffers().Select(b => ("adapters." + b.name, b.buffer)));
+
     /// <summary>Adapter and head tensors (CPU, fp32), keyed "classifier.*" and "adapters.*".</summary>
     public Dictionary<string, Tensor> TrainableState() =>
-        TrainableParameters().ToDictionary(p => p.Name, p => p.Parameter.detach().cpu().to(ScalarType.Float32));
+        StateTensors().ToDictionary(p => p.Name, p => p.Tensor.detach().cpu().to(ScalarType.Float32));
 
     public void LoadTrainableState(IReadOnlyDictionary<string, Tensor> state, string source)
     {
         using var _ = no_grad();
-        var expected = TrainableParameters().ToList();
+        var expected = StateTensors().ToList();
         foreach (var (name, parameter) in expected)
         {
             if (!state.TryGetValue(name, out var tensor)) throw new InvalidDataException($"{source}: missing tensor '{name}'");

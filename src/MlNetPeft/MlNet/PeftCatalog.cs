@@ -1,10 +1,14 @@
-using Microsoft.ML;
 using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
 using MlNetPeft.MlNet;
 
 namespace Microsoft.ML;
 
-/// <summary>MlNetPeft trainers on ML.NET's catalogs: <c>mlContext.MulticlassClassification.Trainers.Msplora(...)</c>.</summary>
+/// <summary>
+/// MlNetPeft trainers on ML.NET's catalogs, e.g. <c>mlContext.MulticlassClassification.Trainers.Msplora(...)</c> and
+/// <c>mlContext.Regression.Trainers.Msplora(...)</c>. Each has a short form with the common arguments and a form
+/// that takes the method's options object.
+/// </summary>
 public static class PeftCatalog
 {
     /// <summary>MSPLoRA fine-tuning of a RoBERTa checkpoint for text classification.</summary>
@@ -21,16 +25,33 @@ public static class PeftCatalog
         string backboneDirectory, string labelColumnName = "Label", string sentence1ColumnName = "Sentence1",
         string? sentence2ColumnName = null, int batchSize = 32, int maxEpochs = 10, double learningRate = 5e-4,
         IDataView? validationSet = null) =>
-        catalog.Msplora(new MsploraTextClassificationTrainer.Options
-        {
-            BackboneDirectory = backboneDirectory, LabelColumnName = labelColumnName, Sentence1ColumnName = sentence1ColumnName,
-            Sentence2ColumnName = sentence2ColumnName, BatchSize = batchSize, MaxEpochs = maxEpochs, LearningRate = learningRate,
-            ValidationSet = validationSet,
-        });
+        catalog.Msplora(Common(new MsploraOptions(), backboneDirectory, labelColumnName, sentence1ColumnName, sentence2ColumnName,
+            batchSize, maxEpochs, learningRate, validationSet));
 
-    /// <summary>MSPLoRA fine-tuning with full options.</summary>
+    /// <summary>MSPLoRA fine-tuning for text classification, with every option.</summary>
     public static MsploraTextClassificationTrainer Msplora(this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
-        MsploraTextClassificationTrainer.Options options) => new(Env(catalog), options);
+        MsploraOptions options) => new(Env(catalog), options);
+
+    /// <summary>MSPLoRA fine-tuning of a RoBERTa checkpoint for regression on text (one Single label, MSE loss).</summary>
+    /// <param name="catalog">The regression trainers.</param>
+    /// <param name="backboneDirectory">HF RoBERTa checkpoint directory.</param>
+    /// <param name="labelColumnName">Single-typed label column.</param>
+    /// <param name="sentence1ColumnName">Text column.</param>
+    /// <param name="sentence2ColumnName">Second text column for sentence pairs, or null.</param>
+    /// <param name="batchSize">Rows per step.</param>
+    /// <param name="maxEpochs">Passes over the data.</param>
+    /// <param name="learningRate">Peak adapter learning rate.</param>
+    /// <param name="validationSet">Optional validation data (scored by Pearson r each epoch).</param>
+    public static MsploraRegressionTrainer Msplora(this RegressionCatalog.RegressionTrainers catalog,
+        string backboneDirectory, string labelColumnName = "Label", string sentence1ColumnName = "Sentence1",
+        string? sentence2ColumnName = null, int batchSize = 32, int maxEpochs = 10, double learningRate = 5e-4,
+        IDataView? validationSet = null) =>
+        catalog.Msplora(Common(new MsploraOptions(), backboneDirectory, labelColumnName, sentence1ColumnName, sentence2ColumnName,
+            batchSize, maxEpochs, learningRate, validationSet));
+
+    /// <summary>MSPLoRA fine-tuning for regression on text, with every option.</summary>
+    public static MsploraRegressionTrainer Msplora(this RegressionCatalog.RegressionTrainers catalog, MsploraOptions options) =>
+        new(Env(catalog), options);
 
     /// <summary>Plain LoRA fine-tuning of a RoBERTa checkpoint for text classification (the baseline).</summary>
     /// <param name="catalog">The multiclass classification trainers.</param>
@@ -47,17 +68,104 @@ public static class PeftCatalog
         string backboneDirectory, string labelColumnName = "Label", string sentence1ColumnName = "Sentence1",
         string? sentence2ColumnName = null, int rank = 8, int batchSize = 32, int maxEpochs = 10, double learningRate = 5e-4,
         IDataView? validationSet = null) =>
-        catalog.Lora(new LoraTextClassificationTrainer.Options
-        {
-            BackboneDirectory = backboneDirectory, LabelColumnName = labelColumnName, Sentence1ColumnName = sentence1ColumnName,
-            Sentence2ColumnName = sentence2ColumnName, Rank = rank, BatchSize = batchSize, MaxEpochs = maxEpochs,
-            LearningRate = learningRate, ValidationSet = validationSet,
-        });
+        catalog.Lora(Common(new LoraOptions { Rank = rank }, backboneDirectory, labelColumnName, sentence1ColumnName,
+            sentence2ColumnName, batchSize, maxEpochs, learningRate, validationSet));
 
-    /// <summary>Plain LoRA fine-tuning with full options.</summary>
+    /// <summary>Plain LoRA fine-tuning for text classification, with every option.</summary>
     public static LoraTextClassificationTrainer Lora(this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
-        LoraTextClassificationTrainer.Options options) => new(Env(catalog), options);
+        LoraOptions options) => new(Env(catalog), options);
 
-    private static Runtime.IHostEnvironment Env(TrainCatalogBase.CatalogInstantiatorBase catalog) =>
+    /// <summary>Plain LoRA fine-tuning for regression on text (the baseline).</summary>
+    /// <param name="catalog">The regression trainers.</param>
+    /// <param name="backboneDirectory">HF RoBERTa checkpoint directory.</param>
+    /// <param name="labelColumnName">Single-typed label column.</param>
+    /// <param name="sentence1ColumnName">Text column.</param>
+    /// <param name="sentence2ColumnName">Second text column for sentence pairs, or null.</param>
+    /// <param name="rank">LoRA rank.</param>
+    /// <param name="batchSize">Rows per step.</param>
+    /// <param name="maxEpochs">Passes over the data.</param>
+    /// <param name="learningRate">Peak adapter learning rate.</param>
+    /// <param name="validationSet">Optional validation data.</param>
+    public static LoraRegressionTrainer Lora(this RegressionCatalog.RegressionTrainers catalog,
+        string backboneDirectory, string labelColumnName = "Label", string sentence1ColumnName = "Sentence1",
+        string? sentence2ColumnName = null, int rank = 8, int batchSize = 32, int maxEpochs = 10, double learningRate = 5e-4,
+        IDataView? validationSet = null) =>
+        catalog.Lora(Common(new LoraOptions { Rank = rank }, backboneDirectory, labelColumnName, sentence1ColumnName,
+            sentence2ColumnName, batchSize, maxEpochs, learningRate, validationSet));
+
+    /// <summary>Plain LoRA fine-tuning for regression on text, with every option.</summary>
+    public static LoraRegressionTrainer Lora(this RegressionCatalog.RegressionTrainers catalog, LoraOptions options) =>
+        new(Env(catalog), options);
+
+    /// <summary>LoRA² fine-tuning (SVD-form adapters whose factors are LoRAs, pruned to a rank budget) for text classification.</summary>
+    /// <param name="catalog">The multiclass classification trainers.</param>
+    /// <param name="backboneDirectory">HF RoBERTa checkpoint directory.</param>
+    /// <param name="labelColumnName">Key-typed label column.</param>
+    /// <param name="sentence1ColumnName">Text column.</param>
+    /// <param name="sentence2ColumnName">Second text column for sentence pairs, or null.</param>
+    /// <param name="initialRank">Initial rank r of every adapted matrix.</param>
+    /// <param name="targetRank">Average rank left after pruning.</param>
+    /// <param name="batchSize">Rows per step.</param>
+    /// <param name="maxEpochs">Passes over the data.</param>
+    /// <param name="learningRate">Peak adapter learning rate.</param>
+    /// <param name="validationSet">Optional validation data.</param>
+    public static LoraSquaredTrainer LoraSquared(this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
+        string backboneDirectory, string labelColumnName = "Label", string sentence1ColumnName = "Sentence1",
+        string? sentence2ColumnName = null, int initialRank = 8, int targetRank = 2, int batchSize = 32, int maxEpochs = 10,
+        double learningRate = 5e-4, IDataView? validationSet = null) =>
+        catalog.LoraSquared(Common(new LoraSquaredOptions { InitialRank = initialRank, TargetRank = targetRank }, backboneDirectory,
+            labelColumnName, sentence1ColumnName, sentence2ColumnName, batchSize, maxEpochs, learningRate, validationSet));
+
+    /// <summary>LoRA² fine-tuning for text classification, with every option.</summary>
+    public static LoraSquaredTrainer LoraSquared(this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
+        LoraSquaredOptions options) => new(Env(catalog), options);
+
+    /// <summary>LoRA² fine-tuning for regression on text, with every option.</summary>
+    public static LoraSquaredRegressionTrainer LoraSquared(this RegressionCatalog.RegressionTrainers catalog, LoraSquaredOptions options) =>
+        new(Env(catalog), options);
+
+    /// <summary>AdaLoRA fine-tuning (SVD-form adapters pruned to a rank budget) for text classification: LoRA²'s baseline.</summary>
+    /// <param name="catalog">The multiclass classification trainers.</param>
+    /// <param name="backboneDirectory">HF RoBERTa checkpoint directory.</param>
+    /// <param name="labelColumnName">Key-typed label column.</param>
+    /// <param name="sentence1ColumnName">Text column.</param>
+    /// <param name="sentence2ColumnName">Second text column for sentence pairs, or null.</param>
+    /// <param name="initialRank">Initial rank r of every adapted matrix.</param>
+    /// <param name="targetRank">Average rank left after pruning.</param>
+    /// <param name="batchSize">Rows per step.</param>
+    /// <param name="maxEpochs">Passes over the data.</param>
+    /// <param name="learningRate">Peak adapter learning rate.</param>
+    /// <param name="validationSet">Optional validation data.</param>
+    public static AdaLoraTrainer AdaLora(this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
+        string backboneDirectory, string labelColumnName = "Label", string sentence1ColumnName = "Sentence1",
+        string? sentence2ColumnName = null, int initialRank = 12, int targetRank = 8, int batchSize = 32, int maxEpochs = 10,
+        double learningRate = 5e-4, IDataView? validationSet = null) =>
+        catalog.AdaLora(Common(new AdaLoraOptions { InitialRank = initialRank, TargetRank = targetRank }, backboneDirectory,
+            labelColumnName, sentence1ColumnName, sentence2ColumnName, batchSize, maxEpochs, learningRate, validationSet));
+
+    /// <summary>AdaLoRA fine-tuning for text classification, with every option.</summary>
+    public static AdaLoraTrainer AdaLora(this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
+        AdaLoraOptions options) => new(Env(catalog), options);
+
+    /// <summary>AdaLoRA fine-tuning for regression on text, with every option.</summary>
+    public static AdaLoraRegressionTrainer AdaLora(this RegressionCatalog.RegressionTrainers catalog, AdaLoraOptions options) =>
+        new(Env(catalog), options);
+
+    private static T Common<T>(T options, string backboneDirectory, string labelColumnName, string sentence1ColumnName,
+        string? sentence2ColumnName, int batchSize, int maxEpochs, double learningRate, IDataView? validationSet)
+        where T : PeftTextTrainerOptions
+    {
+        options.BackboneDirectory = backboneDirectory;
+        options.LabelColumnName = labelColumnName;
+        options.Sentence1ColumnName = sentence1ColumnName;
+        options.Sentence2ColumnName = sentence2ColumnName;
+        options.BatchSize = batchSize;
+        options.MaxEpochs = maxEpochs;
+        options.LearningRate = learningRate;
+        options.ValidationSet = validationSet;
+        return options;
+    }
+
+    private static IHostEnvironment Env(TrainCatalogBase.CatalogInstantiatorBase catalog) =>
         CatalogUtils.GetEnvironment(catalog ?? throw new ArgumentNullException(nameof(catalog)));
 }

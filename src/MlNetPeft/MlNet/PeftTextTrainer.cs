@@ -18,12 +18,15 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
     private readonly IHost _host;
     private readonly TaskKind _task;
 
-    private protected PeftTextTrainer(IHostEnvironment env, TOptions options, TaskKind task, string name)
+    private protected PeftTextTrainer(IHostEnvironment env, TOptions options, TaskKind task)
     {
-        _host = Contracts.CheckRef(env, nameof(env)).Register(name);
+        _host = Contracts.CheckRef(env, nameof(env)).Register(GetType().Name);
         TrainerOptions = options ?? throw new ArgumentNullException(nameof(options));
         _task = task;
     }
+
+    /// <summary>Classification (a key label, class probabilities) or regression (a Single label, one value).</summary>
+    public TaskKind Task => _task;
 
     /// <summary>The options this trainer was made with.</summary>
     public TOptions TrainerOptions { get; }

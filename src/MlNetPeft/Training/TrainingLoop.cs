@@ -33,8 +33,7 @@ internal sealed class TrainingLoop
         _log = log;
     }
 
-    public TrainingResult Run(IReadOnlyList<Example> train, IReadOnlyList<Example>? validation, ITrainingHooks? hooks = null,
-        CancellationToken cancel = default)
+    public TrainingResult Run(IReadOnlyList<Example> train, IReadOnlyList<Example>? validation, CancellationToken cancel = default)
     {
         if (train.Count == 0) throw new InvalidOperationException("The training data has no rows.");
         var s = _settings;
@@ -47,6 +46,7 @@ internal sealed class TrainingLoop
             new AdamW.ParamGroup(_model.HeadParameters(), lr: s.LearningRate * s.HeadLearningRateRatio, weight_decay: s.WeightDecay),
         }, lr: s.LearningRate);
         var scheduler = optim.lr_scheduler.LambdaLR(optimizer, LearningRateSchedule.LinearWithWarmup(totalSteps, s.WarmupRatio));
+        var hooks = _model.Config.CreateHooks(_model.Adapters, totalSteps);
 
         using var runningLoss = zeros(1, device: _model.Device);
         int step = 0, stepsSinceReport = 0, rowsSinceReport = 0, badEpochs = 0, epoch = 0;
@@ -68,11 +68,10 @@ internal sealed class TrainingLoop
                     {
                         var batch = Batcher.Make(train, rows, _padId, _model.Device, _task);
                         var loss = Loss(_model.Forward(batch.Ids, batch.Mask), batch.Labels);
-                        if (hooks?.ExtraLoss() is { } extra) loss = loss.add(extra);
-                        loss.backward();
+                        (hooks?.ExtraLoss() is { } extra ? loss.add(extra) : loss).backward();
                         if (s.GradientClipNorm > 0) ClipByGlobalNorm(trainable, s.GradientClipNorm);
-                        hooks?.AfterBackward(step);
                         optimizer.step();
+                        hooks?.AfterOptimizerStep(step + 1);
                         optimizer.zero_grad();
                         scheduler.step();
                         using (no_grad()) runningLoss.add_(loss.detach());

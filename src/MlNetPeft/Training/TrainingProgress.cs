@@ -9,7 +9,7 @@ public sealed record TrainingProgress
     public int Step { get; init; }
     /// <summary>Optimizer steps planned in all.</summary>
     public int TotalSteps { get; init; }
-    /// <summary>Mean training loss since the previous report.</summary>
+    /// <summary>Mean task loss (cross-entropy or MSE, without regularisers) since the previous report.</summary>
     public double Loss { get; init; }
     /// <summary>Adapter learning rate now.</summary>
     public double LearningRate { get; init; }

@@ -13,28 +13,43 @@ internal static class PeftTrainerFixture
         return options;
     }
 
-    public static MsploraTextClassificationTrainer.Options Msplora(int epochs = 8) => Tiny(new MsploraTextClassificationTrainer.Options
+    public static MsploraOptions Msplora(int epochs = 8) => Tiny(new MsploraOptions
     {
         MaxEpochs = epochs, LearningRate = 1e-2, BatchSize = 16, LoraDropout = 0, LogEveryNSteps = 5,
     });
 
-    public static LoraTextClassificationTrainer.Options Lora(int epochs = 8) => Tiny(new LoraTextClassificationTrainer.Options
+    public static LoraOptions Lora(int epochs = 8) => Tiny(new LoraOptions
     {
         MaxEpochs = epochs, LearningRate = 1e-2, BatchSize = 16, LoraDropout = 0, LogEveryNSteps = 5,
     });
+
+    // λ starts at zero and the factors at N(0, 0.02), so the SVD forms start slower: a higher rate and more epochs.
+    public static LoraSquaredOptions LoraSquared(int epochs = 12) => Tiny(new LoraSquaredOptions
+    {
+        MaxEpochs = epochs, LearningRate = 2e-2, BatchSize = 16, LoraDropout = 0, LogEveryNSteps = 5, MaskInterval = 2,
+    });
+
+    public static AdaLoraOptions AdaLora(int epochs = 12) => Tiny(new AdaLoraOptions
+    {
+        MaxEpochs = epochs, LearningRate = 2e-2, BatchSize = 16, LoraDropout = 0, LogEveryNSteps = 5, MaskInterval = 2,
+        InitialRank = 8, TargetRank = 4,
+    });
+
+    public static IEstimator<PeftTextTransformer> Classifier(MLContext ml, PeftTextTrainerOptions options) => options switch
+    {
+        MsploraOptions o => ml.MulticlassClassification.Trainers.Msplora(o),
+        LoraOptions o => ml.MulticlassClassification.Trainers.Lora(o),
+        LoraSquaredOptions o => ml.MulticlassClassification.Trainers.LoraSquared(o),
+        AdaLoraOptions o => ml.MulticlassClassification.Trainers.AdaLora(o),
+        _ => throw new ArgumentException(options.GetType().Name),
+    };
 
     /// <summary>MapValueToKey → trainer → MapKeyToValue, fitted; also returns the progress reports seen.</summary>
     public static (ITransformer Model, List<TrainingProgress> Progress) Fit(MLContext ml, IDataView data, PeftTextTrainerOptions options)
     {
         var progress = new List<TrainingProgress>();
         options.ProgressCallback = progress.Add;
-        IEstimator<PeftTextTransformer> trainer = options switch
-        {
-            MsploraTextClassificationTrainer.Options o => ml.MulticlassClassification.Trainers.Msplora(o),
-            LoraTextClassificationTrainer.Options o => ml.MulticlassClassification.Trainers.Lora(o),
-            _ => throw new ArgumentException(options.GetType().Name),
-        };
-        var model = ToyText.KeyLabel(ml).Append(trainer).Append(ToyText.KeyToValue(ml)).Fit(data);
+        var model = ToyText.KeyLabel(ml).Append(Classifier(ml, options)).Append(ToyText.KeyToValue(ml)).Fit(data);
         return (model, progress);
     }
 

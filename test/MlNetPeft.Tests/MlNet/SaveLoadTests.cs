@@ -1,4 +1,5 @@
 using Microsoft.ML;
+using Microsoft.ML.Data;
 using MlNetPeft.MlNet;
 
 namespace MlNetPeft.Tests.MlNet;
@@ -26,6 +27,8 @@ public sealed class SaveLoadTests
     [
         [PeftTrainerFixture.Msplora(2)],
         [PeftTrainerFixture.Lora(2)],
+        [PeftTrainerFixture.LoraSquared(3)],
+        [PeftTrainerFixture.AdaLora(3)],
     ];
 
     [TestMethod]
@@ -40,6 +43,11 @@ public sealed class SaveLoadTests
         var fresh = new MLContext();
         var loaded = fresh.Model.Load(zip, out var schema);
         Assert.IsNotNull(schema.GetColumnOrNull("Sentence1"));
+        var trained = ((TransformerChain<ITransformer>)model).OfType<PeftTextTransformer>().Single().Parameters;
+        var reloaded = ((TransformerChain<ITransformer>)loaded).OfType<PeftTextTransformer>().Single().Parameters;
+        CollectionAssert.AreEqual(trained.Ranks.ToList(), reloaded.Ranks.ToList(), "pruned ranks survive the round trip");
+        if (options is SvdOptions svd)
+            Assert.AreEqual(svd.TargetRank * 8, trained.RankBudget, "the final budget is reached: target rank × 8 matrices");
         AssertSameScores(PeftTrainerFixture.Scores(model, data, ml), PeftTrainerFixture.Scores(loaded, data, fresh));
 
         var before = ml.Model.CreatePredictionEngine<ToyText.Row, ToyText.Prediction>(model).Predict(new() { Sentence1 = "owl fox yak" });

@@ -13,6 +13,8 @@ public sealed class TrainerTests
     [
         [PeftTrainerFixture.Msplora()],
         [PeftTrainerFixture.Lora()],
+        [PeftTrainerFixture.LoraSquared()],
+        [PeftTrainerFixture.AdaLora()],
     ];
 
     [TestMethod]

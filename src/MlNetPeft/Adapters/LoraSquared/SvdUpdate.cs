@@ -1,0 +1,124 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Adapters.LoraSquared;
+
+/// <summary>
+/// SVD-form update ΔW = (α/r)·U·diag(λ ⊙ mask)·V with λ = lora_E initialised to 0 (so ΔW starts at zero) and a
+/// 0/1 mask that rank pruning writes. AdaLoRA: U = lora_B (out×r) and V = lora_A (r×in) are plain matrices.
+/// LoRA²: each factor is itself a LoRA of inner rank k, U = lora_bb·lora_aa (out×k·k×r) and
+/// V = lora_B·lora_A (r×k·k×in), the authors' parameter names. Factors start N(0, 0.02) as in both codebases.
+/// </summary>
+internal sealed class SvdUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
+{
+    private readonly Parameter lora_A;
+    private readonly Parameter lora_B;
+    private readonly Parameter lora_E;
+    private readonly Parameter? lora_aa;
+    private readonly Parameter? lora_bb;
+    private readonly Tensor rank_mask;
+    private readonly Dropout dropout;
+
+    public SvdUpdate(int inFeatures, int outFeatures, int rank, int? innerRank, double alpha, double dropoutProbability)
+        : base(nameof(SvdUpdate))
+    {
+        Rank = rank;
+        Scaling = alpha / rank;
+        static Parameter Normal(params long[] shape) => new(normal(0, 0.02, shape).DetachFromDisposeScope());
+        using (no_grad())
+        {
+            if (innerRank is { } k)
+            {
+                lora_A = Normal(k, inFeatures);
+                lora_B = Normal(rank, k);
+                lora_aa = Normal(k, rank);
+                lora_bb = Normal(outFeatures, k);
+            }
+            else
+            {
+                lora_A = Normal(rank, inFeatures);
+                lora_B = Normal(outFeatures, rank);
+            }
+            lora_E = new Parameter(zeros(rank, 1).DetachFromDisposeScope());
+            rank_mask = ones(rank, 1).DetachFromDisposeScope();
+        }
+        dropout = nn.Dropout(dropoutProbability);
+        RegisterComponents();
+    }
+
+    public int Rank { get; }
+    public double Scaling { get; }
+    public bool IsTwoPlane => lora_aa is not null;
+
+    /// <summary>1 where singular value j is kept, 0 where pruned (r×1).</summary>
+    public Tensor Mask => rank_mask;
+
+    /// <summary>Singular values not pruned (reads the mask back to the host).</summary>
+    public int KeptRank
+    {
+        get
+        {
+            using var kept = rank_mask.sum();
+            return (int)kept.item<float>();
+        }
+    }
+    public Parameter Values => lora_E;
+
+    public override Tensor forward(Tensor x)
+    {
+        var dt = x.dtype;
+        var h = nn.functional.linear(dropout.call(x), lora_A.to(dt));
+        if (lora_aa is not null) h = nn.functional.linear(h, lora_B.to(dt));
+        h = h.mul(lora_E.mul(rank_mask).squeeze(1).to(dt));
+        if (lora_aa is not null) return nn.functional.linear(nn.functional.linear(h, lora_aa.to(dt)), lora_bb!.to(dt)).mul(Scaling);
+        return nn.functional.linear(h, lora_B.to(dt)).mul(Scaling);
+    }
+
+    /// <summary>U (out×r) and V (r×in) of ΔW = scale·U·diag(λ⊙mask)·V.</summary>
+    public (Tensor U, Tensor V) Factors() => lora_aa is not null
+        ? (lora_bb!.matmul(lora_aa), lora_B.matmul(lora_A))
+        : (lora_B, lora_A);
+
+    public Tensor DeltaWeight()
+    {
+        var (u, v) = Factors();
+        return u.mul(lora_E.mul(rank_mask).t()).matmul(v).mul(Scaling);
+    }
+
+    /// <summary>
+    /// The factors whose sensitivity feeds the importance score, with the dimension that indexes the singular
+    /// value: AdaLoRA scores all of V's rows and U's columns; LoRA² only the small inner factors lora_B (r×k, rows)
+    /// and lora_aa (k×r, columns), its cheaper score.
+    /// </summary>
+    public IEnumerable<(Parameter Factor, int RankDim)> ScoredFactors() => lora_aa is not null
+        ? [(lora_B, 0), (lora_aa, 1)]
+        : [(lora_A, 0), (lora_B, 1)];
+
+    /// <summary>Factors meant to have orthonormal rows (M·Mᵀ = I) and orthonormal columns (Mᵀ·M = I).</summary>
+    public (IReadOnlyList<Tensor> Rows, IReadOnlyList<Tensor> Columns) OrthonormalFactors() => lora_aa is not null
+        ? ([lora_A, lora_aa], [lora_B, lora_bb!])
+        : ([lora_A], [lora_B]);
+
+    /// <summary>
+    /// LoRA² cross term ‖U·V‖_F between the two planes (zero when they are mutually orthogonal), computed from
+    /// k×k Gram matrices: ‖bb·(aa·B)·A‖²_F = tr(Mᵀ·(bbᵀbb)·M·(A·Aᵀ)) with M = aa·B. Null for AdaLoRA.
+    /// </summary>
+    public Tensor? CrossTerm()
+    {
+        if (lora_aa is null) return null;
+        var m = lora_aa.matmul(lora_B);
+        var squared = m.t().matmul(lora_bb!.t().matmul(lora_bb)).matmul(m).mul(lora_A.matmul(lora_A.t())).sum();
+        return squared.clamp_min(0).add(1e-12).sqrt();
+    }
+
+    /// <summary>Trainable parameters that still matter: factor entries of kept singular values (plus LoRA²'s
+    /// outer factors, which every kept value uses).</summary>
+    public long EffectiveParameterCount(int keptRank)
+    {
+        if (keptRank == 0) return 0;
+        if (lora_aa is null) return keptRank * (lora_A.shape[1] + lora_B.shape[0] + 1);
+        long k = lora_A.shape[0];
+        return lora_A.numel() + lora_bb!.numel() + keptRank * (2 * k + 1);
+    }
+}

@@ -1,0 +1,72 @@
+using MlNetPeft.Adapters;
+using MlNetPeft.Adapters.LoraSquared;
+
+namespace MlNetPeft.MlNet;
+
+/// <summary>
+/// Options of the SVD-form trainers (LoRA² and AdaLoRA): rank pruning on AdaLoRA's cubic budget schedule and
+/// the orthogonality regulariser. Steps count optimizer steps: rows / BatchSize × MaxEpochs in all.
+/// </summary>
+public abstract class SvdOptions : PeftTextTrainerOptions
+{
+    /// <summary>Initial rank of every adapted matrix.</summary>
+    public int InitialRank;
+
+    /// <summary>Average rank per adapted matrix after pruning (the final budget is this × the number of matrices).</summary>
+    public int TargetRank;
+
+    /// <summary>Weight γ of the orthonormality regulariser added to the loss.</summary>
+    public double OrthogonalityWeight;
+
+    /// <summary>Steps before pruning starts (t_init); -1 = 15% of all steps.</summary>
+    public int InitialWarmupSteps = -1;
+
+    /// <summary>Final steps at the target budget with the mask fixed (t_final); -1 = 45% of all steps.</summary>
+    public int FinalSteps = -1;
+
+    /// <summary>Prune every this many steps while the budget falls (ΔT).</summary>
+    public int MaskInterval = 10;
+
+    /// <summary>EMA factors of the sensitivity and its uncertainty (0.85 in both papers).</summary>
+    public double Beta1 = 0.85, Beta2 = 0.85;
+
+    private protected SvdConfig ToSvdConfig(SvdVariant variant) => new()
+    {
+        Variant = variant, InitialRank = InitialRank, TargetRank = TargetRank, OrthogonalityWeight = OrthogonalityWeight,
+        InitialWarmupSteps = InitialWarmupSteps, FinalSteps = FinalSteps, MaskInterval = MaskInterval, Beta1 = Beta1, Beta2 = Beta2,
+        Targets = Targets, Alpha = LoraAlpha, Dropout = LoraDropout,
+    };
+}
+
+/// <summary>Options of the LoRA² trainers: U and V of the SVD-form update are each a LoRA of inner rank k.</summary>
+public sealed class LoraSquaredOptions : SvdOptions
+{
+    public LoraSquaredOptions()
+    {
+        InitialRank = 8;
+        TargetRank = 2;
+        OrthogonalityWeight = 0.1;
+    }
+
+    /// <summary>Inner rank k of the factor LoRAs (the authors: 8).</summary>
+    public int InnerRank = 8;
+
+    /// <summary>Weight of the cross term ‖U·V‖_F that keeps the two planes mutually orthogonal.</summary>
+    public double CrossOrthogonalityWeight = 0.1;
+
+    internal override AdapterConfig ToAdapterConfig() =>
+        ToSvdConfig(SvdVariant.LoraSquared) with { InnerRank = InnerRank, CrossOrthogonalityWeight = CrossOrthogonalityWeight };
+}
+
+/// <summary>Options of the AdaLoRA trainers (the baseline of LoRA²; defaults as HF PEFT: rank 12 → 8, γ 0.5).</summary>
+public sealed class AdaLoraOptions : SvdOptions
+{
+    public AdaLoraOptions()
+    {
+        InitialRank = 12;
+        TargetRank = 8;
+        OrthogonalityWeight = 0.5;
+    }
+
+    internal override AdapterConfig ToAdapterConfig() => ToSvdConfig(SvdVariant.AdaLora);
+}

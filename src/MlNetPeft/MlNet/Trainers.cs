@@ -1,0 +1,55 @@
+using Microsoft.ML.Runtime;
+using MlNetPeft.Training;
+
+namespace MlNetPeft.MlNet;
+
+// One small class per method and task: the options pick the adapter method, the class the task and its name.
+// All the work is in PeftTextTrainer.
+
+/// <summary>MSPLoRA text classification: <c>mlContext.MulticlassClassification.Trainers.Msplora(...)</c>.</summary>
+public sealed class MsploraTextClassificationTrainer : PeftTextTrainer<MsploraOptions>
+{
+    internal MsploraTextClassificationTrainer(IHostEnvironment env, MsploraOptions options) : base(env, options, TaskKind.Classification) { }
+}
+
+/// <summary>MSPLoRA regression on text: <c>mlContext.Regression.Trainers.Msplora(...)</c>.</summary>
+public sealed class MsploraRegressionTrainer : PeftTextTrainer<MsploraOptions>
+{
+    internal MsploraRegressionTrainer(IHostEnvironment env, MsploraOptions options) : base(env, options, TaskKind.Regression) { }
+}
+
+/// <summary>Plain LoRA text classification (the baseline): <c>mlContext.MulticlassClassification.Trainers.Lora(...)</c>.</summary>
+public sealed class LoraTextClassificationTrainer : PeftTextTrainer<LoraOptions>
+{
+    internal LoraTextClassificationTrainer(IHostEnvironment env, LoraOptions options) : base(env, options, TaskKind.Classification) { }
+}
+
+/// <summary>Plain LoRA regression on text: <c>mlContext.Regression.Trainers.Lora(...)</c>.</summary>
+public sealed class LoraRegressionTrainer : PeftTextTrainer<LoraOptions>
+{
+    internal LoraRegressionTrainer(IHostEnvironment env, LoraOptions options) : base(env, options, TaskKind.Regression) { }
+}
+
+/// <summary>LoRA² text classification: <c>mlContext.MulticlassClassification.Trainers.LoraSquared(...)</c>.</summary>
+public sealed class LoraSquaredTrainer : PeftTextTrainer<LoraSquaredOptions>
+{
+    internal LoraSquaredTrainer(IHostEnvironment env, LoraSquaredOptions options) : base(env, options, TaskKind.Classification) { }
+}
+
+/// <summary>LoRA² regression on text: <c>mlContext.Regression.Trainers.LoraSquared(...)</c>.</summary>
+public sealed class LoraSquaredRegressionTrainer : PeftTextTrainer<LoraSquaredOptions>
+{
+    internal LoraSquaredRegressionTrainer(IHostEnvironment env, LoraSquaredOptions options) : base(env, options, TaskKind.Regression) { }
+}
+
+/// <summary>AdaLoRA text classification: <c>mlContext.MulticlassClassification.Trainers.AdaLora(...)</c>.</summary>
+public sealed class AdaLoraTrainer : PeftTextTrainer<AdaLoraOptions>
+{
+    internal AdaLoraTrainer(IHostEnvironment env, AdaLoraOptions options) : base(env, options, TaskKind.Classification) { }
+}
+
+/// <summary>AdaLoRA regression on text: <c>mlContext.Regression.Trainers.AdaLora(...)</c>.</summary>
+public sealed class AdaLoraRegressionTrainer : PeftTextTrainer<AdaLoraOptions>
+{
+    internal AdaLoraRegressionTrainer(IHostEnvironment env, AdaLoraOptions options) : base(env, options, TaskKind.Regression) { }
+}

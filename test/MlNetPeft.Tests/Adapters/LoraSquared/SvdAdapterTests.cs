@@ -1,0 +1,180 @@
+using MlNetPeft.Adapters;
+using MlNetPeft.Adapters.LoraSquared;
+using MlNetPeft.Backbone;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Tests.Adapters.LoraSquared;
+
+[TestClass]
+public sealed class SvdAdapterTests
+{
+    /// <summary>LoRA² factors (r = 4, k = 2, 6×5 matrix) that are orthonormal and whose planes are orthogonal (aa·B = 0).</summary>
+    private static SvdUpdate OrthonormalTwoPlane()
+    {
+        var update = new SvdUpdate(5, 6, rank: 4, innerRank: 2, alpha: 4, dropoutProbability: 0);
+        var p = update.named_parameters().ToDictionary(x => x.name, x => x.parameter);
+        using var _ = no_grad();
+        p["lora_A"].copy_(eye(2, 5));                                   // rows orthonormal
+        p["lora_bb"].copy_(eye(6, 2));                                  // columns orthonormal
+        p["lora_aa"].copy_(cat([eye(2), zeros(2, 2)], 1));              // [I 0]: rows orthonormal
+        p["lora_B"].copy_(cat([zeros(2, 2), eye(2)], 0));               // [0; I]: columns orthonormal, aa·B = 0
+        return update;
+    }
+
+    [TestMethod]
+    public void RegularizerIsZeroForOrthonormalFactorsAndOrthogonalPlanes()
+    {
+        using var update = OrthonormalTwoPlane();
+        var (orth, cross) = RankAllocator.Regularizer([update]);
+        Assert.AreEqual(0.0, orth.item<float>(), 1e-6);
+        Assert.AreEqual(0.0, cross!.item<float>(), 1e-5);
+    }
+
+    [TestMethod]
+    public void RegularizerMatchesHandComputedValues()
+    {
+        using var update = OrthonormalTwoPlane();
+        var p = update.named_parameters().ToDictionary(x => x.name, x => x.parameter);
+        using (no_grad())
+        {
+            p["lora_A"].mul_(2);                        // A·Aᵀ = 4I₂ → ‖3I₂‖_F = 3√2; the other three factors stay at 0
+            p["lora_B"].copy_(eye(4, 2));               // [I; 0]: still column-orthonormal, but now aa·B = I₂
+        }
+        var (orth, cross) = RankAllocator.Regularizer([update]);
+        Assert.AreEqual(3 * Math.Sqrt(2) / 4, orth.item<float>(), 1e-5, "mean over the four factors");
+        // U·V = bb·(aa·B)·A = bb·I·2A: ‖·‖_F = 2·‖I₂‖_F = 2√2.
+        Assert.AreEqual(2 * Math.Sqrt(2), cross!.item<float>(), 1e-5);
+        var (u, v) = update.Factors();
+        Assert.AreEqual(u.matmul(v).norm().item<float>(), cross.item<float>(), 1e-5, "Gram-matrix form equals ‖U·V‖_F");
+    }
+
+    [TestMethod]
+    public void CrossTermReachesTheGradients()
+    {
+        manual_seed(11);
+        using var update = new SvdUpdate(16, 12, rank: 4, innerRank: 3, alpha: 4, dropoutProbability: 0);
+        var (_, cross) = RankAllocator.Regularizer([update]);
+        Assert.IsGreaterThan(0f, cross!.item<float>());
+        cross.backward();
+        foreach (var (name, p) in update.named_parameters().Where(x => x.name != "lora_E"))
+            Assert.IsGreaterThan(0f, p.grad!.norm().item<float>(), $"{name} gets a gradient from the cross term");
+    }
+
+    [TestMethod]
+    public void AdaLoraHasNoCrossTerm()
+    {
+        using var update = new SvdUpdate(8, 8, rank: 4, innerRank: null, alpha: 4, dropoutProbability: 0);
+        Assert.IsNull(RankAllocator.Regularizer([update]).Cross);
+    }
+
+    [TestMethod]
+    public void BudgetFollowsTheCubicSchedule()
+    {
+        var s = new BudgetSchedule(InitialBudget: 96, TargetBudget: 24, TotalSteps: 1000, InitialWarmup: 100, FinalSteps: 300, Interval: 10);
+        Assert.AreEqual((96, false), s.At(1));
+        Assert.AreEqual((96, false), s.At(100), "no pruning until t_init");
+        // Half-way through the fall: 24 + 72·(1 − 300/600)³ = 33.
+        Assert.AreEqual((33, true), s.At(400));
+        Assert.AreEqual((24 + (int)(72 * Math.Pow(1 - 155.0 / 600, 3)), false), s.At(255), "prunes only every ΔT steps");
+        Assert.AreEqual((24, true), s.At(701), "after T − t_final: the target, every step");
+        Assert.AreEqual((24, true), s.At(1000));
+    }
+
+    [TestMethod]
+    [DataRow(SvdVariant.AdaLora)]
+    [DataRow(SvdVariant.LoraSquared)]
+    public void PruningKeepsExactlyTheBudgetChosenByScore(SvdVariant variant)
+    {
+        var config = new SvdConfig { Variant = variant, InitialRank = 4, TargetRank = 2, Dropout = 0, InitialWarmupSteps = 2, FinalSteps = 4, MaskInterval = 1 };
+        using var model = AdapterTests.Tiny(config);
+        var allocator = (RankAllocator)config.CreateHooks(model.Adapters, totalSteps: 20);
+        var updates = model.Adapters.Components.Select(c => (SvdUpdate)c.Component).ToList();
+        manual_seed(2);
+        using (no_grad()) foreach (var u in updates) u.Values.copy_(randn_like(u.Values));
+
+        var ids = randint(3, 259, [4, 10]);
+        var labels = tensor(new long[] { 0, 1, 2, 1 });
+        for (int step = 1; step <= 6; step++)
+        {
+            model.Train(true);
+            nn.functional.cross_entropy(model.Forward(ids, null), labels).backward();
+            allocator.AfterOptimizerStep(step);
+            foreach (var p in model.AdapterParameters()) p.grad?.zero_();
+        }
+        // 8 matrices × rank 4: budget 32 → 16. Step 6 pruned to the cubic budget ⌊16 + 16·(1 − 4/14)³⌋ = 21.
+        int budget = allocator.Schedule.At(6).Budget;
+        Assert.AreEqual(21, budget);
+        Assert.AreEqual(budget, updates.Sum(u => u.KeptRank));
+
+        var scores = updates.Select(allocator.TripletScores).ToList();
+        var kept = updates.Zip(scores).SelectMany(x => x.Second.data<float>().ToArray().Where((_, j) => x.First.Mask[j, 0].item<float>() == 1)).ToList();
+        var pruned = updates.Zip(scores).SelectMany(x => x.Second.data<float>().ToArray().Where((_, j) => x.First.Mask[j, 0].item<float>() == 0)).ToList();
+        Assert.HasCount(32 - 21, pruned);
+        Assert.IsGreaterThanOrEqualTo(pruned.Max(), kept.Min(), "every kept value scores at least as high as every pruned one");
+        foreach (var u in updates)
+            Assert.AreEqual(0f, u.Values.mul(u.Mask.neg().add(1)).abs().sum().item<float>(), "pruned λ are zero");
+    }
+
+    [TestMethod]
+    public void MaskedValuesStayMaskedAndDoNotChangeTheOutput()
+    {
+        var config = new SvdConfig { Variant = SvdVariant.LoraSquared, InitialRank = 4, TargetRank = 1, Dropout = 0, InitialWarmupSteps = 0, FinalSteps = 2, MaskInterval = 1 };
+        using var model = AdapterTests.Tiny(config);
+        var allocator = (RankAllocator)config.CreateHooks(model.Adapters, totalSteps: 6);
+        var updates = model.Adapters.Components.Select(c => (SvdUpdate)c.Component).ToList();
+        manual_seed(4);
+        using (no_grad()) foreach (var u in updates) u.Values.copy_(randn_like(u.Values));
+        var ids = randint(3, 259, [4, 10]);
+        var labels = tensor(new long[] { 0, 1, 2, 1 });
+        for (int step = 1; step <= 4; step++)
+        {
+            model.Train(true);
+            nn.functional.cross_entropy(model.Forward(ids, null), labels).backward();
+            allocator.AfterOptimizerStep(step);
+            foreach (var p in model.AdapterParameters()) p.grad?.zero_();
+        }
+        Assert.AreEqual(8, updates.Sum(u => u.KeptRank), "final budget: 1 per matrix on average");
+        var masks = updates.Select(u => u.Mask.clone()).ToList();
+
+        model.Train(false);
+        Tensor before;
+        using (no_grad()) before = model.Forward(ids, null);
+        // Something (an optimizer step, a bad update) writes into pruned λ: the output must not move...
+        using (no_grad()) foreach (var u in updates) u.Values.add_(u.Mask.neg().add(1).mul(5));
+        using (no_grad()) Assert.IsTrue(before.equal(model.Forward(ids, null)).all().item<bool>());
+        // ...and the next step of the final phase zeroes them again, with the mask unchanged.
+        allocator.AfterOptimizerStep(5);
+        for (int i = 0; i < updates.Count; i++)
+        {
+            Assert.IsTrue(masks[i].equal(updates[i].Mask).all().item<bool>());
+            Assert.AreEqual(0f, updates[i].Values.mul(updates[i].Mask.neg().add(1)).abs().sum().item<float>());
+        }
+    }
+
+    [TestMethod]
+    public void LoraSquaredScoresAboutOnePercentOfWhatAdaLoraScores()
+    {
+        // One roberta-base query matrix (768×768), r = 8, k = 8.
+        long adalora = new SvdConfig { Variant = SvdVariant.AdaLora, InitialRank = 8 }.ScoredEntriesPerMatrix(768, 768);
+        long lora2 = new SvdConfig { Variant = SvdVariant.LoraSquared, InitialRank = 8, InnerRank = 8 }.ScoredEntriesPerMatrix(768, 768);
+        Assert.AreEqual(8L * (768 + 768 + 1), adalora);
+        Assert.AreEqual(8L * (2 * 8 + 1), lora2);
+        Assert.IsGreaterThan(0.985, 1 - (double)lora2 / adalora, "the paper claims about 98.5% fewer");
+    }
+
+    [TestMethod]
+    public void ReportListsRanksAndTheBudgetReached()
+    {
+        using var model = AdapterTests.Tiny(new SvdConfig { Variant = SvdVariant.AdaLora, InitialRank = 4, TargetRank = 2, Dropout = 0 });
+        var first = (SvdUpdate)model.Adapters.Components[0].Component;
+        using (no_grad()) first.Mask.narrow(0, 0, 3).zero_();
+        var report = model.Report();
+        Assert.HasCount(8, report.Ranks);
+        Assert.AreEqual((4, 1), (report.Ranks[0].InitialRank, report.Ranks[0].FinalRank));
+        Assert.AreEqual(7 * 4 + 1, report.RankBudget);
+        Assert.AreEqual(report.TrainableCount - 3 * (64 + 64 + 1), report.EffectiveTrainableCount);
+        StringAssert.Contains(report.ToString(), "budget reached: 29 of 32");
+    }
+}
