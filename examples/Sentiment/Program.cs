@@ -3,4 +3,4 @@
 //   [--max-train-rows N] [--epochs E] [--learning-rate LR] [--model PATH]
 using MlNetPeft.Examples;
 
-return SentimentExample.Run(ExampleArgs.Parse(args)) ? 0 : 1;
+return SentimentExample.Run(ExampleArgs.Parse(args, "sentiment", trainRows: 4000, epochs: 5)) ? 0 : 1;

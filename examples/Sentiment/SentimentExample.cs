@@ -29,12 +29,13 @@ public static class SentimentExample
                 Console.WriteLine("  " + e.Message);
         };
 
-        var train = Load(ml, Path.Combine(args.DataDirectory, "sst2", "train.tsv"), args.MaxTrainRows);
-        var dev = Load(ml, Path.Combine(args.DataDirectory, "sst2", "dev.tsv"), args.MaxDevRows);
+        var train = Load(ml, Path.Combine(args.DataDirectory, "glue", "SST-2", "train.tsv"), args.MaxTrainRows);
+        var dev = Load(ml, Path.Combine(args.DataDirectory, "glue", "SST-2", "dev.tsv"), args.MaxDevRows);
         var labels = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
 
         var options = new MsploraOptions
         {
+            LogEveryNSteps = 25,
             BackboneDirectory = args.Backbone,
             Sentence1ColumnName = nameof(Review.Sentence),
             MaxEpochs = args.Epochs,

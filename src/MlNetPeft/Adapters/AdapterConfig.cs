@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using MlNetPeft.Adapters.Full;
 using MlNetPeft.Adapters.Lora;
 using MlNetPeft.Adapters.LoraSquared;
 using MlNetPeft.Adapters.Msplora;
@@ -16,6 +17,7 @@ namespace MlNetPeft.Adapters;
 [JsonDerivedType(typeof(LoraConfig), "lora")]
 [JsonDerivedType(typeof(MsploraConfig), "msplora")]
 [JsonDerivedType(typeof(SvdConfig), "svd")]
+[JsonDerivedType(typeof(FullFineTuningConfig), "full")]
 public abstract record AdapterConfig
 {
     /// <summary>Attention projections that get adapters: any of "query", "key", "value".</summary>
@@ -27,8 +29,11 @@ public abstract record AdapterConfig
     /// <summary>Dropout on the adapter input during training.</summary>
     public double Dropout { get; init; } = 0.05;
 
-    /// <summary>Method name as reported ("lora", "msplora", "lorasquared", "adalora").</summary>
+    /// <summary>Method name as reported ("lora", "msplora", "lorasquared", "adalora", "full").</summary>
     [JsonIgnore] public abstract string MethodName { get; }
+
+    /// <summary>True when the backbone weights themselves train (full fine-tuning).</summary>
+    internal virtual bool TrainsBackbone => false;
 
     /// <summary>Creates the adapters and wraps the target projections of <paramref name="encoder"/>.</summary>
     internal abstract AdapterSet Attach(RobertaModel encoder);

@@ -24,7 +24,7 @@ public sealed class ParameterReport
     /// <summary>Frozen backbone parameters.</summary>
     public long BackboneCount { get; }
 
-    /// <summary>Trainable adapter parameters (without the head).</summary>
+    /// <summary>Trainable parameters besides the head: adapters, or the whole backbone for full fine-tuning.</summary>
     public long AdapterCount => Rows.Where(r => r.Name != "classifier").Sum(r => r.Count);
 
     /// <summary>Trainable head parameters.</summary>
@@ -45,11 +45,13 @@ public sealed class ParameterReport
 
     internal static ParameterReport Of(PeftModel model)
     {
+        long encoder = model.Network.Encoder.parameters().Sum(p => p.numel());
         var rows = model.Adapters.Components
             .Select(c => (c.Name, Shape(c.Component), c.Component.parameters().Sum(p => p.numel())))
+            .Concat(model.Config.TrainsBackbone ? [("roberta", "every backbone weight", encoder)] : [])
             .Append(("classifier", Shape(model.Network.Head), model.Network.Head.parameters().Sum(p => p.numel())))
             .ToList();
-        long backbone = model.Network.Encoder.parameters().Sum(p => p.numel());
+        long backbone = model.Config.TrainsBackbone ? 0 : encoder;
         var ranks = model.Adapters.Components
             .Where(c => c.Component is LoraSquared.SvdUpdate)
             .Select(c => (SvdUpdate: (LoraSquared.SvdUpdate)c.Component, c.Name))

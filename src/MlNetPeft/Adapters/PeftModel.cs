@@ -34,15 +34,21 @@ internal sealed class PeftModel : IDisposable
         foreach (var p in network.parameters()) p.requires_grad = false;
         var set = adapters.Attach(network.Encoder);
         foreach (var p in network.Head.parameters()) p.requires_grad = true;
+        if (adapters.TrainsBackbone) foreach (var p in network.Encoder.parameters()) p.requires_grad = true;
         return new PeftModel(network, set, adapters);
     }
 
-    /// <summary>Head and adapter parameters, named as in <see cref="TrainableState"/>.</summary>
+    /// <summary>Head and adapter (or, for full fine-tuning, backbone) parameters, named as in <see cref="TrainableState"/>.</summary>
     public IEnumerable<(string Name, Parameter Parameter)> TrainableParameters() =>
         Network.Head.named_parameters().Select(p => ("classifier." + p.name, p.parameter))
-            .Concat(Adapters.named_parameters().Select(p => ("adapters." + p.name, p.parameter)));
+            .Concat(Config.TrainsBackbone
+                ? Network.Encoder.named_parameters().Select(p => ("roberta." + p.name, p.parameter))
+                : Adapters.named_parameters().Select(p => ("adapters." + p.name, p.parameter)));
 
     public IEnumerable<Parameter> HeadParameters() => Network.Head.parameters();
+
+    /// <summary>What trains besides the head: the adapters, or the backbone when fine-tuning fully.</summary>
+    public IEnumerable<Parameter> BodyParameters() => Config.TrainsBackbone ? Network.Encoder.parameters() : Adapters.parameters();
 
     public IEnumerable<Parameter> AdapterParameters() => Adapters.parameters();
 
@@ -54,7 +60,9 @@ internal sealed class PeftModel : IDisposable
     {
         Network.to(device);
         Adapters.to(device);
-        // Adapters are not submodules of the encoder, so this converts only the frozen weights.
+        // Adapters are not submodules of the encoder, so this converts only the frozen weights. A backbone that
+        // trains keeps fp32 weights (bf16 master weights would lose the updates).
+        if (Config.TrainsBackbone) backboneDType = ScalarType.Float32;
         if (backboneDType != ScalarType.Float32) Network.Encoder.to(backboneDType);
         Device = device;
         BackboneDType = backboneDType;

@@ -151,6 +151,14 @@ public static class PeftCatalog
     public static AdaLoraRegressionTrainer AdaLora(this RegressionCatalog.RegressionTrainers catalog, AdaLoraOptions options) =>
         new(Env(catalog), options);
 
+    /// <summary>Full fine-tuning (every backbone weight trains) for text classification: the baseline adapters are compared with.</summary>
+    public static FullFineTuningTextClassificationTrainer FullFineTuning(this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
+        FullFineTuningOptions options) => new(Env(catalog), options);
+
+    /// <summary>Full fine-tuning for regression on text.</summary>
+    public static FullFineTuningRegressionTrainer FullFineTuning(this RegressionCatalog.RegressionTrainers catalog, FullFineTuningOptions options) =>
+        new(Env(catalog), options);
+
     private static T Common<T>(T options, string backboneDirectory, string labelColumnName, string sentence1ColumnName,
         string? sentence2ColumnName, int batchSize, int maxEpochs, double learningRate, IDataView? validationSet)
         where T : PeftTextTrainerOptions

@@ -55,6 +55,10 @@ public abstract class PeftTextTrainerOptions
     /// <summary>Optional validation data (same columns); scored after each epoch, and the best epoch's weights are kept.</summary>
     public IDataView? ValidationSet;
 
+    /// <summary>Score that picks the best validation epoch: accuracy (classification) or Pearson r (regression) by
+    /// default; GLUE uses Matthews correlation for CoLA.</summary>
+    public ValidationMetric ValidationMetric = ValidationMetric.Default;
+
     /// <summary>Stop after this many epochs without validation improvement (0 = never stop early).</summary>
     public int EarlyStoppingPatience;
 
@@ -100,6 +104,7 @@ public abstract class PeftTextTrainerOptions
         Seed = Seed,
         EarlyStoppingPatience = EarlyStoppingPatience,
         LogEveryNSteps = LogEveryNSteps,
+        ValidationMetric = ValidationMetric,
         Progress = ProgressCallback,
     };
 

@@ -53,3 +53,15 @@ public sealed class AdaLoraRegressionTrainer : PeftTextTrainer<AdaLoraOptions>
 {
     internal AdaLoraRegressionTrainer(IHostEnvironment env, AdaLoraOptions options) : base(env, options, TaskKind.Regression) { }
 }
+
+/// <summary>Full fine-tuning text classification (the upper baseline): <c>mlContext.MulticlassClassification.Trainers.FullFineTuning(...)</c>.</summary>
+public sealed class FullFineTuningTextClassificationTrainer : PeftTextTrainer<FullFineTuningOptions>
+{
+    internal FullFineTuningTextClassificationTrainer(IHostEnvironment env, FullFineTuningOptions options) : base(env, options, TaskKind.Classification) { }
+}
+
+/// <summary>Full fine-tuning regression on text: <c>mlContext.Regression.Trainers.FullFineTuning(...)</c>.</summary>
+public sealed class FullFineTuningRegressionTrainer : PeftTextTrainer<FullFineTuningOptions>
+{
+    internal FullFineTuningRegressionTrainer(IHostEnvironment env, FullFineTuningOptions options) : base(env, options, TaskKind.Regression) { }
+}

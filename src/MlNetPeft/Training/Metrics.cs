@@ -1,13 +1,55 @@
 namespace MlNetPeft.Training;
 
-/// <summary>Task metrics over predictions and gold values (GLUE's definitions).</summary>
+/// <summary>Which validation score picks the best epoch (and drives early stopping).</summary>
+public enum ValidationMetric
+{
+    /// <summary>Accuracy for classification, Pearson r for regression.</summary>
+    Default,
+    /// <summary>Fraction of exact matches.</summary>
+    Accuracy,
+    /// <summary>Matthews correlation of a binary task (CoLA), class 1 positive.</summary>
+    MatthewsCorrelation,
+    /// <summary>F1 of class 1 (MRPC).</summary>
+    F1,
+    /// <summary>Pearson correlation (STS-B).</summary>
+    Pearson,
+    /// <summary>Spearman rank correlation.</summary>
+    Spearman,
+}
+
+/// <summary>Task metrics over predictions and gold values, as GLUE defines them.</summary>
 public static class Metrics
 {
+    public static double Compute(ValidationMetric metric, IReadOnlyList<double> predicted, IReadOnlyList<double> gold, TaskKind task) => metric switch
+    {
+        ValidationMetric.Accuracy => Accuracy(predicted, gold),
+        ValidationMetric.MatthewsCorrelation => MatthewsCorrelation(predicted, gold),
+        ValidationMetric.F1 => F1(predicted, gold),
+        ValidationMetric.Pearson => Pearson(predicted, gold),
+        ValidationMetric.Spearman => Spearman(predicted, gold),
+        _ => task == TaskKind.Regression ? Pearson(predicted, gold) : Accuracy(predicted, gold),
+    };
+
     /// <summary>Fraction of exact matches.</summary>
     public static double Accuracy(IReadOnlyList<double> predicted, IReadOnlyList<double> gold)
     {
         CheckSameLength(predicted, gold);
         return predicted.Zip(gold).Count(p => p.First == p.Second) / (double)Math.Max(gold.Count, 1);
+    }
+
+    /// <summary>Matthews correlation coefficient with 1 as the positive class (0 when undefined).</summary>
+    public static double MatthewsCorrelation(IReadOnlyList<double> predicted, IReadOnlyList<double> gold)
+    {
+        var (tp, tn, fp, fn) = Confusion(predicted, gold);
+        double d = Math.Sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn));
+        return d == 0 ? 0 : (tp * tn - fp * fn) / d;
+    }
+
+    /// <summary>F1 score of class 1 (0 when there are no true positives).</summary>
+    public static double F1(IReadOnlyList<double> predicted, IReadOnlyList<double> gold)
+    {
+        var (tp, _, fp, fn) = Confusion(predicted, gold);
+        return tp == 0 ? 0 : 2 * tp / (2 * tp + fp + fn);
     }
 
     /// <summary>Pearson correlation coefficient (0 when either side is constant).</summary>
@@ -21,6 +63,39 @@ public static class Metrics
             sxy += dx * dy; sxx += dx * dx; syy += dy * dy;
         }
         return sxx == 0 || syy == 0 ? 0 : sxy / Math.Sqrt(sxx * syy);
+    }
+
+    /// <summary>Spearman rank correlation: Pearson of the ranks, ties sharing their average rank.</summary>
+    public static double Spearman(IReadOnlyList<double> x, IReadOnlyList<double> y)
+    {
+        CheckSameLength(x, y);
+        return Pearson(Ranks(x), Ranks(y));
+    }
+
+    private static double[] Ranks(IReadOnlyList<double> values)
+    {
+        var order = Enumerable.Range(0, values.Count).OrderBy(i => values[i]).ToArray();
+        var ranks = new double[values.Count];
+        for (int start = 0; start < order.Length;)
+        {
+            int end = start;
+            while (end + 1 < order.Length && values[order[end + 1]] == values[order[start]]) end++;
+            for (int k = start; k <= end; k++) ranks[order[k]] = (start + end) / 2.0 + 1;
+            start = end + 1;
+        }
+        return ranks;
+    }
+
+    private static (double Tp, double Tn, double Fp, double Fn) Confusion(IReadOnlyList<double> predicted, IReadOnlyList<double> gold)
+    {
+        CheckSameLength(predicted, gold);
+        double tp = 0, tn = 0, fp = 0, fn = 0;
+        for (int i = 0; i < gold.Count; i++)
+        {
+            bool p = predicted[i] == 1, g = gold[i] == 1;
+            if (p && g) tp++; else if (!p && !g) tn++; else if (p) fp++; else fn++;
+        }
+        return (tp, tn, fp, fn);
     }
 
     private static void CheckSameLength(IReadOnlyList<double> a, IReadOnlyList<double> b)

@@ -42,7 +42,7 @@ internal sealed class TrainingLoop
         var trainable = _model.TrainableParameters().Select(p => p.Parameter).ToList();
         using var optimizer = optim.AdamW(new[]
         {
-            new AdamW.ParamGroup(_model.AdapterParameters(), lr: s.LearningRate, weight_decay: s.WeightDecay),
+            new AdamW.ParamGroup(_model.BodyParameters(), lr: s.LearningRate, weight_decay: s.WeightDecay),
             new AdamW.ParamGroup(_model.HeadParameters(), lr: s.LearningRate * s.HeadLearningRateRatio, weight_decay: s.WeightDecay),
         }, lr: s.LearningRate);
         var scheduler = optim.lr_scheduler.LambdaLR(optimizer, LearningRateSchedule.LinearWithWarmup(totalSteps, s.WarmupRatio));
@@ -127,15 +127,9 @@ internal sealed class TrainingLoop
         return new TrainingResult(Math.Min(epoch, s.MaxEpochs), step, lastLoss, best, bestEpoch);
     }
 
-    /// <summary>Accuracy for classification, Pearson r for regression.</summary>
-    public double Evaluate(IReadOnlyList<Example> examples)
-    {
-        var predictions = Predict(examples);
-        var gold = examples.Select(e => (double)e.Label).ToArray();
-        return _task == TaskKind.Regression
-            ? Metrics.Pearson(predictions, gold)
-            : Metrics.Accuracy(predictions, gold);
-    }
+    /// <summary>The settings' validation metric (accuracy or Pearson r by default) of the model's predictions.</summary>
+    public double Evaluate(IReadOnlyList<Example> examples) =>
+        Metrics.Compute(_settings.ValidationMetric, Predict(examples), examples.Select(e => (double)e.Label).ToArray(), _task);
 
     /// <summary>Predicted class index (classification) or value (regression) per example, in order.</summary>
     public double[] Predict(IReadOnlyList<Example> examples)

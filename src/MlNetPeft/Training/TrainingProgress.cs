@@ -15,7 +15,7 @@ public sealed record TrainingProgress
     public double LearningRate { get; init; }
     /// <summary>Training rows per second since the previous report.</summary>
     public double RowsPerSecond { get; init; }
-    /// <summary>Set (in a report of its own) at the end of an epoch when a validation set is given: accuracy, or Pearson r for regression.</summary>
+    /// <summary>Set (in a report of its own) at the end of an epoch when a validation set is given: the options' ValidationMetric.</summary>
     public double? ValidationMetric { get; init; }
 
     public override string ToString() => ValidationMetric is { } metric

@@ -13,6 +13,7 @@ internal sealed record TrainingSettings
     public int Seed { get; init; } = 42;
     public int EarlyStoppingPatience { get; init; }
     public int LogEveryNSteps { get; init; } = 10;
+    public ValidationMetric ValidationMetric { get; init; }
     public Action<TrainingProgress>? Progress { get; init; }
 
     public void Validate()

@@ -41,6 +41,7 @@ internal static class PeftTrainerFixture
         LoraOptions o => ml.MulticlassClassification.Trainers.Lora(o),
         LoraSquaredOptions o => ml.MulticlassClassification.Trainers.LoraSquared(o),
         AdaLoraOptions o => ml.MulticlassClassification.Trainers.AdaLora(o),
+        FullFineTuningOptions o => ml.MulticlassClassification.Trainers.FullFineTuning(o),
         _ => throw new ArgumentException(options.GetType().Name),
     };
 

@@ -9,9 +9,9 @@ public sealed record ExampleArgs
     public required string DataDirectory { get; init; }
     public int MaxTrainRows { get; init; }
     public int MaxDevRows { get; init; }
-    public int Epochs { get; init; } = 5;
-    public double LearningRate { get; init; } = 2e-3;
-    public string ModelPath { get; init; } = Path.Combine(Path.GetTempPath(), "sentiment-msplora.zip");
+    public int Epochs { get; init; }
+    public double LearningRate { get; init; }
+    public required string ModelPath { get; init; }
 
     /// <summary>The repository folder holding models/ and data/, found above the running program.</summary>
     public static string RepositoryRoot()
@@ -22,11 +22,11 @@ public sealed record ExampleArgs
         throw new DirectoryNotFoundException("models/roberta-mini not found above " + AppContext.BaseDirectory + "; pass --backbone and --data");
     }
 
-    public static ExampleArgs Parse(string[] args)
+    /// <summary>Parses the options; the defaults are each example's recipe for the shipped roberta-mini.</summary>
+    public static ExampleArgs Parse(string[] args, string name, int trainRows, int epochs, double lr = 2e-3)
     {
         string? backbone = null, data = null, model = null;
-        int trainRows = 0, devRows = 0, epochs = 5;
-        double lr = 2e-3;
+        int devRows = 0;
         for (int i = 0; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -56,7 +56,7 @@ public sealed record ExampleArgs
             MaxDevRows = devRows,
             Epochs = epochs,
             LearningRate = lr,
-            ModelPath = model ?? Path.Combine(Path.GetTempPath(), "sentiment-msplora.zip"),
+            ModelPath = model ?? Path.Combine(Path.GetTempPath(), name + "-msplora.zip"),
         };
     }
 }

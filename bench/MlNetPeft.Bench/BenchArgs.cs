@@ -1,0 +1,39 @@
+using System.Globalization;
+
+namespace MlNetPeft.Bench;
+
+/// <summary>Command line of the benchmark program: a command, then --name value pairs and --flags.</summary>
+internal sealed class BenchArgs
+{
+    private readonly Dictionary<string, string> _values = new();
+
+    public required string Command { get; init; }
+
+    public static BenchArgs Parse(string[] args)
+    {
+        if (args.Length == 0) throw new ArgumentException("usage: MlNetPeft.Bench quality|speed [--option value ...]");
+        var parsed = new BenchArgs { Command = args[0] };
+        for (int i = 1; i < args.Length; i++)
+        {
+            if (!args[i].StartsWith("--", StringComparison.Ordinal)) throw new ArgumentException($"unexpected argument '{args[i]}'");
+            bool flag = i + 1 >= args.Length || args[i + 1].StartsWith("--", StringComparison.Ordinal);
+            parsed._values[args[i][2..]] = flag ? "true" : args[++i];
+        }
+        return parsed;
+    }
+
+    public string Text(string name, string fallback) => _values.GetValueOrDefault(name, fallback);
+    public string? Text(string name) => _values.GetValueOrDefault(name);
+    public int Int(string name, int fallback) => _values.TryGetValue(name, out var v) ? int.Parse(v, CultureInfo.InvariantCulture) : fallback;
+    public double Double(string name, double fallback) => _values.TryGetValue(name, out var v) ? double.Parse(v, CultureInfo.InvariantCulture) : fallback;
+    public bool Flag(string name) => _values.ContainsKey(name);
+    public string[] List(string name, string fallback) => Text(name, fallback).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+
+    /// <summary>The repository root (holds models/, data/ and bench/), found above the program.</summary>
+    public static string RepositoryRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "MlNetPeft.sln"))) return dir.FullName;
+        return Directory.GetCurrentDirectory();
+    }
+}

@@ -1,0 +1,19 @@
+using MlNetPeft.Examples;
+
+namespace MlNetPeft.Tests.Examples;
+
+/// <summary>The README's main example, end to end on the shipped roberta-mini, with a small row cap.</summary>
+[TestClass]
+public sealed class SentimentExampleTests
+{
+    [TestMethod]
+    public void RunsEndToEnd()
+    {
+        var model = Path.Combine(Directory.CreateTempSubdirectory().FullName, "sentiment.zip");
+        var args = ExampleArgs.Parse(["--max-train-rows", "96", "--max-dev-rows", "64", "--epochs", "1", "--model", model],
+            "sentiment", trainRows: 4000, epochs: 5);
+        SentimentExample.Run(args);
+        Assert.IsTrue(File.Exists(model));
+        Assert.IsLessThan(2_000_000L, new FileInfo(model).Length);
+    }
+}

@@ -1,0 +1,111 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MlNetPeft.MlNet;
+using MlNetPeft.Training;
+
+namespace MlNetPeft.Tests.MlNet;
+
+/// <summary>Regression, sentence pairs and full fine-tuning, end to end on the tiny fixture backbone.</summary>
+[TestClass]
+public sealed class TaskFormTests
+{
+    public sealed class ScoredRow
+    {
+        public string Sentence1 { get; set; } = "";
+        public float Label { get; set; }
+    }
+
+    /// <summary>Rows mixing fruit and animal words; the label is 5 × the share of fruit words.</summary>
+    private static List<ScoredRow> ScoredRows(int count, int seed)
+    {
+        var random = new Random(seed);
+        string[] fruit = ["apple", "banana", "cherry", "grape"], animal = ["zebra", "wolf", "yak", "owl"];
+        return Enumerable.Range(0, count).Select(_ =>
+        {
+            int n = random.Next(3, 7), k = random.Next(0, n + 1);
+            var words = Enumerable.Range(0, n).Select(i => i < k ? fruit[random.Next(4)] : animal[random.Next(4)]).OrderBy(_ => random.Next());
+            return new ScoredRow { Sentence1 = string.Join(" ", words), Label = 5f * k / n };
+        }).ToList();
+    }
+
+    [TestMethod]
+    public void RegressionLearnsAScoreThatDependsOnTheText()
+    {
+        var ml = new MLContext(seed: 1);
+        var train = ml.Data.LoadFromEnumerable(ScoredRows(240, 1));
+        var test = ml.Data.LoadFromEnumerable(ScoredRows(90, 2));
+        var options = PeftTrainerFixture.Msplora(10);
+        var progress = new List<TrainingProgress>();
+        options.ProgressCallback = progress.Add;
+        var model = ml.Regression.Trainers.Msplora(options).Fit(train);
+        Assert.IsLessThan(progress.First().Loss / 2, progress.Last().Loss, "MSE at least halves");
+
+        var scored = model.Transform(test);
+        var metrics = ml.Regression.Evaluate(scored);
+        var predicted = scored.GetColumn<float>("Score").Select(v => (double)v).ToArray();
+        var gold = scored.GetColumn<float>("Label").Select(v => (double)v).ToArray();
+        Assert.IsGreaterThan(0.8, Metrics.Pearson(predicted, gold), $"Pearson {Metrics.Pearson(predicted, gold):F3}");
+        Assert.IsGreaterThan(0.5, metrics.RSquared);
+
+        var zip = Path.Combine(Directory.CreateTempSubdirectory().FullName, "regression.zip");
+        ml.Model.Save(model, train.Schema, zip);
+        var fresh = new MLContext();
+        var again = fresh.Model.Load(zip, out _).Transform(test).GetColumn<float>("Score").ToArray();
+        CollectionAssert.AreEqual(predicted.Select(v => (float)v).ToArray(), again);
+    }
+
+    [TestMethod]
+    public void RegressionNeedsASingleLabel()
+    {
+        var ml = new MLContext();
+        var data = ml.Data.LoadFromEnumerable(ToyText.Rows(10, seed: 1));
+        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.Regression.Trainers.Msplora(PeftTrainerFixture.Msplora(1)).Fit(data));
+        StringAssert.Contains(e.Message, "Single");
+    }
+
+    [TestMethod]
+    public void SentencePairTrainerReadsTheSecondSentence()
+    {
+        // The first sentence is noise from a random class; the label is the class of the second.
+        var ml = new MLContext(seed: 1);
+        List<ToyText.PairRow> Pairs(int n, int seed)
+        {
+            var first = ToyText.Rows(n, seed + 100);
+            return ToyText.Rows(n, seed).Select((r, i) => new ToyText.PairRow { Sentence1 = first[i].Sentence1, Sentence2 = r.Sentence1, Label = r.Label }).ToList();
+        }
+        var train = ml.Data.LoadFromEnumerable(Pairs(240, 1));
+        var test = ml.Data.LoadFromEnumerable(Pairs(90, 2));
+        var options = PeftTrainerFixture.Msplora();
+        options.Sentence2ColumnName = "Sentence2";
+        var model = ToyText.KeyLabel(ml).Append(ml.MulticlassClassification.Trainers.Msplora(options)).Fit(train);
+        var accuracy = ml.MulticlassClassification.Evaluate(model.Transform(test)).MicroAccuracy;
+        Assert.IsGreaterThan(0.8, accuracy, $"accuracy {accuracy:F3} (chance 0.33)");
+
+        var single = ml.Data.LoadFromEnumerable(ToyText.Rows(5, 3));
+        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => model.Transform(single));
+        StringAssert.Contains(e.Message, "'Sentence2'");
+    }
+
+    [TestMethod]
+    public void FullFineTuningTrainsTheBackboneAndSavesIt()
+    {
+        var ml = new MLContext(seed: 1);
+        var train = ml.Data.LoadFromEnumerable(ToyText.Rows(240, 1));
+        var test = ml.Data.LoadFromEnumerable(ToyText.Rows(90, 2));
+        var options = PeftTrainerFixture.Tiny(new FullFineTuningOptions { MaxEpochs = 6, LearningRate = 1e-3, BatchSize = 16 });
+        var (model, progress) = PeftTrainerFixture.Fit(ml, train, options);
+        Assert.IsLessThan(progress.First().Loss / 2, progress.Last().Loss);
+        Assert.IsGreaterThan(0.8, ml.MulticlassClassification.Evaluate(model.Transform(test)).MicroAccuracy);
+        var report = ((TransformerChain<ITransformer>)model).OfType<PeftTextTransformer>().Single().Parameters;
+        Assert.AreEqual(0, report.BackboneCount, "nothing frozen");
+        Assert.AreEqual(202_304 + 4_355, report.TrainableCount, "backbone + head");
+
+        var zip = Path.Combine(Directory.CreateTempSubdirectory().FullName, "full.zip");
+        ml.Model.Save(model, train.Schema, zip);
+        var fresh = new MLContext();
+        var loaded = fresh.Model.Load(zip, out _);
+        var expected = PeftTrainerFixture.Scores(model, test, ml);
+        var actual = PeftTrainerFixture.Scores(loaded, test, fresh);
+        for (int i = 0; i < expected.Length; i++) CollectionAssert.AreEqual(expected[i], actual[i]);
+    }
+}

@@ -1,0 +1,41 @@
+using MlNetPeft.Training;
+
+namespace MlNetPeft.Tests.Training;
+
+[TestClass]
+public sealed class MetricsTests
+{
+    // predicted vs gold: tp = 3, tn = 2, fp = 1, fn = 2.
+    private static readonly double[] Predicted = [1, 1, 1, 1, 0, 0, 0, 0];
+    private static readonly double[] Gold = [1, 1, 1, 0, 1, 1, 0, 0];
+
+    [TestMethod]
+    public void AccuracyF1AndMatthews()
+    {
+        Assert.AreEqual(5.0 / 8, Metrics.Accuracy(Predicted, Gold), 1e-12);
+        Assert.AreEqual(2.0 * 3 / (2 * 3 + 1 + 2), Metrics.F1(Predicted, Gold), 1e-12);
+        Assert.AreEqual((3.0 * 2 - 1 * 2) / Math.Sqrt(4.0 * 5 * 3 * 4), Metrics.MatthewsCorrelation(Predicted, Gold), 1e-12);
+        Assert.AreEqual(0.0, Metrics.MatthewsCorrelation([1, 1, 1], [1, 0, 1]), 1e-12, "undefined (one class predicted) is 0");
+        Assert.AreEqual(0.0, Metrics.F1([0, 0], [1, 0]), 1e-12);
+    }
+
+    [TestMethod]
+    public void PearsonAndSpearman()
+    {
+        // x = 1..5, y = 2,4,5,4,5: Σdxdy = 6, Σdx² = 10, Σdy² = 6 → r = 6/√60.
+        Assert.AreEqual(6 / Math.Sqrt(60), Metrics.Pearson([1, 2, 3, 4, 5], [2, 4, 5, 4, 5]), 1e-12);
+        Assert.AreEqual(0.0, Metrics.Pearson([1, 1, 1], [1, 2, 3]), 1e-12);
+        // Monotone but not linear: Spearman 1, Pearson below 1.
+        Assert.AreEqual(1.0, Metrics.Spearman([1, 2, 3, 4], [1, 10, 100, 1000]), 1e-12);
+        // Ties share their mean rank: y ranks 1, 2.5, 2.5, 4 against x ranks 1..4 → r = 4.5 / √(5·4.5).
+        Assert.AreEqual(4.5 / Math.Sqrt(5 * 4.5), Metrics.Spearman([1, 2, 3, 4], [0, 7, 7, 9]), 1e-12);
+    }
+
+    [TestMethod]
+    public void ComputeDispatchesOnTheMetric()
+    {
+        Assert.AreEqual(Metrics.F1(Predicted, Gold), Metrics.Compute(ValidationMetric.F1, Predicted, Gold, TaskKind.Classification));
+        Assert.AreEqual(Metrics.Accuracy(Predicted, Gold), Metrics.Compute(ValidationMetric.Default, Predicted, Gold, TaskKind.Classification));
+        Assert.AreEqual(Metrics.Pearson(Predicted, Gold), Metrics.Compute(ValidationMetric.Default, Predicted, Gold, TaskKind.Regression));
+    }
+}
