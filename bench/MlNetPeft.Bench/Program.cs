@@ -2,6 +2,8 @@
 //   quality --task sst2|mrpc|cola|qnli|rte|stsb|all --method lora,msplora,lorasquared,adalora,full
 //           [--backbone DIR] [--seeds N] [--epochs E] [--max-train-rows K] [--lr X] [--batch B] [--max-len L]
 //           [--reference [--reference-seeds N]] [--out DIR]
+//   speed   --shape tiny,mini,base,large --method lora,msplora,lorasquared,adalora,full [--batch 32] [--seq 128]
+//           [--steps 10] [--device auto|cpu|cuda] [--precision fp32|bf16] [--threads N] [--reference] [--out DIR]
 using MlNetPeft.Bench;
 
 try
@@ -10,7 +12,8 @@ try
     return args0.Command switch
     {
         "quality" => QualityBenchmark.Run(args0),
-        _ => throw new ArgumentException($"unknown command '{args0.Command}' (quality)"),
+        "speed" => SpeedBenchmark.Run(args0),
+        _ => throw new ArgumentException($"unknown command '{args0.Command}' (quality, speed)"),
     };
 }
 catch (ArgumentException e)

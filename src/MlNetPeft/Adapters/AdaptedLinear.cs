@@ -13,12 +13,19 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>
 {
     private readonly Linear base_layer;
     private readonly IReadOnlyList<IWeightDelta> _updates;
+    private readonly LowRankUpdate[]? _fused;
     private bool _merged;
 
-    public AdaptedLinear(Linear baseLayer, IReadOnlyList<IWeightDelta> updates) : base(nameof(AdaptedLinear))
+    /// <param name="baseLayer">The frozen projection.</param>
+    /// <param name="updates">Its updates (owned, and possibly shared, by the method's AdapterSet).</param>
+    /// <param name="fuse">When every update is a LoRA pair, run them as one: the A's stacked into one down-projection
+    /// and the scaled B's into one up-projection (two matmuls instead of two per pair, e.g. MSPLoRA's rank 8+4+2 = 14).
+    /// The pairs then share one dropout mask.</param>
+    public AdaptedLinear(Linear baseLayer, IReadOnlyList<IWeightDelta> updates, bool fuse = false) : base(nameof(AdaptedLinear))
     {
         base_layer = baseLayer;
         _updates = updates;
+        if (fuse && updates.Count > 1 && updates.All(u => u is LowRankUpdate)) _fused = updates.Cast<LowRankUpdate>().ToArray();
         register_module(nameof(base_layer), base_layer);
     }
 
@@ -30,6 +37,13 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>
     {
         var y = base_layer.call(x);
         if (_merged) return y;
+        if (_fused is not null)
+        {
+            var dt = x.dtype;
+            var down = cat(_fused.Select(u => u.A.to(dt)).ToArray(), 0);
+            var up = cat(_fused.Select(u => u.B.mul(u.Scaling).to(dt)).ToArray(), 1);
+            return y.add(nn.functional.linear(nn.functional.linear(_fused[0].Dropout(x), down), up));
+        }
         foreach (var update in _updates) y = y.add(update.call(x));
         return y;
     }

@@ -32,7 +32,7 @@ internal sealed class AdapterSet : nn.Module
     /// the updates (new or shared) that layer's projection adds.
     /// </summary>
     public void Attach(RobertaModel encoder, IReadOnlyList<string> targets,
-        Func<int, string, int, int, IReadOnlyList<IWeightDelta>> updatesFor)
+        Func<int, string, int, int, IReadOnlyList<IWeightDelta>> updatesFor, bool fuse = false)
     {
         for (int i = 0; i < encoder.Layers.Count; i++)
         {
@@ -42,7 +42,7 @@ internal sealed class AdapterSet : nn.Module
                 if (attention.Projection(target) is not Linear linear)
                     throw new InvalidOperationException($"layer {i} {target} already carries an adapter");
                 var updates = updatesFor(i, target, (int)linear.in_features, (int)linear.out_features);
-                var wrapped = new AdaptedLinear(linear, updates);
+                var wrapped = new AdaptedLinear(linear, updates, fuse);
                 attention.ReplaceProjection(target, wrapped);
                 _wrapped.Add(($"roberta.encoder.layer.{i}.attention.self.{target}", wrapped));
             }

@@ -43,4 +43,7 @@ internal sealed class LowRankUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
     }
 
     public Tensor DeltaWeight() => lora_B.matmul(lora_A).mul(Scaling);
+
+    /// <summary>This pair's input dropout (shared by a fused group, see <see cref="AdaptedLinear"/>).</summary>
+    public Tensor Dropout(Tensor x) => dropout.call(x);
 }

@@ -62,6 +62,11 @@ public abstract class PeftTextTrainerOptions
     /// <summary>Stop after this many epochs without validation improvement (0 = never stop early).</summary>
     public int EarlyStoppingPatience;
 
+    /// <summary>Batch rows of similar length together (sorted within random windows of 50 batches, batch order
+    /// shuffled) so less time goes into padding. Off by default, as in HF: where length goes with the label, batches
+    /// of one length are batches of one class, and small data sets then learn worse.</summary>
+    public bool GroupByLength;
+
     /// <summary>CPU, CUDA, or CUDA when available.</summary>
     public ComputeDevice Device = ComputeDevice.Auto;
 
@@ -105,6 +110,7 @@ public abstract class PeftTextTrainerOptions
         EarlyStoppingPatience = EarlyStoppingPatience,
         LogEveryNSteps = LogEveryNSteps,
         ValidationMetric = ValidationMetric,
+        GroupByLength = GroupByLength,
         Progress = ProgressCallback,
     };
 

@@ -38,16 +38,9 @@ internal sealed class TrainingLoop
         if (train.Count == 0) throw new InvalidOperationException("The training data has no rows.");
         var s = _settings;
         var shuffle = new Random(s.Seed);
+        var lengths = s.GroupByLength ? train.Select(e => e.Ids.Length).ToArray() : null;
         int stepsPerEpoch = (train.Count + s.BatchSize - 1) / s.BatchSize, totalSteps = stepsPerEpoch * s.MaxEpochs;
-        var trainable = _model.TrainableParameters().Select(p => p.Parameter).ToList();
-        using var optimizer = optim.AdamW(new[]
-        {
-            new AdamW.ParamGroup(_model.BodyParameters(), lr: s.LearningRate, weight_decay: s.WeightDecay),
-            new AdamW.ParamGroup(_model.HeadParameters(), lr: s.LearningRate * s.HeadLearningRateRatio, weight_decay: s.WeightDecay),
-        }, lr: s.LearningRate);
-        var scheduler = optim.lr_scheduler.LambdaLR(optimizer, LearningRateSchedule.LinearWithWarmup(totalSteps, s.WarmupRatio));
-        var hooks = _model.Config.CreateHooks(_model.Adapters, totalSteps);
-
+        using var stepper = new TrainingStepper(_model, s, _task, totalSteps);
         using var runningLoss = zeros(1, device: _model.Device);
         int step = 0, stepsSinceReport = 0, rowsSinceReport = 0, badEpochs = 0, epoch = 0;
         double lastLoss = double.NaN;
@@ -61,20 +54,13 @@ internal sealed class TrainingLoop
             for (epoch = 1; epoch <= s.MaxEpochs; epoch++)
             {
                 _model.Train();
-                foreach (var rows in Batcher.Order(train.Count, s.BatchSize, shuffle))
+                foreach (var rows in Batcher.Order(train.Count, s.BatchSize, shuffle, lengths))
                 {
                     cancel.ThrowIfCancellationRequested();
                     using (var scope = NewDisposeScope())
                     {
-                        var batch = Batcher.Make(train, rows, _padId, _model.Device, _task);
-                        var loss = Loss(_model.Forward(batch.Ids, batch.Mask), batch.Labels);
-                        (hooks?.ExtraLoss() is { } extra ? loss.add(extra) : loss).backward();
-                        if (s.GradientClipNorm > 0) ClipByGlobalNorm(trainable, s.GradientClipNorm);
-                        optimizer.step();
-                        hooks?.AfterOptimizerStep(step + 1);
-                        optimizer.zero_grad();
-                        scheduler.step();
-                        using (no_grad()) runningLoss.add_(loss.detach());
+                        var loss = stepper.Run(Batcher.Make(train, rows, _padId, _model.Device, _task));
+                        using (no_grad()) runningLoss.add_(loss);
                     }
                     step++;
                     stepsSinceReport++;
@@ -85,7 +71,7 @@ internal sealed class TrainingLoop
                         Report(new TrainingProgress
                         {
                             Epoch = epoch, Step = step, TotalSteps = totalSteps, Loss = lastLoss,
-                            LearningRate = optimizer.ParamGroups.First().LearningRate,
+                            LearningRate = stepper.LearningRate,
                             RowsPerSecond = rowsSinceReport / Math.Max(clock.Elapsed.TotalSeconds, 1e-9),
                         });
                         stepsSinceReport = rowsSinceReport = 0;
@@ -97,7 +83,7 @@ internal sealed class TrainingLoop
                 {
                     double metric = Evaluate(validation);
                     Report(new TrainingProgress { Epoch = epoch, Step = step, TotalSteps = totalSteps, Loss = lastLoss,
-                        LearningRate = optimizer.ParamGroups.First().LearningRate, ValidationMetric = metric });
+                        LearningRate = stepper.LearningRate, ValidationMetric = metric });
                     if (best is null || metric > best)
                     {
                         best = metric;
@@ -137,27 +123,23 @@ internal sealed class TrainingLoop
         bool wasTraining = _model.Network.training;
         _model.Train(false);
         var result = new double[examples.Count];
-        int at = 0;
-        using (no_grad())
+        using (inference_mode())
         {
-            foreach (var rows in Batcher.Order(examples.Count, _settings.BatchSize, null))
+            // Longest rows first, in batches of similar length; results go back to each row's own slot.
+            var lengths = examples.Select(e => e.Ids.Length).ToArray();
+            foreach (var rows in Batcher.Order(examples.Count, _settings.BatchSize, null, lengths))
             {
                 using var scope = NewDisposeScope();
                 var batch = Batcher.Make(examples, rows, _padId, _model.Device, _task);
                 var output = _model.Forward(batch.Ids, batch.Mask);
                 var values = (_task == TaskKind.Regression ? output.squeeze(-1) : output.argmax(-1))
                     .to(ScalarType.Float64).cpu().data<double>().ToArray();
-                values.CopyTo(result, at);
-                at += values.Length;
+                for (int i = 0; i < rows.Length; i++) result[rows[i]] = values[i];
             }
         }
         _model.Train(wasTraining);
         return result;
     }
-
-    private Tensor Loss(Tensor output, Tensor labels) => _task == TaskKind.Regression
-        ? nn.functional.mse_loss(output.squeeze(-1), labels)
-        : nn.functional.cross_entropy(output, labels);
 
     private double ReadLoss(Tensor running, int steps, int epoch, int step)
     {
@@ -168,17 +150,6 @@ internal sealed class TrainingLoop
             throw new InvalidOperationException(
                 $"Training diverged: the loss became {mean} by epoch {epoch}, step {step}. Lower LearningRate or GradientClipNorm, or check the labels.");
         return mean;
-    }
-
-    /// <summary>Scales gradients so their global L2 norm is at most <paramref name="maxNorm"/>, without a host sync.</summary>
-    internal static void ClipByGlobalNorm(IReadOnlyList<Parameter> parameters, double maxNorm)
-    {
-        using var _ = no_grad();
-        var grads = parameters.Select(p => p.grad).Where(g => g is not null).Select(g => g!).ToList();
-        if (grads.Count == 0) return;
-        var total = stack(grads.Select(g => g.norm()).ToArray()).norm();
-        var factor = total.add(1e-6).reciprocal().mul(maxNorm).clamp_max(1.0);
-        foreach (var g in grads) g.mul_(factor);
     }
 
     private void Report(TrainingProgress progress)

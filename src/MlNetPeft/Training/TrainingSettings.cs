@@ -14,6 +14,7 @@ internal sealed record TrainingSettings
     public int EarlyStoppingPatience { get; init; }
     public int LogEveryNSteps { get; init; } = 10;
     public ValidationMetric ValidationMetric { get; init; }
+    public bool GroupByLength { get; init; }
     public Action<TrainingProgress>? Progress { get; init; }
 
     public void Validate()

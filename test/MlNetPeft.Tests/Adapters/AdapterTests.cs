@@ -116,6 +116,27 @@ public sealed class AdapterTests
     }
 
     [TestMethod]
+    public void FusedMsploraProjectionsEqualTheSeparatePairs()
+    {
+        manual_seed(8);
+        using var separate = Tiny(new MsploraConfig { Dropout = 0, FuseProjections = false });
+        manual_seed(8);
+        using var fused = Tiny(new MsploraConfig { Dropout = 0, FuseProjections = true });
+        using var _ = no_grad();
+        manual_seed(9);
+        foreach (var (a, b) in separate.AdapterParameters().Zip(fused.AdapterParameters()))
+        {
+            var value = randn_like(a).mul(0.3);
+            a.copy_(value);
+            b.copy_(value);
+        }
+        var expected = separate.Forward(Ids, Mask);
+        var actual = fused.Forward(Ids, Mask);
+        Assert.IsGreaterThan(1e-4, (expected - RobertaParityTests.LoadTiny().call(Ids, Mask)).abs().max().item<float>(), "non-trivial update");
+        Assert.IsLessThan(1e-6, (expected - actual).abs().max().item<float>());
+    }
+
+    [TestMethod]
     public void BadAdapterOptionsAreRejected()
     {
         Assert.ThrowsExactly<ArgumentException>(() => new MsploraConfig { Ranks = [] }.Validate(12));

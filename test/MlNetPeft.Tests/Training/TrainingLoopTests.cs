@@ -32,7 +32,7 @@ public sealed class TrainingLoopTests
             var loss = set[0].pow(2).sum().mul(3).add(set[1].exp().sum());
             loss.backward();
         }
-        TrainingLoop.ClipByGlobalNorm(ours, 0.5);
+        TrainingStepper.ClipByGlobalNorm(ours, 0.5);
         nn.utils.clip_grad_norm_(theirs, 0.5);
         for (int i = 0; i < ours.Length; i++)
             Assert.IsTrue(ours[i].grad!.allclose(theirs[i].grad!, rtol: 1e-6, atol: 1e-7), $"parameter {i}");

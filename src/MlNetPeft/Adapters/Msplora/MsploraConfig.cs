@@ -15,6 +15,10 @@ public sealed record MsploraConfig : AdapterConfig
     /// <summary>Number of contiguous layer groups that share a mid-level pair.</summary>
     public int GroupCount { get; init; } = 3;
 
+    /// <summary>Run each layer's global, mid and layer pairs as one rank-Σr down- and up-projection (same result,
+    /// fewer kernels; the pairs then share a dropout mask). Off reproduces the authors' separate dropouts.</summary>
+    public bool FuseProjections { get; init; } = true;
+
     public override string MethodName => "msplora";
 
     /// <summary>Group of a layer, as the authors split N layers into equal float ranges.</summary>
@@ -38,7 +42,7 @@ public sealed record MsploraConfig : AdapterConfig
             return Enumerable.Range(0, Ranks.Length)
                 .Select(level => (IWeightDelta)components[ComponentName(target, level, level == last ? layer : GroupOf(layer, layers))])
                 .ToList();
-        });
+        }, FuseProjections);
         return set;
     }
 

@@ -1,0 +1,188 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using MlNetPeft.Adapters;
+using MlNetPeft.Adapters.Full;
+using MlNetPeft.Adapters.Lora;
+using MlNetPeft.Adapters.LoraSquared;
+using MlNetPeft.Adapters.Msplora;
+using MlNetPeft.Backbone;
+using MlNetPeft.Training;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Bench;
+
+/// <summary>One training + inference throughput measurement.</summary>
+internal sealed record SpeedRun(
+    string Engine, string Shape, string Method, string Device, string Precision, int Batch, int Seq, int Threads, long Trainable,
+    double TrainSamplesPerSecond, double InferSamplesPerSecond, double TrainTokensPerSecond, double TrainTflops, double InferTflops,
+    double PeakTflops, double TrainFractionOfPeak, double InferFractionOfPeak, double PeakMemoryGiB,
+    double? ReferenceTrainSamplesPerSecond, double? ReferenceInferSamplesPerSecond);
+
+/// <summary>
+/// Throughput of the training step (forward, backward, AdamW) and of merged inference on random inputs of a model
+/// shape, against this machine's dense matmul peak and, with --reference, the PyTorch reference on the same shape.
+/// </summary>
+internal static class SpeedBenchmark
+{
+    private static readonly Dictionary<string, (int Layers, int Hidden, int Heads, int Ffn)> Shapes = new()
+    {
+        ["tiny"] = (4, 64, 4, 128), ["mini"] = (6, 256, 4, 1024), ["base"] = (12, 768, 12, 3072), ["large"] = (24, 1024, 16, 4096),
+    };
+
+    public static int Run(BenchArgs a)
+    {
+        var shapes = a.List("shape", "mini");
+        var methods = a.List("method", "lora,msplora");
+        int batch = a.Int("batch", 32), seq = a.Int("seq", 128), steps = a.Int("steps", 10), threads = a.Int("threads", 0);
+        if (threads > 0) set_num_threads(threads);
+        var device = a.Text("device", "auto") switch
+        {
+            "cpu" => CPU, "cuda" => CUDA, _ => cuda.is_available() ? CUDA : CPU,
+        };
+        var precision = a.Text("precision", device.type == DeviceType.CUDA ? "bf16" : "fp32") == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32;
+        double peak = MatmulPeak(device, precision);
+        Console.WriteLine($"{device.type} {precision}, {get_num_threads()} threads: dense matmul peak {peak / 1e12:F3} TFLOP/s");
+
+        var runs = new List<SpeedRun>();
+        foreach (var shape in shapes)
+            foreach (var method in methods)
+            {
+                var run = Measure(shape, method, batch, seq, steps, device, precision, peak);
+                if (a.Flag("reference") && device.type == DeviceType.CPU && method is "lora" or "msplora" or "full")
+                {
+                    var (train, infer) = Reference(a.Text("reference-script", Path.Combine(BenchArgs.RepositoryRoot(), "bench", "reference.py")),
+                        shape, method, batch, seq, steps, get_num_threads());
+                    run = run with { ReferenceTrainSamplesPerSecond = train, ReferenceInferSamplesPerSecond = infer };
+                }
+                runs.Add(run);
+                Console.WriteLine(Describe(run));
+            }
+        var outDir = a.Text("out", Path.Combine(BenchArgs.RepositoryRoot(), "bench", "results"));
+        Directory.CreateDirectory(outDir);
+        var file = Path.Combine(outDir, $"speed-{DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)}.json");
+        File.WriteAllText(file, JsonSerializer.Serialize(runs, new JsonSerializerOptions { WriteIndented = true }));
+        Console.WriteLine($"wrote {file}");
+        return 0;
+    }
+
+    internal static RobertaConfig ConfigFor(string shape)
+    {
+        if (!Shapes.TryGetValue(shape, out var s)) throw new ArgumentException($"unknown shape '{shape}' ({string.Join(", ", Shapes.Keys)})");
+        return new RobertaConfig
+        {
+            NumHiddenLayers = s.Layers, HiddenSize = s.Hidden, NumAttentionHeads = s.Heads, IntermediateSize = s.Ffn,
+            VocabSize = 50265, MaxPositionEmbeddings = 514, LayerNormEps = 1e-5,
+        };
+    }
+
+    internal static AdapterConfig MethodConfig(string method) => method switch
+    {
+        "lora" => new LoraConfig(),
+        "msplora" => new MsploraConfig(),
+        "lorasquared" => new SvdConfig { Variant = SvdVariant.LoraSquared },
+        "adalora" => new SvdConfig { Variant = SvdVariant.AdaLora, InitialRank = 12, TargetRank = 8, OrthogonalityWeight = 0.5 },
+        "full" => new FullFineTuningConfig(),
+        _ => throw new ArgumentException($"unknown method '{method}'"),
+    };
+
+    internal static SpeedRun Measure(string shape, string method, int batch, int seq, int steps, Device device, ScalarType precision, double peak)
+    {
+        manual_seed(0);
+        var config = ConfigFor(shape);
+        PeftModel model;
+        using (var donor = new RobertaForSequenceClassification(config, 2))
+            model = PeftModel.Create(config, 2, MethodConfig(method), donor.state_dict(), "random " + shape);
+        using var _ = model;
+        model.To(device, precision);
+        var ids = randint(3, config.VocabSize, [batch, seq]).to(device).DetachFromDisposeScope();
+        var labels = randint(0, 2, [batch]).to(device).DetachFromDisposeScope();
+        var data = new Batch(ids, null, labels, batch);
+        using var memory = new PeakMemory(device);
+
+        // Training: the training loop's own step (hooks, clipping, AdamW, schedule) on a fixed batch.
+        using var stepper = new TrainingStepper(model, new TrainingSettings { BatchSize = batch, LearningRate = 1e-4 }, TaskKind.Classification, steps + 2);
+        model.Train();
+        for (int i = 0; i < 2; i++) using (NewDisposeScope()) stepper.Run(data);
+        Sync(device);
+        var clock = Stopwatch.StartNew();
+        for (int i = 0; i < steps; i++)
+        {
+            using (NewDisposeScope()) stepper.Run(data);
+            Console.Error.Write($"\r  {shape} {method}: training step {i + 1}/{steps}   ");
+        }
+        Sync(device);
+        double train = clock.Elapsed.TotalSeconds;
+
+        // Inference: adapters merged, no autograd at all.
+        model.Train(false);
+        model.Merge();
+        double infer;
+        using (inference_mode())
+        {
+            using (NewDisposeScope()) model.Forward(ids, null);
+            Sync(device);
+            clock.Restart();
+            for (int i = 0; i < steps; i++)
+            {
+                using var scope = NewDisposeScope();
+                model.Forward(ids, null);
+                Console.Error.Write($"\r  {shape} {method}: inference step {i + 1}/{steps}   ");
+            }
+            Sync(device);
+            infer = clock.Elapsed.TotalSeconds;
+        }
+        Console.Error.Write("\r" + new string(' ', 60) + "\r");
+
+        var flops = Flops.For(config, model, method, batch, seq);
+        double trainFlops = flops.Train * steps / train, inferFlops = flops.Forward * steps / infer;
+        return new SpeedRun("MlNetPeft (TorchSharp 0.107, libtorch 2.10)", shape, method, device.type.ToString(), precision.ToString(), batch, seq,
+            get_num_threads(), model.TrainableCount, batch * steps / train, batch * steps / infer, (double)batch * seq * steps / train,
+            trainFlops / 1e12, inferFlops / 1e12, peak / 1e12, trainFlops / peak, inferFlops / peak, memory.PeakGiB, null, null);
+    }
+
+    private static void Sync(Device device)
+    {
+        if (device.type == DeviceType.CUDA) cuda.synchronize();
+    }
+
+    /// <summary>FLOP/s of a large square matmul: fp32 on CPU, the chosen precision on GPU.</summary>
+    internal static double MatmulPeak(Device device, ScalarType precision)
+    {
+        int n = device.type == DeviceType.CUDA ? 8192 : 2048;
+        using var scope = NewDisposeScope();
+        var dtype = device.type == DeviceType.CUDA ? precision : ScalarType.Float32;
+        var x = randn([n, n], dtype: dtype, device: device);
+        var y = randn([n, n], dtype: dtype, device: device);
+        x.matmul(y);
+        Sync(device);
+        int reps = device.type == DeviceType.CUDA ? 50 : 5;
+        var clock = Stopwatch.StartNew();
+        for (int i = 0; i < reps; i++) x.matmul(y);
+        Sync(device);
+        return 2.0 * n * n * n * reps / clock.Elapsed.TotalSeconds;
+    }
+
+    private static (double Train, double Infer) Reference(string script, string shape, string method, int batch, int seq, int steps, int threads)
+    {
+        var psi = new ProcessStartInfo("/usr/bin/python3",
+            $"\"{script}\" bench --shape {shape} --method {method} --batch {batch} --seq {seq} --steps {steps} --threads {threads}")
+        { RedirectStandardOutput = true, RedirectStandardError = true };
+        using var process = Process.Start(psi) ?? throw new InvalidOperationException("could not start /usr/bin/python3");
+        var err = process.StandardError.ReadToEndAsync();
+        var output = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        var line = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault();
+        if (process.ExitCode != 0 || line is null) throw new InvalidOperationException($"reference.py bench failed: {err.Result}");
+        using var json = JsonDocument.Parse(line);
+        return (json.RootElement.GetProperty("train_samples_per_s").GetDouble(), json.RootElement.GetProperty("infer_samples_per_s").GetDouble());
+    }
+
+    private static string Describe(SpeedRun r) =>
+        $"{r.Shape,-5} {r.Method,-11} {r.Device} {r.Precision} b{r.Batch} s{r.Seq}: train {r.TrainSamplesPerSecond:F1} samples/s " +
+        $"({100 * r.TrainFractionOfPeak:F0}% of peak), infer {r.InferSamplesPerSecond:F1} samples/s ({100 * r.InferFractionOfPeak:F0}% of peak), " +
+        $"peak memory {r.PeakMemoryGiB:F2} GiB" +
+        (r.ReferenceTrainSamplesPerSecond is { } t ? $"; PyTorch reference train {t:F1}/s (×{r.TrainSamplesPerSecond / t:F2}), infer {r.ReferenceInferSamplesPerSecond:F1}/s (×{r.InferSamplesPerSecond / r.ReferenceInferSamplesPerSecond:F2})" : "");
+}

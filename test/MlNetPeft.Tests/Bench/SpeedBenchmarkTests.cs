@@ -1,0 +1,40 @@
+using MlNetPeft.Bench;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Tests.Bench;
+
+/// <summary>The speed benchmark's smoke configuration: it runs, and what it reports is consistent.</summary>
+[TestClass]
+public sealed class SpeedBenchmarkTests
+{
+    [TestMethod]
+    [DataRow("msplora")]
+    [DataRow("lorasquared")]
+    [DataRow("full")]
+    public void SmokeConfigurationRuns(string method)
+    {
+        var run = SpeedBenchmark.Measure("tiny", method, batch: 4, seq: 16, steps: 2, CPU, ScalarType.Float32, peak: 1e11);
+        Assert.IsGreaterThan(0.0, run.TrainSamplesPerSecond);
+        Assert.IsGreaterThan(0.0, run.InferSamplesPerSecond);
+        Assert.AreEqual(run.TrainSamplesPerSecond * 16, run.TrainTokensPerSecond, 1e-6 * run.TrainTokensPerSecond);
+        Assert.IsGreaterThan(0.0, run.PeakMemoryGiB);
+        Assert.IsTrue(run.TrainFractionOfPeak is > 0 and < 10);
+    }
+
+    [TestMethod]
+    public void BfloatBackboneTrainsOnCpu()
+    {
+        var run = SpeedBenchmark.Measure("tiny", "lora", batch: 4, seq: 16, steps: 1, CPU, ScalarType.BFloat16, peak: 1e11);
+        Assert.AreEqual("BFloat16", run.Precision);
+        Assert.IsGreaterThan(0.0, run.TrainSamplesPerSecond);
+    }
+
+    [TestMethod]
+    public void CommandLineRunsAndWritesJson()
+    {
+        var dir = Directory.CreateTempSubdirectory().FullName;
+        var code = SpeedBenchmark.Run(BenchArgs.Parse(["speed", "--shape", "tiny", "--method", "lora", "--batch", "2", "--seq", "8", "--steps", "1", "--out", dir]));
+        Assert.AreEqual(0, code);
+        Assert.HasCount(1, Directory.GetFiles(dir, "speed-*.json"));
+    }
+}
