@@ -86,9 +86,10 @@ internal sealed class PeftModel : IDisposable
         TrainableParameters().Select(p => (p.Name, (Tensor)p.Parameter))
             .Concat(Adapters.named_buffers().Select(b => ("adapters." + b.name, b.buffer)));
 
-    /// <summary>Adapter and head tensors (CPU, fp32), keyed "classifier.*" and "adapters.*".</summary>
+    /// <summary>A copy (CPU, fp32) of the adapter and head tensors, keyed "classifier.*" and "adapters.*". Always a
+    /// copy: on CPU in fp32, .cpu() and .to() return the parameter itself, which keeps training.</summary>
     public Dictionary<string, Tensor> TrainableState() =>
-        StateTensors().ToDictionary(p => p.Name, p => p.Tensor.detach().cpu().to(ScalarType.Float32));
+        StateTensors().ToDictionary(p => p.Name, p => p.Tensor.detach().to(ScalarType.Float32).cpu().clone());
 
     public void LoadTrainableState(IReadOnlyDictionary<string, Tensor> state, string source)
     {

@@ -78,12 +78,15 @@ public sealed class TrainerTests
         options.EarlyStoppingPatience = 2;
         // Validation labels that no text predicts: accuracy cannot keep improving, so training stops early.
         var noise = ToyText.Rows(30, seed: 4).Select((r, i) => new ToyText.Row { Sentence1 = r.Sentence1, Label = new[] { "fruit", "animal", "number" }[i % 3] });
-        options.ValidationSet = ToyText.KeyLabel(ml).Fit(data).Transform(ml.Data.LoadFromEnumerable(noise));
-        var (_, progress) = PeftTrainerFixture.Fit(ml, data, options);
+        var noiseData = ml.Data.LoadFromEnumerable(noise);
+        options.ValidationSet = ToyText.KeyLabel(ml).Fit(data).Transform(noiseData);
+        var (model, progress) = PeftTrainerFixture.Fit(ml, data, options);
         int epochs = progress.Max(p => p.Epoch);
         Assert.IsLessThan(30, epochs, "stopped before MaxEpochs");
         var scores = progress.Where(p => p.ValidationMetric is not null).Select(p => p.ValidationMetric!.Value).ToList();
         Assert.AreEqual(scores.Count - 1 - 2, scores.IndexOf(scores.Max()), "stopped 2 epochs after the best one");
+        var final = ml.MulticlassClassification.Evaluate(model.Transform(noiseData)).MicroAccuracy;
+        Assert.AreEqual(scores.Max(), final, 1e-9, "the model returned is the best epoch's, not the last one's");
     }
 
     [TestMethod]
