@@ -82,6 +82,22 @@ public sealed class SvdAdapterTests
         Assert.AreEqual((24, true), s.At(1000));
     }
 
+    /// <summary>Backward passes on one random batch, each followed by the allocator's step hook (no optimizer: the
+    /// gradients feed the scores). Returns the batch.</summary>
+    private static Tensor TrainSteps(PeftModel model, RankAllocator allocator, int first, int last)
+    {
+        var ids = randint(3, 259, [4, 10]);
+        var labels = tensor(new long[] { 0, 1, 2, 1 });
+        model.Train(true);
+        for (int step = first; step <= last; step++)
+        {
+            nn.functional.cross_entropy(model.Forward(ids, null), labels).backward();
+            allocator.AfterOptimizerStep(step);
+            foreach (var p in model.AdapterParameters()) p.grad?.zero_();
+        }
+        return ids;
+    }
+
     [TestMethod]
     [DataRow(SvdVariant.AdaLora)]
     [DataRow(SvdVariant.LoraSquared)]
@@ -94,15 +110,7 @@ public sealed class SvdAdapterTests
         manual_seed(2);
         using (no_grad()) foreach (var u in updates) u.Values.copy_(randn_like(u.Values));
 
-        var ids = randint(3, 259, [4, 10]);
-        var labels = tensor(new long[] { 0, 1, 2, 1 });
-        for (int step = 1; step <= 6; step++)
-        {
-            model.Train(true);
-            nn.functional.cross_entropy(model.Forward(ids, null), labels).backward();
-            allocator.AfterOptimizerStep(step);
-            foreach (var p in model.AdapterParameters()) p.grad?.zero_();
-        }
+        var ids = TrainSteps(model, allocator, 1, 6);
         // 8 matrices × rank 4: budget 32 → 16. Step 6 pruned to the cubic budget ⌊16 + 16·(1 − 4/14)³⌋ = 21.
         int budget = allocator.Schedule.At(6).Budget;
         Assert.AreEqual(21, budget);
@@ -126,15 +134,7 @@ public sealed class SvdAdapterTests
         var updates = model.Adapters.Components.Select(c => (SvdUpdate)c.Component).ToList();
         manual_seed(4);
         using (no_grad()) foreach (var u in updates) u.Values.copy_(randn_like(u.Values));
-        var ids = randint(3, 259, [4, 10]);
-        var labels = tensor(new long[] { 0, 1, 2, 1 });
-        for (int step = 1; step <= 4; step++)
-        {
-            model.Train(true);
-            nn.functional.cross_entropy(model.Forward(ids, null), labels).backward();
-            allocator.AfterOptimizerStep(step);
-            foreach (var p in model.AdapterParameters()) p.grad?.zero_();
-        }
+        var ids = TrainSteps(model, allocator, 1, 4);
         Assert.AreEqual(8, updates.Sum(u => u.KeptRank), "final budget: 1 per matrix on average");
         var masks = updates.Select(u => u.Mask.clone()).ToList();
 
