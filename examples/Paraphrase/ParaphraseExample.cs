@@ -29,6 +29,7 @@ public static class ParaphraseExample
         var train = GlueTask.Mrpc.Load(ml, glue, "train");
         if (args.MaxTrainRows > 0) train = ml.Data.TakeRows(train, args.MaxTrainRows);
         var dev = GlueTask.Mrpc.Load(ml, glue, "dev");
+        if (args.MaxDevRows > 0) dev = ml.Data.TakeRows(dev, args.MaxDevRows);
         var labels = ml.Transforms.Conversion.MapValueToKey("Label", keyOrdinality: ValueToKeyMappingEstimator.KeyOrdinality.ByValue);
 
         var pipeline = labels
@@ -45,7 +46,7 @@ public static class ParaphraseExample
 
         var scored = model.Transform(dev);
         var metrics = ml.MulticlassClassification.Evaluate(scored);
-        var gold = scored.GetColumn<ReadOnlyMemory<char>>("Label").Select(l => l.ToString() == "1" ? 1.0 : 0.0).ToArray();
+        var gold = dev.GetColumn<ReadOnlyMemory<char>>("Label").Select(l => l.ToString() == "1" ? 1.0 : 0.0).ToArray();
         var predicted = scored.GetColumn<ReadOnlyMemory<char>>("PredictedLabel").Select(l => l.ToString() == "1" ? 1.0 : 0.0).ToArray();
         double majority = Math.Max(gold.Average(), 1 - gold.Average());
         Console.WriteLine($"Dev accuracy {metrics.MicroAccuracy:P1} (majority class {majority:P1}), F1 {Metrics.F1(predicted, gold):P1} " +

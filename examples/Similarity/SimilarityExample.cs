@@ -27,6 +27,7 @@ public static class SimilarityExample
         var train = GlueTask.Stsb.Load(ml, glue, "train");
         if (args.MaxTrainRows > 0) train = ml.Data.TakeRows(train, args.MaxTrainRows);
         var dev = GlueTask.Stsb.Load(ml, glue, "dev");
+        if (args.MaxDevRows > 0) dev = ml.Data.TakeRows(dev, args.MaxDevRows);
 
         var trainer = ml.Regression.Trainers.Msplora(new MsploraOptions
         {
