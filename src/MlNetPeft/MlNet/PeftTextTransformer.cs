@@ -100,9 +100,16 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, IDisp
             ReadStream(ctx, "merges.txt") ?? throw new InvalidDataException("model zip lacks merges.txt"), "model zip");
         var embedded = ReadStream(ctx, BackboneStream);
 
+        var state = SafeTensors.Load(adapters, "model zip " + AdapterStream);
         Dictionary<string, Tensor> weights;
         string source;
-        if (embedded is not null)
+        if (info.Adapter.TrainsBackbone)
+        {
+            // Fully fine-tuned: the zip's own state holds every backbone weight.
+            source = "model zip " + AdapterStream;
+            weights = state.Where(kv => kv.Key.StartsWith("roberta.", StringComparison.Ordinal)).ToDictionary(kv => kv.Key, kv => kv.Value);
+        }
+        else if (embedded is not null)
         {
             source = "model zip (embedded backbone)";
             if (CheckpointDirectory.FingerprintOf(embedded) != info.BackboneSha256)
@@ -117,11 +124,15 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, IDisp
         }
 
         PeftModel model;
-        try { model = PeftModel.Create(info.Backbone, info.Outputs, info.Adapter, weights, source); }
-        finally { foreach (var t in weights.Values) t.Dispose(); }
-        var state = SafeTensors.Load(adapters, "model zip " + AdapterStream);
-        try { model.LoadTrainableState(state, "model zip " + AdapterStream); }
-        finally { foreach (var t in state.Values) t.Dispose(); }
+        try
+        {
+            model = PeftModel.Create(info.Backbone, info.Outputs, info.Adapter, weights, source);
+            model.LoadTrainableState(state, "model zip " + AdapterStream);
+        }
+        finally
+        {
+            foreach (var t in weights.Values.Concat(state.Values).Distinct(ReferenceEqualityComparer.Instance)) ((Tensor)t!).Dispose();
+        }
         var device = ComputeSelection.SelectDevice(ComputeDevice.Auto);
         model.To(device, ComputeSelection.SelectPrecision(ComputePrecision.Auto, device));
         return new PeftTextTransformer(env, info, model, tokenizer, labelValues, embedded);
