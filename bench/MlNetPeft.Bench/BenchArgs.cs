@@ -11,7 +11,7 @@ internal sealed class BenchArgs
 
     public static BenchArgs Parse(string[] args)
     {
-        if (args.Length == 0) throw new ArgumentException("usage: MlNetPeft.Bench quality|speed [--option value ...]");
+        if (args.Length == 0) throw new ArgumentException("no command given");
         var parsed = new BenchArgs { Command = args[0] };
         for (int i = 1; i < args.Length; i++)
         {

@@ -4,8 +4,10 @@ using MlNetPeft.Backbone;
 namespace MlNetPeft.Bench;
 
 /// <summary>
-/// Matmul FLOPs of one batch. Forward: 2·(4H² + 2·H·I) per token per layer for the dense layers plus 4·T·H per token
-/// per layer for attention (QKᵀ and AV), plus the adapters' own matmuls; the head is negligible. Full fine-tuning
+/// Matmul FLOPs of one batch as MlNetPeft computes it. Forward: 2·(4H² + 2·H·I) per token per layer for the dense
+/// layers plus 4·T·H per token per layer for attention (QKᵀ and AV); the last layer computes only key and value for
+/// every token and the rest for the &lt;s&gt; token alone (the head reads nothing else). Adapters' own matmuls are
+/// counted for every token (a slight over-count in the last layer); the head is negligible. Full fine-tuning
 /// training counts 3× the forward (the usual 6·params·tokens); adapter training counts the forward, the backward
 /// through the frozen backbone for activation gradients only (1× the forward), and 3× the adapters' matmuls.
 /// </summary>
@@ -16,7 +18,9 @@ internal static class Flops
         double tokens = (double)batch * seq;
         double dense = 2.0 * (4.0 * c.HiddenSize * c.HiddenSize + 2.0 * c.HiddenSize * c.IntermediateSize);
         double attention = 4.0 * seq * c.HiddenSize;
-        double backbone = tokens * c.NumHiddenLayers * (dense + attention);
+        double lastLayer = tokens * 2.0 * 2.0 * c.HiddenSize * c.HiddenSize
+                           + batch * (2.0 * (2.0 * c.HiddenSize * c.HiddenSize + 2.0 * c.HiddenSize * c.IntermediateSize) + attention);
+        double backbone = tokens * (c.NumHiddenLayers - 1) * (dense + attention) + lastLayer;
         double adapters = tokens * 2.0 * model.Adapters.Wrapped.Sum(w => w.Linear.Updates.Sum(AdapterMatmulWeights));
         double forward = backbone;
         double train = method == "full" ? 3 * backbone : 2 * backbone + 3 * adapters;

@@ -1,9 +1,4 @@
-// MlNetPeft benchmarks. Usage:
-//   quality --task sst2|mrpc|cola|qnli|rte|stsb|all --method lora,msplora,lorasquared,adalora,full
-//           [--backbone DIR] [--seeds N] [--epochs E] [--max-train-rows K] [--lr X] [--batch B] [--max-len L]
-//           [--reference [--reference-seeds N]] [--out DIR]
-//   speed   --shape tiny,mini,base,large --method lora,msplora,lorasquared,adalora,full [--batch 32] [--seq 128]
-//           [--steps 10] [--device auto|cpu|cuda] [--precision fp32|bf16] [--threads N] [--reference] [--out DIR]
+// MlNetPeft benchmarks: GLUE quality and training/inference throughput (run with "help" for the options).
 using MlNetPeft.Bench;
 
 try
@@ -13,11 +8,25 @@ try
     {
         "quality" => QualityBenchmark.Run(args0),
         "speed" => SpeedBenchmark.Run(args0),
-        _ => throw new ArgumentException($"unknown command '{args0.Command}' (quality, speed)"),
+        "help" or "--help" or "-h" => Usage(Console.Out, 0),
+        _ => throw new ArgumentException($"unknown command '{args0.Command}' (quality, speed, help)"),
     };
 }
 catch (ArgumentException e)
 {
     Console.Error.WriteLine(e.Message);
-    return 2;
+    return Usage(Console.Error, 2);
+}
+
+static int Usage(TextWriter to, int exitCode)
+{
+    to.WriteLine("""
+        usage:
+          quality --task sst2|mrpc|cola|qnli|rte|stsb|all --method lora,msplora,lorasquared,adalora,full
+                  [--backbone DIR] [--seeds N] [--epochs E] [--max-train-rows K] [--lr X] [--batch B] [--max-len L]
+                  [--reference [--reference-seeds N]] [--out DIR]
+          speed   --shape tiny,mini,base,large --method lora,msplora,lorasquared,adalora,full [--batch 32] [--seq 128]
+                  [--steps 10] [--device auto|cpu|cuda] [--precision fp32|bf16] [--threads N] [--reference] [--out DIR]
+        """);
+    return exitCode;
 }

@@ -58,6 +58,7 @@ internal sealed class PeftModel : IDisposable
     /// (manual mixed precision: TorchSharp has no autocast).</summary>
     public void To(Device device, ScalarType backboneDType)
     {
+        if (device.type == DeviceType.CPU) Training.CpuAllocator.KeepFreedMemory();
         Network.to(device);
         Adapters.to(device);
         // Adapters are not submodules of the encoder, so this converts only the frozen weights. A backbone that
@@ -71,7 +72,7 @@ internal sealed class PeftModel : IDisposable
     /// <summary>Logits (fp32) for a batch of token ids; <paramref name="attentionMask"/> is null when nothing is padded.</summary>
     public Tensor Forward(Tensor inputIds, Tensor? attentionMask)
     {
-        var hidden = Network.Encoder.call(inputIds, attentionMask);
+        var hidden = Network.Encoder.FirstTokenState(inputIds, attentionMask);
         return Network.Head.call(hidden.to(ScalarType.Float32));
     }
 

@@ -24,5 +24,5 @@ internal sealed class RobertaForSequenceClassification : nn.Module<Tensor, Tenso
     public RobertaModel Encoder => roberta;
     public RobertaClassificationHead Head => classifier;
 
-    public override Tensor forward(Tensor inputIds, Tensor? attentionMask) => classifier.call(roberta.call(inputIds, attentionMask));
+    public override Tensor forward(Tensor inputIds, Tensor? attentionMask) => classifier.call(roberta.FirstTokenState(inputIds, attentionMask));
 }

@@ -25,6 +25,13 @@ internal sealed class RobertaLayer : nn.Module<Tensor, Tensor?, Tensor>
         var attended = attention.call(hidden, keep);
         return output.call(intermediate.call(attended), attended);
     }
+
+    /// <summary>The block's output at position 0 only, [batch, 1, hidden]: what the last block owes the head.</summary>
+    public Tensor FirstToken(Tensor hidden, Tensor? keep)
+    {
+        var attended = attention.FirstToken(hidden, keep);
+        return output.call(intermediate.call(attended), attended);
+    }
 }
 
 internal sealed class RobertaIntermediate : nn.Module<Tensor, Tensor>

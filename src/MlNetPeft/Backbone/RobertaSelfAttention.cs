@@ -50,14 +50,18 @@ internal sealed class RobertaSelfAttention : nn.Module<Tensor, Tensor?, Tensor>
 
     /// <param name="hidden">[batch, seq, hidden]</param>
     /// <param name="keep">[batch, 1, 1, seq] bool, true where a key may be attended; null when nothing is padded.</param>
-    public override Tensor forward(Tensor hidden, Tensor? keep)
+    public override Tensor forward(Tensor hidden, Tensor? keep) => Attend(hidden, hidden, keep);
+
+    /// <summary>Attention of <paramref name="queries"/> [batch, q, hidden] over every position of
+    /// <paramref name="tokens"/> [batch, seq, hidden] (keys and values).</summary>
+    public Tensor Attend(Tensor queries, Tensor tokens, Tensor? keep)
     {
-        var (b, t) = (hidden.shape[0], hidden.shape[1]);
-        Tensor Heads(Tensor x) => x.view(b, t, _heads, _headDim).transpose(1, 2);
-        var q = Heads(query.call(hidden));
-        var k = Heads(key.call(hidden));
-        var v = Heads(value.call(hidden));
+        long b = tokens.shape[0];
+        Tensor Heads(Tensor x) => x.view(b, x.shape[1], _heads, _headDim).transpose(1, 2);
+        var q = Heads(query.call(queries));
+        var k = Heads(key.call(tokens));
+        var v = Heads(value.call(tokens));
         var context = nn.functional.scaled_dot_product_attention(q, k, v, keep, training ? _dropout : 0.0);
-        return context.transpose(1, 2).reshape(b, t, _heads * _headDim);
+        return context.transpose(1, 2).reshape(b, queries.shape[1], _heads * _headDim);
     }
 }

@@ -57,6 +57,18 @@ public sealed class RobertaParityTests
     }
 
     [TestMethod]
+    public void FirstTokenStateIsTheFullEncodersFirstPosition()
+    {
+        using var network = LoadTiny();
+        using var _ = no_grad();
+        var (ids, mask) = (Ints("input_ids"), Ints("attention_mask"));
+        var full = network.Encoder.call(ids, mask);
+        var first = network.Encoder.FirstTokenState(ids, mask);
+        CollectionAssert.AreEqual(new long[] { full.shape[0], 1, full.shape[2] }, first.shape);
+        AssertClose(full.narrow(1, 0, 1).contiguous().data<float>().ToArray(), first, 1e-6, "<s> state");
+    }
+
+    [TestMethod]
     public void LoraLogitsLossAndGradientsMatchPeft()
     {
         using var model = LoadTinyWithPeftLora();
