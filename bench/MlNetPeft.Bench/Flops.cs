@@ -18,8 +18,8 @@ internal static class Flops
         double tokens = (double)batch * seq;
         double dense = 2.0 * (4.0 * c.HiddenSize * c.HiddenSize + 2.0 * c.HiddenSize * c.IntermediateSize);
         double attention = 4.0 * seq * c.HiddenSize;
-        double lastLayer = tokens * 2.0 * 2.0 * c.HiddenSize * c.HiddenSize
-                           + batch * (2.0 * (2.0 * c.HiddenSize * c.HiddenSize + 2.0 * c.HiddenSize * c.IntermediateSize) + attention);
+        double keyValue = 2.0 * 2.0 * c.HiddenSize * c.HiddenSize;
+        double lastLayer = tokens * keyValue + batch * (dense - keyValue + attention);
         double backbone = tokens * (c.NumHiddenLayers - 1) * (dense + attention) + lastLayer;
         double adapters = tokens * 2.0 * model.Adapters.Wrapped.Sum(w => w.Linear.Updates.Sum(AdapterMatmulWeights));
         double forward = backbone;

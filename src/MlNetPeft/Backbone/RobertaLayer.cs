@@ -23,15 +23,17 @@ internal sealed class RobertaLayer : nn.Module<Tensor, Tensor?, Tensor>
     public override Tensor forward(Tensor hidden, Tensor? keep)
     {
         var attended = attention.call(hidden, keep);
-        return output.call(intermediate.call(attended), attended);
+        return FeedForward(attended);
     }
 
     /// <summary>The block's output at position 0 only, [batch, 1, hidden]: what the last block owes the head.</summary>
     public Tensor FirstToken(Tensor hidden, Tensor? keep)
     {
         var attended = attention.FirstToken(hidden, keep);
-        return output.call(intermediate.call(attended), attended);
+        return FeedForward(attended);
     }
+
+    private Tensor FeedForward(Tensor attended) => output.call(intermediate.call(attended), attended);
 }
 
 internal sealed class RobertaIntermediate : nn.Module<Tensor, Tensor>

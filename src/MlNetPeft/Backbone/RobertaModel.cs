@@ -58,7 +58,7 @@ internal sealed class RobertaEncoder : nn.Module<Tensor, Tensor?, Tensor>
 
     public Tensor FirstTokenState(Tensor hidden, Tensor? keep)
     {
-        foreach (var block in _layers[..^1]) hidden = block.call(hidden, keep);
+        foreach (var block in _layers.AsSpan(..^1)) hidden = block.call(hidden, keep);
         return _layers[^1].FirstToken(hidden, keep);
     }
 }
