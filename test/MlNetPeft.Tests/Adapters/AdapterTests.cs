@@ -115,6 +115,52 @@ public sealed class AdapterTests
         Assert.IsLessThan(1e-5, (merged - unmerged).abs().max().item<float>());
     }
 
+    /// <summary>The CUDA default (bf16 frozen backbone, fp32 adapters and head), run on the CPU: logits and adapter
+    /// gradients agree with fp32 to bf16 accuracy, trainable weights and their gradients stay fp32, and merging
+    /// into the bf16 weights keeps the logits.</summary>
+    [TestMethod]
+    [DynamicData(nameof(Methods))]
+    public void BfloatBackboneAgreesWithFloat32(AdapterConfig adapters)
+    {
+        using var fp32 = Tiny(adapters);
+        using var bf16 = Tiny(adapters);
+        bf16.To(CPU, ScalarType.BFloat16);
+        using (no_grad())
+        {
+            manual_seed(5);
+            foreach (var (a, b) in fp32.AdapterParameters().Zip(bf16.AdapterParameters()))
+            {
+                var value = randn_like(a).mul(0.5);
+                a.copy_(value);
+                b.copy_(value);
+            }
+        }
+        Assert.AreEqual(ScalarType.BFloat16, bf16.Network.Encoder.parameters().First().dtype);
+        Assert.IsTrue(bf16.TrainableParameters().All(p => p.Parameter.dtype == ScalarType.Float32), "trainable weights stay fp32");
+
+        var expected = fp32.Forward(Ids, Mask);
+        var actual = bf16.Forward(Ids, Mask);
+        Assert.AreEqual(ScalarType.Float32, actual.dtype);
+        double effect, error = (actual - expected).abs().max().item<float>();
+        using (no_grad())
+        using (var backbone = RobertaParityTests.LoadTiny())
+            effect = (expected - backbone.call(Ids, Mask)).abs().max().item<float>();
+        Assert.IsLessThan(0.05 * effect, error, $"bf16 error {error} against the adapters' effect {effect}");
+
+        var labels = tensor(new long[] { 0, 1, 2 });
+        nn.functional.cross_entropy(expected, labels).backward();
+        nn.functional.cross_entropy(actual, labels).backward();
+        Assert.IsTrue(bf16.AdapterParameters().All(p => p.grad!.dtype == ScalarType.Float32), "gradients are fp32");
+        static Tensor Gradients(PeftModel m) => cat(m.AdapterParameters().Select(p => p.grad!.flatten()).ToArray());
+        double cosine = nn.functional.cosine_similarity(Gradients(fp32), Gradients(bf16), 0).item<float>();
+        Assert.IsGreaterThan(0.995, cosine, "direction of the adapter gradient");
+
+        using var _ = no_grad();
+        bf16.Merge();
+        var merged = bf16.Forward(Ids, Mask);
+        Assert.IsLessThan(0.05 * effect, (merged - actual).abs().max().item<float>());
+    }
+
     [TestMethod]
     public void FusedMsploraProjectionsEqualTheSeparatePairs()
     {

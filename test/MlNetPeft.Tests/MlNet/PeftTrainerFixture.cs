@@ -35,6 +35,12 @@ internal static class PeftTrainerFixture
         InitialRank = 8, TargetRank = 4,
     });
 
+    public static T Bfloat16<T>(T options) where T : PeftTextTrainerOptions
+    {
+        options.Precision = ComputePrecision.BFloat16;
+        return options;
+    }
+
     public static IEstimator<PeftTextTransformer> Classifier(MLContext ml, PeftTextTrainerOptions options) => options switch
     {
         MsploraOptions o => ml.MulticlassClassification.Trainers.Msplora(o),

@@ -15,6 +15,8 @@ public sealed class TrainerTests
         [PeftTrainerFixture.Lora()],
         [PeftTrainerFixture.LoraSquared()],
         [PeftTrainerFixture.AdaLora()],
+        // What CUDA runs by default (bf16 frozen backbone, fp32 adapters, head and optimizer), here on the CPU.
+        [PeftTrainerFixture.Bfloat16(PeftTrainerFixture.Msplora())],
     ];
 
     [TestMethod]
