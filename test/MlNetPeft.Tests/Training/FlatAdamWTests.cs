@@ -1,0 +1,86 @@
+using MlNetPeft.Training;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Tests.Training;
+
+/// <summary>The flat-buffer AdamW against TorchSharp's own AdamW and clip_grad_norm_.</summary>
+[TestClass]
+public sealed class FlatAdamWTests
+{
+    private static Parameter[] Parameters(int seed)
+    {
+        manual_seed(seed);
+        return [new Parameter(randn(4, 3)), new Parameter(randn(7)), new Parameter(randn(2, 5))];
+    }
+
+    /// <summary>A loss whose gradient differs per parameter and step.</summary>
+    private static void Backward(Parameter[] p, int step) =>
+        p[0].pow(2).sum().mul(3 + step).add(p[1].exp().sum()).add(p[2].sin().sum().mul(0.5)).backward();
+
+    [TestMethod]
+    public void StepsMatchTorchSharpAdamWWithTwoGroupsAndSchedule()
+    {
+        var ours = Parameters(5);
+        var theirs = ours.Select(p => new Parameter(p.detach().clone())).ToArray();
+        using var flat = new FlatAdamW([(ours[..2], 0.1, 0.01), (ours[2..], 0.03, 0.0)]);
+        using var reference = optim.AdamW(new[]
+        {
+            new AdamW.ParamGroup(theirs[..2], lr: 0.1, weight_decay: 0.01),
+            new AdamW.ParamGroup(theirs[2..], lr: 0.03, weight_decay: 0.0),
+        }, lr: 0.1);
+        var schedule = LearningRateSchedule.LinearWithWarmup(6, 0.34);
+        var scheduler = optim.lr_scheduler.LambdaLR(reference, schedule);
+        flat.ScaleLearningRates(schedule(0));
+        for (int step = 0; step < 5; step++)
+        {
+            Backward(ours, step);
+            Backward(theirs, step);
+            Assert.IsTrue(ours[1].grad!.allclose(theirs[1].grad!, rtol: 1e-6, atol: 1e-7), "gradients reach the flat buffer");
+            flat.Step();
+            reference.step();
+            flat.ZeroGrad();
+            reference.zero_grad();
+            flat.ScaleLearningRates(schedule(step + 1));
+            scheduler.step();
+            Assert.AreEqual(reference.ParamGroups.First().LearningRate, flat.LearningRate, 1e-12);
+        }
+        for (int i = 0; i < ours.Length; i++)
+        {
+            Assert.IsTrue(ours[i].allclose(theirs[i], rtol: 1e-5, atol: 1e-6), $"parameter {i} after 5 steps");
+            Assert.IsFalse(ours[i].allclose(Parameters(5)[i]), $"parameter {i} moved");
+            Assert.AreEqual(0f, ours[i].grad!.abs().max().item<float>(), "zeroed");
+        }
+    }
+
+    [TestMethod]
+    public void ClippingMatchesTorchClipGradNorm()
+    {
+        var ours = Parameters(6);
+        var theirs = ours.Select(p => new Parameter(p.detach().clone())).ToArray();
+        using var flat = new FlatAdamW([(ours[..1], 0.1, 0.0), (ours[1..], 0.1, 0.0)]);
+        Backward(ours, 0);
+        Backward(theirs, 0);
+        flat.ClipGradNorm(0.5);
+        nn.utils.clip_grad_norm_(theirs, 0.5);
+        for (int i = 0; i < ours.Length; i++)
+            Assert.IsTrue(ours[i].grad!.allclose(theirs[i].grad!, rtol: 1e-6, atol: 1e-7), $"parameter {i}");
+        var norm = ours.Select(p => p.grad!.pow(2).sum().item<float>()).Sum();
+        Assert.AreEqual(0.25, norm, 1e-4, "clipped global norm² is 0.5²");
+    }
+
+    [TestMethod]
+    public void ParametersKeepTheirIdentityAndValues()
+    {
+        var parameters = Parameters(7);
+        var before = parameters.Select(p => p.detach().clone()).ToArray();
+        using var flat = new FlatAdamW([(parameters, 0.1, 0.0)]);
+        for (int i = 0; i < parameters.Length; i++)
+        {
+            Assert.IsTrue(parameters[i].equal(before[i]).all().item<bool>(), $"parameter {i} keeps its values");
+            Assert.IsTrue(parameters[i].is_leaf && parameters[i].requires_grad);
+        }
+        Assert.ThrowsExactly<InvalidOperationException>(() => new FlatAdamW([([new Parameter(randn(2).to(ScalarType.Float64))], 0.1, 0.0)]));
+    }
+}
