@@ -14,6 +14,8 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>
     private readonly Linear base_layer;
     private readonly IReadOnlyList<IWeightDelta> _updates;
     private readonly LowRankUpdate[]? _fused;
+    private readonly float[]? _fusedScaling;
+    private Tensor? _fusedScalingRow;
     private bool _merged;
 
     /// <param name="baseLayer">The frozen projection.</param>
@@ -25,7 +27,11 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>
     {
         base_layer = baseLayer;
         _updates = updates;
-        if (fuse && updates.Count > 1 && updates.All(u => u is LowRankUpdate)) _fused = updates.Cast<LowRankUpdate>().ToArray();
+        if (fuse && updates.Count > 1 && updates.All(u => u is LowRankUpdate))
+        {
+            _fused = updates.Cast<LowRankUpdate>().ToArray();
+            _fusedScaling = _fused.SelectMany(u => Enumerable.Repeat((float)u.Scaling, u.Rank)).ToArray();
+        }
         register_module(nameof(base_layer), base_layer);
     }
 
@@ -39,13 +45,30 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>
         if (_merged) return y;
         if (_fused is not null)
         {
+            // Concatenate, then cast and scale once: five kernels whatever the number of pairs (each is a launch on a GPU).
             var dt = x.dtype;
-            var down = cat(_fused.Select(u => u.A.to(dt)).ToArray(), 0);
-            var up = cat(_fused.Select(u => u.B.mul(u.Scaling).to(dt)).ToArray(), 1);
+            var down = cat(_fused.Select(u => (Tensor)u.A).ToArray(), 0).to(dt);
+            var up = cat(_fused.Select(u => (Tensor)u.B).ToArray(), 1).mul(FusedScalingRow(x.device)).to(dt);
             return y.add(nn.functional.linear(nn.functional.linear(_fused[0].Dropout(x), down), up));
         }
         foreach (var update in _updates) y = y.add(update.call(x));
         return y;
+    }
+
+    /// <summary>Each fused column's alpha/r as a [1, total rank] fp32 row on the input's device (made once per device;
+    /// locked because prediction engines may share the model across threads).</summary>
+    private Tensor FusedScalingRow(Device device)
+    {
+        lock (_fusedScaling!)
+        {
+            if (_fusedScalingRow is null || _fusedScalingRow.device_type != device.type || _fusedScalingRow.device_index != device.index)
+            {
+                _fusedScalingRow?.Dispose();
+                using var scope = NewDisposeScope();
+                _fusedScalingRow = tensor(_fusedScaling, [1, _fusedScaling.Length]).to(device).DetachFromDisposeScope();
+            }
+            return _fusedScalingRow;
+        }
     }
 
     /// <summary>Folds every update into the base weight (inference only: the updates stop training).</summary>
@@ -57,5 +80,11 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>
         var weight = base_layer.weight!;
         foreach (var update in _updates) weight.add_(update.DeltaWeight().to(weight.dtype));
         _merged = true;
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _fusedScalingRow?.Dispose();
+        base.Dispose(disposing);
     }
 }
