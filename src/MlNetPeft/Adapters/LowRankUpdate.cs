@@ -38,8 +38,9 @@ internal sealed class LowRankUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
 
     public override Tensor forward(Tensor x)
     {
-        var h = nn.functional.linear(dropout.call(x), lora_A.to(x.dtype));
-        return nn.functional.linear(h, lora_B.to(x.dtype)).mul(Scaling);
+        // Scaled at rank width (batch·seq·r values) rather than at the output's (batch·seq·out).
+        var h = nn.functional.linear(dropout.call(x), lora_A.to(x.dtype)).mul(Scaling);
+        return nn.functional.linear(h, lora_B.to(x.dtype));
     }
 
     public Tensor DeltaWeight() => lora_B.matmul(lora_A).mul(Scaling);

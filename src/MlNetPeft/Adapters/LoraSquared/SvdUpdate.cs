@@ -70,9 +70,10 @@ internal sealed class SvdUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
         var dt = x.dtype;
         var h = nn.functional.linear(dropout.call(x), lora_A.to(dt));
         if (lora_aa is not null) h = nn.functional.linear(h, lora_B.to(dt));
-        h = h.mul(lora_E.mul(rank_mask).squeeze(1).to(dt));
-        if (lora_aa is not null) return nn.functional.linear(nn.functional.linear(h, lora_aa.to(dt)), lora_bb!.to(dt)).mul(Scaling);
-        return nn.functional.linear(h, lora_B.to(dt)).mul(Scaling);
+        // The scaling rides on the r singular values rather than on the batch·seq·out output.
+        h = h.mul(lora_E.mul(rank_mask).squeeze(1).mul(Scaling).to(dt));
+        if (lora_aa is not null) return nn.functional.linear(nn.functional.linear(h, lora_aa.to(dt)), lora_bb!.to(dt));
+        return nn.functional.linear(h, lora_B.to(dt));
     }
 
     /// <summary>U (out×r) and V (r×in) of ΔW = scale·U·diag(λ⊙mask)·V.</summary>
