@@ -1,5 +1,6 @@
 using TorchSharp;
 using TorchSharp.Modules;
+using MlNetPeft.Backbone;
 using static TorchSharp.torch;
 
 namespace MlNetPeft.Adapters;
@@ -12,7 +13,7 @@ internal sealed class LowRankUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
 {
     private readonly Parameter lora_A;
     private readonly Parameter lora_B;
-    private readonly Dropout dropout;
+    private readonly FastDropout dropout;
 
     public LowRankUpdate(int inFeatures, int outFeatures, int rank, double alpha, double dropoutProbability)
         : base(nameof(LowRankUpdate))
@@ -27,7 +28,7 @@ internal sealed class LowRankUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
             nn.init.kaiming_uniform_(lora_A, Math.Sqrt(5));
             lora_B = new Parameter(zeros(outFeatures, rank).DetachFromDisposeScope());
         }
-        dropout = nn.Dropout(dropoutProbability);
+        dropout = new FastDropout(dropoutProbability);
         RegisterComponents();
     }
 

@@ -8,13 +8,13 @@ namespace MlNetPeft.Backbone;
 internal sealed class RobertaClassificationHead : nn.Module<Tensor, Tensor>
 {
     private readonly Linear dense;
-    private readonly Dropout dropout;
+    private readonly FastDropout dropout;
     private readonly Linear out_proj;
 
     public RobertaClassificationHead(RobertaConfig c, int outputs) : base(nameof(RobertaClassificationHead))
     {
         dense = nn.Linear(c.HiddenSize, c.HiddenSize);
-        dropout = nn.Dropout(c.ClassifierDropout ?? c.HiddenDropoutProb);
+        dropout = new FastDropout(c.ClassifierDropout ?? c.HiddenDropoutProb);
         out_proj = nn.Linear(c.HiddenSize, outputs);
         RegisterComponents();
     }

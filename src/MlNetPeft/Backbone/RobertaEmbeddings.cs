@@ -11,7 +11,7 @@ internal sealed class RobertaEmbeddings : nn.Module<Tensor, Tensor>
     private readonly Embedding position_embeddings;
     private readonly Embedding token_type_embeddings;
     private readonly LayerNorm LayerNorm;
-    private readonly Dropout dropout;
+    private readonly FastDropout dropout;
     private readonly long _padId;
 
     public RobertaEmbeddings(RobertaConfig c) : base(nameof(RobertaEmbeddings))
@@ -20,7 +20,7 @@ internal sealed class RobertaEmbeddings : nn.Module<Tensor, Tensor>
         position_embeddings = nn.Embedding(c.MaxPositionEmbeddings, c.HiddenSize, padding_idx: c.PadTokenId);
         token_type_embeddings = nn.Embedding(c.TypeVocabSize, c.HiddenSize);
         LayerNorm = nn.LayerNorm(c.HiddenSize, c.LayerNormEps);
-        dropout = nn.Dropout(c.HiddenDropoutProb);
+        dropout = new FastDropout(c.HiddenDropoutProb);
         _padId = c.PadTokenId;
         RegisterComponents();
     }

@@ -61,7 +61,18 @@ internal sealed class RobertaSelfAttention : nn.Module<Tensor, Tensor?, Tensor>
         var q = Heads(query.call(queries));
         var k = Heads(key.call(tokens));
         var v = Heads(value.call(tokens));
-        var context = nn.functional.scaled_dot_product_attention(q, k, v, keep, training ? _dropout : 0.0);
+        var context = training && _dropout > 0 && q.device_type == DeviceType.CPU
+            ? AttendWithFastDropout(q, k, v, keep)
+            : nn.functional.scaled_dot_product_attention(q, k, v, keep, training ? _dropout : 0.0);
         return context.transpose(1, 2).reshape(b, queries.shape[1], _heads * _headDim);
+    }
+
+    /// <summary>What SDPA runs on the CPU when it must drop attention probabilities (its math path), with the mask
+    /// drawn by <see cref="FastDropout"/> rather than libtorch's one-thread generator.</summary>
+    private Tensor AttendWithFastDropout(Tensor q, Tensor k, Tensor v, Tensor? keep)
+    {
+        var scores = q.matmul(k.transpose(-1, -2)).mul_(1 / Math.Sqrt(_headDim));
+        if (keep is not null) scores = scores.masked_fill(keep.logical_not(), double.NegativeInfinity);
+        return FastDropout.Apply(scores.softmax(-1), _dropout, true).matmul(v);
     }
 }

@@ -10,13 +10,13 @@ internal sealed class RobertaSelfOutput : nn.Module<Tensor, Tensor, Tensor>
 {
     private readonly Linear dense;
     private readonly LayerNorm LayerNorm;
-    private readonly Dropout dropout;
+    private readonly FastDropout dropout;
 
     public RobertaSelfOutput(int inFeatures, RobertaConfig c) : base(nameof(RobertaSelfOutput))
     {
         dense = nn.Linear(inFeatures, c.HiddenSize);
         LayerNorm = nn.LayerNorm(c.HiddenSize, c.LayerNormEps);
-        dropout = nn.Dropout(c.HiddenDropoutProb);
+        dropout = new FastDropout(c.HiddenDropoutProb);
         RegisterComponents();
     }
 

@@ -1,5 +1,6 @@
 using TorchSharp;
 using TorchSharp.Modules;
+using MlNetPeft.Backbone;
 using static TorchSharp.torch;
 
 namespace MlNetPeft.Adapters.LoraSquared;
@@ -18,7 +19,7 @@ internal sealed class SvdUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
     private readonly Parameter? lora_aa;
     private readonly Parameter? lora_bb;
     private readonly Tensor rank_mask;
-    private readonly Dropout dropout;
+    private readonly FastDropout dropout;
 
     public SvdUpdate(int inFeatures, int outFeatures, int rank, int? innerRank, double alpha, double dropoutProbability)
         : base(nameof(SvdUpdate))
@@ -43,7 +44,7 @@ internal sealed class SvdUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
             lora_E = new Parameter(zeros(rank, 1).DetachFromDisposeScope());
             rank_mask = ones(rank, 1).DetachFromDisposeScope();
         }
-        dropout = nn.Dropout(dropoutProbability);
+        dropout = new FastDropout(dropoutProbability);
         RegisterComponents();
     }
 

@@ -1,0 +1,74 @@
+using MlNetPeft.Backbone;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Tests.Backbone;
+
+/// <summary>The CPU dropout with a .NET-drawn mask: rate, scaling, gradient, seeding, and the attention path it needs.</summary>
+[TestClass]
+public sealed class FastDropoutTests
+{
+    [TestMethod]
+    public void DropsAtTheRateAndKeepsTheMeanUnbiased()
+    {
+        manual_seed(1);
+        var x = ones(1000, 1001); // odd byte count: the generator's tail is used too
+        var y = FastDropout.Apply(x, 0.1, training: true);
+        double dropped = y.eq(0).to(ScalarType.Float64).mean().item<double>();
+        double sigma = Math.Sqrt(0.1 * 0.9 / x.numel());
+        Assert.AreEqual(0.1, dropped, 5 * sigma, "fraction dropped");
+        var keptValues = y.masked_select(y.ne(0));
+        Assert.AreEqual(1 / 0.9, keptValues.min().item<float>(), 1e-4, "kept values are scaled by 1/keep");
+        Assert.AreEqual(keptValues.min().item<float>(), keptValues.max().item<float>());
+        Assert.AreEqual(1.0, y.to(ScalarType.Float64).mean().item<double>(), 5 * sigma / 0.9, "unbiased");
+        // Each row of 1,001 has its own pattern: no short period in the generator.
+        Assert.AreEqual(0.1, y.narrow(1, 1000, 1).eq(0).to(ScalarType.Float64).mean().item<double>(), 0.05, "last column");
+    }
+
+    [TestMethod]
+    public void IsIdentityInEvaluationAndAtZeroRate()
+    {
+        var x = randn(4, 5);
+        Assert.AreSame(x, FastDropout.Apply(x, 0.1, training: false));
+        Assert.AreSame(x, FastDropout.Apply(x, 0.0, training: true));
+        var module = new FastDropout(0.5);
+        module.eval();
+        Assert.AreSame(x, module.call(x));
+        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new FastDropout(1.0));
+    }
+
+    [TestMethod]
+    public void GradientIsTheScaledMaskAndSeedsFixTheMask()
+    {
+        manual_seed(7);
+        var x = randn(64, 64).requires_grad_();
+        var y = FastDropout.Apply(x, 0.3, training: true);
+        y.sum().backward();
+        double keepProbability = 1 - Math.Round(0.3 * 65536) / 65536;
+        var expected = y.detach().ne(0).to(ScalarType.Float32).div(keepProbability);
+        Assert.IsTrue(x.grad!.allclose(expected, rtol: 1e-6, atol: 1e-7), "d/dx sum(dropout(x)) = mask / keep");
+
+        manual_seed(7);
+        var again = FastDropout.Apply(randn(64, 64), 0.3, training: true);
+        Assert.IsTrue(again.eq(0).equal(y.detach().eq(0)).all().item<bool>(), "same seed, same mask");
+        var next = FastDropout.Apply(randn(64, 64), 0.3, training: true);
+        Assert.IsFalse(next.eq(0).equal(y.detach().eq(0)).all().item<bool>(), "the generator advances");
+    }
+
+    [TestMethod]
+    public void CpuTrainingAttentionPathEqualsScaledDotProductAttention()
+    {
+        // A rate too small to drop anything (it quantises to 0/65536) takes the CPU training path with a mask that
+        // keeps everything, so it must equal SDPA, padding mask included.
+        var config = new RobertaConfig { HiddenSize = 32, NumAttentionHeads = 4, AttentionProbsDropoutProb = 1e-9 };
+        using var attention = new RobertaSelfAttention(config);
+        manual_seed(3);
+        var hidden = randn(2, 6, 32);
+        var keep = tensor(new[] { true, true, true, true, false, false, true, true, true, true, true, true }, [2, 1, 1, 6]);
+        attention.eval();
+        var expected = attention.call(hidden, keep);
+        attention.train();
+        var actual = attention.call(hidden, keep);
+        Assert.IsLessThan(1e-6, (expected - actual).abs().max().item<float>());
+    }
+}
