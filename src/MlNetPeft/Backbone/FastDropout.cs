@@ -9,10 +9,12 @@ namespace MlNetPeft.Backbone;
 /// (its vectorised MKL path is taken on Intel CPUs only): 7 ns an element, a fifth of a mini-shape training step
 /// here. This fills 16 random bits per element with SplitMix64 straight into the mask tensor's memory, seeded from
 /// torch's generator so <c>manual_seed</c> still fixes the masks. Keep probability is quantised to 1/65536 and the
-/// kept values are scaled by its exact inverse, so the output stays unbiased. On CUDA this is libtorch's dropout.
+/// kept values are scaled by its exact inverse, so the output stays unbiased. On CUDA, and for small tensors, this is
+/// libtorch's dropout.
 /// </summary>
 internal sealed class FastDropout : nn.Module<Tensor, Tensor>
 {
+    private const long SmallTensor = 4096;
     private readonly double _p;
 
     public FastDropout(double p) : base(nameof(FastDropout))
@@ -26,7 +28,8 @@ internal sealed class FastDropout : nn.Module<Tensor, Tensor>
     public static Tensor Apply(Tensor x, double p, bool training)
     {
         if (!training || p == 0) return x;
-        if (x.device_type != DeviceType.CPU) return nn.functional.dropout(x, p, true);
+        // Small tensors: libtorch's per-element cost is less than this path's half-dozen extra kernel calls.
+        if (x.device_type != DeviceType.CPU || x.numel() < SmallTensor) return nn.functional.dropout(x, p, true);
         int dropBelow = (int)Math.Round(p * 65536) - 32768; // drop where a uniform int16 is below this
         double keep = (32768 - dropBelow) / 65536.0;
         using var bits = empty(x.shape, dtype: ScalarType.Int16);
