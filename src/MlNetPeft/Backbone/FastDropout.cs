@@ -46,7 +46,7 @@ internal sealed class FastDropout : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>SplitMix64 (Steele, Lea, Flood 2014): passes BigCrush, one multiply-xorshift chain per 8 bytes.</summary>
-    internal static void Fill(Span<byte> destination, ulong seed)
+    private static void Fill(Span<byte> destination, ulong seed)
     {
         var words = MemoryMarshal.Cast<byte, ulong>(destination);
         ulong state = seed;

@@ -21,7 +21,6 @@ internal sealed class FlatAdamW : IDisposable
         public Tensor ExpAvgSq { get; } = zeros_like(weights).DetachFromDisposeScope();
         public double BaseLearningRate { get; } = learningRate;
         public double WeightDecay { get; } = weightDecay;
-        public double LearningRate { get; set; } = learningRate;
 
         public void Dispose()
         {
@@ -32,6 +31,7 @@ internal sealed class FlatAdamW : IDisposable
     private readonly List<Group> _groups = [];
     private readonly double _beta1, _beta2, _eps;
     private int _step;
+    private double _scheduleFactor = 1;
 
     /// <param name="groups">Parameters (fp32, one device) with their learning rate and weight decay; a group may
     /// be empty. Each parameter keeps its identity (modules still hold it); only its storage moves.</param>
@@ -69,13 +69,10 @@ internal sealed class FlatAdamW : IDisposable
     }
 
     /// <summary>Learning rate of the first group (the body: adapters, or the backbone when fine-tuning fully).</summary>
-    public double LearningRate => _groups.Count > 0 ? _groups[0].LearningRate : 0;
+    public double LearningRate => _groups.Count > 0 ? _groups[0].BaseLearningRate * _scheduleFactor : 0;
 
     /// <summary>Sets every group's rate to its base rate times <paramref name="factor"/> (the schedule).</summary>
-    public void ScaleLearningRates(double factor)
-    {
-        foreach (var g in _groups) g.LearningRate = g.BaseLearningRate * factor;
-    }
+    public void ScaleLearningRates(double factor) => _scheduleFactor = factor;
 
     public void Step()
     {
@@ -85,11 +82,12 @@ internal sealed class FlatAdamW : IDisposable
         double correction1 = 1 - Math.Pow(_beta1, _step), correction2 = 1 - Math.Pow(_beta2, _step);
         foreach (var g in _groups)
         {
-            g.Weights.mul_(1 - g.LearningRate * g.WeightDecay);
+            double lr = g.BaseLearningRate * _scheduleFactor;
+            g.Weights.mul_(1 - lr * g.WeightDecay);
             g.ExpAvg.mul_(_beta1).add_(g.Grads, alpha: 1 - _beta1);
             g.ExpAvgSq.mul_(_beta2).addcmul_(g.Grads, g.Grads, value: 1 - _beta2);
             var denominator = g.ExpAvgSq.sqrt().div_(Math.Sqrt(correction2)).add_(_eps);
-            g.Weights.addcdiv_(g.ExpAvg, denominator, value: -g.LearningRate / correction1);
+            g.Weights.addcdiv_(g.ExpAvg, denominator, value: -lr / correction1);
         }
     }
 
@@ -104,7 +102,7 @@ internal sealed class FlatAdamW : IDisposable
         if (_groups.Count == 0) return;
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var total = _groups.Count == 1 ? _groups[0].Grads.norm() : stack(_groups.Select(g => g.Grads.norm()).ToArray()).norm();
+        var total = stack(_groups.Select(g => g.Grads.norm()).ToArray()).norm();
         var factor = total.add(1e-6).reciprocal().mul(maxNorm).clamp_max(1.0);
         foreach (var g in _groups) g.Grads.mul_(factor);
     }

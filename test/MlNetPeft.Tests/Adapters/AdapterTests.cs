@@ -35,6 +35,19 @@ public sealed class AdapterTests
         return PeftModel.Create(config, 2, adapters, donor.state_dict(), "random");
     }
 
+    /// <summary>Gives both models' adapter parameters the same N(0, scale²) values (same method, same layout).</summary>
+    private static void SetSameRandomAdapters(PeftModel a, PeftModel b, int seed, double scale)
+    {
+        using var _ = no_grad();
+        manual_seed(seed);
+        foreach (var (pa, pb) in a.AdapterParameters().Zip(b.AdapterParameters()))
+        {
+            var value = randn_like(pa).mul(scale);
+            pa.copy_(value);
+            pb.copy_(value);
+        }
+    }
+
     public static IEnumerable<object[]> Methods =>
     [
         [new LoraConfig { Dropout = 0 }],
@@ -125,16 +138,7 @@ public sealed class AdapterTests
         using var fp32 = Tiny(adapters);
         using var bf16 = Tiny(adapters);
         bf16.To(CPU, ScalarType.BFloat16);
-        using (no_grad())
-        {
-            manual_seed(5);
-            foreach (var (a, b) in fp32.AdapterParameters().Zip(bf16.AdapterParameters()))
-            {
-                var value = randn_like(a).mul(0.5);
-                a.copy_(value);
-                b.copy_(value);
-            }
-        }
+        SetSameRandomAdapters(fp32, bf16, seed: 5, scale: 0.5);
         Assert.AreEqual(ScalarType.BFloat16, bf16.Network.Encoder.parameters().First().dtype);
         Assert.IsTrue(bf16.TrainableParameters().All(p => p.Parameter.dtype == ScalarType.Float32), "trainable weights stay fp32");
 
@@ -168,14 +172,8 @@ public sealed class AdapterTests
         using var separate = Tiny(new MsploraConfig { Dropout = 0, FuseProjections = false });
         manual_seed(8);
         using var fused = Tiny(new MsploraConfig { Dropout = 0, FuseProjections = true });
+        SetSameRandomAdapters(separate, fused, seed: 9, scale: 0.3);
         using var _ = no_grad();
-        manual_seed(9);
-        foreach (var (a, b) in separate.AdapterParameters().Zip(fused.AdapterParameters()))
-        {
-            var value = randn_like(a).mul(0.3);
-            a.copy_(value);
-            b.copy_(value);
-        }
         var expected = separate.Forward(Ids, Mask);
         var actual = fused.Forward(Ids, Mask);
         Assert.IsGreaterThan(1e-4, (expected - RobertaParityTests.LoadTiny().call(Ids, Mask)).abs().max().item<float>(), "non-trivial update");
