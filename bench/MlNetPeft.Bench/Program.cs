@@ -8,8 +8,9 @@ try
     {
         "quality" => QualityBenchmark.Run(args0),
         "speed" => SpeedBenchmark.Run(args0),
+        "parity" => ParityCheck.Run(args0),
         "help" or "--help" or "-h" => Usage(Console.Out, 0),
-        _ => throw new ArgumentException($"unknown command '{args0.Command}' (quality, speed, help)"),
+        _ => throw new ArgumentException($"unknown command '{args0.Command}' (quality, speed, parity, help)"),
     };
 }
 catch (ArgumentException e)
@@ -27,6 +28,7 @@ static int Usage(TextWriter to, int exitCode)
                   [--reference [--reference-seeds N]] [--out DIR]
           speed   --shape tiny,mini,base,large --method lora,msplora,lorasquared,adalora,full [--batch 32] [--seq 128]
                   [--steps 10] [--device auto|cpu|cuda] [--precision fp32|bf16] [--threads N] [--reference] [--out DIR]
+          parity  [--fixture DIR] [--device auto|cpu]   (the HF fixture's logits, loss and gradients on this device)
         """);
     return exitCode;
 }

@@ -50,7 +50,7 @@ internal static class SpeedBenchmark
         foreach (var shape in shapes)
             foreach (var method in methods)
             {
-                var run = Measure(shape, method, batch, seq, steps, device, precision, peak);
+                var run = Measure(shape, method, batch, seq, steps, device, precision, peak, a.Flag("phases"));
                 if (a.Flag("reference") && device.type == DeviceType.CPU && method is "lora" or "msplora" or "full")
                 {
                     var (train, infer) = Reference(a.Text("reference-script", Path.Combine(BenchArgs.RepositoryRoot(), "bench", "reference.py")),
@@ -70,7 +70,12 @@ internal static class SpeedBenchmark
 
     internal static RobertaConfig ConfigFor(string shape)
     {
-        if (!Shapes.TryGetValue(shape, out var s)) throw new ArgumentException($"unknown shape '{shape}' ({string.Join(", ", Shapes.Keys)})");
+        // A named shape, or layers x hidden x heads x intermediate (e.g. 12x64x4x128: base's op count at tiny width).
+        var dims = shape.Split('x');
+        if (!Shapes.TryGetValue(shape, out var s))
+            s = dims.Length == 4 && dims.All(d => int.TryParse(d, out _))
+                ? (int.Parse(dims[0]), int.Parse(dims[1]), int.Parse(dims[2]), int.Parse(dims[3]))
+                : throw new ArgumentException($"unknown shape '{shape}' ({string.Join(", ", Shapes.Keys)}, or LxHxAxI)");
         return new RobertaConfig
         {
             NumHiddenLayers = s.Layers, HiddenSize = s.Hidden, NumAttentionHeads = s.Heads, IntermediateSize = s.Ffn,
@@ -89,7 +94,8 @@ internal static class SpeedBenchmark
         _ => throw new ArgumentException($"unknown method '{method}'"),
     };
 
-    internal static SpeedRun Measure(string shape, string method, int batch, int seq, int steps, Device device, ScalarType precision, double peak)
+    internal static SpeedRun Measure(string shape, string method, int batch, int seq, int steps, Device device, ScalarType precision, double peak,
+        bool phases = false)
     {
         manual_seed(0);
         var config = ConfigFor(shape);
@@ -116,6 +122,7 @@ internal static class SpeedBenchmark
         }
         Sync(device);
         double train = clock.Elapsed.TotalSeconds;
+        if (phases) PrintPhases(model, stepper, data, device, steps);
 
         // Inference: adapters merged, no autograd at all.
         model.Train(false);
@@ -142,6 +149,36 @@ internal static class SpeedBenchmark
         return new SpeedRun("MlNetPeft (TorchSharp 0.107, libtorch 2.10)", shape, method, device.type.ToString(), precision.ToString(), batch, seq,
             get_num_threads(), model.TrainableCount, batch * steps / train, batch * steps / infer, (double)batch * seq * steps / train,
             trainFlops / 1e12, inferFlops / 1e12, peak / 1e12, trainFlops / peak, inferFlops / peak, memory.PeakGiB, null, null);
+    }
+
+    /// <summary>Where a training step's time goes: forward+loss, +backward, +optimizer, each timed to the return of
+    /// the host's calls (enqueue) and to the device's completion (sync), in ms per step, with .NET allocations.</summary>
+    private static void PrintPhases(PeftModel model, TrainingStepper stepper, Batch data, Device device, int steps)
+    {
+        (double Host, double Total) Time(Action step)
+        {
+            Sync(device);
+            var clock = Stopwatch.StartNew();
+            double host = 0;
+            for (int i = 0; i < steps; i++)
+            {
+                using var scope = NewDisposeScope();
+                var start = clock.Elapsed.TotalMilliseconds;
+                step();
+                host += clock.Elapsed.TotalMilliseconds - start;
+                Sync(device);
+            }
+            return (host / steps, clock.Elapsed.TotalMilliseconds / steps);
+        }
+        Tensor Loss() => nn.functional.cross_entropy(model.Forward(data.Ids, data.Mask), data.Labels);
+        long bytes = GC.GetTotalAllocatedBytes(), gen0 = GC.CollectionCount(0), gen2 = GC.CollectionCount(2);
+        var forward = Time(() => Loss());
+        var backward = Time(() => Loss().backward());
+        var whole = Time(() => stepper.Run(data));
+        Console.WriteLine($"  phases (ms/step, host enqueue / with sync): forward+loss {forward.Host:F2} / {forward.Total:F2}, " +
+            $"+backward {backward.Host:F2} / {backward.Total:F2}, whole step {whole.Host:F2} / {whole.Total:F2}; " +
+            $".NET {(GC.GetTotalAllocatedBytes() - bytes) / (3.0 * steps) / 1024:F0} KiB allocated per step, " +
+            $"{GC.CollectionCount(0) - gen0} gen0 / {GC.CollectionCount(2) - gen2} gen2 collections");
     }
 
     private static void Sync(Device device)

@@ -1,3 +1,4 @@
+using MlNetPeft.Backbone;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -9,11 +10,11 @@ namespace MlNetPeft.Adapters;
 /// owned by the method's <see cref="AdapterSet"/>, not registered here, because MSPLoRA shares one update
 /// between many layers and each parameter must appear once in the optimizer and the saved state.
 /// </summary>
-internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>
+internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>, IAdaptedProjection
 {
     private readonly Linear base_layer;
     private readonly IReadOnlyList<IWeightDelta> _updates;
-    private readonly LowRankUpdate[]? _fused;
+    private readonly LowRankUpdate[]? _pairs;
     private readonly float[]? _fusedScaling;
     private Tensor? _fusedScalingRow;
     private bool _merged;
@@ -27,11 +28,10 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>
     {
         base_layer = baseLayer;
         _updates = updates;
-        if (fuse && updates.Count > 1 && updates.All(u => u is LowRankUpdate))
-        {
-            _fused = updates.Cast<LowRankUpdate>().ToArray();
-            _fusedScaling = _fused.SelectMany(u => Enumerable.Repeat((float)u.Scaling, u.Rank)).ToArray();
-        }
+        if ((fuse || updates.Count == 1) && updates.All(u => u is LowRankUpdate))
+            _pairs = updates.Cast<LowRankUpdate>().ToArray();
+        if (_pairs is { Length: > 1 })
+            _fusedScaling = _pairs.SelectMany(u => Enumerable.Repeat((float)u.Scaling, u.Rank)).ToArray();
         register_module(nameof(base_layer), base_layer);
     }
 
@@ -39,20 +39,37 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>
     public IReadOnlyList<IWeightDelta> Updates => _updates;
     public bool IsMerged => _merged;
 
-    public override Tensor forward(Tensor x)
+    public override Tensor forward(Tensor x) => AddUpdate(base_layer.call(x), x);
+
+    public Tensor AddUpdate(Tensor y, Tensor x)
     {
-        var y = base_layer.call(x);
         if (_merged) return y;
-        if (_fused is not null)
-        {
-            // Concatenate, then cast and scale once: five kernels whatever the number of pairs (each is a launch on a GPU).
-            var dt = x.dtype;
-            var down = cat(_fused.Select(u => (Tensor)u.A).ToArray(), 0).to(dt);
-            var up = cat(_fused.Select(u => (Tensor)u.B).ToArray(), 1).mul(FusedScalingRow(x.device)).to(dt);
-            return y.add(nn.functional.linear(nn.functional.linear(_fused[0].Dropout(x), down), up));
-        }
+        if (_pairs is not null) return AddLowRank(y, x);
         foreach (var update in _updates) y = y.add(update.call(x));
         return y;
+    }
+
+    /// <summary>
+    /// y + dropout(x)·Aᵀ·Bᵀ·(alpha/r) for the pair, or for the pairs stacked into one (cast and scaled once: kernels
+    /// do not grow with the number of pairs). The add and a single pair's scaling ride in one addmm: on a GPU every
+    /// op is a launch and an autograd node, and a training step there is bound by their count, not by FLOPs.
+    /// </summary>
+    private Tensor AddLowRank(Tensor y, Tensor x)
+    {
+        var dt = x.dtype;
+        Tensor down, up;
+        float alpha = 1;
+        if (_pairs!.Length == 1)
+        {
+            (down, up, alpha) = (_pairs[0].A.to(dt), _pairs[0].B.to(dt), (float)_pairs[0].Scaling);
+        }
+        else
+        {
+            down = cat(_pairs.Select(u => (Tensor)u.A).ToArray(), 0).to(dt);
+            up = cat(_pairs.Select(u => (Tensor)u.B).ToArray(), 1).mul(FusedScalingRow(x.device)).to(dt);
+        }
+        var h = nn.functional.linear(_pairs[0].Dropout(x), down);
+        return y.view(-1, y.shape[^1]).addmm(h.view(-1, h.shape[^1]), up.t(), 1, alpha).view(y.shape);
     }
 
     /// <summary>Each fused column's alpha/r as a [1, total rank] fp32 row on the input's device (made once per device;

@@ -65,6 +65,7 @@ internal sealed class PeftModel : IDisposable
         // trains keeps fp32 weights (bf16 master weights would lose the updates).
         if (Config.TrainsBackbone) backboneDType = ScalarType.Float32;
         if (backboneDType != ScalarType.Float32) Network.Encoder.to(backboneDType);
+        foreach (var layer in Network.Encoder.Layers) layer.SelfAttention.PackProjections();
         Device = device;
         BackboneDType = backboneDType;
     }

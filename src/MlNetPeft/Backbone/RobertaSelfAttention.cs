@@ -13,6 +13,7 @@ internal sealed class RobertaSelfAttention : nn.Module<Tensor, Tensor?, Tensor>
     private readonly int _heads;
     private readonly int _headDim;
     private readonly double _dropout;
+    private PackedProjections? _packed;
 
     public RobertaSelfAttention(RobertaConfig c) : base(nameof(RobertaSelfAttention))
     {
@@ -58,13 +59,99 @@ internal sealed class RobertaSelfAttention : nn.Module<Tensor, Tensor?, Tensor>
     {
         long b = tokens.shape[0];
         Tensor Heads(Tensor x) => x.view(b, x.shape[1], _heads, _headDim).transpose(1, 2);
-        var q = Heads(query.call(queries));
-        var k = Heads(key.call(tokens));
-        var v = Heads(value.call(tokens));
+        var (q, k, v) = Project(queries, tokens);
+        (q, k, v) = (Heads(q), Heads(k), Heads(v));
         var context = training && _dropout > 0 && q.device_type == DeviceType.CPU
             ? AttendWithFastDropout(q, k, v, keep)
             : nn.functional.scaled_dot_product_attention(q, k, v, keep, training ? _dropout : 0.0);
         return context.transpose(1, 2).reshape(b, queries.shape[1], _heads * _headDim);
+    }
+
+    /// <summary>Query, key and value projections: one GEMM for the frozen part of all three (two in the last layer,
+    /// whose query is for &lt;s&gt; alone) once <see cref="PackProjections"/> has run, then each adapter's update.</summary>
+    private (Tensor Q, Tensor K, Tensor V) Project(Tensor queries, Tensor tokens)
+    {
+        if (_packed is null || !_packed.IsCurrent(Linears())) return (query.call(queries), key.call(tokens), value.call(tokens));
+        long h = _heads * _headDim;
+        Tensor q, k, v;
+        if (ReferenceEquals(queries, tokens))
+        {
+            var qkv = nn.functional.linear(tokens, _packed.Weight, _packed.Bias).split(h, -1);
+            (q, k, v) = (WithUpdate(query, qkv[0], tokens), qkv[1], qkv[2]);
+        }
+        else
+        {
+            var kv = nn.functional.linear(tokens, _packed.Weight.narrow(0, h, 2 * h), _packed.Bias.narrow(0, h, 2 * h)).split(h, -1);
+            (q, k, v) = (query.call(queries), kv[0], kv[1]);
+        }
+        return (q, WithUpdate(key, k, tokens), WithUpdate(value, v, tokens));
+    }
+
+    private static Tensor WithUpdate(nn.Module<Tensor, Tensor> projection, Tensor frozenOutput, Tensor input) =>
+        projection is IAdaptedProjection adapted ? adapted.AddUpdate(frozenOutput, input) : frozenOutput;
+
+    private Linear?[] Linears() => [BaseLinear(query), BaseLinear(key), BaseLinear(value)];
+
+    private static Linear? BaseLinear(nn.Module<Tensor, Tensor> projection) =>
+        projection as Linear ?? (projection as IAdaptedProjection)?.BaseLayer;
+
+    /// <summary>Whether the next forward projects with the packed matrix (see <see cref="PackProjections"/>).</summary>
+    public bool IsPacked => _packed?.IsCurrent(Linears()) == true;
+
+    /// <summary>
+    /// Re-seats the frozen query, key and value weights and biases as row blocks of one matrix and one vector, so the
+    /// layer projects with one GEMM forward and one backward instead of three and three (plus two adds): on a GPU a
+    /// training step is bound by the number of launches. In-place changes to the three weights (loading, merging)
+    /// land in the packed matrix; if a weight is replaced (moved, cast) the layer falls back to three GEMMs until
+    /// this runs again. Does nothing while the weights train (their gradients need separate tensors).
+    /// </summary>
+    public void PackProjections()
+    {
+        _packed?.Dispose();
+        _packed = null;
+        var linears = Linears();
+        if (linears.Any(l => l?.weight is null || l.bias is null || l.weight.requires_grad || l.bias.requires_grad)) return;
+        _packed = new PackedProjections(linears!);
+    }
+
+    /// <summary>The packed frozen projections and the parameters that are views of them.</summary>
+    private sealed class PackedProjections : IDisposable
+    {
+        private readonly Parameter[] _views;
+
+        public PackedProjections(Linear[] linears)
+        {
+            using var _ = no_grad();
+            Weight = cat(linears.Select(l => (Tensor)l.weight!).ToArray(), 0).DetachFromDisposeScope();
+            Bias = cat(linears.Select(l => (Tensor)l.bias!).ToArray(), 0).DetachFromDisposeScope();
+            long offset = 0;
+            foreach (var l in linears)
+            {
+                long rows = l.weight!.shape[0];
+                using (var w = Weight.narrow(0, offset, rows)) l.weight.set_(w);
+                using (var b = Bias.narrow(0, offset, rows)) l.bias!.set_(b);
+                offset += rows;
+            }
+            _views = linears.SelectMany(l => new[] { l.weight!, l.bias! }).ToArray();
+        }
+
+        public Tensor Weight { get; }
+        public Tensor Bias { get; }
+
+        public bool IsCurrent(Linear?[] linears) =>
+            linears.SelectMany(l => new[] { l?.weight, l?.bias }).SequenceEqual(_views, ReferenceEqualityComparer.Instance);
+
+        public void Dispose()
+        {
+            Weight.Dispose();
+            Bias.Dispose();
+        }
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _packed?.Dispose();
+        base.Dispose(disposing);
     }
 
     /// <summary>What SDPA runs on the CPU when it must drop attention probabilities (its math path), with the mask

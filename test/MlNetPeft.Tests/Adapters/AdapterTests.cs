@@ -165,6 +165,61 @@ public sealed class AdapterTests
         Assert.IsLessThan(0.05 * effect, (merged - actual).abs().max().item<float>());
     }
 
+    /// <summary>PeftModel.To packs each layer's frozen query, key and value into one matrix: logits and adapter
+    /// gradients stay those of separate projections, and merging lands in the packed weights.</summary>
+    [TestMethod]
+    [DynamicData(nameof(Methods))]
+    public void PackedProjectionsGiveTheSameLogitsAndGradients(AdapterConfig adapters)
+    {
+        using var separate = Tiny(adapters);
+        using var packed = Tiny(adapters);
+        packed.To(CPU, ScalarType.Float32);
+        Assert.IsTrue(packed.Network.Encoder.Layers.All(l => l.SelfAttention.IsPacked));
+        Assert.IsFalse(separate.Network.Encoder.Layers.Any(l => l.SelfAttention.IsPacked));
+        SetSameRandomAdapters(separate, packed, seed: 11, scale: 0.3);
+
+        var expected = separate.Forward(Ids, Mask);
+        var actual = packed.Forward(Ids, Mask);
+        Assert.IsLessThan(1e-6, (expected - actual).abs().max().item<float>(), "logits");
+        var labels = tensor(new long[] { 0, 1, 2 });
+        nn.functional.cross_entropy(expected, labels).backward();
+        nn.functional.cross_entropy(actual, labels).backward();
+        foreach (var (a, b) in separate.AdapterParameters().Zip(packed.AdapterParameters()))
+            Assert.IsLessThan(1e-6 + 1e-5 * a.grad!.abs().max().item<float>(), (a.grad - b.grad!).abs().max().item<float>(), "adapter gradient");
+
+        using var _ = no_grad();
+        separate.Merge();
+        packed.Merge();
+        Assert.IsLessThan(1e-5, (separate.Forward(Ids, Mask) - packed.Forward(Ids, Mask)).abs().max().item<float>(), "merged logits");
+    }
+
+    /// <summary>A frozen weight replaced after packing (not changed in place) is the one used: that layer goes back
+    /// to separate projections rather than reading the stale packed copy.</summary>
+    [TestMethod]
+    public void AWeightReplacedAfterPackingIsUsed()
+    {
+        using var separate = Tiny(new LoraConfig { Dropout = 0 });
+        using var packed = Tiny(new LoraConfig { Dropout = 0 });
+        packed.To(CPU, ScalarType.Float32);
+        var before = packed.Forward(Ids, Mask).detach();
+        manual_seed(12);
+        var replacement = randn(64, 64);
+        foreach (var model in new[] { separate, packed })
+            ((TorchSharp.Modules.Linear)model.Network.Encoder.Layers[1].SelfAttention.Projection("key")).weight =
+                new TorchSharp.Modules.Parameter(replacement.clone(), requires_grad: false);
+        var attention = packed.Network.Encoder.Layers[1].SelfAttention;
+        Assert.IsFalse(attention.IsPacked);
+        Assert.IsTrue(packed.Network.Encoder.Layers[0].SelfAttention.IsPacked, "other layers stay packed");
+
+        using var _ = no_grad();
+        var expected = separate.Forward(Ids, Mask);
+        Assert.IsGreaterThan(1e-4, (expected - before).abs().max().item<float>(), "the new weight matters");
+        Assert.IsLessThan(1e-6, (expected - packed.Forward(Ids, Mask)).abs().max().item<float>());
+        attention.PackProjections();
+        Assert.IsTrue(attention.IsPacked);
+        Assert.IsLessThan(1e-6, (expected - packed.Forward(Ids, Mask)).abs().max().item<float>(), "packed again");
+    }
+
     [TestMethod]
     public void FusedMsploraProjectionsEqualTheSeparatePairs()
     {

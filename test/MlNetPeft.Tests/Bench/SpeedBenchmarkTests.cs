@@ -37,4 +37,18 @@ public sealed class SpeedBenchmarkTests
         Assert.AreEqual(0, code);
         Assert.HasCount(1, Directory.GetFiles(dir, "speed-*.json"));
     }
+
+    [TestMethod]
+    public void ParityCommandPassesOnTheCpu()
+    {
+        Assert.AreEqual(0, ParityCheck.Run(BenchArgs.Parse(["parity", "--device", "cpu"])));
+    }
+
+    [TestMethod]
+    public void ShapeCanBeGivenAsDimensions()
+    {
+        var config = SpeedBenchmark.ConfigFor("12x64x4x128");
+        Assert.AreEqual((12, 64, 4, 128), (config.NumHiddenLayers, config.HiddenSize, config.NumAttentionHeads, config.IntermediateSize));
+        Assert.ThrowsExactly<ArgumentException>(() => SpeedBenchmark.ConfigFor("12x64"));
+    }
 }
