@@ -6,25 +6,52 @@ namespace MlNetPeft.Training;
 
 /// <summary>
 /// AdamW (as PyTorch's and TorchSharp's, amsgrad off) over parameters re-seated as views of one flat buffer per
-/// group, with their gradients views of one flat gradient buffer. A step, a clip and a zero_grad are then a dozen
-/// kernels in all, where TorchSharp's AdamW runs a dozen per parameter: MSPLoRA on roberta-base has 68 trainable
-/// tensors, and on a GPU each kernel is a launch (PyTorch's foreach/fused AdamW exist for the same reason).
-/// The autograd engine adds into an existing gradient in place, so gradients land in the flat buffer.
+/// group. A step, a clip and a zero_grad are then a dozen kernels in all, where TorchSharp's AdamW runs a dozen per
+/// parameter: MSPLoRA on roberta-base has 68 trainable tensors, and on a GPU each kernel is a launch (PyTorch's
+/// foreach/fused AdamW exist for the same reason). Gradients are zeroed by dropping them (set to none, PyTorch's
+/// default), so the autograd engine hands each parameter its new gradient without an add; the first clip or step
+/// after a backward gathers them into one flat buffer and re-seats each gradient as a view of it.
 /// </summary>
 internal sealed class FlatAdamW : IDisposable
 {
-    private sealed class Group(Tensor weights, Tensor grads, double learningRate, double weightDecay) : IDisposable
+    private sealed class Group(IReadOnlyList<Parameter> parameters, Tensor weights, double learningRate, double weightDecay) : IDisposable
     {
+        public IReadOnlyList<Parameter> Parameters { get; } = parameters;
         public Tensor Weights { get; } = weights;
-        public Tensor Grads { get; } = grads;
         public Tensor ExpAvg { get; } = zeros_like(weights).DetachFromDisposeScope();
         public Tensor ExpAvgSq { get; } = zeros_like(weights).DetachFromDisposeScope();
         public double BaseLearningRate { get; } = learningRate;
         public double WeightDecay { get; } = weightDecay;
 
+        /// <summary>This step's gradients, flat (null until gathered after a backward).</summary>
+        public Tensor? Grads { get; set; }
+
+        /// <summary>One copy of every parameter's gradient (zeros where a parameter got none), each parameter's
+        /// gradient then a view of it.</summary>
+        public void Gather()
+        {
+            if (Grads is not null) return;
+            using (var scope = NewDisposeScope())
+                Grads = cat(Parameters.Select(p => (p.grad ?? zeros_like(p)).flatten()).ToArray()).DetachFromDisposeScope();
+            long offset = 0;
+            foreach (var p in Parameters)
+            {
+                long n = p.numel();
+                p.grad = Grads.narrow(0, offset, n).view(p.shape);
+                offset += n;
+            }
+        }
+
+        public void DropGrads()
+        {
+            foreach (var p in Parameters) p.grad = null;
+            Grads?.Dispose();
+            Grads = null;
+        }
+
         public void Dispose()
         {
-            foreach (var t in new[] { Weights, Grads, ExpAvg, ExpAvgSq }) t.Dispose();
+            foreach (var t in new[] { Weights, ExpAvg, ExpAvgSq, Grads }) t?.Dispose();
         }
     }
 
@@ -49,22 +76,19 @@ internal sealed class FlatAdamW : IDisposable
             var first = parameters[0];
             if (parameters.Any(p => p.dtype != ScalarType.Float32 || p.device_type != first.device_type || p.device_index != first.device_index))
                 throw new InvalidOperationException("FlatAdamW needs fp32 parameters on one device");
-            Tensor weights, grads;
+            Tensor weights;
             using (NewDisposeScope())
-            {
                 weights = cat(parameters.Select(p => p.detach().flatten()).ToArray()).DetachFromDisposeScope();
-                grads = zeros_like(weights).DetachFromDisposeScope();
-            }
             long offset = 0;
             foreach (var p in parameters)
             {
                 long n = p.numel();
                 using var weightView = weights.narrow(0, offset, n).view(p.shape);
                 p.set_(weightView);
-                p.grad = grads.narrow(0, offset, n).view(p.shape);
+                p.grad = null;
                 offset += n;
             }
-            _groups.Add(new Group(weights, grads, lr, wd));
+            _groups.Add(new Group(parameters.ToArray(), weights, lr, wd));
         }
     }
 
@@ -82,18 +106,20 @@ internal sealed class FlatAdamW : IDisposable
         double correction1 = 1 - Math.Pow(_beta1, _step), correction2 = 1 - Math.Pow(_beta2, _step);
         foreach (var g in _groups)
         {
+            g.Gather();
             double lr = g.BaseLearningRate * _scheduleFactor;
             g.Weights.mul_(1 - lr * g.WeightDecay);
-            g.ExpAvg.mul_(_beta1).add_(g.Grads, alpha: 1 - _beta1);
-            g.ExpAvgSq.mul_(_beta2).addcmul_(g.Grads, g.Grads, value: 1 - _beta2);
+            g.ExpAvg.mul_(_beta1).add_(g.Grads!, alpha: 1 - _beta1);
+            g.ExpAvgSq.mul_(_beta2).addcmul_(g.Grads!, g.Grads!, value: 1 - _beta2);
             var denominator = g.ExpAvgSq.sqrt().div_(Math.Sqrt(correction2)).add_(_eps);
             g.Weights.addcdiv_(g.ExpAvg, denominator, value: -lr / correction1);
         }
     }
 
+    /// <summary>Drops the gradients: the next backward gives each parameter a fresh one.</summary>
     public void ZeroGrad()
     {
-        foreach (var g in _groups) g.Grads.zero_();
+        foreach (var g in _groups) g.DropGrads();
     }
 
     /// <summary>Scales all gradients so their global L2 norm is at most <paramref name="maxNorm"/>, without a host sync.</summary>
@@ -102,9 +128,10 @@ internal sealed class FlatAdamW : IDisposable
         if (_groups.Count == 0) return;
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var total = stack(_groups.Select(g => g.Grads.norm()).ToArray()).norm();
+        foreach (var g in _groups) g.Gather();
+        var total = stack(_groups.Select(g => g.Grads!.norm()).ToArray()).norm();
         var factor = total.add(1e-6).reciprocal().mul(maxNorm).clamp_max(1.0);
-        foreach (var g in _groups) g.Grads.mul_(factor);
+        foreach (var g in _groups) g.Grads!.mul_(factor);
     }
 
     public void Dispose()

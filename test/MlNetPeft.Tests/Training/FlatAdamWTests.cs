@@ -50,8 +50,35 @@ public sealed class FlatAdamWTests
         {
             Assert.IsTrue(ours[i].allclose(theirs[i], rtol: 1e-5, atol: 1e-6), $"parameter {i} after 5 steps");
             Assert.IsFalse(ours[i].allclose(Parameters(5)[i]), $"parameter {i} moved");
-            Assert.AreEqual(0f, ours[i].grad!.abs().max().item<float>(), "zeroed");
+            Assert.IsNull(ours[i].grad, "zeroed by dropping (set to none)");
         }
+    }
+
+    /// <summary>Two backward passes before a step add up, as with PyTorch's optimizers; a parameter the loss does not
+    /// reach steps on a zero gradient (weight decay only).</summary>
+    [TestMethod]
+    public void GradientsAccumulateAndUnreachedParametersStepOnZero()
+    {
+        var ours = Parameters(8);
+        var theirs = ours.Select(p => new Parameter(p.detach().clone())).ToArray();
+        var unused = new Parameter(randn(3));
+        var unusedBefore = unused.detach().clone();
+        using var flat = new FlatAdamW([(ours.Append(unused).ToList(), 0.1, 0.01)]);
+        using var reference = optim.AdamW(theirs, lr: 0.1, weight_decay: 0.01);
+        for (int pass = 0; pass < 2; pass++)
+        {
+            Backward(ours, pass);
+            Backward(theirs, pass);
+        }
+        flat.Step();
+        reference.step();
+        for (int i = 0; i < ours.Length; i++)
+        {
+            Assert.IsTrue(ours[i].grad!.allclose(theirs[i].grad!, rtol: 1e-6, atol: 1e-7), $"accumulated gradient {i}");
+            Assert.IsTrue(ours[i].allclose(theirs[i], rtol: 1e-6, atol: 1e-7), $"parameter {i}");
+        }
+        Assert.AreEqual(0f, unused.grad!.abs().max().item<float>());
+        Assert.IsTrue(unused.allclose(unusedBefore.mul(1 - 0.1 * 0.01), rtol: 1e-6, atol: 1e-7), "weight decay only");
     }
 
     [TestMethod]
