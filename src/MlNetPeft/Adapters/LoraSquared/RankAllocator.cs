@@ -8,13 +8,17 @@ namespace MlNetPeft.Adapters.LoraSquared;
 /// <summary>
 /// Training hooks of the SVD-form adapters: adds the orthogonality regulariser to the loss and, after each
 /// optimizer step, updates the importance scores and masks the lowest-scored singular values down to the
-/// budget of the schedule (AdaLoRA's RankAllocator, with LoRA²'s cheaper score). Everything stays on the device.
+/// budget of the schedule (AdaLoRA's RankAllocator, with LoRA²'s cheaper score). Everything stays on the device, and
+/// the per-adapter work is batched (stacked factors, one flat score buffer), so a step's kernel count does not grow
+/// with the number of adapters: on a GPU the step is bound by that count.
 /// </summary>
 internal sealed class RankAllocator : ITrainingHooks
 {
     private readonly SvdConfig _config;
     private readonly IReadOnlyList<(string Name, SvdUpdate Update)> _updates;
-    private readonly Dictionary<Parameter, (Tensor Sensitivity, Tensor Uncertainty)> _ema = new();
+    private readonly Parameter[] _scored;
+    private readonly Dictionary<Parameter, long> _offsets = new();
+    private Tensor? _sensitivity, _uncertainty; // exponential averages, flat over _scored
 
     public RankAllocator(SvdConfig config, IReadOnlyList<(string Name, SvdUpdate Update)> updates, int totalSteps)
     {
@@ -24,6 +28,9 @@ internal sealed class RankAllocator : ITrainingHooks
         if (totalSteps <= init + final)
             throw new ArgumentException($"InitialWarmupSteps ({init}) + FinalSteps ({final}) must be fewer than the {totalSteps} training steps " +
                 "(rows / BatchSize × MaxEpochs), or pruning never runs");
+        _scored = updates.SelectMany(u => u.Update.ScoredFactors().Select(f => f.Factor).Append(u.Update.Values)).ToArray();
+        long offset = 0;
+        foreach (var p in _scored) { _offsets[p] = offset; offset += p.numel(); }
         Schedule = new BudgetSchedule(config.InitialRank * updates.Count, config.TargetRank * updates.Count, totalSteps, init, final, config.MaskInterval);
     }
 
@@ -38,20 +45,30 @@ internal sealed class RankAllocator : ITrainingHooks
 
     /// <summary>
     /// Mean over all factors of ‖M·Mᵀ − I‖_F (row factors) or ‖Mᵀ·M − I‖_F (column factors), and for LoRA² the mean
-    /// over adapters of the cross term ‖U·V‖_F between the two planes (null for AdaLoRA).
+    /// over adapters of the cross term ‖U·V‖_F between the two planes (null for AdaLoRA). Factors of one shape are
+    /// stacked and multiplied as one batch.
     /// </summary>
     internal static (Tensor Orthogonality, Tensor? Cross) Regularizer(IReadOnlyList<SvdUpdate> updates)
     {
         var terms = new List<Tensor>();
-        foreach (var update in updates)
-        {
-            var (rows, columns) = update.OrthonormalFactors();
-            terms.AddRange(rows.Select(m => m.matmul(m.t()).sub(eye(m.shape[0], device: m.device)).norm()));
-            terms.AddRange(columns.Select(m => m.t().matmul(m).sub(eye(m.shape[1], device: m.device)).norm()));
-        }
-        var cross = updates.Select(u => u.CrossTerm()).OfType<Tensor>().ToArray();
-        return (stack(terms).mean(), cross.Length == 0 ? null : stack(cross).mean());
+        foreach (var rows in SameShape(updates.SelectMany(u => u.OrthonormalFactors().Rows)))
+            terms.Add(Distance(rows.bmm(rows.transpose(1, 2))));
+        foreach (var columns in SameShape(updates.SelectMany(u => u.OrthonormalFactors().Columns)))
+            terms.Add(Distance(columns.transpose(1, 2).bmm(columns)));
+        var cross = updates.Where(u => u.IsTwoPlane)
+            .GroupBy(u => string.Join("|", u.OrthonormalFactors().Rows.Concat(u.OrthonormalFactors().Columns).Select(Shape)))
+            .Select(g => SvdUpdate.CrossTerms(g.ToList())).ToArray();
+        return (cat(terms.ToArray()).mean(), cross.Length == 0 ? null : cat(cross).mean());
     }
+
+    /// <summary>‖G − I‖_F of each Gram matrix in a batch [n, d, d].</summary>
+    private static Tensor Distance(Tensor gram) =>
+        gram.sub(eye(gram.shape[1], device: gram.device)).flatten(1).norm(1);
+
+    private static IEnumerable<Tensor> SameShape(IEnumerable<Tensor> factors) =>
+        factors.GroupBy(Shape).Select(g => stack(g.ToArray()));
+
+    private static string Shape(Tensor t) => string.Join("x", t.shape);
 
     public void AfterOptimizerStep(int step)
     {
@@ -67,8 +84,9 @@ internal sealed class RankAllocator : ITrainingHooks
         else if (step == finalStart)
         {
             MaskToBudget(Schedule.TargetBudget); // the mask is fixed from here on
-            foreach (var (s, u) in _ema.Values) { s.Dispose(); u.Dispose(); }
-            _ema.Clear();
+            _sensitivity?.Dispose();
+            _uncertainty?.Dispose();
+            _sensitivity = _uncertainty = null;
         }
         else
         {
@@ -76,23 +94,24 @@ internal sealed class RankAllocator : ITrainingHooks
         }
     }
 
-    /// <summary>s = Ī·Ū of I = |p ⊙ ∂L/∂p|, with Ī and Ū exponential averages (β1, β2), as AdaLoRA.</summary>
+    /// <summary>s = Ī·Ū of I = |p ⊙ ∂L/∂p|, with Ī and Ū exponential averages (β1, β2), as AdaLoRA; over all
+    /// scored parameters at once (a parameter without a gradient counts as zero importance).</summary>
     private void UpdateScores()
     {
-        foreach (var (_, update) in _updates)
-            foreach (var p in update.ScoredFactors().Select(f => f.Factor).Append(update.Values))
-            {
-                if (p.grad is null) continue;
-                if (!_ema.TryGetValue(p, out var ema))
-                    _ema[p] = ema = (zeros_like(p).DetachFromDisposeScope(), zeros_like(p).DetachFromDisposeScope());
-                var importance = p.mul(p.grad).abs();
-                ema.Sensitivity.mul_(_config.Beta1).add_(importance, alpha: 1 - _config.Beta1);
-                ema.Uncertainty.mul_(_config.Beta2).add_(importance.sub(ema.Sensitivity).abs(), alpha: 1 - _config.Beta2);
-            }
+        var importance = cat(_scored.Select(p => p.detach().flatten()).ToArray())
+            .mul_(cat(_scored.Select(p => (p.grad ?? zeros_like(p)).flatten()).ToArray())).abs_();
+        _sensitivity ??= zeros_like(importance).DetachFromDisposeScope();
+        _uncertainty ??= zeros_like(importance).DetachFromDisposeScope();
+        _sensitivity.mul_(_config.Beta1).add_(importance, alpha: 1 - _config.Beta1);
+        _uncertainty.mul_(_config.Beta2).add_(importance.sub_(_sensitivity).abs_(), alpha: 1 - _config.Beta2);
     }
 
-    private Tensor Score(Parameter p) =>
-        _ema.TryGetValue(p, out var ema) ? ema.Sensitivity.mul(ema.Uncertainty) : zeros_like(p);
+    private Tensor Score(Parameter p)
+    {
+        if (_sensitivity is null || _uncertainty is null) return zeros_like(p);
+        long at = _offsets[p], n = p.numel();
+        return _sensitivity.narrow(0, at, n).mul(_uncertainty.narrow(0, at, n)).view(p.shape);
+    }
 
     /// <summary>Score of each singular value j: s(λⱼ) + the mean of s over each scored factor's j-th row or column.</summary>
     internal Tensor TripletScores(SvdUpdate update)

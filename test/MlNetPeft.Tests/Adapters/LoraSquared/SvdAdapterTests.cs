@@ -62,6 +62,70 @@ public sealed class SvdAdapterTests
             Assert.IsGreaterThan(0f, p.grad!.norm().item<float>(), $"{name} gets a gradient from the cross term");
     }
 
+    /// <summary>The batched regulariser (factors of one shape stacked) over adapters of two shapes equals the mean of
+    /// each adapter's own terms.</summary>
+    [TestMethod]
+    [DataRow(SvdVariant.AdaLora)]
+    [DataRow(SvdVariant.LoraSquared)]
+    public void RegularizerOverManyAdaptersIsTheMeanOfEachOnesTerms(SvdVariant variant)
+    {
+        manual_seed(13);
+        int? k = variant == SvdVariant.LoraSquared ? 3 : null;
+        SvdUpdate[] updates = [new(16, 12, 4, k, 4, 0), new(16, 12, 4, k, 4, 0), new(10, 20, 4, k, 4, 0)];
+        var (orthogonality, cross) = RankAllocator.Regularizer(updates);
+        var each = updates.Select(u => RankAllocator.Regularizer([u])).ToList();
+        double expected = each.Average(e => e.Orthogonality.item<float>());
+        Assert.AreEqual(expected, orthogonality.item<float>(), 1e-6 * expected);
+        if (k is null) Assert.IsNull(cross);
+        else Assert.AreEqual(each.Average(e => e.Cross!.item<float>()), cross!.item<float>(), 1e-6 * cross.item<float>());
+    }
+
+    /// <summary>The allocator's flat score buffer gives AdaLoRA's scores: per parameter, I = |p ⊙ ∂L/∂p|,
+    /// Ī ← β1·Ī + (1−β1)·I, Ū ← β2·Ū + (1−β2)·|I − Ī|, and a singular value's score is s(λⱼ) plus the mean of Ī·Ū
+    /// over the j-th row or column of each scored factor.</summary>
+    [TestMethod]
+    [DataRow(SvdVariant.AdaLora)]
+    [DataRow(SvdVariant.LoraSquared)]
+    public void ImportanceScoresFollowAdaLorasFormula(SvdVariant variant)
+    {
+        var config = new SvdConfig
+        {
+            Variant = variant, InitialRank = 4, TargetRank = 2, Dropout = 0, InitialWarmupSteps = 5, FinalSteps = 4, MaskInterval = 1,
+            Beta1 = 0.8, Beta2 = 0.9,
+        };
+        using var model = AdapterTests.Tiny(config);
+        var allocator = (RankAllocator)config.CreateHooks(model.Adapters, totalSteps: 20);
+        var updates = model.Adapters.Components.Select(c => (SvdUpdate)c.Component).ToList();
+        manual_seed(3);
+        using (no_grad()) foreach (var u in updates) u.Values.copy_(randn_like(u.Values));
+        var ids = randint(3, 259, [4, 10]);
+        var labels = tensor(new long[] { 0, 1, 2, 1 });
+        var ema = new Dictionary<Parameter, (Tensor S, Tensor U)>();
+        model.Train(true);
+        for (int step = 1; step <= 3; step++)
+        {
+            nn.functional.cross_entropy(model.Forward(ids, null), labels).backward();
+            using (no_grad())
+                foreach (var p in updates.SelectMany(u => u.ScoredFactors().Select(f => f.Factor).Append(u.Values)))
+                {
+                    var importance = p.mul(p.grad!).abs();
+                    var (s, un) = ema.TryGetValue(p, out var e) ? e : (zeros_like(p), zeros_like(p));
+                    s = s.mul(config.Beta1).add(importance.mul(1 - config.Beta1));
+                    ema[p] = (s, un.mul(config.Beta2).add(importance.sub(s).abs().mul(1 - config.Beta2)));
+                }
+            allocator.AfterOptimizerStep(step);
+            foreach (var p in model.AdapterParameters()) p.grad?.zero_();
+        }
+        foreach (var u in updates)
+        {
+            Tensor Score(Parameter p) => ema[p].S.mul(ema[p].U);
+            var expected = u.ScoredFactors().Aggregate(Score(u.Values).view(-1), (sum, f) => sum.add(Score(f.Factor).mean([1 - f.RankDim])));
+            var actual = allocator.TripletScores(u);
+            Assert.IsGreaterThan(0f, expected.abs().min().item<float>());
+            Assert.IsTrue(actual.allclose(expected, rtol: 1e-5, atol: 0), "triplet scores (they are tiny: products of averaged |p·∂L/∂p|)");
+        }
+    }
+
     [TestMethod]
     public void AdaLoraHasNoCrossTerm()
     {
