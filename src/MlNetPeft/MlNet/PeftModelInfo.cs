@@ -25,6 +25,10 @@ internal sealed record PeftModelInfo
     public required string BackboneSha256 { get; init; }
     public bool MergeAdapters { get; init; } = true;
 
+    /// <summary>The columns the transformer adds, in schema order: Score, then PredictedLabel for classification.</summary>
+    [JsonIgnore]
+    public IReadOnlyList<string> OutputColumnNames => Task == TaskKind.Classification ? [ScoreColumn, PredictedLabelColumn] : [ScoreColumn];
+
     private static readonly JsonSerializerOptions Json = new() { Converters = { new JsonStringEnumConverter() } };
 
     public string ToJson() => JsonSerializer.Serialize(this, Json);

@@ -76,33 +76,13 @@ public sealed partial class PeftTextTransformer
                 if (cachedAt != input.Position)
                 {
                     var (first, second) = reader.Read();
-                    outputs = _transformer.Predict(_transformer._tokenizer.Encode(first, second, _transformer._info.MaxSequenceLength));
+                    outputs = _transformer.Predict([_transformer._tokenizer.Encode(first, second, _transformer._info.MaxSequenceLength)])[0];
                     cachedAt = input.Position;
                 }
                 return outputs;
             }
-
-            if (!IsClassification)
-            {
-                if (activeOutput(0)) result[0] = (ValueGetter<float>)((ref float dst) => dst = Outputs()[0]);
-                return result;
-            }
-            if (activeOutput(0))
-                result[0] = (ValueGetter<VBuffer<float>>)((ref VBuffer<float> dst) =>
-                {
-                    var values = Outputs();
-                    var editor = VBufferEditor.Create(ref dst, values.Length);
-                    values.CopyTo(editor.Values);
-                    dst = editor.Commit();
-                });
-            if (activeOutput(1))
-                result[1] = (ValueGetter<uint>)((ref uint dst) =>
-                {
-                    var values = Outputs();
-                    int best = 0;
-                    for (int i = 1; i < values.Length; i++) if (values[i] > values[best]) best = i;
-                    dst = (uint)best + 1; // keys are 1-based; 0 means missing
-                });
+            for (int i = 0; i < result.Length; i++)
+                if (activeOutput(i)) result[i] = _transformer.OutputGetter(i, Outputs);
             return result;
         }
     }

@@ -22,11 +22,12 @@ namespace MlNetPeft.MlNet;
 /// <c>mlContext.Model.Save</c>; the zip holds adapters, head, tokenizer files, the backbone config and the
 /// SHA-256 of the backbone weights (or the weights themselves with EmbedBackbone).
 /// </summary>
-public sealed partial class PeftTextTransformer : RowToRowTransformerBase, IDisposable
+public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITransformer, IDisposable
 {
     internal const string UserName = "MlNetPeft text transformer";
     internal const string LoaderSignature = "MLNETPEFTTEXT";
     private const string AdapterStream = "Adapters.safetensors", BackboneStream = "Backbone.safetensors";
+    private const int ScoringBatchSize = 32;
 
     private readonly PeftModelInfo _info;
     private readonly PeftModel _model;
@@ -160,16 +161,43 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, IDisp
         return new Mapper(this, schema);
     }
 
-    /// <summary>Model outputs for one tokenized input: class probabilities (softmax, as ML.NET's multiclass
-    /// Score is, so Evaluate's log-loss is right), or one regression value.</summary>
-    internal float[] Predict(int[] ids)
+    /// <summary>
+    /// Adds Score (and PredictedLabel) to <paramref name="input"/>. Reading the result in order (Evaluate,
+    /// CreateEnumerable, saving to a file) scores its rows in batches; a PredictionEngine scores one row at a time.
+    /// </summary>
+    public new IDataView Transform(IDataView input)
     {
-        using var scope = NewDisposeScope();
-        using var _ = inference_mode();
-        var input = tensor(ids.Select(i => (long)i).ToArray(), [1, ids.Length]).to(_model.Device);
-        var output = _model.Forward(input, null);
-        if (_info.Task == TaskKind.Classification) output = output.softmax(-1);
-        return output.cpu().data<float>().ToArray();
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return new BatchScoredDataView(this, input, base.Transform(input));
+    }
+
+    IDataView ITransformer.Transform(IDataView input) => Transform(input);
+
+    /// <summary>Model outputs for tokenized inputs, scored in batches: class probabilities (softmax, as ML.NET's
+    /// multiclass Score is, so Evaluate's log-loss is right), or one regression value per row.</summary>
+    internal float[][] Predict(IReadOnlyList<int[]> rows) =>
+        BatchScorer.Outputs(_model, rows.Select((ids, i) => new Example(ids, 0, i)).ToList(), ScoringBatchSize, _tokenizer.PadId, _info.Task);
+
+    /// <summary>The getter of output column <paramref name="output"/> (0 Score, 1 PredictedLabel) over the current
+    /// row's model outputs.</summary>
+    internal Delegate OutputGetter(int output, Func<float[]> outputs)
+    {
+        if (output == 0 && _info.Task == TaskKind.Regression) return (ValueGetter<float>)((ref float dst) => dst = outputs()[0]);
+        if (output == 0)
+            return (ValueGetter<VBuffer<float>>)((ref VBuffer<float> dst) =>
+            {
+                var values = outputs();
+                var editor = VBufferEditor.Create(ref dst, values.Length);
+                values.CopyTo(editor.Values);
+                dst = editor.Commit();
+            });
+        return (ValueGetter<uint>)((ref uint dst) =>
+        {
+            var values = outputs();
+            int best = 0;
+            for (int i = 1; i < values.Length; i++) if (values[i] > values[best]) best = i;
+            dst = (uint)best + 1; // keys are 1-based; 0 means missing
+        });
     }
 
     /// <summary>Frees the TorchSharp model (CPU or GPU memory) now rather than at garbage collection.</summary>

@@ -118,28 +118,10 @@ internal sealed class TrainingLoop
         Metrics.Compute(_settings.ValidationMetric, Predict(examples), examples.Select(e => (double)e.Label).ToArray(), _task);
 
     /// <summary>Predicted class index (classification) or value (regression) per example, in order.</summary>
-    public double[] Predict(IReadOnlyList<Example> examples)
-    {
-        bool wasTraining = _model.Network.training;
-        _model.Train(false);
-        var result = new double[examples.Count];
-        using (inference_mode())
-        {
-            // Longest rows first, in batches of similar length; results go back to each row's own slot.
-            var lengths = examples.Select(e => e.Ids.Length).ToArray();
-            foreach (var rows in Batcher.Order(examples.Count, _settings.BatchSize, null, lengths))
-            {
-                using var scope = NewDisposeScope();
-                var batch = Batcher.Make(examples, rows, _padId, _model.Device, _task);
-                var output = _model.Forward(batch.Ids, batch.Mask);
-                var values = (_task == TaskKind.Regression ? output.squeeze(-1) : output.argmax(-1))
-                    .to(ScalarType.Float64).cpu().data<double>().ToArray();
-                for (int i = 0; i < rows.Length; i++) result[rows[i]] = values[i];
-            }
-        }
-        _model.Train(wasTraining);
-        return result;
-    }
+    public double[] Predict(IReadOnlyList<Example> examples) =>
+        BatchScorer.Outputs(_model, examples, _settings.BatchSize, _padId, _task)
+            .Select(o => _task == TaskKind.Regression ? o[0] : (double)Array.IndexOf(o, o.Max()))
+            .ToArray();
 
     private double ReadLoss(Tensor running, int steps, int epoch, int step)
     {

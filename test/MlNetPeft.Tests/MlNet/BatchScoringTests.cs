@@ -1,0 +1,77 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MlNetPeft.MlNet;
+
+namespace MlNetPeft.Tests.MlNet;
+
+/// <summary>Transform scores rows in batches read ahead of the cursor; a PredictionEngine scores one at a time.
+/// Both must give the same results, in the same order, with bad rows named as before.</summary>
+[TestClass]
+public sealed class BatchScoringTests
+{
+    // More rows than one read-ahead window (256), so the second window is partial.
+    private const int Rows = BatchScoredDataView.ReadAhead + 44;
+
+    private static (MLContext Ml, TransformerChain<ITransformer> Model) Fitted()
+    {
+        var ml = new MLContext(seed: 1);
+        var (model, _) = PeftTrainerFixture.Fit(ml, ml.Data.LoadFromEnumerable(ToyText.Rows(40, seed: 1)), PeftTrainerFixture.Msplora(1));
+        return (ml, (TransformerChain<ITransformer>)model);
+    }
+
+    [TestMethod]
+    public void TransformGivesThePredictionEnginesScoresInOrder()
+    {
+        var (ml, model) = Fitted();
+        var rows = ToyText.Rows(Rows, seed: 5);
+        var scored = ml.Data.CreateEnumerable<ScoredRow>(model.Transform(ml.Data.LoadFromEnumerable(rows)), reuseRowObject: false).ToList();
+        var engine = ml.Model.CreatePredictionEngine<ToyText.Row, ToyText.Prediction>(model);
+        Assert.HasCount(rows.Count, scored);
+        for (int i = 0; i < rows.Count; i++)
+        {
+            var single = engine.Predict(rows[i]);
+            Assert.AreEqual(rows[i].Sentence1, scored[i].Sentence1, $"row {i}: pass-through column in order");
+            Assert.AreEqual(single.PredictedLabel, scored[i].PredictedLabel, $"row {i}");
+            for (int j = 0; j < single.Score.Length; j++)
+                Assert.AreEqual(single.Score[j], scored[i].Score[j], 1e-5, $"row {i}, class {j}");
+        }
+    }
+
+    [TestMethod]
+    public void SequentialCursorsAreBatchedAndShuffledOnesAreNot()
+    {
+        var (ml, model) = Fitted();
+        var peft = model.OfType<PeftTextTransformer>().Single();
+        var data = ml.Data.LoadFromEnumerable(ToyText.Rows(10, seed: 6));
+        var view = peft.Transform(ToyText.KeyLabel(ml).Fit(data).Transform(data));
+        Assert.IsInstanceOfType<BatchScoredDataView>(view);
+        using (var cursor = view.GetRowCursor([view.Schema["Score"]]))
+            Assert.AreEqual(typeof(BatchScoredDataView), cursor.GetType().DeclaringType, "Score read in order: batched");
+        using (var cursor = view.GetRowCursor([view.Schema["Sentence1"]]))
+            Assert.AreNotEqual(typeof(BatchScoredDataView), cursor.GetType().DeclaringType, "no score read: the plain cursor");
+        using (var cursor = view.GetRowCursor([view.Schema["Score"]], new Random(1)))
+            Assert.AreNotEqual(typeof(BatchScoredDataView), cursor.GetType().DeclaringType, "shuffled: row by row");
+        Assert.HasCount(1, view.GetRowCursorSet([view.Schema["Score"]], 4));
+    }
+
+    [TestMethod]
+    public void AnEmptyTextInALaterBatchIsNamedWithItsRowAndColumn()
+    {
+        var (ml, model) = Fitted();
+        var rows = ToyText.Rows(Rows, seed: 7);
+        rows[270].Sentence1 = " ";
+        var scored = model.Transform(ml.Data.LoadFromEnumerable(rows));
+        // ML.NET's parallel cursors wrap what a worker throws; ours is the innermost exception.
+        var e = Assert.Throws<Exception>(() => ml.Data.CreateEnumerable<ScoredRow>(scored, reuseRowObject: false).ToList()).GetBaseException();
+        Assert.IsInstanceOfType<InvalidDataException>(e);
+        StringAssert.Contains(e.Message, "row 270");
+        StringAssert.Contains(e.Message, "'Sentence1'");
+    }
+
+    private sealed class ScoredRow
+    {
+        public string Sentence1 { get; set; } = "";
+        public float[] Score { get; set; } = [];
+        public string PredictedLabel { get; set; } = "";
+    }
+}
