@@ -48,6 +48,17 @@ public sealed class AdapterTests
         }
     }
 
+    /// <summary>Two tiny models with the same random adapters; the second was moved by To(CPU, <paramref name="dtype"/>)
+    /// (backbone cast, projections packed), the first was not.</summary>
+    private static (PeftModel AsLoaded, PeftModel Moved) AlikeModels(AdapterConfig adapters, ScalarType dtype, int seed, double scale)
+    {
+        var asLoaded = Tiny(adapters);
+        var moved = Tiny(adapters);
+        moved.To(CPU, dtype);
+        SetSameRandomAdapters(asLoaded, moved, seed, scale);
+        return (asLoaded, moved);
+    }
+
     public static IEnumerable<object[]> Methods =>
     [
         [new LoraConfig { Dropout = 0 }],
@@ -135,10 +146,9 @@ public sealed class AdapterTests
     [DynamicData(nameof(Methods))]
     public void BfloatBackboneAgreesWithFloat32(AdapterConfig adapters)
     {
-        using var fp32 = Tiny(adapters);
-        using var bf16 = Tiny(adapters);
-        bf16.To(CPU, ScalarType.BFloat16);
-        SetSameRandomAdapters(fp32, bf16, seed: 5, scale: 0.5);
+        var (fp32, bf16) = AlikeModels(adapters, ScalarType.BFloat16, seed: 5, scale: 0.5);
+        using var disposeFp32 = fp32;
+        using var disposeBf16 = bf16;
         Assert.AreEqual(ScalarType.BFloat16, bf16.Network.Encoder.parameters().First().dtype);
         Assert.IsTrue(bf16.TrainableParameters().All(p => p.Parameter.dtype == ScalarType.Float32), "trainable weights stay fp32");
 
@@ -171,12 +181,11 @@ public sealed class AdapterTests
     [DynamicData(nameof(Methods))]
     public void PackedProjectionsGiveTheSameLogitsAndGradients(AdapterConfig adapters)
     {
-        using var separate = Tiny(adapters);
-        using var packed = Tiny(adapters);
-        packed.To(CPU, ScalarType.Float32);
+        var (separate, packed) = AlikeModels(adapters, ScalarType.Float32, seed: 11, scale: 0.3);
+        using var disposeSeparate = separate;
+        using var disposePacked = packed;
         Assert.IsTrue(packed.Network.Encoder.Layers.All(l => l.SelfAttention.IsPacked));
         Assert.IsFalse(separate.Network.Encoder.Layers.Any(l => l.SelfAttention.IsPacked));
-        SetSameRandomAdapters(separate, packed, seed: 11, scale: 0.3);
 
         var expected = separate.Forward(Ids, Mask);
         var actual = packed.Forward(Ids, Mask);

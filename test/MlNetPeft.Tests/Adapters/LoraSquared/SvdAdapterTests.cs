@@ -93,29 +93,20 @@ public sealed class SvdAdapterTests
             Variant = variant, InitialRank = 4, TargetRank = 2, Dropout = 0, InitialWarmupSteps = 5, FinalSteps = 4, MaskInterval = 1,
             Beta1 = 0.8, Beta2 = 0.9,
         };
-        using var model = AdapterTests.Tiny(config);
-        var allocator = (RankAllocator)config.CreateHooks(model.Adapters, totalSteps: 20);
-        var updates = model.Adapters.Components.Select(c => (SvdUpdate)c.Component).ToList();
-        manual_seed(3);
-        using (no_grad()) foreach (var u in updates) u.Values.copy_(randn_like(u.Values));
-        var ids = randint(3, 259, [4, 10]);
-        var labels = tensor(new long[] { 0, 1, 2, 1 });
+        var (model, allocator, updates) = WithRandomValues(config, totalSteps: 20, seed: 3);
+        using var _ = model;
         var ema = new Dictionary<Parameter, (Tensor S, Tensor U)>();
-        model.Train(true);
-        for (int step = 1; step <= 3; step++)
+        TrainSteps(model, allocator, 1, 3, afterBackward: () =>
         {
-            nn.functional.cross_entropy(model.Forward(ids, null), labels).backward();
-            using (no_grad())
-                foreach (var p in updates.SelectMany(u => u.ScoredFactors().Select(f => f.Factor).Append(u.Values)))
-                {
-                    var importance = p.mul(p.grad!).abs();
-                    var (s, un) = ema.TryGetValue(p, out var e) ? e : (zeros_like(p), zeros_like(p));
-                    s = s.mul(config.Beta1).add(importance.mul(1 - config.Beta1));
-                    ema[p] = (s, un.mul(config.Beta2).add(importance.sub(s).abs().mul(1 - config.Beta2)));
-                }
-            allocator.AfterOptimizerStep(step);
-            foreach (var p in model.AdapterParameters()) p.grad?.zero_();
-        }
+            using var __ = no_grad();
+            foreach (var p in updates.SelectMany(u => u.ScoredFactors().Select(f => f.Factor).Append(u.Values)))
+            {
+                var importance = p.mul(p.grad!).abs();
+                var (s, un) = ema.TryGetValue(p, out var e) ? e : (zeros_like(p), zeros_like(p));
+                s = s.mul(config.Beta1).add(importance.mul(1 - config.Beta1));
+                ema[p] = (s, un.mul(config.Beta2).add(importance.sub(s).abs().mul(1 - config.Beta2)));
+            }
+        });
         foreach (var u in updates)
         {
             Tensor Score(Parameter p) => ema[p].S.mul(ema[p].U);
@@ -146,9 +137,21 @@ public sealed class SvdAdapterTests
         Assert.AreEqual((24, true), s.At(1000));
     }
 
-    /// <summary>Backward passes on one random batch, each followed by the allocator's step hook (no optimizer: the
-    /// gradients feed the scores). Returns the batch.</summary>
-    private static Tensor TrainSteps(PeftModel model, RankAllocator allocator, int first, int last)
+    /// <summary>The tiny model with <paramref name="config"/>'s adapters, its allocator, and its updates, with
+    /// random λ so that every singular value matters.</summary>
+    private static (PeftModel Model, RankAllocator Allocator, List<SvdUpdate> Updates) WithRandomValues(SvdConfig config, int totalSteps, int seed)
+    {
+        var model = AdapterTests.Tiny(config);
+        var allocator = (RankAllocator)config.CreateHooks(model.Adapters, totalSteps);
+        var updates = model.Adapters.Components.Select(c => (SvdUpdate)c.Component).ToList();
+        manual_seed(seed);
+        using (no_grad()) foreach (var u in updates) u.Values.copy_(randn_like(u.Values));
+        return (model, allocator, updates);
+    }
+
+    /// <summary>Backward passes on one random batch, each followed by <paramref name="afterBackward"/> and the
+    /// allocator's step hook (no optimizer: the gradients feed the scores). Returns the batch.</summary>
+    private static Tensor TrainSteps(PeftModel model, RankAllocator allocator, int first, int last, Action? afterBackward = null)
     {
         var ids = randint(3, 259, [4, 10]);
         var labels = tensor(new long[] { 0, 1, 2, 1 });
@@ -156,6 +159,7 @@ public sealed class SvdAdapterTests
         for (int step = first; step <= last; step++)
         {
             nn.functional.cross_entropy(model.Forward(ids, null), labels).backward();
+            afterBackward?.Invoke();
             allocator.AfterOptimizerStep(step);
             foreach (var p in model.AdapterParameters()) p.grad?.zero_();
         }
@@ -168,11 +172,8 @@ public sealed class SvdAdapterTests
     public void PruningKeepsExactlyTheBudgetChosenByScore(SvdVariant variant)
     {
         var config = new SvdConfig { Variant = variant, InitialRank = 4, TargetRank = 2, Dropout = 0, InitialWarmupSteps = 2, FinalSteps = 4, MaskInterval = 1 };
-        using var model = AdapterTests.Tiny(config);
-        var allocator = (RankAllocator)config.CreateHooks(model.Adapters, totalSteps: 20);
-        var updates = model.Adapters.Components.Select(c => (SvdUpdate)c.Component).ToList();
-        manual_seed(2);
-        using (no_grad()) foreach (var u in updates) u.Values.copy_(randn_like(u.Values));
+        var (model, allocator, updates) = WithRandomValues(config, totalSteps: 20, seed: 2);
+        using var _ = model;
 
         var ids = TrainSteps(model, allocator, 1, 6);
         // 8 matrices × rank 4: budget 32 → 16. Step 6 pruned to the cubic budget ⌊16 + 16·(1 − 4/14)³⌋ = 21.
@@ -193,11 +194,8 @@ public sealed class SvdAdapterTests
     public void MaskedValuesStayMaskedAndDoNotChangeTheOutput()
     {
         var config = new SvdConfig { Variant = SvdVariant.LoraSquared, InitialRank = 4, TargetRank = 1, Dropout = 0, InitialWarmupSteps = 0, FinalSteps = 2, MaskInterval = 1 };
-        using var model = AdapterTests.Tiny(config);
-        var allocator = (RankAllocator)config.CreateHooks(model.Adapters, totalSteps: 6);
-        var updates = model.Adapters.Components.Select(c => (SvdUpdate)c.Component).ToList();
-        manual_seed(4);
-        using (no_grad()) foreach (var u in updates) u.Values.copy_(randn_like(u.Values));
+        var (model, allocator, updates) = WithRandomValues(config, totalSteps: 6, seed: 4);
+        using var _ = model;
         var ids = TrainSteps(model, allocator, 1, 4);
         Assert.AreEqual(8, updates.Sum(u => u.KeptRank), "final budget: 1 per matrix on average");
         var masks = updates.Select(u => u.Mask.clone()).ToList();
