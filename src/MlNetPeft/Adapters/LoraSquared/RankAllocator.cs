@@ -63,7 +63,7 @@ internal sealed class RankAllocator : ITrainingHooks
 
     /// <summary>‖G − I‖_F of each Gram matrix in a batch [n, d, d].</summary>
     private static Tensor Distance(Tensor gram) =>
-        gram.sub(eye(gram.shape[1], device: gram.device)).flatten(1).norm(1);
+        gram.sub(eye(gram.shape[1], device: gram.device)).flatten(1).norm(dim: 1);
 
     private static IEnumerable<Tensor> SameShape(IEnumerable<Tensor> factors) =>
         factors.GroupBy(Shape).Select(g => stack(g.ToArray()));
