@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# On a GPU machine (no .NET SDK), from the repository root, after ../shared/gpu/pack.sh packed the bench into .gpu/:
+#   bash bench/gpu-rounds.sh [rounds] [methods]     e.g. bash bench/gpu-rounds.sh 4 lora,msplora
+# Unpacks the bench once, checks the HF fixture on CUDA, then alternates our speed run (roberta-base shape, b32 s128,
+# one process per round) with bench/peft_reference.py for the given number of rounds: both engines are bound by the
+# host issuing kernels at this batch, and the host drifts, so only interleaved ratios mean anything. Output goes to
+# stdout and, when $OUT is set (the device tool), to $OUT/rounds.txt and $OUT/ours.json.
+set -uo pipefail
+rounds=${1:-4}; methods=${2:-lora,msplora}
+out=${OUT:-/tmp/gpu-rounds}; mkdir -p "$out"
+exec > >(tee "$out/rounds.txt") 2>"$out/stderr.txt"
+app=/tmp/gpu-app; rm -rf $app; mkdir -p $app; tar -xJf .gpu/app.tar.xz -C $app
+lib=$(python3 -c "import torch,os;print(os.path.dirname(torch.__file__))")/lib
+nv=$(python3 -c "import nvidia;print(nvidia.__path__[0])")
+export LD_LIBRARY_PATH=$lib:$(ls -d "$nv"/*/lib | tr '\n' ':')${LD_LIBRARY_PATH:-}
+export LD_PRELOAD=$lib/libtorch_cuda.so
+bench="$app/$(cat $app/.entry)"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+$bench parity --fixture test/MlNetPeft.Tests/Fixtures/hf-parity
+for r in $(seq 1 "$rounds"); do
+  echo "== round $r"
+  timeout 150 $bench speed --shape base --method "$methods" --steps 50 $([ "$r" = 1 ] && echo --phases) --out /tmp/gpu-rounds-json | grep -v wrote
+  timeout 120 python3 bench/peft_reference.py --shape base --method lora --steps 50
+done
+cat /tmp/gpu-rounds-json/*.json > "$out/ours.json"
