@@ -10,29 +10,21 @@ namespace MlNetPeft.Training;
 /// </summary>
 internal static class BatchScorer
 {
+    /// <summary>Call with the model in evaluation mode (dropout off).</summary>
     public static float[][] Outputs(PeftModel model, IReadOnlyList<Example> rows, int batchSize, int padId, TaskKind task)
     {
-        bool wasTraining = model.Network.training;
-        model.Train(false);
         var result = new float[rows.Count][];
-        try
+        using var _ = inference_mode();
+        var lengths = rows.Select(e => e.Ids.Length).ToArray();
+        foreach (var batchRows in Batcher.Order(rows.Count, batchSize, null, lengths))
         {
-            using var _ = inference_mode();
-            var lengths = rows.Select(e => e.Ids.Length).ToArray();
-            foreach (var batchRows in Batcher.Order(rows.Count, batchSize, null, lengths))
-            {
-                using var scope = NewDisposeScope();
-                var batch = Batcher.Make(rows, batchRows, padId, model.Device, task);
-                var output = model.Forward(batch.Ids, batch.Mask);
-                if (task == TaskKind.Classification) output = output.softmax(-1);
-                var values = output.cpu().data<float>().ToArray();
-                int width = (int)output.shape[1];
-                for (int i = 0; i < batchRows.Length; i++) result[batchRows[i]] = values[(i * width)..((i + 1) * width)];
-            }
-        }
-        finally
-        {
-            model.Train(wasTraining);
+            using var scope = NewDisposeScope();
+            var batch = Batcher.Make(rows, batchRows, padId, model.Device, task);
+            var output = model.Forward(batch.Ids, batch.Mask);
+            if (task == TaskKind.Classification) output = output.softmax(-1);
+            var values = output.cpu().data<float>().ToArray();
+            int width = (int)output.shape[1];
+            for (int i = 0; i < batchRows.Length; i++) result[batchRows[i]] = values[(i * width)..((i + 1) * width)];
         }
         return result;
     }

@@ -118,10 +118,21 @@ internal sealed class TrainingLoop
         Metrics.Compute(_settings.ValidationMetric, Predict(examples), examples.Select(e => (double)e.Label).ToArray(), _task);
 
     /// <summary>Predicted class index (classification) or value (regression) per example, in order.</summary>
-    public double[] Predict(IReadOnlyList<Example> examples) =>
-        BatchScorer.Outputs(_model, examples, _settings.BatchSize, _padId, _task)
-            .Select(o => _task == TaskKind.Regression ? o[0] : (double)Array.IndexOf(o, o.Max()))
-            .ToArray();
+    public double[] Predict(IReadOnlyList<Example> examples)
+    {
+        bool wasTraining = _model.Network.training;
+        _model.Train(false);
+        try
+        {
+            return BatchScorer.Outputs(_model, examples, _settings.BatchSize, _padId, _task)
+                .Select(o => _task == TaskKind.Regression ? o[0] : (double)Array.IndexOf(o, o.Max()))
+                .ToArray();
+        }
+        finally
+        {
+            _model.Train(wasTraining);
+        }
+    }
 
     private double ReadLoss(Tensor running, int steps, int epoch, int step)
     {
