@@ -51,22 +51,30 @@ internal sealed class RankAllocator : ITrainingHooks
     internal static (Tensor Orthogonality, Tensor? Cross) Regularizer(IReadOnlyList<SvdUpdate> updates)
     {
         var terms = new List<Tensor>();
-        foreach (var rows in SameShape(updates.SelectMany(u => u.OrthonormalFactors().Rows)))
-            terms.Add(Distance(rows.bmm(rows.transpose(1, 2))));
-        foreach (var columns in SameShape(updates.SelectMany(u => u.OrthonormalFactors().Columns)))
-            terms.Add(Distance(columns.transpose(1, 2).bmm(columns)));
-        var cross = updates.Where(u => u.IsTwoPlane)
-            .GroupBy(u => string.Join("|", u.OrthonormalFactors().Rows.Concat(u.OrthonormalFactors().Columns).Select(Shape)))
-            .Select(g => SvdUpdate.CrossTerms(g.ToList())).ToArray();
-        return (cat(terms.ToArray()).mean(), cross.Length == 0 ? null : cat(cross).mean());
+        var cross = new List<Tensor>();
+        foreach (var group in updates.GroupBy(u => string.Join("|", Factors(u).Select(Shape))))
+        {
+            var (rowFactors, columnFactors) = group.First().OrthonormalFactors();
+            Tensor Stacked(int factor) => stack(group.Select(u => Factors(u)[factor]).ToArray());
+            var rows = Enumerable.Range(0, rowFactors.Count).Select(Stacked).ToArray();
+            var columns = Enumerable.Range(rowFactors.Count, columnFactors.Count).Select(Stacked).ToArray();
+            terms.AddRange(rows.Select(m => Distance(m.bmm(m.transpose(1, 2)))));
+            terms.AddRange(columns.Select(m => Distance(m.transpose(1, 2).bmm(m))));
+            if (group.First().IsTwoPlane) cross.Add(SvdUpdate.CrossTerms(a: rows[0], aa: rows[1], b: columns[0], bb: columns[1]));
+        }
+        return (cat(terms.ToArray()).mean(), cross.Count == 0 ? null : cat(cross.ToArray()).mean());
+    }
+
+    /// <summary>An update's row factors, then its column factors (LoRA²: A, aa, B, bb; AdaLoRA: A, B).</summary>
+    private static IReadOnlyList<Tensor> Factors(SvdUpdate update)
+    {
+        var (rows, columns) = update.OrthonormalFactors();
+        return [.. rows, .. columns];
     }
 
     /// <summary>‖G − I‖_F of each Gram matrix in a batch [n, d, d].</summary>
     private static Tensor Distance(Tensor gram) =>
         gram.sub(eye(gram.shape[1], device: gram.device)).flatten(1).norm(dim: 1);
-
-    private static IEnumerable<Tensor> SameShape(IEnumerable<Tensor> factors) =>
-        factors.GroupBy(Shape).Select(g => stack(g.ToArray()));
 
     private static string Shape(Tensor t) => string.Join("x", t.shape);
 

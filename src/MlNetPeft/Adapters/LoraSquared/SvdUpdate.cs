@@ -103,13 +103,12 @@ internal sealed class SvdUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
         : ([lora_A], [lora_B]);
 
     /// <summary>
-    /// LoRA² cross terms ‖U·V‖_F between the two planes (zero when they are mutually orthogonal) of updates of one
-    /// shape, batched, from k×k Gram matrices: ‖bb·(aa·B)·A‖²_F = tr(Mᵀ·(bbᵀbb)·M·(A·Aᵀ)) with M = aa·B.
+    /// LoRA² cross terms ‖U·V‖_F between the two planes (zero when they are mutually orthogonal) of a batch of updates,
+    /// from their factors stacked along a first dimension, using k×k Gram matrices:
+    /// ‖bb·(aa·B)·A‖²_F = tr(Mᵀ·(bbᵀbb)·M·(A·Aᵀ)) with M = aa·B.
     /// </summary>
-    public static Tensor CrossTerms(IReadOnlyList<SvdUpdate> updates)
+    public static Tensor CrossTerms(Tensor a, Tensor aa, Tensor b, Tensor bb)
     {
-        Tensor Stack(Func<SvdUpdate, Tensor> factor) => stack(updates.Select(factor).ToArray());
-        var (a, b, aa, bb) = (Stack(u => u.lora_A), Stack(u => u.lora_B), Stack(u => u.lora_aa!), Stack(u => u.lora_bb!));
         var m = aa.bmm(b);
         var squared = m.transpose(1, 2).bmm(bb.transpose(1, 2).bmm(bb)).bmm(m).mul(a.bmm(a.transpose(1, 2))).sum([1, 2]);
         return squared.clamp_min(0).add(1e-12).sqrt();
