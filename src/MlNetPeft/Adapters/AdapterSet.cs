@@ -13,6 +13,7 @@ internal sealed class AdapterSet : nn.Module
 {
     private readonly List<(string Name, nn.Module Component)> _components = new();
     private readonly List<(string Path, AdaptedLinear Linear)> _wrapped = new();
+    private StackedLowRank[]? _stacks;
 
     public AdapterSet() : base("adapters") { }
 
@@ -52,5 +53,29 @@ internal sealed class AdapterSet : nn.Module
     public void Merge()
     {
         foreach (var (_, linear) in _wrapped) linear.Merge();
+    }
+
+    /// <summary>
+    /// Gathers the LoRA factors into stacks for one forward that records a graph (see <see cref="StackedLowRank"/>);
+    /// true when it did, and then <see cref="ReleaseStacks"/> must follow the forward. Forwards without gradients
+    /// (prediction, possibly from several threads at once) keep each projection's own factors.
+    /// </summary>
+    public bool StackFactors(ScalarType dtype)
+    {
+        if (!is_grad_enabled() || _wrapped.Any(w => w.Linear.IsMerged)) return false;
+        _stacks ??= StackedLowRank.Plan(_wrapped.Select(w => w.Linear));
+        foreach (var stack in _stacks) stack.Prepare(dtype);
+        return _stacks.Length > 0;
+    }
+
+    public void ReleaseStacks()
+    {
+        foreach (var stack in _stacks ?? []) stack.Release();
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) foreach (var stack in _stacks ?? []) stack.Dispose();
+        base.Dispose(disposing);
     }
 }

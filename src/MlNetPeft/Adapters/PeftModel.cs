@@ -73,8 +73,16 @@ internal sealed class PeftModel : IDisposable
     /// <summary>Logits (fp32) for a batch of token ids; <paramref name="attentionMask"/> is null when nothing is padded.</summary>
     public Tensor Forward(Tensor inputIds, Tensor? attentionMask)
     {
-        var hidden = Network.Encoder.FirstTokenState(inputIds, attentionMask);
-        return Network.Head.call(hidden.to(ScalarType.Float32));
+        bool stacked = Adapters.StackFactors(BackboneDType);
+        try
+        {
+            var hidden = Network.Encoder.FirstTokenState(inputIds, attentionMask);
+            return Network.Head.call(hidden.to(ScalarType.Float32));
+        }
+        finally
+        {
+            if (stacked) Adapters.ReleaseStacks();
+        }
     }
 
     public void Train(bool on = true)

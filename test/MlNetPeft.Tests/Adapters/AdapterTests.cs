@@ -253,6 +253,39 @@ public sealed class AdapterTests
         AssertSameAdapterGradients(separate, expected, fused, actual);
     }
 
+    public static IEnumerable<object[]> StackableMethods =>
+    [
+        [new LoraConfig { Dropout = 0 }],
+        [new LoraConfig { Dropout = 0, Rank = 4, Targets = ["query", "key", "value"] }],
+        [new MsploraConfig { Dropout = 0 }],
+        [new MsploraConfig { Dropout = 0, Ranks = [6, 3, 2, 1], GroupCount = 2, Alpha = 5, Targets = ["key", "value"] }],
+    ];
+
+    /// <summary>A training forward gathers the LoRA factors of all layers into stacks (shared MSPLoRA pairs by a
+    /// selection matmul): logits and adapter gradients equal those of each projection using its own factors.</summary>
+    [TestMethod]
+    [DynamicData(nameof(StackableMethods))]
+    public void StackedFactorsGiveTheSameLogitsAndGradients(AdapterConfig adapters)
+    {
+        foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 })
+        {
+            var (own, stacked) = AlikeModels(adapters, dtype, seed: 13, scale: 0.3);
+            using var disposeOwn = own;
+            using var disposeStacked = stacked;
+            own.To(CPU, dtype);
+            // The encoder called directly: PeftModel.Forward is what stacks.
+            var expected = own.Network.Head.call(own.Network.Encoder.FirstTokenState(Ids, Mask).to(ScalarType.Float32));
+            var actual = stacked.Forward(Ids, Mask);
+            Assert.IsTrue(stacked.Adapters.StackFactors(dtype), "the method's factors stack");
+            stacked.Adapters.ReleaseStacks();
+            float tolerance = dtype == ScalarType.Float32 ? 1e-6f : 1e-2f;
+            using (no_grad())
+                Assert.IsGreaterThan(1e-3, (expected - RobertaParityTests.LoadTiny().call(Ids, Mask)).abs().max().item<float>(), "non-trivial update");
+            Assert.IsLessThan(tolerance, (expected - actual).abs().max().item<float>(), $"{dtype} logits");
+            if (dtype == ScalarType.Float32) AssertSameAdapterGradients(own, expected, stacked, actual);
+        }
+    }
+
     [TestMethod]
     public void BadAdapterOptionsAreRejected()
     {
