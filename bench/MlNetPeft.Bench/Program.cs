@@ -9,8 +9,9 @@ try
         "quality" => QualityBenchmark.Run(args0),
         "speed" => SpeedBenchmark.Run(args0),
         "parity" => ParityCheck.Run(args0),
+        "stacking" => StackingComparison.Run(args0),
         "help" or "--help" or "-h" => Usage(Console.Out, 0),
-        _ => throw new ArgumentException($"unknown command '{args0.Command}' (quality, speed, parity, help)"),
+        _ => throw new ArgumentException($"unknown command '{args0.Command}' (quality, speed, parity, stacking, help)"),
     };
 }
 catch (ArgumentException e)
@@ -29,6 +30,8 @@ static int Usage(TextWriter to, int exitCode)
           speed   --shape tiny,mini,base,large --method lora,msplora,lorasquared,adalora,full [--batch 32] [--seq 128]
                   [--steps 10] [--device auto|cpu|cuda] [--precision fp32|bf16] [--threads N] [--reference] [--out DIR]
           parity  [--fixture DIR] [--device auto|cpu]   (the HF fixture's logits, loss and gradients on this device)
+          stacking [--shape 12x64x4x128] [--method lora,msplora] [--batch 2] [--seq 16] [--steps 400] [--threads 1]
+                  [--device cpu|cuda]   (training steps with and without stacked adapter factors, alternated)
         """);
     return exitCode;
 }

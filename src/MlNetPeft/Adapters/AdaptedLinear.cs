@@ -17,7 +17,6 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>, IAdaptedProject
     private readonly LowRankUpdate[]? _pairs;
     private readonly float[]? _fusedScaling;
     private Tensor? _fusedScalingRow;
-    private (Tensor Down, Tensor Up, float Alpha)? _stacked;
     private bool _merged;
 
     /// <param name="baseLayer">The frozen projection.</param>
@@ -39,14 +38,10 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>, IAdaptedProject
     public Linear BaseLayer => base_layer;
     public IReadOnlyList<IWeightDelta> Updates => _updates;
     public bool IsMerged => _merged;
+    public bool AddsUpdate => !_merged;
 
     /// <summary>The updates when all are LoRA pairs run as one (fused, or a single pair); null otherwise.</summary>
     public IReadOnlyList<LowRankUpdate>? Pairs => _pairs;
-
-    /// <summary>This projection's slice of a <see cref="StackedLowRank"/> (down [r, in] and up [out, r] in the input's
-    /// dtype, scaled by their columns' alpha/r or by <paramref name="alpha"/>), used instead of the pairs until cleared.</summary>
-    internal void UseStacked(Tensor? down, Tensor? up, float alpha) =>
-        _stacked = down is null || up is null ? null : (down, up, alpha);
 
     public override Tensor forward(Tensor x) => AddUpdate(base_layer.call(x), x);
 
@@ -60,19 +55,14 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>, IAdaptedProject
 
     /// <summary>
     /// y + dropout(x)·Aᵀ·Bᵀ·(alpha/r) for the pair, or for the pairs stacked into one (cast and scaled once: kernels
-    /// do not grow with the number of pairs). The add and a single pair's scaling ride in one addmm: on a GPU every
-    /// op is a launch and an autograd node, and a training step there is bound by their count, not by FLOPs.
+    /// do not grow with the number of pairs). Training forwards of packed layers run <see cref="StackedLowRank"/> instead.
     /// </summary>
     private Tensor AddLowRank(Tensor y, Tensor x)
     {
         var dt = x.dtype;
         Tensor down, up;
         float alpha = 1;
-        if (_stacked is { } stacked)
-        {
-            (down, up, alpha) = stacked;
-        }
-        else if (_pairs!.Length == 1)
+        if (_pairs!.Length == 1)
         {
             (down, up, alpha) = (_pairs[0].A.to(dt), _pairs[0].B.to(dt), (float)_pairs[0].Scaling);
         }
@@ -81,8 +71,7 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>, IAdaptedProject
             down = cat(_pairs.Select(u => (Tensor)u.A).ToArray(), 0).to(dt);
             up = cat(_pairs.Select(u => (Tensor)u.B).ToArray(), 1).mul(FusedScalingRow(x.device)).to(dt);
         }
-        var h = nn.functional.linear(_pairs![0].Dropout(x), down);
-        return y.view(-1, y.shape[^1]).addmm(h.view(-1, h.shape[^1]), up.t(), 1, alpha).view(y.shape);
+        return LowRank.AddTo(y, nn.functional.linear(_pairs[0].Dropout(x), down), up.t(), alpha);
     }
 
     /// <summary>Each fused column's alpha/r as a [1, total rank] fp32 row on the input's device (made once per device;

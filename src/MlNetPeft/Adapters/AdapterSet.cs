@@ -13,7 +13,14 @@ internal sealed class AdapterSet : nn.Module
 {
     private readonly List<(string Name, nn.Module Component)> _components = new();
     private readonly List<(string Path, AdaptedLinear Linear)> _wrapped = new();
-    private StackedLowRank[]? _stacks;
+    private readonly List<(int Layer, string Target, AdaptedLinear Linear)> _placed = new();
+    private RobertaModel? _encoder;
+    private StackedLowRank? _stack;
+    private bool _planned;
+
+    /// <summary>Whether training forwards may stack the factors (on by default; off measures and tests the
+    /// per-projection path).</summary>
+    internal bool StackingEnabled { get; set; } = true;
 
     public AdapterSet() : base("adapters") { }
 
@@ -35,6 +42,7 @@ internal sealed class AdapterSet : nn.Module
     public void Attach(RobertaModel encoder, IReadOnlyList<string> targets,
         Func<int, string, int, int, IReadOnlyList<IWeightDelta>> updatesFor, bool fuse = false)
     {
+        _encoder = encoder;
         for (int i = 0; i < encoder.Layers.Count; i++)
         {
             var attention = encoder.Layers[i].SelfAttention;
@@ -46,6 +54,7 @@ internal sealed class AdapterSet : nn.Module
                 var wrapped = new AdaptedLinear(linear, updates, fuse);
                 attention.ReplaceProjection(target, wrapped);
                 _wrapped.Add(($"roberta.encoder.layer.{i}.attention.self.{target}", wrapped));
+                _placed.Add((i, target, wrapped));
             }
         }
     }
@@ -56,26 +65,24 @@ internal sealed class AdapterSet : nn.Module
     }
 
     /// <summary>
-    /// Gathers the LoRA factors into stacks for one forward that records a graph (see <see cref="StackedLowRank"/>);
+    /// Gathers the LoRA factors into one stack for a forward that records a graph (see <see cref="StackedLowRank"/>);
     /// true when it did, and then <see cref="ReleaseStacks"/> must follow the forward. Forwards without gradients
-    /// (prediction, possibly from several threads at once) keep each projection's own factors.
+    /// (prediction, possibly from several threads at once) use each projection's own factors.
     /// </summary>
     public bool StackFactors(ScalarType dtype)
     {
-        if (!is_grad_enabled() || _wrapped.Any(w => w.Linear.IsMerged)) return false;
-        _stacks ??= StackedLowRank.Plan(_wrapped.Select(w => w.Linear));
-        foreach (var stack in _stacks) stack.Prepare(dtype);
-        return _stacks.Length > 0;
+        if (!StackingEnabled || !is_grad_enabled() || _encoder is null || _wrapped.Any(w => w.Linear.IsMerged)) return false;
+        if (!_planned) (_stack, _planned) = (StackedLowRank.TryPlan(_encoder, _placed), true);
+        if (_stack is null || !_stack.CanApply) return false;
+        _stack.Prepare(dtype);
+        return true;
     }
 
-    public void ReleaseStacks()
-    {
-        foreach (var stack in _stacks ?? []) stack.Release();
-    }
+    public void ReleaseStacks() => _stack?.Release();
 
     protected override void Dispose(bool disposing)
     {
-        if (disposing) foreach (var stack in _stacks ?? []) stack.Dispose();
+        if (disposing) _stack?.Dispose();
         base.Dispose(disposing);
     }
 }

@@ -23,6 +23,8 @@ internal sealed class FastDropout : nn.Module<Tensor, Tensor>
         _p = p;
     }
 
+    public double Probability => _p;
+
     public override Tensor forward(Tensor x) => Apply(x, _p, training);
 
     public static Tensor Apply(Tensor x, double p, bool training)

@@ -14,6 +14,7 @@ internal sealed class RobertaSelfAttention : nn.Module<Tensor, Tensor?, Tensor>
     private readonly int _headDim;
     private readonly double _dropout;
     private PackedProjections? _packed;
+    private IPackedUpdate? _update;
 
     public RobertaSelfAttention(RobertaConfig c) : base(nameof(RobertaSelfAttention))
     {
@@ -57,35 +58,65 @@ internal sealed class RobertaSelfAttention : nn.Module<Tensor, Tensor?, Tensor>
     /// <paramref name="tokens"/> [batch, seq, hidden] (keys and values).</summary>
     public Tensor Attend(Tensor queries, Tensor tokens, Tensor? keep)
     {
-        long b = tokens.shape[0];
-        Tensor Heads(Tensor x) => x.view(b, x.shape[1], _heads, _headDim).transpose(1, 2);
-        var (q, k, v) = Project(queries, tokens);
-        (q, k, v) = (Heads(q), Heads(k), Heads(v));
+        var (q, k, v) = ProjectHeads(queries, tokens);
         var context = training && _dropout > 0 && q.device_type == DeviceType.CPU
             ? AttendWithFastDropout(q, k, v, keep)
             : nn.functional.scaled_dot_product_attention(q, k, v, keep, training ? _dropout : 0.0);
-        return context.transpose(1, 2).reshape(b, queries.shape[1], _heads * _headDim);
+        return context.transpose(1, 2).reshape(tokens.shape[0], queries.shape[1], _heads * _headDim);
     }
 
-    /// <summary>Query, key and value projections: one GEMM for the frozen part of all three (two in the last layer,
-    /// whose query is for &lt;s&gt; alone) once <see cref="PackProjections"/> has run, then each adapter's update.</summary>
-    private (Tensor Q, Tensor K, Tensor V) Project(Tensor queries, Tensor tokens)
+    /// <summary>Sets (or with null clears) the update that replaces the adapted projections' own updates while the
+    /// projections are packed; its owner clears it before the tensors it holds are freed.</summary>
+    public void UsePackedUpdate(IPackedUpdate? update) => _update = update;
+
+    /// <summary>
+    /// Query, key and value as heads [batch, heads, seq, head dim]: one GEMM for the frozen part of all three (two in
+    /// the last layer, whose query is for &lt;s&gt; alone) once <see cref="PackProjections"/> has run, then the
+    /// adapters' updates: all at once from a packed update, else each projection's own.
+    /// </summary>
+    private (Tensor Q, Tensor K, Tensor V) ProjectHeads(Tensor queries, Tensor tokens)
     {
-        if (_packed is null || !_packed.IsCurrent(Linears())) return (query.call(queries), key.call(tokens), value.call(tokens));
+        if (_packed is null || !_packed.IsCurrent(Linears()))
+            return (Heads(query.call(queries)), Heads(key.call(tokens)), Heads(value.call(tokens)));
         long h = _heads * _headDim;
-        Tensor q, k, v;
+        var update = _update;
+        bool ownUpdates = update is null && new[] { query, key, value }.Any(p => p is IAdaptedProjection { AddsUpdate: true });
+        var lowRank = update?.Down(tokens);
         if (ReferenceEquals(queries, tokens))
         {
-            var qkv = nn.functional.linear(tokens, _packed.Weight, _packed.Bias).split(h, -1);
-            (q, k, v) = (WithUpdate(query, qkv[0], tokens), qkv[1], qkv[2]);
+            var qkv = nn.functional.linear(tokens, _packed.Weight, _packed.Bias);
+            if (ownUpdates)
+            {
+                var split = qkv.split(h, -1);
+                return (Heads(WithUpdate(query, split[0], tokens)), Heads(WithUpdate(key, split[1], tokens)), Heads(WithUpdate(value, split[2], tokens)));
+            }
+            if (update is not null) qkv = LowRank.AddTo(qkv, lowRank!, update.UpT);
+            var heads = SplitHeads(qkv);
+            return (heads[0], heads[1], heads[2]);
         }
-        else
+        var kv = nn.functional.linear(tokens, _packed.Weight.narrow(0, h, 2 * h), _packed.Bias.narrow(0, h, 2 * h));
+        if (ownUpdates)
         {
-            var kv = nn.functional.linear(tokens, _packed.Weight.narrow(0, h, 2 * h), _packed.Bias.narrow(0, h, 2 * h)).split(h, -1);
-            (q, k, v) = (query.call(queries), kv[0], kv[1]);
+            var split = kv.split(h, -1);
+            return (Heads(query.call(queries)), Heads(WithUpdate(key, split[0], tokens)), Heads(WithUpdate(value, split[1], tokens)));
         }
-        return (q, WithUpdate(key, k, tokens), WithUpdate(value, v, tokens));
+        var q = nn.functional.linear(queries, _packed.Weight.narrow(0, 0, h), _packed.Bias.narrow(0, 0, h));
+        if (update is not null)
+        {
+            // The queries are the first token: their rank-space activations are the tokens' first row.
+            q = LowRank.AddTo(q, lowRank!.narrow(1, 0, queries.shape[1]), update.UpT.narrow(1, 0, h));
+            kv = LowRank.AddTo(kv, lowRank, update.UpT.narrow(1, h, 2 * h));
+        }
+        var kvHeads = SplitHeads(kv);
+        return (Heads(q), kvHeads[0], kvHeads[1]);
     }
+
+    private Tensor Heads(Tensor x) => x.view(x.shape[0], x.shape[1], _heads, _headDim).transpose(1, 2);
+
+    /// <summary>The heads of each projection in a packed [batch, seq, n·hidden] output, in three ops rather than a
+    /// split and a view and a transpose each.</summary>
+    private Tensor[] SplitHeads(Tensor packed) =>
+        packed.view(packed.shape[0], packed.shape[1], -1, _heads, _headDim).permute(2, 0, 3, 1, 4).unbind(0);
 
     private static Tensor WithUpdate(nn.Module<Tensor, Tensor> projection, Tensor frozenOutput, Tensor input) =>
         projection is IAdaptedProjection adapted ? adapted.AddUpdate(frozenOutput, input) : frozenOutput;
