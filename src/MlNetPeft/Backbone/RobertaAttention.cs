@@ -3,7 +3,8 @@ using static TorchSharp.torch;
 
 namespace MlNetPeft.Backbone;
 
-internal sealed class RobertaAttention : nn.Module<Tensor, Tensor?, Tensor>
+/// <summary>Self-attention, then dense → dropout → LayerNorm(x + queries), on flat [batch·seq, hidden] rows.</summary>
+internal sealed class RobertaAttention : nn.Module
 {
     private readonly RobertaSelfAttention @self;
     private readonly RobertaSelfOutput output;
@@ -17,13 +18,8 @@ internal sealed class RobertaAttention : nn.Module<Tensor, Tensor?, Tensor>
 
     public RobertaSelfAttention SelfAttention => @self;
 
-    public override Tensor forward(Tensor hidden, Tensor? keep) => output.call(@self.call(hidden, keep), hidden);
-
-    /// <summary>The output at position 0 only, [batch, 1, hidden]; keys and values still cover every token.</summary>
-    public Tensor FirstToken(Tensor hidden, Tensor? keep)
-    {
-        // Contiguous: MKL's small strided GEMM path rounds differently depending on where the weight lives.
-        var first = hidden.narrow(1, 0, 1).contiguous();
-        return output.call(@self.Attend(first, hidden, keep), first);
-    }
+    /// <summary>The block's output for <paramref name="queries"/> [batch·q, hidden] attending over
+    /// <paramref name="tokens"/> [batch·seq, hidden] (the same tensor for full self-attention).</summary>
+    public Tensor Attend(Tensor queries, Tensor tokens, long batch, Tensor? keep) =>
+        output.call(@self.Attend(queries, tokens, batch, keep), queries);
 }

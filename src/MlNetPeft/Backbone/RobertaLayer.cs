@@ -20,17 +20,23 @@ internal sealed class RobertaLayer : nn.Module<Tensor, Tensor?, Tensor>
 
     public RobertaSelfAttention SelfAttention => attention.SelfAttention;
 
+    /// <summary>[batch, seq, hidden] → same; inside, rows are flat [batch·seq, hidden] (a Linear of a 3-D input adds two
+    /// views, two more autograd nodes, around its GEMM).</summary>
     public override Tensor forward(Tensor hidden, Tensor? keep)
     {
-        var attended = attention.call(hidden, keep);
-        return FeedForward(attended);
+        var (batch, seq) = (hidden.shape[0], hidden.shape[1]);
+        var flat = hidden.view(batch * seq, -1);
+        return FeedForward(attention.Attend(flat, flat, batch, keep)).view(batch, seq, -1);
     }
 
-    /// <summary>The block's output at position 0 only, [batch, 1, hidden]: what the last block owes the head.</summary>
+    /// <summary>The block's output at position 0 only, [batch, 1, hidden]: what the last block owes the head. Keys
+    /// and values still cover every token.</summary>
     public Tensor FirstToken(Tensor hidden, Tensor? keep)
     {
-        var attended = attention.FirstToken(hidden, keep);
-        return FeedForward(attended);
+        long batch = hidden.shape[0];
+        // Contiguous: MKL's small strided GEMM path rounds differently depending on where the weight lives.
+        var first = hidden.select(1, 0).contiguous();
+        return FeedForward(attention.Attend(first, hidden.view(batch * hidden.shape[1], -1), batch, keep)).unsqueeze(1);
     }
 
     private Tensor FeedForward(Tensor attended) => output.call(intermediate.call(attended), attended);

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace MlNetPeft.Backbone;
 
 /// <summary>Multi-head self-attention; query, key and value are replaceable so adapters can wrap them.</summary>
-internal sealed class RobertaSelfAttention : nn.Module<Tensor, Tensor?, Tensor>
+internal sealed class RobertaSelfAttention : nn.Module
 {
     private nn.Module<Tensor, Tensor> query;
     private nn.Module<Tensor, Tensor> key;
@@ -50,19 +50,17 @@ internal sealed class RobertaSelfAttention : nn.Module<Tensor, Tensor?, Tensor>
         }
     }
 
-    /// <param name="hidden">[batch, seq, hidden]</param>
-    /// <param name="keep">[batch, 1, 1, seq] bool, true where a key may be attended; null when nothing is padded.</param>
-    public override Tensor forward(Tensor hidden, Tensor? keep) => Attend(hidden, hidden, keep);
-
-    /// <summary>Attention of <paramref name="queries"/> [batch, q, hidden] over every position of
-    /// <paramref name="tokens"/> [batch, seq, hidden] (keys and values).</summary>
-    public Tensor Attend(Tensor queries, Tensor tokens, Tensor? keep)
+    /// <summary>Attention of <paramref name="queries"/> [batch·q, hidden] over every position of
+    /// <paramref name="tokens"/> [batch·seq, hidden] (keys and values), giving [batch·q, hidden]. Flat rows: a Linear
+    /// of a 3-D input adds two views (two more autograd nodes) around its GEMM. <paramref name="keep"/>:
+    /// [batch, 1, 1, seq] bool, true where a key may be attended; null when nothing is padded.</summary>
+    public Tensor Attend(Tensor queries, Tensor tokens, long batch, Tensor? keep)
     {
-        var (q, k, v) = ProjectHeads(queries, tokens);
+        var (q, k, v) = ProjectHeads(queries, tokens, batch);
         var context = training && _dropout > 0 && q.device_type == DeviceType.CPU
             ? AttendWithFastDropout(q, k, v, keep)
             : nn.functional.scaled_dot_product_attention(q, k, v, keep, training ? _dropout : 0.0);
-        return context.transpose(1, 2).reshape(tokens.shape[0], queries.shape[1], _heads * _headDim);
+        return context.transpose(1, 2).reshape(queries.shape[0], _heads * _headDim);
     }
 
     /// <summary>Sets (or with null clears) the update that replaces the adapted projections' own updates while the
@@ -74,10 +72,10 @@ internal sealed class RobertaSelfAttention : nn.Module<Tensor, Tensor?, Tensor>
     /// the last layer, whose query is for &lt;s&gt; alone) once <see cref="PackProjections"/> has run, then the
     /// adapters' updates: all at once from a packed update, else each projection's own.
     /// </summary>
-    private (Tensor Q, Tensor K, Tensor V) ProjectHeads(Tensor queries, Tensor tokens)
+    private (Tensor Q, Tensor K, Tensor V) ProjectHeads(Tensor queries, Tensor tokens, long batch)
     {
         if (_packed is null || !_packed.IsCurrent(Linears()))
-            return (Heads(query.call(queries)), Heads(key.call(tokens)), Heads(value.call(tokens)));
+            return (Heads(query.call(queries), batch), Heads(key.call(tokens), batch), Heads(value.call(tokens), batch));
         long h = _heads * _headDim;
         var update = _update;
         bool ownUpdates = update is null && new[] { query, key, value }.Any(p => p is IAdaptedProjection { AddsUpdate: true });
@@ -88,35 +86,37 @@ internal sealed class RobertaSelfAttention : nn.Module<Tensor, Tensor?, Tensor>
             if (ownUpdates)
             {
                 var split = qkv.split(h, -1);
-                return (Heads(WithUpdate(query, split[0], tokens)), Heads(WithUpdate(key, split[1], tokens)), Heads(WithUpdate(value, split[2], tokens)));
+                return (Heads(WithUpdate(query, split[0], tokens), batch), Heads(WithUpdate(key, split[1], tokens), batch), Heads(WithUpdate(value, split[2], tokens), batch));
             }
             if (update is not null) qkv = LowRank.AddTo(qkv, lowRank!, update.UpT);
-            var heads = SplitHeads(qkv);
+            var heads = SplitHeads(qkv, batch);
             return (heads[0], heads[1], heads[2]);
         }
         var kv = nn.functional.linear(tokens, _packed.Weight.narrow(0, h, 2 * h), _packed.Bias.narrow(0, h, 2 * h));
         if (ownUpdates)
         {
             var split = kv.split(h, -1);
-            return (Heads(query.call(queries)), Heads(WithUpdate(key, split[0], tokens)), Heads(WithUpdate(value, split[1], tokens)));
+            return (Heads(query.call(queries), batch), Heads(WithUpdate(key, split[0], tokens), batch), Heads(WithUpdate(value, split[1], tokens), batch));
         }
         var q = nn.functional.linear(queries, _packed.Weight.narrow(0, 0, h), _packed.Bias.narrow(0, 0, h));
         if (update is not null)
         {
-            // The queries are the first token: their rank-space activations are the tokens' first row.
-            q = LowRank.AddTo(q, lowRank!.narrow(1, 0, queries.shape[1]), update.UpT.narrow(1, 0, h));
+            // The queries are the leading tokens: their rank-space activations are the tokens' leading rows.
+            var leading = lowRank!.view(batch, -1, lowRank.shape[^1]).narrow(1, 0, queries.shape[0] / batch);
+            q = LowRank.AddTo(q, leading.reshape(queries.shape[0], -1), update.UpT.narrow(1, 0, h));
             kv = LowRank.AddTo(kv, lowRank, update.UpT.narrow(1, h, 2 * h));
         }
-        var kvHeads = SplitHeads(kv);
-        return (Heads(q), kvHeads[0], kvHeads[1]);
+        var kvHeads = SplitHeads(kv, batch);
+        return (Heads(q, batch), kvHeads[0], kvHeads[1]);
     }
 
-    private Tensor Heads(Tensor x) => x.view(x.shape[0], x.shape[1], _heads, _headDim).transpose(1, 2);
+    /// <summary>[batch·seq, hidden] → [batch, heads, seq, head dim].</summary>
+    private Tensor Heads(Tensor x, long batch) => x.view(batch, -1, _heads, _headDim).transpose(1, 2);
 
-    /// <summary>The heads of each projection in a packed [batch, seq, n·hidden] output, in three ops rather than a
+    /// <summary>The heads of each projection in a packed [batch·seq, n·hidden] output, in three ops rather than a
     /// split and a view and a transpose each.</summary>
-    private Tensor[] SplitHeads(Tensor packed) =>
-        packed.view(packed.shape[0], packed.shape[1], -1, _heads, _headDim).permute(2, 0, 3, 1, 4).unbind(0);
+    private Tensor[] SplitHeads(Tensor packed, long batch) =>
+        packed.view(batch, -1, packed.shape[1] / (_heads * _headDim), _heads, _headDim).permute(2, 0, 3, 1, 4).unbind(0);
 
     private static Tensor WithUpdate(nn.Module<Tensor, Tensor> projection, Tensor frozenOutput, Tensor input) =>
         projection is IAdaptedProjection adapted ? adapted.AddUpdate(frozenOutput, input) : frozenOutput;

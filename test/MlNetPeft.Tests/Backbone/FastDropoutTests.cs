@@ -63,12 +63,12 @@ public sealed class FastDropoutTests
         var config = new RobertaConfig { HiddenSize = 32, NumAttentionHeads = 4, AttentionProbsDropoutProb = 1e-9 };
         using var attention = new RobertaSelfAttention(config);
         manual_seed(3);
-        var hidden = randn(2, 40, 32); // 2·4·40·40 attention probabilities: large enough for the .NET mask
+        var hidden = randn(2 * 40, 32); // 2·4·40·40 attention probabilities: large enough for the .NET mask
         var keep = arange(40).lt(tensor(new long[] { 31, 40 }).unsqueeze(1)).view(2, 1, 1, 40); // row 0 padded after 31
         attention.eval();
-        var expected = attention.call(hidden, keep);
+        var expected = attention.Attend(hidden, hidden, 2, keep);
         attention.train();
-        var actual = attention.call(hidden, keep);
+        var actual = attention.Attend(hidden, hidden, 2, keep);
         Assert.IsLessThan(1e-6, (expected - actual).abs().max().item<float>());
     }
 }
