@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a GPU machine (no .NET SDK), from the repository root, after ../shared/gpu/pack.sh packed the bench into .gpu/:
 #   bash bench/gpu-rounds.sh [rounds] [methods]     e.g. bash bench/gpu-rounds.sh 4 lora,msplora
-# Unpacks the bench once, checks the HF fixture on CUDA, then alternates our speed run (roberta-base shape, b32 s128,
+# Unpacks the bench once, checks the HF fixture on CUDA, times the step with and without stacked adapter factors,
+# then alternates our speed run (roberta-base shape, b32 s128,
 # one process per round) with bench/peft_reference.py for the given number of rounds: both engines are bound by the
 # host issuing kernels at this batch, and the host drifts, so only interleaved ratios mean anything. Output goes to
 # stdout and, when $OUT is set (the device tool), to $OUT/rounds.txt and $OUT/ours.json.
@@ -17,6 +18,7 @@ export LD_PRELOAD=$lib/libtorch_cuda.so
 bench="$app/$(cat $app/.entry)"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 $bench parity --fixture test/MlNetPeft.Tests/Fixtures/hf-parity
+timeout 150 $bench stacking --device cuda --shape base --batch 32 --seq 128 --steps 60
 for r in $(seq 1 "$rounds"); do
   echo "== round $r"
   timeout 150 $bench speed --shape base --method "$methods" --steps 50 $([ "$r" = 1 ] && echo --phases) --out /tmp/gpu-rounds-json | grep -v wrote
