@@ -10,4 +10,10 @@ internal interface IWeightDelta
 
     /// <summary>The equivalent dense update ΔW, so that Δy = x·ΔWᵀ.</summary>
     Tensor DeltaWeight();
+
+    /// <summary>This update's input dropout (for stacked forwards, which apply it themselves).</summary>
+    Tensor Dropout(Tensor x);
+
+    /// <summary>Whether <see cref="Dropout"/> drops anything now (training, with a positive probability).</summary>
+    bool DropsInput { get; }
 }

@@ -46,7 +46,6 @@ internal sealed class LowRankUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
 
     public Tensor DeltaWeight() => lora_B.matmul(lora_A).mul(Scaling);
 
-    /// <summary>Whether <see cref="Dropout"/> drops anything now (training, with a positive probability).</summary>
     public bool DropsInput => dropout.training && dropout.Probability > 0;
 
     /// <summary>This pair's input dropout (shared by a fused group, see <see cref="AdaptedLinear"/>).</summary>

@@ -1,69 +1,68 @@
+using MlNetPeft.Adapters.LoraSquared;
 using MlNetPeft.Backbone;
 using static TorchSharp.torch;
 
 namespace MlNetPeft.Adapters;
 
 /// <summary>
-/// For one training forward, gathers every layer's LoRA factors into one down- and one up-projection stack and hands
-/// each attention layer its slice as a single update of its packed query|key|value output (<see cref="IPackedUpdate"/>).
+/// For one training forward, gathers every layer's adapter factors into one down- and one up-projection stack and
+/// hands each attention layer its slice as a single update of its packed query|key|value output (<see cref="IPackedUpdate"/>).
 /// On a GPU a training step is bound by the number of launched kernels and autograd nodes: per projection, casting
-/// and (for MSPLoRA) concatenating and scaling the pairs, the adapter GEMMs and the head split cost a dozen ops each
-/// way, plus a gradient add per further use of a shared pair (MSPLoRA's global pair is used 24 times). Stacked, the
-/// whole model costs a dozen ops per forward and four per layer. Pairs are gathered by 0/1 selection matmuls (the up
-/// side's rows carry each pair's alpha/r), whose backward sums a shared pair's gradients in one deterministic GEMM.
+/// the factors (and for MSPLoRA concatenating and scaling its pairs, for AdaLoRA and LoRA² forming U·diag(λ) and V),
+/// the adapter GEMMs and the head split cost a dozen ops each way, plus a gradient add per further use of a shared
+/// pair (MSPLoRA's global pair is used 24 times). Stacked, the whole model costs a dozen ops per forward and four per
+/// layer. LoRA pairs are gathered by 0/1 selection matmuls (the up side's rows carry each pair's alpha/r), whose
+/// backward sums a shared pair's gradients in one deterministic GEMM; SVD-form updates by batched matmuls.
 /// </summary>
 internal sealed class StackedLowRank : IDisposable
 {
     private static readonly string[] Slots = ["query", "key", "value"];
     private readonly RobertaSelfAttention[] _attentions;
     private readonly AdaptedLinear[] _linears;   // layer-major, then query, key, value order
-    private readonly LowRankUpdate[] _unique;
+    private readonly IFactorSource _factors;
     private readonly int _targets, _rank;
-    private readonly float[] _downSelection;     // [linears·rank, Σ unique ranks]
-    private readonly float[] _upSelection;       // same shape, scaled
     private readonly float[] _placement;         // [targets, 3]: 1 where a target's rows sit in the packed output
-    private (Tensor Down, Tensor Up, Tensor Placement)? _constants;
+    private Tensor? _placementTensor;
 
-    private StackedLowRank(RobertaSelfAttention[] attentions, AdaptedLinear[] linears, int[] slots)
+    private StackedLowRank(RobertaSelfAttention[] attentions, AdaptedLinear[] linears, int[] slots, IFactorSource factors, int rank)
     {
         _attentions = attentions;
         _linears = linears;
+        _factors = factors;
         _targets = slots.Length;
-        _rank = linears[0].Pairs!.Sum(p => p.Rank);
-        var uses = linears.SelectMany(l => l.Pairs!).ToArray();
-        _unique = uses.Distinct().ToArray();
-        var offsets = new Dictionary<LowRankUpdate, int>();
-        int width = 0;
-        foreach (var p in _unique) { offsets[p] = width; width += p.Rank; }
-        _downSelection = new float[uses.Sum(p => p.Rank) * width];
-        _upSelection = new float[_downSelection.Length];
-        int row = 0;
-        foreach (var p in uses)
-            for (int r = 0; r < p.Rank; r++, row++)
-            {
-                _downSelection[row * width + offsets[p] + r] = 1;
-                _upSelection[row * width + offsets[p] + r] = (float)p.Scaling;
-            }
+        _rank = rank;
         _placement = new float[_targets * 3];
         for (int t = 0; t < _targets; t++) _placement[t * 3 + slots[t]] = 1;
     }
 
-    /// <summary>A stack over all adapted projections, or null when they are not all LoRA pairs (fused or single) of
-    /// one shape and total rank on the same targets in every layer.</summary>
+    /// <summary>
+    /// A stack over all adapted projections, or null when they do not stack: they must be the same targets in every
+    /// layer, of one shape, and either all LoRA pairs (fused or single) of one total rank or all SVD-form updates of
+    /// one layout.
+    /// </summary>
     public static StackedLowRank? TryPlan(RobertaModel encoder, IEnumerable<(int Layer, string Target, AdaptedLinear Linear)> wrapped)
     {
         var all = wrapped.OrderBy(w => w.Layer).ThenBy(w => Array.IndexOf(Slots, w.Target)).ToArray();
-        if (all.Length == 0 || all.Any(w => w.Linear.Pairs is null)) return null;
-        var first = all[0].Linear;
-        if (all.Any(w => w.Linear.BaseLayer.in_features != first.BaseLayer.in_features
-                         || w.Linear.BaseLayer.out_features != first.BaseLayer.out_features
-                         || w.Linear.Pairs!.Sum(p => p.Rank) != first.Pairs!.Sum(p => p.Rank)))
+        if (all.Length == 0) return null;
+        var linears = all.Select(w => w.Linear).ToArray();
+        var first = linears[0].BaseLayer;
+        if (linears.Any(l => l.BaseLayer.in_features != first.in_features || l.BaseLayer.out_features != first.out_features))
             return null;
-        int layers = encoder.Layers.Count;
         var slots = all.Where(w => w.Layer == 0).Select(w => Array.IndexOf(Slots, w.Target)).ToArray();
-        var expected = Enumerable.Range(0, layers).SelectMany(l => slots.Select(s => (l, s)));
+        var expected = Enumerable.Range(0, encoder.Layers.Count).SelectMany(l => slots.Select(s => (l, s)));
         if (!all.Select(w => (w.Layer, Array.IndexOf(Slots, w.Target))).SequenceEqual(expected)) return null;
-        return new StackedLowRank(encoder.Layers.Select(l => l.SelfAttention).ToArray(), all.Select(w => w.Linear).ToArray(), slots);
+
+        IFactorSource? factors = null;
+        int rank = 0;
+        if (linears.All(l => l.Pairs is not null) && linears.Select(l => l.Pairs!.Sum(p => p.Rank)).Distinct().Count() == 1)
+            (factors, rank) = (new SharedPairs(linears.SelectMany(l => l.Pairs!).ToArray()), linears[0].Pairs!.Sum(p => p.Rank));
+        else if (linears.All(l => l.Updates is [SvdUpdate]))
+        {
+            var updates = linears.Select(l => (SvdUpdate)l.Updates[0]).ToArray();
+            if (updates.All(u => u.StacksWith(updates[0]))) (factors, rank) = (new SvdFactors(updates), updates[0].Rank);
+        }
+        return factors is null ? null
+            : new StackedLowRank(encoder.Layers.Select(l => l.SelfAttention).ToArray(), linears, slots, factors, rank);
     }
 
     /// <summary>Whether every layer projects with its packed matrix (otherwise the projections' own updates run).</summary>
@@ -74,12 +73,11 @@ internal sealed class StackedLowRank : IDisposable
     public void Prepare(ScalarType dtype)
     {
         int layers = _attentions.Length;
-        var (selectDown, selectUp, placement) = Constants(_unique[0].A.device, dtype);
-        var down = selectDown.mm(cat(_unique.Select(p => (Tensor)p.A).ToArray(), 0));         // [linears·rank, in]
-        var upT = selectUp.mm(cat(_unique.Select(p => (Tensor)p.B).ToArray(), 1).t());        // [linears·rank, out]
+        var (down, upT) = _factors.Gather(); // [linears·rank, in], [linears·rank, out], fp32
         var downs = down.to(dtype).view(layers, _targets * _rank, -1).unbind(0);
         // Each target's rows placed at its third of the packed output: [layers, targets·rank, 3·out], zeros elsewhere.
-        var upTs = upT.to(dtype).view(layers, _targets, _rank, 1, -1).mul(placement).view(layers, _targets * _rank, -1).unbind(0);
+        var upTs = upT.to(dtype).view(layers, _targets, _rank, 1, -1).mul(Placement(upT.device, dtype))
+            .view(layers, _targets * _rank, -1).unbind(0);
         for (int l = 0; l < layers; l++)
             _attentions[l].UsePackedUpdate(new LayerUpdate(downs[l], upTs[l], _linears.AsSpan(l * _targets, _targets).ToArray(), _rank));
     }
@@ -89,25 +87,85 @@ internal sealed class StackedLowRank : IDisposable
         foreach (var attention in _attentions) attention.UsePackedUpdate(null);
     }
 
-    private (Tensor Down, Tensor Up, Tensor Placement) Constants(Device device, ScalarType dtype)
+    private Tensor Placement(Device device, ScalarType dtype)
     {
-        if (_constants is { } c && c.Down.device_type == device.type && c.Down.device_index == device.index && c.Placement.dtype == dtype)
-            return c;
-        Dispose();
-        long rows = _linears.Length * _rank, width = _downSelection.Length / rows;
+        if (_placementTensor is { } p && p.device_type == device.type && p.device_index == device.index && p.dtype == dtype) return p;
+        _placementTensor?.Dispose();
         using var scope = NewDisposeScope();
-        _constants = (tensor(_downSelection, [rows, width]).to(device).DetachFromDisposeScope(),
-            tensor(_upSelection, [rows, width]).to(device).DetachFromDisposeScope(),
-            tensor(_placement, [1, _targets, 1, 3, 1]).to(dtype).to(device).DetachFromDisposeScope());
-        return _constants.Value;
+        _placementTensor = tensor(_placement, [1, _targets, 1, 3, 1]).to(dtype).to(device).DetachFromDisposeScope();
+        return _placementTensor;
     }
 
     public void Dispose()
     {
-        _constants?.Down.Dispose();
-        _constants?.Up.Dispose();
-        _constants?.Placement.Dispose();
-        _constants = null;
+        _placementTensor?.Dispose();
+        _factors.Dispose();
+    }
+
+    /// <summary>The factors of all stacked projections, built from their parameters for one forward.</summary>
+    private interface IFactorSource : IDisposable
+    {
+        /// <summary>Down-projections [projections·rank, in] and scaled transposed up-projections [projections·rank, out].</summary>
+        (Tensor Down, Tensor UpT) Gather();
+    }
+
+    /// <summary>LoRA pairs, some shared between projections (MSPLoRA), each projection's pairs in order.</summary>
+    private sealed class SharedPairs : IFactorSource
+    {
+        private readonly LowRankUpdate[] _unique;
+        private readonly float[] _downSelection; // [uses' ranks, unique ranks]: 1 where a use reads a pair's row
+        private readonly float[] _upSelection;   // same, scaled by alpha/r
+        private (Tensor Down, Tensor Up)? _selection;
+
+        public SharedPairs(LowRankUpdate[] uses)
+        {
+            _unique = uses.Distinct().ToArray();
+            var offsets = new Dictionary<LowRankUpdate, int>();
+            int width = 0;
+            foreach (var p in _unique) { offsets[p] = width; width += p.Rank; }
+            _downSelection = new float[uses.Sum(p => p.Rank) * width];
+            _upSelection = new float[_downSelection.Length];
+            int row = 0;
+            foreach (var p in uses)
+                for (int r = 0; r < p.Rank; r++, row++)
+                {
+                    _downSelection[row * width + offsets[p] + r] = 1;
+                    _upSelection[row * width + offsets[p] + r] = (float)p.Scaling;
+                }
+        }
+
+        public (Tensor Down, Tensor UpT) Gather()
+        {
+            var (selectDown, selectUp) = Selection(_unique[0].A.device);
+            return (selectDown.mm(cat(_unique.Select(p => (Tensor)p.A).ToArray(), 0)),
+                selectUp.mm(cat(_unique.Select(p => (Tensor)p.B).ToArray(), 1).t()));
+        }
+
+        private (Tensor Down, Tensor Up) Selection(Device device)
+        {
+            if (_selection is { } s && s.Down.device_type == device.type && s.Down.device_index == device.index) return s;
+            Dispose();
+            long width = _unique.Sum(p => p.Rank), rows = _downSelection.Length / width;
+            using var scope = NewDisposeScope();
+            _selection = (tensor(_downSelection, [rows, width]).to(device).DetachFromDisposeScope(),
+                tensor(_upSelection, [rows, width]).to(device).DetachFromDisposeScope());
+            return _selection.Value;
+        }
+
+        public void Dispose()
+        {
+            _selection?.Down.Dispose();
+            _selection?.Up.Dispose();
+            _selection = null;
+        }
+    }
+
+    /// <summary>SVD-form updates (AdaLoRA, LoRA²), one per projection.</summary>
+    private sealed class SvdFactors(SvdUpdate[] updates) : IFactorSource
+    {
+        public (Tensor Down, Tensor UpT) Gather() => SvdUpdate.Stack(updates);
+
+        public void Dispose() { }
     }
 
     /// <summary>One layer's slice: its targets' down-projections stacked [targets·rank, in] and the placed up-projection.</summary>
@@ -117,10 +175,10 @@ internal sealed class StackedLowRank : IDisposable
 
         public Tensor Down(Tensor tokens)
         {
-            if (!targets.Any(t => t.Pairs![0].DropsInput))
+            if (!targets.Any(t => t.Updates[0].DropsInput))
                 return nn.functional.linear(tokens, down);
             // Each target draws its own dropout mask, as separate adapters would.
-            return cat(targets.Select((t, i) => nn.functional.linear(t.Pairs![0].Dropout(tokens), down.narrow(0, i * rank, rank))).ToArray(), -1);
+            return cat(targets.Select((t, i) => nn.functional.linear(t.Updates[0].Dropout(tokens), down.narrow(0, i * rank, rank))).ToArray(), -1);
         }
     }
 }

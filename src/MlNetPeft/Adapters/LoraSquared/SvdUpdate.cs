@@ -77,6 +77,30 @@ internal sealed class SvdUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
         return nn.functional.linear(h, lora_B.to(dt));
     }
 
+    public bool DropsInput => dropout.training && dropout.Probability > 0;
+
+    public Tensor Dropout(Tensor x) => dropout.call(x);
+
+    /// <summary>
+    /// The factors of many updates of one layout at once, for a stacked forward (see <see cref="StackedLowRank"/>):
+    /// V's rows [n·r, in] and (scale·U·diag(λ⊙mask))ᵀ [n·r, out], in a handful of batched ops for all n.
+    /// </summary>
+    public static (Tensor Down, Tensor UpT) Stack(IReadOnlyList<SvdUpdate> updates)
+    {
+        Tensor Stacked(Func<SvdUpdate, Tensor> factor) => stack(updates.Select(factor).ToArray());
+        var values = Stacked(u => u.lora_E).mul(Stacked(u => u.rank_mask)).mul(updates[0].Scaling); // [n, r, 1]
+        var (v, uT) = updates[0].IsTwoPlane
+            ? (Stacked(u => u.lora_B).bmm(Stacked(u => u.lora_A)),
+               Stacked(u => u.lora_aa!).transpose(1, 2).bmm(Stacked(u => u.lora_bb!).transpose(1, 2)))
+            : (Stacked(u => u.lora_A), Stacked(u => u.lora_B).transpose(1, 2));
+        return (v.flatten(0, 1), uT.mul(values).flatten(0, 1));
+    }
+
+    /// <summary>Whether <paramref name="other"/> has this update's factor shapes and scaling (so they stack).</summary>
+    public bool StacksWith(SvdUpdate other) =>
+        other.Scaling == Scaling && other.lora_A.shape.SequenceEqual(lora_A.shape) && other.lora_B.shape.SequenceEqual(lora_B.shape)
+        && other.IsTwoPlane == IsTwoPlane && (!IsTwoPlane || other.lora_bb!.shape.SequenceEqual(lora_bb!.shape));
+
     /// <summary>U (out×r) and V (r×in) of ΔW = scale·U·diag(λ⊙mask)·V.</summary>
     public (Tensor U, Tensor V) Factors() => lora_aa is not null
         ? (lora_bb!.matmul(lora_aa), lora_B.matmul(lora_A))
