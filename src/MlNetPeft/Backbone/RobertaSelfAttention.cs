@@ -76,29 +76,25 @@ internal sealed class RobertaSelfAttention : nn.Module
     {
         if (_packed is null || !_packed.IsCurrent(Linears()))
             return (Heads(query.call(queries), batch), Heads(key.call(tokens), batch), Heads(value.call(tokens), batch));
-        long h = _heads * _headDim;
         var update = _update;
         bool ownUpdates = update is null && new[] { query, key, value }.Any(p => p is IAdaptedProjection { AddsUpdate: true });
+        return ownUpdates ? PackedWithOwnUpdates(_packed, queries, tokens, batch) : Packed(_packed, queries, tokens, batch, update);
+    }
+
+    /// <summary>The packed GEMM plus, when given, the layer's packed update; heads split in three ops.</summary>
+    private (Tensor Q, Tensor K, Tensor V) Packed(PackedProjections packed, Tensor queries, Tensor tokens, long batch, IPackedUpdate? update)
+    {
+        long h = _heads * _headDim;
         var lowRank = update?.Down(tokens);
         if (ReferenceEquals(queries, tokens))
         {
-            var qkv = nn.functional.linear(tokens, _packed.Weight, _packed.Bias);
-            if (ownUpdates)
-            {
-                var split = qkv.split(h, -1);
-                return (Heads(WithUpdate(query, split[0], tokens), batch), Heads(WithUpdate(key, split[1], tokens), batch), Heads(WithUpdate(value, split[2], tokens), batch));
-            }
+            var qkv = nn.functional.linear(tokens, packed.Weight, packed.Bias);
             if (update is not null) qkv = LowRank.AddTo(qkv, lowRank!, update.UpT);
             var heads = SplitHeads(qkv, batch);
             return (heads[0], heads[1], heads[2]);
         }
-        var kv = nn.functional.linear(tokens, _packed.Weight.narrow(0, h, 2 * h), _packed.Bias.narrow(0, h, 2 * h));
-        if (ownUpdates)
-        {
-            var split = kv.split(h, -1);
-            return (Heads(query.call(queries), batch), Heads(WithUpdate(key, split[0], tokens), batch), Heads(WithUpdate(value, split[1], tokens), batch));
-        }
-        var q = nn.functional.linear(queries, _packed.Weight.narrow(0, 0, h), _packed.Bias.narrow(0, 0, h));
+        var q = nn.functional.linear(queries, packed.Weight.narrow(0, 0, h), packed.Bias.narrow(0, 0, h));
+        var kv = nn.functional.linear(tokens, packed.Weight.narrow(0, h, 2 * h), packed.Bias.narrow(0, h, 2 * h));
         if (update is not null)
         {
             // The queries are the leading tokens: their rank-space activations are the tokens' leading rows.
@@ -108,6 +104,21 @@ internal sealed class RobertaSelfAttention : nn.Module
         }
         var kvHeads = SplitHeads(kv, batch);
         return (Heads(q, batch), kvHeads[0], kvHeads[1]);
+    }
+
+    /// <summary>The packed GEMM, then each adapted projection adds its own update to its slice (forwards that do not
+    /// stack: prediction without merging, methods whose updates do not stack).</summary>
+    private (Tensor Q, Tensor K, Tensor V) PackedWithOwnUpdates(PackedProjections packed, Tensor queries, Tensor tokens, long batch)
+    {
+        long h = _heads * _headDim;
+        if (ReferenceEquals(queries, tokens))
+        {
+            var qkv = nn.functional.linear(tokens, packed.Weight, packed.Bias).split(h, -1);
+            return (Heads(WithUpdate(query, qkv[0], tokens), batch), Heads(WithUpdate(key, qkv[1], tokens), batch),
+                Heads(WithUpdate(value, qkv[2], tokens), batch));
+        }
+        var kv = nn.functional.linear(tokens, packed.Weight.narrow(0, h, 2 * h), packed.Bias.narrow(0, h, 2 * h)).split(h, -1);
+        return (Heads(query.call(queries), batch), Heads(WithUpdate(key, kv[0], tokens), batch), Heads(WithUpdate(value, kv[1], tokens), batch));
     }
 
     /// <summary>[batch·seq, hidden] → [batch, heads, seq, head dim].</summary>
