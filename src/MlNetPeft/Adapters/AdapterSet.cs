@@ -12,8 +12,7 @@ namespace MlNetPeft.Adapters;
 internal sealed class AdapterSet : nn.Module
 {
     private readonly List<(string Name, nn.Module Component)> _components = new();
-    private readonly List<(string Path, AdaptedLinear Linear)> _wrapped = new();
-    private readonly List<(int Layer, string Target, AdaptedLinear Linear)> _placed = new();
+    private readonly List<(string Path, int Layer, string Target, AdaptedLinear Linear)> _wrapped = new();
     private RobertaModel? _encoder;
     private StackedLowRank? _stack;
     private bool _planned;
@@ -25,7 +24,8 @@ internal sealed class AdapterSet : nn.Module
     public AdapterSet() : base("adapters") { }
 
     public IReadOnlyList<(string Name, nn.Module Component)> Components => _components;
-    public IReadOnlyList<(string Path, AdaptedLinear Linear)> Wrapped => _wrapped;
+    /// <summary>Every wrapped projection: its module path, layer, target ("query", "key", "value") and wrapper.</summary>
+    public IReadOnlyList<(string Path, int Layer, string Target, AdaptedLinear Linear)> Wrapped => _wrapped;
 
     /// <summary>Registers a component under <paramref name="name"/> (letters, digits and '_' only).</summary>
     public T Add<T>(string name, T component) where T : nn.Module
@@ -53,26 +53,25 @@ internal sealed class AdapterSet : nn.Module
                 var updates = updatesFor(i, target, (int)linear.in_features, (int)linear.out_features);
                 var wrapped = new AdaptedLinear(linear, updates, fuse);
                 attention.ReplaceProjection(target, wrapped);
-                _wrapped.Add(($"roberta.encoder.layer.{i}.attention.self.{target}", wrapped));
-                _placed.Add((i, target, wrapped));
+                _wrapped.Add(($"roberta.encoder.layer.{i}.attention.self.{target}", i, target, wrapped));
             }
         }
     }
 
     public void Merge()
     {
-        foreach (var (_, linear) in _wrapped) linear.Merge();
+        foreach (var w in _wrapped) w.Linear.Merge();
     }
 
     /// <summary>
-    /// Gathers the LoRA factors into one stack for a forward that records a graph (see <see cref="StackedLowRank"/>);
+    /// Gathers the adapter factors into one stack for a forward that records a graph (see <see cref="StackedLowRank"/>);
     /// true when it did, and then <see cref="ReleaseStacks"/> must follow the forward. Forwards without gradients
     /// (prediction, possibly from several threads at once) use each projection's own factors.
     /// </summary>
     public bool StackFactors(ScalarType dtype)
     {
         if (!StackingEnabled || !is_grad_enabled() || _encoder is null || _wrapped.Any(w => w.Linear.IsMerged)) return false;
-        if (!_planned) (_stack, _planned) = (StackedLowRank.TryPlan(_encoder, _placed), true);
+        if (!_planned) (_stack, _planned) = (StackedLowRank.TryPlan(_encoder, _wrapped.Select(w => (w.Layer, w.Target, w.Linear))), true);
         if (_stack is null || !_stack.CanApply) return false;
         _stack.Prepare(dtype);
         return true;
