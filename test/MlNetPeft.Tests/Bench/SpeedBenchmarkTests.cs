@@ -45,6 +45,12 @@ public sealed class SpeedBenchmarkTests
     }
 
     [TestMethod]
+    public void StackingComparisonRuns()
+    {
+        Assert.AreEqual(0, StackingComparison.Run(BenchArgs.Parse(["stacking", "--shape", "tiny", "--steps", "2"])));
+    }
+
+    [TestMethod]
     public void ShapeCanBeGivenAsDimensions()
     {
         var config = SpeedBenchmark.ConfigFor("12x64x4x128");
