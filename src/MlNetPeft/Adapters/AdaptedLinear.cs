@@ -15,8 +15,7 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>, IAdaptedProject
     private readonly Linear base_layer;
     private readonly IReadOnlyList<IWeightDelta> _updates;
     private readonly LowRankUpdate[]? _pairs;
-    private readonly float[]? _fusedScaling;
-    private Tensor? _fusedScalingRow;
+    private readonly DeviceConstant? _fusedScaling; // each fused column's alpha/r, [1, total rank]
     private bool _merged;
 
     /// <param name="baseLayer">The frozen projection.</param>
@@ -31,7 +30,7 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>, IAdaptedProject
         if ((fuse || updates.Count == 1) && updates.All(u => u is LowRankUpdate))
             _pairs = updates.Cast<LowRankUpdate>().ToArray();
         if (_pairs is { Length: > 1 })
-            _fusedScaling = _pairs.SelectMany(u => Enumerable.Repeat((float)u.Scaling, u.Rank)).ToArray();
+            _fusedScaling = new DeviceConstant(_pairs.SelectMany(u => Enumerable.Repeat((float)u.Scaling, u.Rank)).ToArray(), [1, _pairs.Sum(u => u.Rank)]);
         register_module(nameof(base_layer), base_layer);
     }
 
@@ -69,25 +68,9 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>, IAdaptedProject
         else
         {
             down = cat(_pairs.Select(u => (Tensor)u.A).ToArray(), 0).to(dt);
-            up = cat(_pairs.Select(u => (Tensor)u.B).ToArray(), 1).mul(FusedScalingRow(x.device)).to(dt);
+            up = cat(_pairs.Select(u => (Tensor)u.B).ToArray(), 1).mul(_fusedScaling!.On(x.device)).to(dt);
         }
         return LowRank.AddTo(y, nn.functional.linear(_pairs[0].Dropout(x), down), up.t(), alpha);
-    }
-
-    /// <summary>Each fused column's alpha/r as a [1, total rank] fp32 row on the input's device (made once per device;
-    /// locked because prediction engines may share the model across threads).</summary>
-    private Tensor FusedScalingRow(Device device)
-    {
-        lock (_fusedScaling!)
-        {
-            if (_fusedScalingRow is null || _fusedScalingRow.device_type != device.type || _fusedScalingRow.device_index != device.index)
-            {
-                _fusedScalingRow?.Dispose();
-                using var scope = NewDisposeScope();
-                _fusedScalingRow = tensor(_fusedScaling, [1, _fusedScaling.Length]).to(device).DetachFromDisposeScope();
-            }
-            return _fusedScalingRow;
-        }
     }
 
     /// <summary>Folds every update into the base weight (inference only: the updates stop training).</summary>
@@ -103,7 +86,7 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>, IAdaptedProject
 
     protected override void Dispose(bool disposing)
     {
-        if (disposing) _fusedScalingRow?.Dispose();
+        if (disposing) _fusedScaling?.Dispose();
         base.Dispose(disposing);
     }
 }

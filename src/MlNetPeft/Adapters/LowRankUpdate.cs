@@ -46,7 +46,7 @@ internal sealed class LowRankUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
 
     public Tensor DeltaWeight() => lora_B.matmul(lora_A).mul(Scaling);
 
-    public bool DropsInput => dropout.training && dropout.Probability > 0;
+    public bool DropsInput => dropout.Drops;
 
     /// <summary>This pair's input dropout (shared by a fused group, see <see cref="AdaptedLinear"/>).</summary>
     public Tensor Dropout(Tensor x) => dropout.call(x);

@@ -21,8 +21,7 @@ internal sealed class StackedLowRank : IDisposable
     private readonly AdaptedLinear[] _linears;   // layer-major, then query, key, value order
     private readonly IFactorSource _factors;
     private readonly int _targets, _rank;
-    private readonly float[] _placement;         // [targets, 3]: 1 where a target's rows sit in the packed output
-    private Tensor? _placementTensor;
+    private readonly DeviceConstant _placement;  // [targets, 3]: 1 where a target's rows sit in the packed output
 
     private StackedLowRank(RobertaSelfAttention[] attentions, AdaptedLinear[] linears, int[] slots, IFactorSource factors, int rank)
     {
@@ -31,8 +30,9 @@ internal sealed class StackedLowRank : IDisposable
         _factors = factors;
         _targets = slots.Length;
         _rank = rank;
-        _placement = new float[_targets * 3];
-        for (int t = 0; t < _targets; t++) _placement[t * 3 + slots[t]] = 1;
+        var placement = new float[_targets * 3];
+        for (int t = 0; t < _targets; t++) placement[t * 3 + slots[t]] = 1;
+        _placement = new DeviceConstant(placement, [1, _targets, 1, 3, 1]);
     }
 
     /// <summary>
@@ -76,7 +76,7 @@ internal sealed class StackedLowRank : IDisposable
         var (down, upT) = _factors.Gather(); // [linears·rank, in], [linears·rank, out], fp32
         var downs = down.to(dtype).view(layers, _targets * _rank, -1).unbind(0);
         // Each target's rows placed at its third of the packed output: [layers, targets·rank, 3·out], zeros elsewhere.
-        var upTs = upT.to(dtype).view(layers, _targets, _rank, 1, -1).mul(Placement(upT.device, dtype))
+        var upTs = upT.to(dtype).view(layers, _targets, _rank, 1, -1).mul(_placement.On(upT.device, dtype))
             .view(layers, _targets * _rank, -1).unbind(0);
         for (int l = 0; l < layers; l++)
             _attentions[l].UsePackedUpdate(new LayerUpdate(downs[l], upTs[l], _linears.AsSpan(l * _targets, _targets).ToArray(), _rank));
@@ -87,18 +87,9 @@ internal sealed class StackedLowRank : IDisposable
         foreach (var attention in _attentions) attention.UsePackedUpdate(null);
     }
 
-    private Tensor Placement(Device device, ScalarType dtype)
-    {
-        if (_placementTensor is { } p && p.device_type == device.type && p.device_index == device.index && p.dtype == dtype) return p;
-        _placementTensor?.Dispose();
-        using var scope = NewDisposeScope();
-        _placementTensor = tensor(_placement, [1, _targets, 1, 3, 1]).to(dtype).to(device).DetachFromDisposeScope();
-        return _placementTensor;
-    }
-
     public void Dispose()
     {
-        _placementTensor?.Dispose();
+        _placement.Dispose();
         _factors.Dispose();
     }
 
@@ -113,9 +104,8 @@ internal sealed class StackedLowRank : IDisposable
     private sealed class SharedPairs : IFactorSource
     {
         private readonly LowRankUpdate[] _unique;
-        private readonly float[] _downSelection; // [uses' ranks, unique ranks]: 1 where a use reads a pair's row
-        private readonly float[] _upSelection;   // same, scaled by alpha/r
-        private (Tensor Down, Tensor Up)? _selection;
+        private readonly DeviceConstant _downSelection; // [uses' ranks, unique ranks]: 1 where a use reads a pair's row
+        private readonly DeviceConstant _upSelection;   // same, scaled by alpha/r
 
         public SharedPairs(LowRankUpdate[] uses)
         {
@@ -123,40 +113,30 @@ internal sealed class StackedLowRank : IDisposable
             var offsets = new Dictionary<LowRankUpdate, int>();
             int width = 0;
             foreach (var p in _unique) { offsets[p] = width; width += p.Rank; }
-            _downSelection = new float[uses.Sum(p => p.Rank) * width];
-            _upSelection = new float[_downSelection.Length];
+            int rows = uses.Sum(p => p.Rank);
+            var down = new float[rows * width];
+            var up = new float[down.Length];
             int row = 0;
             foreach (var p in uses)
                 for (int r = 0; r < p.Rank; r++, row++)
                 {
-                    _downSelection[row * width + offsets[p] + r] = 1;
-                    _upSelection[row * width + offsets[p] + r] = (float)p.Scaling;
+                    down[row * width + offsets[p] + r] = 1;
+                    up[row * width + offsets[p] + r] = (float)p.Scaling;
                 }
+            (_downSelection, _upSelection) = (new DeviceConstant(down, [rows, width]), new DeviceConstant(up, [rows, width]));
         }
 
         public (Tensor Down, Tensor UpT) Gather()
         {
-            var (selectDown, selectUp) = Selection(_unique[0].A.device);
-            return (selectDown.mm(cat(_unique.Select(p => (Tensor)p.A).ToArray(), 0)),
-                selectUp.mm(cat(_unique.Select(p => (Tensor)p.B).ToArray(), 1).t()));
-        }
-
-        private (Tensor Down, Tensor Up) Selection(Device device)
-        {
-            if (_selection is { } s && s.Down.device_type == device.type && s.Down.device_index == device.index) return s;
-            Dispose();
-            long width = _unique.Sum(p => p.Rank), rows = _downSelection.Length / width;
-            using var scope = NewDisposeScope();
-            _selection = (tensor(_downSelection, [rows, width]).to(device).DetachFromDisposeScope(),
-                tensor(_upSelection, [rows, width]).to(device).DetachFromDisposeScope());
-            return _selection.Value;
+            var device = _unique[0].A.device;
+            return (_downSelection.On(device).mm(cat(_unique.Select(p => (Tensor)p.A).ToArray(), 0)),
+                _upSelection.On(device).mm(cat(_unique.Select(p => (Tensor)p.B).ToArray(), 1).t()));
         }
 
         public void Dispose()
         {
-            _selection?.Down.Dispose();
-            _selection?.Up.Dispose();
-            _selection = null;
+            _downSelection.Dispose();
+            _upSelection.Dispose();
         }
     }
 

@@ -23,7 +23,8 @@ internal sealed class FastDropout : nn.Module<Tensor, Tensor>
         _p = p;
     }
 
-    public double Probability => _p;
+    /// <summary>Whether a call drops anything now (training, with a positive probability).</summary>
+    public bool Drops => training && _p > 0;
 
     public override Tensor forward(Tensor x) => Apply(x, _p, training);
 

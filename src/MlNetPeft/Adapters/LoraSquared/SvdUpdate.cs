@@ -77,7 +77,7 @@ internal sealed class SvdUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
         return nn.functional.linear(h, lora_B.to(dt));
     }
 
-    public bool DropsInput => dropout.training && dropout.Probability > 0;
+    public bool DropsInput => dropout.Drops;
 
     public Tensor Dropout(Tensor x) => dropout.call(x);
 
