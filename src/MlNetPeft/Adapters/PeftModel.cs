@@ -24,6 +24,9 @@ internal sealed class PeftModel : IDisposable
     public Device Device { get; private set; } = CPU;
     public ScalarType BackboneDType { get; private set; } = ScalarType.Float32;
 
+    /// <summary>fp32 masters of a training backbone stored in lower precision, by parameter name (see <see cref="To"/>).</summary>
+    private Dictionary<string, Tensor>? _masters;
+
     /// <summary>Builds the network from a checkpoint's tensors, freezes it and attaches adapters.</summary>
     public static PeftModel Create(RobertaConfig config, int outputs, AdapterConfig adapters,
         IReadOnlyDictionary<string, Tensor> backboneWeights, string source, bool loadHead = false)
@@ -54,21 +57,39 @@ internal sealed class PeftModel : IDisposable
 
     public long TrainableCount => TrainableParameters().Sum(p => p.Parameter.numel());
 
-    /// <summary>Moves to a device; the frozen backbone may be stored in bf16 while trainable weights stay fp32
-    /// (manual mixed precision: TorchSharp has no autocast).</summary>
-    public void To(Device device, ScalarType backboneDType)
+    /// <summary>Moves to a device; the backbone may be stored in bf16 (manual mixed precision: TorchSharp has no
+    /// autocast). Adapters and head stay fp32. A backbone that trains (full fine-tuning) then trains a bf16 compute copy
+    /// of fp32 master weights (<see cref="BodyMasters"/>; bf16 weights alone would lose updates below their resolution),
+    /// unless <paramref name="keepMasters"/> is false (a model loaded for prediction only).</summary>
+    public void To(Device device, ScalarType backboneDType, bool keepMasters = true)
     {
         if (device.type == DeviceType.CPU) Training.CpuAllocator.KeepFreedMemory();
+        if (_masters is not null && backboneDType != BackboneDType)
+            throw new InvalidOperationException($"the backbone trains in {BackboneDType} against fp32 masters; it cannot change to {backboneDType}");
         Network.to(device);
         Adapters.to(device);
-        // Adapters are not submodules of the encoder, so this converts only the frozen weights. A backbone that
-        // trains keeps fp32 weights (bf16 master weights would lose the updates).
-        if (Config.TrainsBackbone) backboneDType = ScalarType.Float32;
+        if (_masters is not null)
+            foreach (var (name, master) in _masters.ToList())
+            {
+                _masters[name] = master.to(device).DetachFromDisposeScope();
+                master.Dispose(); // the old handle: on the same device the new one shares its storage
+            }
+        else if (Config.TrainsBackbone && keepMasters && backboneDType != ScalarType.Float32)
+        {
+            using var _ = no_grad();
+            _masters = Network.Encoder.named_parameters().ToDictionary(p => p.name, p => p.parameter.detach().clone().DetachFromDisposeScope());
+        }
+        // Adapters are not submodules of the encoder, so this converts the backbone alone.
         if (backboneDType != ScalarType.Float32) Network.Encoder.to(backboneDType);
         foreach (var layer in Network.Encoder.Layers) layer.SelfAttention.PackProjections();
         Device = device;
         BackboneDType = backboneDType;
     }
+
+    /// <summary>The fp32 masters of the backbone's weights when it trains in lower precision, in the order of
+    /// <see cref="BodyParameters"/>; null otherwise. The optimizer updates these and casts them into the weights.</summary>
+    public IReadOnlyList<Tensor>? BodyMasters() =>
+        _masters is null ? null : Network.Encoder.named_parameters().Select(p => _masters[p.name]).ToList();
 
     /// <summary>Logits (fp32) for a batch of token ids; <paramref name="attentionMask"/> is null when nothing is padded.</summary>
     public Tensor Forward(Tensor inputIds, Tensor? attentionMask)
@@ -91,10 +112,14 @@ internal sealed class PeftModel : IDisposable
         Adapters.train(on);
     }
 
-    /// <summary>Head and adapter parameters plus adapter buffers (pruning masks): what a saved model holds.</summary>
+    /// <summary>Head and adapter parameters plus adapter buffers (pruning masks): what a saved model holds. A backbone
+    /// weight with an fp32 master is represented by its master.</summary>
     private IEnumerable<(string Name, Tensor Tensor)> StateTensors() =>
-        TrainableParameters().Select(p => (p.Name, (Tensor)p.Parameter))
+        TrainableParameters().Select(p => (p.Name, MasterOf(p.Name) ?? p.Parameter))
             .Concat(Adapters.named_buffers().Select(b => ("adapters." + b.name, b.buffer)));
+
+    private Tensor? MasterOf(string stateName) =>
+        _masters is not null && stateName.StartsWith("roberta.", StringComparison.Ordinal) ? _masters[stateName["roberta.".Length..]] : null;
 
     /// <summary>A copy (CPU, fp32) of the adapter and head tensors, keyed "classifier.*" and "adapters.*". Always a
     /// copy: on CPU in fp32, .cpu() and .to() return the parameter itself, which keeps training.</summary>
@@ -114,6 +139,8 @@ internal sealed class PeftModel : IDisposable
         }
         var unexpected = state.Keys.Except(expected.Select(e => e.Name)).ToList();
         if (unexpected.Count > 0) throw new InvalidDataException($"{source}: unexpected tensors {string.Join(", ", unexpected.Take(5))}");
+        if (_masters is not null)
+            foreach (var (name, parameter) in Network.Encoder.named_parameters()) parameter.copy_(_masters[name]);
     }
 
     /// <summary>Folds the adapters into the frozen weights: same outputs, no adapter cost per token.</summary>
@@ -123,6 +150,7 @@ internal sealed class PeftModel : IDisposable
 
     public void Dispose()
     {
+        if (_masters is not null) foreach (var master in _masters.Values) master.Dispose();
         Adapters.Dispose();
         Network.Dispose();
     }

@@ -70,7 +70,8 @@ public abstract class PeftTextTrainerOptions
     /// <summary>CPU, CUDA, or CUDA when available.</summary>
     public ComputeDevice Device = ComputeDevice.Auto;
 
-    /// <summary>Precision of the frozen backbone: bf16 on CUDA by default, fp32 on CPU.</summary>
+    /// <summary>Precision of the backbone: bf16 on CUDA by default, fp32 on CPU. Full fine-tuning in bf16 updates fp32
+    /// master weights and computes with a bf16 copy of them.</summary>
     public ComputePrecision Precision = ComputePrecision.Auto;
 
     /// <summary>Store the backbone weights inside the model zip (self-contained, but as large as the backbone).</summary>

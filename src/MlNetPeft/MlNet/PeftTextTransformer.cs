@@ -135,7 +135,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
             foreach (var t in weights.Values.Concat(state.Values).Distinct(ReferenceEqualityComparer.Instance)) ((Tensor)t!).Dispose();
         }
         var device = ComputeSelection.SelectDevice(ComputeDevice.Auto);
-        model.To(device, ComputeSelection.SelectPrecision(ComputePrecision.Auto, device));
+        model.To(device, ComputeSelection.SelectPrecision(ComputePrecision.Auto, device), keepMasters: false); // predicts only
         return new PeftTextTransformer(env, info, model, tokenizer, labelValues, embedded);
     }
 

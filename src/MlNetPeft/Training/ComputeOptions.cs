@@ -14,14 +14,15 @@ public enum ComputeDevice
     Cuda,
 }
 
-/// <summary>Numeric precision of the frozen backbone. Trainable weights always stay fp32.</summary>
+/// <summary>Numeric precision of the backbone. Adapters, head and optimizer state always stay fp32; a backbone that
+/// trains (full fine-tuning) in bf16 is a compute copy of fp32 master weights.</summary>
 public enum ComputePrecision
 {
     /// <summary>bf16 on CUDA, fp32 on CPU.</summary>
     Auto,
     /// <summary>fp32 everywhere (bit-for-bit parity with PyTorch fp32).</summary>
     Float32,
-    /// <summary>bf16 backbone weights and activations, fp32 adapters, head and optimizer state.</summary>
+    /// <summary>bf16 backbone weights and activations, fp32 adapters, head, optimizer state and (full fine-tuning) master weights.</summary>
     BFloat16,
 }
 

@@ -10,37 +10,99 @@ namespace MlNetPeft.Training;
 /// parameter: MSPLoRA on roberta-base has 68 trainable tensors, and on a GPU each kernel is a launch (PyTorch's
 /// foreach/fused AdamW exist for the same reason). Gradients are zeroed by dropping them (set to none, PyTorch's
 /// default), so the autograd engine hands each parameter its new gradient without an add; the first clip or step
-/// after a backward gathers them into one flat buffer and re-seats each gradient as a view of it.
+/// after a backward gathers them into one flat buffer and re-seats each gradient as a view of it. A group may train
+/// a bf16 compute copy against fp32 masters (full fine-tuning in mixed precision).
 /// </summary>
 internal sealed class FlatAdamW : IDisposable
 {
-    private sealed class Group(IReadOnlyList<Parameter> parameters, Tensor weights, double learningRate, double weightDecay) : IDisposable
+    /// <summary>Parameters with their learning rate and weight decay. With <paramref name="Masters"/> (fp32 tensors of
+    /// the same shapes, one per parameter) the parameters are a low-precision compute copy: AdamW updates the masters and
+    /// each step casts them back into the parameters (mixed precision without autocast; PyTorch's AMP keeps fp32 weights
+    /// and casts them on every forward instead).</summary>
+    public sealed record ParameterGroup(IReadOnlyList<Parameter> Parameters, double LearningRate, double WeightDecay,
+        IReadOnlyList<Tensor>? Masters = null);
+
+    private sealed class Group : IDisposable
     {
-        public IReadOnlyList<Parameter> Parameters { get; } = parameters;
-        public Tensor Weights { get; } = weights;
-        public Tensor ExpAvg { get; } = zeros_like(weights).DetachFromDisposeScope();
-        public Tensor ExpAvgSq { get; } = zeros_like(weights).DetachFromDisposeScope();
-        public double BaseLearningRate { get; } = learningRate;
-        public double WeightDecay { get; } = weightDecay;
+        public Group(ParameterGroup group)
+        {
+            Parameters = group.Parameters.ToArray();
+            BaseLearningRate = group.LearningRate;
+            WeightDecay = group.WeightDecay;
+            if (group.Masters is null)
+                Weights = Flatten(Parameters);
+            else
+            {
+                Compute = Flatten(Parameters);
+                Weights = Flatten(group.Masters);
+            }
+            ExpAvg = zeros_like(Weights).DetachFromDisposeScope();
+            ExpAvgSq = zeros_like(Weights).DetachFromDisposeScope();
+        }
 
-        /// <summary>This step's gradients, flat (null until gathered after a backward).</summary>
-        public Tensor? Grads { get; set; }
+        public Parameter[] Parameters { get; }
+        /// <summary>The fp32 weights AdamW updates: the parameters' own storage, or their masters'.</summary>
+        public Tensor Weights { get; }
+        /// <summary>The parameters' storage when they are a low-precision copy of <see cref="Weights"/>, else null.</summary>
+        public Tensor? Compute { get; }
+        public Tensor ExpAvg { get; }
+        public Tensor ExpAvgSq { get; }
+        public double BaseLearningRate { get; }
+        public double WeightDecay { get; }
 
-        /// <summary>One copy of every parameter's gradient (zeros where a parameter got none), each parameter's
-        /// gradient then a view of it.</summary>
+        /// <summary>This step's gradients, flat and fp32 (null until gathered after a backward).</summary>
+        public Tensor? Grads { get; private set; }
+
+        /// <summary>Copies the tensors into one new flat buffer and re-seats each as a view of it.</summary>
+        private static Tensor Flatten(IReadOnlyList<Tensor> tensors)
+        {
+            Tensor flat;
+            using (NewDisposeScope())
+                flat = cat(tensors.Select(t => t.detach().flatten()).ToArray()).DetachFromDisposeScope();
+            long offset = 0;
+            foreach (var t in tensors)
+            {
+                long n = t.numel();
+                using var view = flat.narrow(0, offset, n).view(t.shape);
+                t.set_(view);
+                offset += n;
+                if (t is Parameter p) p.grad = null;
+            }
+            return flat;
+        }
+
+        /// <summary>One flat copy of every parameter's gradient (zeros where a parameter got none). fp32 parameters then
+        /// have their gradients re-seated as views of it, so a further backward adds to it; a compute copy's gradients
+        /// are cast into it and dropped, and a further backward's are added at the next gather.</summary>
         public void Gather()
         {
-            if (Grads is not null) return;
-            using (var scope = NewDisposeScope())
-                Grads = cat(Parameters.Select(p => (p.grad ?? zeros_like(p)).flatten()).ToArray()).DetachFromDisposeScope();
-            long offset = 0;
-            foreach (var p in Parameters)
+            if (Compute is null)
             {
-                long n = p.numel();
-                p.grad = Grads.narrow(0, offset, n).view(p.shape);
-                offset += n;
+                if (Grads is not null) return;
+                using (NewDisposeScope()) Grads = FlatGrads().DetachFromDisposeScope();
+                long offset = 0;
+                foreach (var p in Parameters)
+                {
+                    long n = p.numel();
+                    p.grad = Grads.narrow(0, offset, n).view(p.shape);
+                    offset += n;
+                }
+                return;
             }
+            if (Grads is not null && Parameters.All(p => p.grad is null)) return;
+            using (NewDisposeScope())
+            {
+                var grads = FlatGrads().to(ScalarType.Float32);
+                if (Grads is null) Grads = grads.DetachFromDisposeScope();
+                else Grads.add_(grads);
+            }
+            foreach (var p in Parameters) p.grad = null;
         }
+
+        private Tensor FlatGrads() => cat(Parameters.Select(p => (p.grad ?? zeros_like(p)).flatten()).ToArray());
+
+        /// <summary>After a step: the compute copy takes the updated weights (one cast).</summary>
+        public void RefreshCompute() => Compute?.copy_(Weights);
 
         public void DropGrads()
         {
@@ -51,7 +113,7 @@ internal sealed class FlatAdamW : IDisposable
 
         public void Dispose()
         {
-            foreach (var t in new[] { Weights, ExpAvg, ExpAvgSq, Grads }) t?.Dispose();
+            foreach (var t in new[] { Weights, Compute, ExpAvg, ExpAvgSq, Grads }) t?.Dispose();
         }
     }
 
@@ -60,36 +122,40 @@ internal sealed class FlatAdamW : IDisposable
     private int _step;
     private double _scheduleFactor = 1;
 
-    /// <param name="groups">Parameters (fp32, one device) with their learning rate and weight decay; a group may
-    /// be empty. Each parameter keeps its identity (modules still hold it); only its storage moves.</param>
+    /// <param name="groups">Parameters on one device with their learning rate and weight decay; a group may be empty.
+    /// Parameters are fp32, or any floating type with fp32 masters. Each parameter (and master) keeps its identity
+    /// (modules still hold it); only its storage moves.</param>
     /// <param name="beta1">Decay of the gradient's running mean (PyTorch's default).</param>
     /// <param name="beta2">Decay of the squared gradient's running mean (PyTorch's default).</param>
     /// <param name="eps">Added to the denominator (PyTorch's default).</param>
-    public FlatAdamW(IEnumerable<(IReadOnlyList<Parameter> Parameters, double LearningRate, double WeightDecay)> groups,
-        double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8)
+    public FlatAdamW(IEnumerable<ParameterGroup> groups, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8)
     {
         (_beta1, _beta2, _eps) = (beta1, beta2, eps);
         using var _ = no_grad();
-        foreach (var (parameters, lr, wd) in groups)
+        foreach (var group in groups)
         {
-            if (parameters.Count == 0) continue;
-            var first = parameters[0];
-            if (parameters.Any(p => p.dtype != ScalarType.Float32 || p.device_type != first.device_type || p.device_index != first.device_index))
-                throw new InvalidOperationException("FlatAdamW needs fp32 parameters on one device");
-            Tensor weights;
-            using (NewDisposeScope())
-                weights = cat(parameters.Select(p => p.detach().flatten()).ToArray()).DetachFromDisposeScope();
-            long offset = 0;
-            foreach (var p in parameters)
-            {
-                long n = p.numel();
-                using var weightView = weights.narrow(0, offset, n).view(p.shape);
-                p.set_(weightView);
-                p.grad = null;
-                offset += n;
-            }
-            _groups.Add(new Group(parameters.ToArray(), weights, lr, wd));
+            if (group.Parameters.Count == 0) continue;
+            Validate(group);
+            _groups.Add(new Group(group));
         }
+    }
+
+    private static void Validate(ParameterGroup group)
+    {
+        var first = group.Parameters[0];
+        var all = group.Parameters.Concat<Tensor>(group.Masters ?? []);
+        if (all.Any(t => t.device_type != first.device_type || t.device_index != first.device_index))
+            throw new InvalidOperationException("FlatAdamW needs all of a group's tensors on one device");
+        if (group.Masters is null)
+        {
+            if (group.Parameters.Any(p => p.dtype != ScalarType.Float32))
+                throw new InvalidOperationException("FlatAdamW needs fp32 parameters, or fp32 masters for them");
+            return;
+        }
+        if (group.Masters.Count != group.Parameters.Count
+            || group.Masters.Zip(group.Parameters).Any(m => m.First.dtype != ScalarType.Float32 || !m.First.shape.SequenceEqual(m.Second.shape))
+            || group.Parameters.Any(p => !p.is_floating_point()))
+            throw new InvalidOperationException("FlatAdamW needs one fp32 master of the same shape per floating-point parameter");
     }
 
     /// <summary>Learning rate of the first group (the body: adapters, or the backbone when fine-tuning fully).</summary>
@@ -113,6 +179,7 @@ internal sealed class FlatAdamW : IDisposable
             g.ExpAvgSq.mul_(_beta2).addcmul_(g.Grads!, g.Grads!, value: 1 - _beta2);
             var denominator = g.ExpAvgSq.sqrt().div_(Math.Sqrt(correction2)).add_(_eps);
             g.Weights.addcdiv_(g.ExpAvg, denominator, value: -lr / correction1);
+            g.RefreshCompute();
         }
     }
 

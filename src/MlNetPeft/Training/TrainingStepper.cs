@@ -24,8 +24,8 @@ internal sealed class TrainingStepper : IDisposable
         _task = task;
         _optimizer = new FlatAdamW(
         [
-            (model.BodyParameters().ToList(), settings.LearningRate, settings.WeightDecay),
-            (model.HeadParameters().ToList(), settings.LearningRate * settings.HeadLearningRateRatio, settings.WeightDecay),
+            new(model.BodyParameters().ToList(), settings.LearningRate, settings.WeightDecay, model.BodyMasters()),
+            new(model.HeadParameters().ToList(), settings.LearningRate * settings.HeadLearningRateRatio, settings.WeightDecay),
         ]);
         _schedule = LearningRateSchedule.LinearWithWarmup(totalSteps, settings.WarmupRatio);
         _optimizer.ScaleLearningRates(_schedule(0));

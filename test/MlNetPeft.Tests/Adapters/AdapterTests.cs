@@ -325,6 +325,50 @@ public sealed class AdapterTests
         }
     }
 
+    /// <summary>Full fine-tuning in bf16 trains a bf16 compute copy of fp32 masters: the masters start as the exact fp32
+    /// weights, keep steps too small for bf16 to resolve, the forward's weights are the masters cast, the saved state is
+    /// the masters, and the steps go the way fp32 training's do.</summary>
+    [TestMethod]
+    public void FullFineTuningInBfloatTrainsFloat32Masters()
+    {
+        using var mixed = Tiny(new MlNetPeft.Adapters.Full.FullFineTuningConfig());
+        using var fp32 = Tiny(new MlNetPeft.Adapters.Full.FullFineTuningConfig());
+        var start = mixed.TrainableState();
+        mixed.To(CPU, ScalarType.BFloat16);
+        fp32.To(CPU, ScalarType.Float32);
+        Assert.IsNull(fp32.BodyMasters());
+        var names = mixed.Network.Encoder.named_parameters().Select(p => "roberta." + p.name).ToList();
+        foreach (var (key, master) in names.Zip(mixed.BodyMasters()!))
+            Assert.IsTrue(master.equal(start[key]).all().item<bool>(), $"{key}: the master starts as the exact fp32 weight");
+        var batch = new MlNetPeft.Training.Batch(Ids, Mask, tensor(new long[] { 0, 1, 2 }), 3);
+        var settings = new MlNetPeft.Training.TrainingSettings { BatchSize = 3, LearningRate = 1e-4, WarmupRatio = 0 };
+        foreach (var model in new[] { mixed, fp32 })
+        {
+            using var stepper = new MlNetPeft.Training.TrainingStepper(model, settings, MlNetPeft.Training.TaskKind.Classification, totalSteps: 100);
+            for (int i = 0; i < 3; i++) using (NewDisposeScope()) stepper.Run(batch);
+        }
+        var (mixedState, fp32State) = (mixed.TrainableState(), fp32.TrainableState());
+        var weights = mixed.Network.Encoder.named_parameters().ToList();
+        Assert.IsTrue(weights.All(w => w.parameter.dtype == ScalarType.BFloat16));
+        long keptOnlyByMaster = 0;
+        var (mixedSteps, fp32Steps) = (new List<Tensor>(), new List<Tensor>());
+        foreach (var ((name, weight), master) in weights.Zip(mixed.BodyMasters()!))
+        {
+            string key = "roberta." + name;
+            var initial = start[key];
+            Assert.IsTrue(mixedState[key].equal(master).all().item<bool>(), $"{key}: the saved state is the master");
+            Assert.IsTrue(weight.equal(master.to(ScalarType.BFloat16)).all().item<bool>(), $"{name}: the forward's weight is its master cast");
+            keptOnlyByMaster += master.ne(initial).logical_and(master.to(ScalarType.BFloat16).eq(initial.to(ScalarType.BFloat16))).sum().item<long>();
+            mixedSteps.Add((master - initial).flatten());
+            fp32Steps.Add((fp32State[key] - initial).flatten());
+        }
+        Assert.IsGreaterThan(0L, keptOnlyByMaster, "steps below bf16's resolution are kept by the masters");
+        var (a, b) = (cat(mixedSteps.ToArray()), cat(fp32Steps.ToArray()));
+        double cosine = a.dot(b).item<float>() / (a.norm().item<float>() * b.norm().item<float>());
+        Assert.IsGreaterThan(0.9, cosine, $"bf16 and fp32 steps agree in direction (cosine {cosine:F3})");
+        Assert.ThrowsExactly<InvalidOperationException>(() => mixed.To(CPU, ScalarType.Float32));
+    }
+
     /// <summary>With adapter dropout, a stacked training forward drops each target's input separately: it draws a mask
     /// per target (so it differs from the dropout-free forward) and every pair still gets a gradient.</summary>
     [TestMethod]

@@ -86,14 +86,18 @@ public sealed class TaskFormTests
         StringAssert.Contains(e.Message, "'Sentence2'");
     }
 
+    /// <summary>In fp32 the reloaded zip scores identically. Trained in bf16 (a bf16 compute copy of fp32 masters, as on
+    /// CUDA), the zip holds the fp32 masters and reloads on the CPU in fp32, so its scores agree to bf16's rounding.</summary>
     [TestMethod]
-    public void FullFineTuningTrainsTheBackboneAndSavesIt()
+    [DataRow(ComputePrecision.Float32)]
+    [DataRow(ComputePrecision.BFloat16)]
+    public void FullFineTuningTrainsTheBackboneAndSavesIt(ComputePrecision precision)
     {
         var ml = new MLContext(seed: 1);
         var train = ml.Data.LoadFromEnumerable(ToyText.Rows(240, 1));
         var test = ml.Data.LoadFromEnumerable(ToyText.Rows(90, 2));
         var backbone = PeftTrainerFixture.CopyOfTinyBackbone();
-        var options = new FullFineTuningOptions { BackboneDirectory = backbone, MaxEpochs = 6, LearningRate = 1e-3, BatchSize = 16 };
+        var options = new FullFineTuningOptions { BackboneDirectory = backbone, MaxEpochs = 6, LearningRate = 1e-3, BatchSize = 16, Precision = precision };
         var (model, progress) = PeftTrainerFixture.Fit(ml, train, options);
         Assert.IsLessThan(progress.First().Loss / 2, progress.Last().Loss);
         Assert.IsGreaterThan(0.8, ml.MulticlassClassification.Evaluate(model.Transform(test)).MicroAccuracy);
@@ -108,6 +112,8 @@ public sealed class TaskFormTests
         var loaded = fresh.Model.Load(zip, out _);
         var expected = PeftTrainerFixture.Scores(model, test, ml);
         var actual = PeftTrainerFixture.Scores(loaded, test, fresh);
-        for (int i = 0; i < expected.Length; i++) CollectionAssert.AreEqual(expected[i], actual[i]);
+        for (int i = 0; i < expected.Length; i++)
+            if (precision == ComputePrecision.Float32) CollectionAssert.AreEqual(expected[i], actual[i]);
+            else for (int c = 0; c < expected[i].Length; c++) Assert.AreEqual(expected[i][c], actual[i][c], 0.03, $"row {i}, class {c}");
     }
 }

@@ -24,7 +24,7 @@ public sealed class FlatAdamWTests
     {
         var ours = Parameters(5);
         var theirs = ours.Select(p => new Parameter(p.detach().clone())).ToArray();
-        using var flat = new FlatAdamW([(ours[..2], 0.1, 0.01), (ours[2..], 0.03, 0.0)]);
+        using var flat = new FlatAdamW([new(ours[..2], 0.1, 0.01), new(ours[2..], 0.03, 0.0)]);
         using var reference = optim.AdamW(new[]
         {
             new AdamW.ParamGroup(theirs[..2], lr: 0.1, weight_decay: 0.01),
@@ -63,7 +63,7 @@ public sealed class FlatAdamWTests
         var theirs = ours.Select(p => new Parameter(p.detach().clone())).ToArray();
         var unused = new Parameter(randn(3));
         var unusedBefore = unused.detach().clone();
-        using var flat = new FlatAdamW([(ours.Append(unused).ToList(), 0.1, 0.01)]);
+        using var flat = new FlatAdamW([new(ours.Append(unused).ToList(), 0.1, 0.01)]);
         using var reference = optim.AdamW(theirs, lr: 0.1, weight_decay: 0.01);
         for (int pass = 0; pass < 2; pass++)
         {
@@ -86,7 +86,7 @@ public sealed class FlatAdamWTests
     {
         var ours = Parameters(6);
         var theirs = ours.Select(p => new Parameter(p.detach().clone())).ToArray();
-        using var flat = new FlatAdamW([(ours[..1], 0.1, 0.0), (ours[1..], 0.1, 0.0)]);
+        using var flat = new FlatAdamW([new(ours[..1], 0.1, 0.0), new(ours[1..], 0.1, 0.0)]);
         Backward(ours, 0);
         Backward(theirs, 0);
         flat.ClipGradNorm(0.5);
@@ -102,12 +102,52 @@ public sealed class FlatAdamWTests
     {
         var parameters = Parameters(7);
         var before = parameters.Select(p => p.detach().clone()).ToArray();
-        using var flat = new FlatAdamW([(parameters, 0.1, 0.0)]);
+        using var flat = new FlatAdamW([new(parameters, 0.1, 0.0)]);
         for (int i = 0; i < parameters.Length; i++)
         {
             Assert.IsTrue(parameters[i].equal(before[i]).all().item<bool>(), $"parameter {i} keeps its values");
             Assert.IsTrue(parameters[i].is_leaf && parameters[i].requires_grad);
         }
-        Assert.ThrowsExactly<InvalidOperationException>(() => new FlatAdamW([([new Parameter(randn(2).to(ScalarType.Float64))], 0.1, 0.0)]));
+        Assert.ThrowsExactly<InvalidOperationException>(() => new FlatAdamW([new([new Parameter(randn(2).to(ScalarType.Float64))], 0.1, 0.0)]));
+    }
+
+    /// <summary>A bf16 compute copy trained against fp32 masters: AdamW and clipping act on the masters as TorchSharp's do
+    /// on fp32 parameters given the same (bf16) gradients, a backward after the clip adds to the clipped gradients, and
+    /// every step casts the masters into the compute copy. The steps are below bf16's resolution at these weights, so
+    /// only the masters keep them.</summary>
+    [TestMethod]
+    public void MastersTrainAndRefreshTheirBfloatCopy()
+    {
+        var theirs = Parameters(9);
+        var masters = theirs.Select(p => p.detach().clone()).ToArray();
+        var start = theirs.Select(p => p.detach().clone()).ToArray();
+        var ours = theirs.Select(p => new Parameter(p.detach().to(ScalarType.BFloat16))).ToArray();
+        using var flat = new FlatAdamW([new(ours, 1e-3, 0.01, masters)]);
+        using var reference = optim.AdamW(theirs, lr: 1e-3, weight_decay: 0.01);
+        for (int step = 0; step < 3; step++)
+        {
+            Backward(ours, step);
+            for (int i = 0; i < ours.Length; i++) theirs[i].grad = ours[i].grad!.to(ScalarType.Float32);
+            flat.ClipGradNorm(0.5);
+            nn.utils.clip_grad_norm_(theirs, 0.5);
+            Backward(ours, step + 10);
+            for (int i = 0; i < ours.Length; i++) theirs[i].grad!.add_(ours[i].grad!.to(ScalarType.Float32));
+            flat.Step();
+            reference.step();
+            flat.ZeroGrad();
+            reference.zero_grad();
+            for (int i = 0; i < ours.Length; i++)
+            {
+                Assert.IsTrue(masters[i].allclose(theirs[i], rtol: 1e-6, atol: 1e-7), $"master {i}, step {step}");
+                Assert.IsTrue(ours[i].equal(masters[i].to(ScalarType.BFloat16)).all().item<bool>(), $"compute copy {i} is its master cast");
+            }
+        }
+        for (int i = 0; i < ours.Length; i++)
+        {
+            Assert.IsTrue(masters[i].ne(start[i]).all().item<bool>(), $"every element of master {i} moved");
+            Assert.IsTrue(ours[i].eq(start[i].to(ScalarType.BFloat16)).any().item<bool>(), $"some of compute copy {i} did not");
+            Assert.AreEqual(ScalarType.BFloat16, ours[i].dtype);
+        }
+        Assert.ThrowsExactly<InvalidOperationException>(() => new FlatAdamW([new(ours[..1], 0.1, 0.0, [randn(2)])]), "master of another shape");
     }
 }

@@ -3,8 +3,9 @@ using MlNetPeft.Backbone;
 namespace MlNetPeft.Adapters.Full;
 
 /// <summary>
-/// Full fine-tuning, the baseline adapters are compared with: no adapters, every backbone weight trains (in
-/// fp32 even on CUDA, since the weights themselves are updated), and the saved model holds the whole backbone.
+/// Full fine-tuning, the baseline adapters are compared with: no adapters, every backbone weight trains (in bf16 on
+/// CUDA as a compute copy of fp32 masters, which the optimizer updates and the zip saves), and the saved model holds
+/// the whole backbone.
 /// </summary>
 public sealed record FullFineTuningConfig : AdapterConfig
 {
