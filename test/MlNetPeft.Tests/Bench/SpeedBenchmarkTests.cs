@@ -22,9 +22,11 @@ public sealed class SpeedBenchmarkTests
     }
 
     [TestMethod]
-    public void BfloatBackboneTrainsOnCpu()
+    [DataRow("lora")]
+    [DataRow("full")]
+    public void BfloatBackboneTrainsOnCpu(string method)
     {
-        var run = SpeedBenchmark.Measure("tiny", "lora", batch: 4, seq: 16, steps: 1, CPU, ScalarType.BFloat16, peak: 1e11);
+        var run = SpeedBenchmark.Measure("tiny", method, batch: 4, seq: 16, steps: 1, CPU, ScalarType.BFloat16, peak: 1e11);
         Assert.AreEqual("BFloat16", run.Precision);
         Assert.IsGreaterThan(0.0, run.TrainSamplesPerSecond);
     }
