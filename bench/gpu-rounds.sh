@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On a GPU machine (no .NET SDK), from the repository root, after ../shared/gpu/pack.sh packed the bench into .gpu/:
-#   bash bench/gpu-rounds.sh [rounds] [methods]     e.g. bash bench/gpu-rounds.sh 4 lora,msplora
+#   bash bench/gpu-rounds.sh [rounds] [methods]     e.g. bash bench/gpu-rounds.sh 4 lora,msplora,full
 # Unpacks the bench once, checks the HF fixture on CUDA, times the step with and without stacked adapter factors,
 # then alternates our speed run (roberta-base shape, b32 s128,
 # one process per round) with bench/peft_reference.py for the given number of rounds: both engines are bound by the
@@ -8,6 +8,7 @@
 # stdout and, when $OUT is set (the device tool), to $OUT/rounds.txt and $OUT/ours.json.
 set -uo pipefail
 rounds=${1:-4}; methods=${2:-lora,msplora}
+reference=lora; [[ ,$methods, == *,full,* ]] && reference=lora,full   # PEFT has LoRA and full fine-tuning
 out=${OUT:-/tmp/gpu-rounds}; mkdir -p "$out"
 exec > >(tee "$out/rounds.txt") 2>"$out/stderr.txt"
 app=/tmp/gpu-app; rm -rf $app; mkdir -p $app; tar -xJf .gpu/app.tar.xz -C $app
@@ -22,6 +23,6 @@ timeout 150 $bench stacking --device cuda --shape base --batch 32 --seq 128 --st
 for r in $(seq 1 "$rounds"); do
   echo "== round $r"
   timeout 150 $bench speed --shape base --method "$methods" --steps 50 $([ "$r" = 1 ] && echo --phases) --out /tmp/gpu-rounds-json | grep -v wrote
-  timeout 120 python3 bench/peft_reference.py --shape base --method lora --steps 50
+  timeout 180 python3 bench/peft_reference.py --shape base --method "$reference" --steps 50
 done
 cat /tmp/gpu-rounds-json/*.json > "$out/ours.json"
