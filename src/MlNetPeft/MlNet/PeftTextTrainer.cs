@@ -81,7 +81,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
             model.To(device, precision);
             Log($"Device {device.type}, backbone {precision}.{Environment.NewLine}{model.Report()}");
             var loop = new TrainingLoop(model, o.ToTrainingSettings(), _task, tokenizer.PadId, Log);
-            loop.Run(train, validation);
+            loop.Run(train, validation, _host.CheckAlive); // MLContext.CancelExecution (AutoML) stops training at the next batch
         }
         catch
         {

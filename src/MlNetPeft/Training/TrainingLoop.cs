@@ -33,7 +33,12 @@ internal sealed class TrainingLoop
         _log = log;
     }
 
-    public TrainingResult Run(IReadOnlyList<Example> train, IReadOnlyList<Example>? validation, CancellationToken cancel = default)
+    /// <summary>Trains on <paramref name="train"/>, scoring <paramref name="validation"/> (when given) after each epoch.</summary>
+    /// <param name="train">Training examples.</param>
+    /// <param name="validation">Validation examples, or null.</param>
+    /// <param name="checkAlive">Called before every batch; throws to stop training (ML.NET's <c>CheckAlive</c>, which
+    /// <c>MLContext.CancelExecution</c> arms).</param>
+    public TrainingResult Run(IReadOnlyList<Example> train, IReadOnlyList<Example>? validation, Action? checkAlive = null)
     {
         if (train.Count == 0) throw new InvalidOperationException("The training data has no rows.");
         var s = _settings;
@@ -56,7 +61,7 @@ internal sealed class TrainingLoop
                 _model.Train();
                 foreach (var rows in Batcher.Order(train.Count, s.BatchSize, shuffle, lengths))
                 {
-                    cancel.ThrowIfCancellationRequested();
+                    checkAlive?.Invoke();
                     using (var scope = NewDisposeScope())
                     {
                         var loss = stepper.Run(Batcher.Make(train, rows, _padId, _model.Device, _task));

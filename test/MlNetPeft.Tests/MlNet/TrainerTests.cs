@@ -1,6 +1,8 @@
+using System.Reflection;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using MlNetPeft.MlNet;
+using MlNetPeft.Training;
 using TorchSharp;
 
 namespace MlNetPeft.Tests.MlNet;
@@ -36,6 +38,26 @@ public sealed class TrainerTests
         var engine = ml.Model.CreatePredictionEngine<ToyText.Row, ToyText.Prediction>(model);
         Assert.AreEqual("animal", engine.Predict(new ToyText.Row { Sentence1 = "zebra wolf fox owl" }).PredictedLabel);
         Assert.AreEqual("fruit", engine.Predict(new ToyText.Row { Sentence1 = "peach melon apple cherry" }).PredictedLabel);
+    }
+
+    /// <summary>MLContext.CancelExecution stops training at the next batch, as it stops ML.NET's own trainers (it is
+    /// internal in ML.NET 5, called by AutoML when an experiment's time is up; the test reaches it by reflection).</summary>
+    [TestMethod]
+    public void CancelExecutionStopsTraining()
+    {
+        var ml = new MLContext(seed: 1);
+        var train = ml.Data.LoadFromEnumerable(ToyText.Rows(240, seed: 1));
+        var options = PeftTrainerFixture.Lora(epochs: 50);
+        var reports = new List<TrainingProgress>();
+        options.ProgressCallback = p =>
+        {
+            reports.Add(p);
+            typeof(MLContext).GetMethod("CancelExecution", BindingFlags.NonPublic | BindingFlags.Instance)!.Invoke(ml, null);
+        };
+        var pipeline = ToyText.KeyLabel(ml).Append(PeftTrainerFixture.Classifier(ml, options));
+        Assert.ThrowsExactly<OperationCanceledException>(() => pipeline.Fit(train));
+        Assert.HasCount(1, reports, "no batch after the cancel");
+        Assert.AreEqual(options.LogEveryNSteps, reports[0].Step);
     }
 
     [TestMethod]
