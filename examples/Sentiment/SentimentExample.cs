@@ -40,6 +40,7 @@ public static class SentimentExample
             Sentence1ColumnName = nameof(Review.Sentence),
             MaxEpochs = args.Epochs,
             LearningRate = args.LearningRate,
+            Precision = args.Precision,
             BatchSize = 32,
             ValidationSet = labels.Transform(dev),
         };

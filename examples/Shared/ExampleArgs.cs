@@ -1,4 +1,5 @@
 using System.Globalization;
+using MlNetPeft.Training;
 
 namespace MlNetPeft.Examples;
 
@@ -12,6 +13,8 @@ public sealed record ExampleArgs
     public int Epochs { get; init; }
     public double LearningRate { get; init; }
     public required string ModelPath { get; init; }
+    /// <summary>Backbone precision for training (Auto: fp32 on CPU, bf16 on CUDA).</summary>
+    public ComputePrecision Precision { get; init; }
 
     /// <summary>The repository folder holding models/ and data/, found above the running program.</summary>
     public static string RepositoryRoot()
@@ -27,6 +30,7 @@ public sealed record ExampleArgs
     {
         string? backbone = null, data = null, model = null;
         int devRows = 0;
+        var precision = ComputePrecision.Auto;
         for (int i = 0; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -39,6 +43,14 @@ public sealed record ExampleArgs
                 case "--max-dev-rows": devRows = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--epochs": epochs = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--learning-rate": lr = double.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--precision":
+                    precision = Next() switch
+                    {
+                        "fp32" => ComputePrecision.Float32,
+                        "bf16" => ComputePrecision.BFloat16,
+                        var other => throw new ArgumentException($"--precision takes fp32 or bf16, not '{other}'"),
+                    };
+                    break;
                 default: throw new ArgumentException($"unknown option {args[i]}");
             }
         }
@@ -56,6 +68,7 @@ public sealed record ExampleArgs
             MaxDevRows = devRows,
             Epochs = epochs,
             LearningRate = lr,
+            Precision = precision,
             ModelPath = model ?? Path.Combine(Path.GetTempPath(), name + "-msplora.zip"),
         };
     }

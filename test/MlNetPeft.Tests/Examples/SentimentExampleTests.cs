@@ -16,4 +16,14 @@ public sealed class SentimentExampleTests
         Assert.IsTrue(File.Exists(model));
         Assert.IsLessThan(2_000_000L, new FileInfo(model).Length);
     }
+
+    [TestMethod]
+    public void PrecisionOptionParses()
+    {
+        ExampleArgs Parse(params string[] args) => ExampleArgs.Parse(args, "sentiment", trainRows: 10, epochs: 1);
+        Assert.AreEqual(MlNetPeft.Training.ComputePrecision.Auto, Parse().Precision);
+        Assert.AreEqual(MlNetPeft.Training.ComputePrecision.BFloat16, Parse("--precision", "bf16").Precision);
+        Assert.AreEqual(MlNetPeft.Training.ComputePrecision.Float32, Parse("--precision", "fp32").Precision);
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => Parse("--precision", "fp16")).Message, "'fp16'");
+    }
 }
