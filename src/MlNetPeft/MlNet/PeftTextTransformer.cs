@@ -134,8 +134,14 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         {
             foreach (var t in weights.Values.Concat(state.Values).Distinct(ReferenceEqualityComparer.Instance)) ((Tensor)t!).Dispose();
         }
-        var device = ComputeSelection.SelectDevice(ComputeDevice.Auto);
-        model.To(device, ComputeSelection.SelectPrecision(ComputePrecision.Auto, device), keepMasters: false); // predicts only
+        Device device;
+        try { device = ComputeSelection.SelectDevice(LoadSettings.Device); }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+        model.To(device, ComputeSelection.SelectPrecision(LoadSettings.Precision, device), keepMasters: false); // predicts only
         return new PeftTextTransformer(env, info, model, tokenizer, labelValues, embedded);
     }
 

@@ -1,6 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using MlNetPeft.MlNet;
+using MlNetPeft.Training;
 
 namespace MlNetPeft.Tests.MlNet;
 
@@ -54,6 +55,35 @@ public sealed class SaveLoadTests
         var after = fresh.Model.CreatePredictionEngine<ToyText.Row, ToyText.Prediction>(loaded).Predict(new() { Sentence1 = "owl fox yak" });
         Assert.AreEqual(before.PredictedLabel, after.PredictedLabel);
         CollectionAssert.AreEqual(before.Score, after.Score);
+    }
+
+    /// <summary>LoadSettings choose the loaded model's precision and device: bf16 scores agree with fp32 to bf16's rounding
+    /// but are not the same numbers; a CUDA device that is not there is a clear error.</summary>
+    [TestMethod]
+    public void LoadSettingsChooseThePrecisionAndDevice()
+    {
+        var (ml, data, model) = Train(PeftTrainerFixture.Lora(2));
+        var zip = TempZip();
+        ml.Model.Save(model, data.Schema, zip);
+        var fp32 = PeftTrainerFixture.Scores(new MLContext().Model.Load(zip, out _), data, ml);
+        try
+        {
+            LoadSettings.Precision = ComputePrecision.BFloat16;
+            var bf16 = PeftTrainerFixture.Scores(new MLContext().Model.Load(zip, out _), data, ml);
+            double largest = fp32.Zip(bf16).SelectMany(r => r.First.Zip(r.Second, (a, b) => Math.Abs(a - b))).Max();
+            Assert.IsTrue(largest is > 0 and < 0.05, $"largest score difference {largest}");
+            if (!TorchSharp.torch.cuda.is_available())
+            {
+                LoadSettings.Device = ComputeDevice.Cuda;
+                var e = Assert.Throws<Exception>(() => new MLContext().Model.Load(zip, out _));
+                StringAssert.Contains(Flatten(e), "no CUDA device");
+            }
+        }
+        finally
+        {
+            LoadSettings.Precision = ComputePrecision.Auto;
+            LoadSettings.Device = ComputeDevice.Auto;
+        }
     }
 
     [TestMethod]
