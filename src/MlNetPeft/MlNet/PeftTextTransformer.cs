@@ -93,6 +93,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     {
         Contracts.CheckValue(env, nameof(env));
         ctx.CheckAtModel(GetVersionInfo());
+        var device = ComputeSelection.SelectDevice(LoadSettings.Device); // before anything is built: it may refuse
         var info = PeftModelInfo.FromJson(ctx.LoadNonEmptyString());
         var labelValues = ctx.Reader.ReadBoolean() ? KeyValues.Load(env, ctx.Reader.BaseStream) : null;
         var adapters = ReadStream(ctx, AdapterStream) ?? throw new InvalidDataException($"model zip lacks {AdapterStream}");
@@ -133,13 +134,6 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         finally
         {
             foreach (var t in weights.Values.Concat(state.Values).Distinct(ReferenceEqualityComparer.Instance)) ((Tensor)t!).Dispose();
-        }
-        Device device;
-        try { device = ComputeSelection.SelectDevice(LoadSettings.Device); }
-        catch
-        {
-            model.Dispose();
-            throw;
         }
         model.To(device, ComputeSelection.SelectPrecision(LoadSettings.Precision, device), keepMasters: false); // predicts only
         return new PeftTextTransformer(env, info, model, tokenizer, labelValues, embedded);

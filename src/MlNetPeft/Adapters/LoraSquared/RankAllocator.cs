@@ -52,24 +52,19 @@ internal sealed class RankAllocator : ITrainingHooks
     {
         var terms = new List<Tensor>();
         var cross = new List<Tensor>();
-        foreach (var group in updates.GroupBy(u => string.Join("|", Factors(u).Select(Shape))))
+        var factored = updates.Select(u => (Update: u, Factors: u.OrthonormalFactors()));
+        foreach (var group in factored.GroupBy(x => string.Join("|", x.Factors.Rows.Concat(x.Factors.Columns).Select(Shape))))
         {
-            var (rowFactors, columnFactors) = group.First().OrthonormalFactors();
-            Tensor Stacked(int factor) => stack(group.Select(u => Factors(u)[factor]).ToArray());
-            var rows = Enumerable.Range(0, rowFactors.Count).Select(Stacked).ToArray();
-            var columns = Enumerable.Range(rowFactors.Count, columnFactors.Count).Select(Stacked).ToArray();
+            // The i-th factor of one side (LoRA²'s rows: A, aa; columns: B, bb. AdaLoRA's: A; B) of every update, stacked.
+            Tensor[] Stacked(Func<(IReadOnlyList<Tensor> Rows, IReadOnlyList<Tensor> Columns), IReadOnlyList<Tensor>> side) =>
+                Enumerable.Range(0, side(group.First().Factors).Count).Select(i => stack(group.Select(x => side(x.Factors)[i]).ToArray())).ToArray();
+            var rows = Stacked(f => f.Rows);
+            var columns = Stacked(f => f.Columns);
             terms.AddRange(rows.Select(m => Distance(m.bmm(m.transpose(1, 2)))));
             terms.AddRange(columns.Select(m => Distance(m.transpose(1, 2).bmm(m))));
-            if (group.First().IsTwoPlane) cross.Add(SvdUpdate.CrossTerms(a: rows[0], aa: rows[1], b: columns[0], bb: columns[1]));
+            if (group.First().Update.IsTwoPlane) cross.Add(SvdUpdate.CrossTerms(a: rows[0], aa: rows[1], b: columns[0], bb: columns[1]));
         }
         return (cat(terms.ToArray()).mean(), cross.Count == 0 ? null : cat(cross.ToArray()).mean());
-    }
-
-    /// <summary>An update's row factors, then its column factors (LoRA²: A, aa, B, bb; AdaLoRA: A, B).</summary>
-    private static IReadOnlyList<Tensor> Factors(SvdUpdate update)
-    {
-        var (rows, columns) = update.OrthonormalFactors();
-        return [.. rows, .. columns];
     }
 
     /// <summary>‖G − I‖_F of each Gram matrix in a batch [n, d, d].</summary>
