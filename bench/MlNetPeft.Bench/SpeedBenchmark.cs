@@ -19,7 +19,7 @@ internal sealed record SpeedRun(
     string Engine, string Shape, string Method, string Device, string Precision, int Batch, int Seq, int Threads, long Trainable,
     double TrainSamplesPerSecond, double InferSamplesPerSecond, double TrainTokensPerSecond, double TrainTflops, double InferTflops,
     double PeakTflops, double TrainFractionOfPeak, double InferFractionOfPeak, double PeakMemoryGiB,
-    double? ReferenceTrainSamplesPerSecond, double? ReferenceInferSamplesPerSecond);
+    double? ReferenceTrainSamplesPerSecond, double? ReferenceInferSamplesPerSecond, int Accumulation = 1);
 
 /// <summary>
 /// Throughput of the training step (forward, backward, AdamW) and of merged inference on random inputs of a model
@@ -37,6 +37,7 @@ internal static class SpeedBenchmark
         var shapes = a.List("shape", "mini");
         var methods = a.List("method", "lora,msplora");
         int batch = a.Int("batch", 32), seq = a.Int("seq", 128), steps = a.Int("steps", 10), threads = a.Int("threads", 0);
+        int accumulation = a.Int("accumulate", 1);
         if (threads > 0) set_num_threads(threads);
         var device = a.Text("device", "auto") switch
         {
@@ -50,8 +51,8 @@ internal static class SpeedBenchmark
         foreach (var shape in shapes)
             foreach (var method in methods)
             {
-                var run = Measure(shape, method, batch, seq, steps, device, precision, peak, a.Flag("phases"));
-                if (a.Flag("reference") && device.type == DeviceType.CPU && method is "lora" or "msplora" or "full")
+                var run = Measure(shape, method, batch, seq, steps, device, precision, peak, a.Flag("phases"), accumulation);
+                if (a.Flag("reference") && accumulation == 1 && device.type == DeviceType.CPU && method is "lora" or "msplora" or "full")
                 {
                     var (train, infer) = Reference(a.Text("reference-script", Path.Combine(BenchArgs.RepositoryRoot(), "bench", "reference.py")),
                         shape, method, batch, seq, steps, get_num_threads());
@@ -95,7 +96,7 @@ internal static class SpeedBenchmark
     };
 
     internal static SpeedRun Measure(string shape, string method, int batch, int seq, int steps, Device device, ScalarType precision, double peak,
-        bool phases = false)
+        bool phases = false, int accumulation = 1)
     {
         manual_seed(0);
         var config = ConfigFor(shape);
@@ -107,17 +108,18 @@ internal static class SpeedBenchmark
         var ids = randint(3, config.VocabSize, [batch, seq]).to(device).DetachFromDisposeScope();
         var labels = randint(0, 2, [batch]).to(device).DetachFromDisposeScope();
         var data = new Batch(ids, null, labels, batch);
+        var stepBatches = Enumerable.Repeat(data, accumulation).ToList(); // gradient accumulation: one step, K batches
         using var memory = new PeakMemory(device);
 
         // Training: the training loop's own step (hooks, clipping, AdamW, schedule) on a fixed batch. The schedule
         // is long enough that warm-up and timed steps all fall inside it.
         using var stepper = new TrainingStepper(model, new TrainingSettings { BatchSize = batch, LearningRate = 1e-4 }, TaskKind.Classification, steps + 100_000);
         model.Train();
-        WarmUp(() => stepper.Run(data), device);
+        WarmUp(() => stepper.Run(stepBatches), device);
         var clock = Stopwatch.StartNew();
         for (int i = 0; i < steps; i++)
         {
-            using (NewDisposeScope()) stepper.Run(data);
+            using (NewDisposeScope()) stepper.Run(stepBatches);
             Console.Error.Write($"\r  {shape} {method}: training step {i + 1}/{steps}   ");
         }
         Sync(device);
@@ -144,10 +146,11 @@ internal static class SpeedBenchmark
         Console.Error.Write("\r" + new string(' ', 60) + "\r");
 
         var flops = Flops.For(config, model, method, batch, seq);
-        double trainFlops = flops.Train * steps / train, inferFlops = flops.Forward * steps / infer;
+        double trainFlops = flops.Train * accumulation * steps / train, inferFlops = flops.Forward * steps / infer;
         return new SpeedRun("MlNetPeft (TorchSharp 0.107, libtorch 2.10)", shape, method, device.type.ToString(), precision.ToString(), batch, seq,
-            get_num_threads(), model.TrainableCount, batch * steps / train, batch * steps / infer, (double)batch * seq * steps / train,
-            trainFlops / 1e12, inferFlops / 1e12, peak / 1e12, trainFlops / peak, inferFlops / peak, memory.PeakGiB, null, null);
+            get_num_threads(), model.TrainableCount, batch * accumulation * steps / train, batch * steps / infer,
+            (double)batch * accumulation * seq * steps / train, trainFlops / 1e12, inferFlops / 1e12, peak / 1e12, trainFlops / peak,
+            inferFlops / peak, memory.PeakGiB, null, null, accumulation);
     }
 
     /// <summary>Where a training step's time goes: forward+loss, +backward, +optimizer, each timed to the return of
@@ -237,7 +240,7 @@ internal static class SpeedBenchmark
     }
 
     private static string Describe(SpeedRun r) =>
-        $"{r.Shape,-5} {r.Method,-11} {r.Device} {r.Precision} b{r.Batch} s{r.Seq}: train {r.TrainSamplesPerSecond:F1} samples/s " +
+        $"{r.Shape,-5} {r.Method,-11} {r.Device} {r.Precision} b{r.Batch}{(r.Accumulation > 1 ? $"×{r.Accumulation}" : "")} s{r.Seq}: train {r.TrainSamplesPerSecond:F1} samples/s " +
         $"({100 * r.TrainFractionOfPeak:F0}% of peak), infer {r.InferSamplesPerSecond:F1} samples/s ({100 * r.InferFractionOfPeak:F0}% of peak), " +
         $"peak memory {r.PeakMemoryGiB:F2} GiB" +
         (r.ReferenceTrainSamplesPerSecond is { } t ? $"; PyTorch reference train {t:F1}/s (×{r.TrainSamplesPerSecond / t:F2}), infer {r.ReferenceInferSamplesPerSecond:F1}/s (×{r.InferSamplesPerSecond / r.ReferenceInferSamplesPerSecond:F2})" : "");

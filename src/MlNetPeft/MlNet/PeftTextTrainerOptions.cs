@@ -28,8 +28,13 @@ public abstract class PeftTextTrainerOptions
     /// <summary>Longest input in tokens, special tokens included; longer inputs are truncated (longest side first).</summary>
     public int MaxSequenceLength = 128;
 
-    /// <summary>Rows per optimizer step.</summary>
+    /// <summary>Rows per forward and backward pass (and per scoring batch).</summary>
     public int BatchSize = 32;
+
+    /// <summary>Batches whose gradients are summed before each optimizer step (HF's gradient_accumulation_steps): the
+    /// optimizer sees BatchSize × this many rows per step while memory holds the activations of one batch. Each batch's
+    /// loss is weighted by its share of the step's rows, so 4 batches of 8 give the step one batch of 32 would.</summary>
+    public int GradientAccumulationSteps = 1;
 
     /// <summary>Passes over the training data.</summary>
     public int MaxEpochs = 10;
@@ -101,6 +106,7 @@ public abstract class PeftTextTrainerOptions
     internal TrainingSettings ToTrainingSettings() => new()
     {
         BatchSize = BatchSize,
+        GradientAccumulationSteps = GradientAccumulationSteps,
         MaxEpochs = MaxEpochs,
         LearningRate = LearningRate,
         HeadLearningRateRatio = HeadLearningRateRatio,

@@ -183,6 +183,14 @@ internal sealed class FlatAdamW : IDisposable
         }
     }
 
+    /// <summary>Takes the gradients of the last backward into the flat buffers, so that the next backward of the same
+    /// step adds to them there: a bf16 compute copy's gradients are then summed in fp32, not in bf16.</summary>
+    public void AccumulateGradients()
+    {
+        using var _ = no_grad();
+        foreach (var g in _groups) g.Gather();
+    }
+
     /// <summary>Drops the gradients: the next backward gives each parameter a fresh one.</summary>
     public void ZeroGrad()
     {

@@ -11,7 +11,8 @@ internal sealed record TrainingResult(int Epochs, int Steps, double FinalLoss, d
 
 /// <summary>
 /// The one training loop for every adapter method: AdamW (adapters at LearningRate, head at
-/// LearningRate·HeadLearningRateRatio), linear warm-up/decay, global-norm clipping, per-epoch validation
+/// LearningRate·HeadLearningRateRatio) stepping once per GradientAccumulationSteps batches, linear warm-up/decay,
+/// global-norm clipping, per-epoch validation
 /// with early stopping and best-epoch restore. Every batch runs in its own dispose scope, and the loss is
 /// read back from the device only every LogEveryNSteps steps.
 /// </summary>
@@ -44,7 +45,9 @@ internal sealed class TrainingLoop
         var s = _settings;
         var shuffle = new Random(s.Seed);
         var lengths = s.GroupByLength ? train.Select(e => e.Ids.Length).ToArray() : null;
-        int stepsPerEpoch = (train.Count + s.BatchSize - 1) / s.BatchSize, totalSteps = stepsPerEpoch * s.MaxEpochs;
+        int batchesPerEpoch = (train.Count + s.BatchSize - 1) / s.BatchSize;
+        int stepsPerEpoch = (batchesPerEpoch + s.GradientAccumulationSteps - 1) / s.GradientAccumulationSteps;
+        int totalSteps = stepsPerEpoch * s.MaxEpochs;
         using var stepper = new TrainingStepper(_model, s, _task, totalSteps);
         using var runningLoss = zeros(1, device: _model.Device);
         int step = 0, stepsSinceReport = 0, rowsSinceReport = 0, badEpochs = 0, epoch = 0;
@@ -59,17 +62,17 @@ internal sealed class TrainingLoop
             for (epoch = 1; epoch <= s.MaxEpochs; epoch++)
             {
                 _model.Train();
-                foreach (var rows in Batcher.Order(train.Count, s.BatchSize, shuffle, lengths))
+                foreach (var stepRows in Batcher.Order(train.Count, s.BatchSize, shuffle, lengths).Chunk(s.GradientAccumulationSteps))
                 {
                     checkAlive?.Invoke();
                     using (var scope = NewDisposeScope())
                     {
-                        var loss = stepper.Run(Batcher.Make(train, rows, _padId, _model.Device, _task));
+                        var loss = stepper.Run(stepRows.Select(rows => Batcher.Make(train, rows, _padId, _model.Device, _task)).ToList());
                         using (no_grad()) runningLoss.add_(loss);
                     }
                     step++;
                     stepsSinceReport++;
-                    rowsSinceReport += rows.Length;
+                    rowsSinceReport += stepRows.Sum(rows => rows.Length);
                     if (step % s.LogEveryNSteps == 0 || step == epoch * stepsPerEpoch)
                     {
                         lastLoss = ReadLoss(runningLoss, stepsSinceReport, epoch, step);

@@ -4,6 +4,7 @@ namespace MlNetPeft.Training;
 internal sealed record TrainingSettings
 {
     public int BatchSize { get; init; } = 32;
+    public int GradientAccumulationSteps { get; init; } = 1;
     public int MaxEpochs { get; init; } = 10;
     public double LearningRate { get; init; } = 5e-4;
     public double HeadLearningRateRatio { get; init; } = 0.5;
@@ -20,6 +21,7 @@ internal sealed record TrainingSettings
     public void Validate()
     {
         if (BatchSize <= 0) throw new ArgumentException($"BatchSize must be positive, got {BatchSize}");
+        if (GradientAccumulationSteps <= 0) throw new ArgumentException($"GradientAccumulationSteps must be positive (1 = no accumulation), got {GradientAccumulationSteps}");
         if (MaxEpochs <= 0) throw new ArgumentException($"MaxEpochs must be positive, got {MaxEpochs}");
         if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) throw new ArgumentException($"LearningRate must be positive, got {LearningRate}");
         if (!(HeadLearningRateRatio > 0)) throw new ArgumentException($"HeadLearningRateRatio must be positive, got {HeadLearningRateRatio}");

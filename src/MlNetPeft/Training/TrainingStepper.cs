@@ -4,8 +4,8 @@ using static TorchSharp.torch;
 namespace MlNetPeft.Training;
 
 /// <summary>
-/// One optimizer step of the training loop: forward, task loss (+ the method's extra loss), backward, global-norm
-/// clipping, AdamW (body at LearningRate, head at LearningRate·HeadLearningRateRatio), the method's after-step hook,
+/// One optimizer step of the training loop: forward, task loss (+ the method's extra loss) and backward of one batch
+/// or of several whose gradients add up, global-norm clipping, AdamW (body at LearningRate, head at LearningRate·HeadLearningRateRatio), the method's after-step hook,
 /// and the learning-rate schedule. Shared by <see cref="TrainingLoop"/> and the speed benchmark.
 /// </summary>
 internal sealed class TrainingStepper : IDisposable
@@ -39,20 +39,43 @@ internal sealed class TrainingStepper : IDisposable
     public double LearningRate => _optimizer.LearningRate;
 
     /// <summary>Trains on one batch; returns the task loss, detached (call inside a dispose scope; no host sync).</summary>
-    public Tensor Run(Batch batch)
+    public Tensor Run(Batch batch) => Run([batch]);
+
+    /// <summary>One optimizer step on the gradients of all <paramref name="batches"/> (gradient accumulation). Each
+    /// batch's loss is weighted by its share of the rows, so the step is the one a single batch of all the rows would
+    /// take; the method's extra loss is added once. Returns that mean task loss, detached (call inside a dispose scope;
+    /// no host sync).</summary>
+    public Tensor Run(IReadOnlyList<Batch> batches)
     {
-        var output = _model.Forward(batch.Ids, batch.Mask);
-        var loss = _task == TaskKind.Regression
-            ? nn.functional.mse_loss(output.squeeze(-1), batch.Labels)
-            : nn.functional.cross_entropy(output, batch.Labels);
-        (_hooks?.ExtraLoss() is { } extra ? loss.add(extra) : loss).backward();
+        double rows = batches.Sum(b => b.Rows);
+        Tensor? total = null;
+        for (int i = 0; i < batches.Count; i++)
+        {
+            // A scope per batch: its activations are freed before the next batch runs.
+            using var scope = NewDisposeScope();
+            var loss = TaskLoss(batches[i]);
+            if (batches.Count > 1) loss = loss.mul(batches[i].Rows / rows);
+            bool last = i == batches.Count - 1;
+            (last && _hooks?.ExtraLoss() is { } extra ? loss.add(extra) : loss).backward();
+            if (!last) _optimizer.AccumulateGradients();
+            if (total is null) total = loss.detach().MoveToOuterDisposeScope();
+            else total.add_(loss.detach());
+        }
         if (_settings.GradientClipNorm > 0) _optimizer.ClipGradNorm(_settings.GradientClipNorm);
         _optimizer.Step();
         Steps++; // not inside the call below: `?.` skips evaluating its arguments when there are no hooks
         _hooks?.AfterOptimizerStep(Steps);
         _optimizer.ZeroGrad();
         _optimizer.ScaleLearningRates(_schedule(Steps));
-        return loss.detach();
+        return total!;
+    }
+
+    private Tensor TaskLoss(Batch batch)
+    {
+        var output = _model.Forward(batch.Ids, batch.Mask);
+        return _task == TaskKind.Regression
+            ? nn.functional.mse_loss(output.squeeze(-1), batch.Labels)
+            : nn.functional.cross_entropy(output, batch.Labels);
     }
 
     public void Dispose() => _optimizer.Dispose();

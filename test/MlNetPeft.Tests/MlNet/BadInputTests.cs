@@ -120,6 +120,9 @@ public sealed class BadInputTests
         options.BatchSize = 0;
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeftTrainerFixture.Fit(ml, data, options)).Message, "BatchSize");
         options = PeftTrainerFixture.Msplora(1);
+        options.GradientAccumulationSteps = 0;
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeftTrainerFixture.Fit(ml, data, options)).Message, "GradientAccumulationSteps");
+        options = PeftTrainerFixture.Msplora(1);
         options.Ranks = [8, 0, 2];
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeftTrainerFixture.Fit(ml, data, options)).Message, "Ranks");
     }

@@ -150,4 +150,29 @@ public sealed class FlatAdamWTests
         }
         Assert.ThrowsExactly<InvalidOperationException>(() => new FlatAdamW([new(ours[..1], 0.1, 0.0, [randn(2)])]), "master of another shape");
     }
+
+    [TestMethod]
+    public void AccumulatedGradientsOfABfloatCopyAddUpInFloat32()
+    {
+        var theirs = Parameters(11);
+        var masters = theirs.Select(p => p.detach().clone()).ToArray();
+        var ours = theirs.Select(p => new Parameter(p.detach().to(ScalarType.BFloat16))).ToArray();
+        using var flat = new FlatAdamW([new(ours, 0.1, 0.01, masters)]);
+        using var reference = optim.AdamW(theirs, lr: 0.1, weight_decay: 0.01);
+        for (int step = 0; step < 3; step++)
+        {
+            Backward(ours, step);
+            var first = ours.Select(p => p.grad!.to(ScalarType.Float32)).ToArray();
+            flat.AccumulateGradients(); // the bf16 gradients go into fp32 now; the next backward starts afresh
+            Assert.IsTrue(ours.All(p => p.grad is null));
+            Backward(ours, step + 10);
+            for (int i = 0; i < ours.Length; i++) theirs[i].grad = first[i].add(ours[i].grad!.to(ScalarType.Float32));
+            flat.Step();
+            reference.step();
+            flat.ZeroGrad();
+            reference.zero_grad();
+        }
+        for (int i = 0; i < ours.Length; i++)
+            Assert.IsTrue(masters[i].allclose(theirs[i], rtol: 1e-6, atol: 1e-7), $"master {i}: {(masters[i] - theirs[i]).abs().max().item<float>()}");
+    }
 }

@@ -1,4 +1,6 @@
+using MlNetPeft.Adapters;
 using MlNetPeft.Adapters.Lora;
+using MlNetPeft.Adapters.LoraSquared;
 using MlNetPeft.Tests.Adapters;
 using MlNetPeft.Training;
 using static TorchSharp.torch;
@@ -39,5 +41,47 @@ public sealed class TrainingLoopTests
             Assert.AreEqual(i, stepper.Steps);
             Assert.AreEqual(1e-3 * factor(i), stepper.LearningRate, 1e-15, $"after step {i}");
         }
+    }
+
+    public static IEnumerable<object[]> AccumulatingMethods =>
+    [
+        [new LoraConfig { Dropout = 0 }],
+        [new SvdConfig { Variant = SvdVariant.AdaLora, Dropout = 0 }], // extra loss, importance scores, pruning budget
+    ];
+
+    [TestMethod]
+    [DynamicData(nameof(AccumulatingMethods))]
+    public void AccumulatedBatchesStepLikeOneBatchOfAllTheirRows(AdapterConfig adapters)
+    {
+        // Rows of different lengths, so each small batch is padded to its own width.
+        var random = new Random(3);
+        var examples = Enumerable.Range(0, 20)
+            .Select(i => new Example(Enumerable.Range(0, random.Next(3, 13)).Select(_ => random.Next(3, 100)).ToArray(), i % 3, i))
+            .ToList();
+
+        // The fixture has no dropout and the adapters none: runs differ only in how the rows are batched.
+        Dictionary<string, Tensor> Train(int batchSize, int accumulation, out int steps)
+        {
+            manual_seed(7);
+            using var model = AdapterTests.Tiny(adapters);
+            var settings = new TrainingSettings
+            {
+                BatchSize = batchSize, GradientAccumulationSteps = accumulation, MaxEpochs = 2, LearningRate = 1e-2,
+                LogEveryNSteps = 1,
+            };
+            var result = new TrainingLoop(model, settings, TaskKind.Classification, padId: 1, _ => { }).Run(examples, null);
+            steps = result.Steps;
+            return model.TrainableState();
+        }
+
+        var whole = Train(batchSize: 8, accumulation: 1, out int wholeSteps);
+        var accumulated = Train(batchSize: 4, accumulation: 2, out int accumulatedSteps);
+        var small = Train(batchSize: 4, accumulation: 1, out _);
+        Assert.AreEqual(6, wholeSteps, "3 steps (8, 8 and 4 rows) per epoch");
+        Assert.AreEqual(wholeSteps, accumulatedSteps);
+        static double Difference(Dictionary<string, Tensor> a, Dictionary<string, Tensor> b) =>
+            a.Keys.Max(k => (a[k] - b[k]).abs().max().item<float>());
+        Assert.IsLessThan(2e-6, Difference(whole, accumulated), "2 batches of 4 accumulated = 1 batch of 8");
+        Assert.IsGreaterThan(1e-3, Difference(whole, small), "without accumulation, batches of 4 train differently");
     }
 }
