@@ -74,7 +74,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     // streams Adapters.safetensors, vocab.json, merges.txt, and Backbone.safetensors when embedded.
     public override void SaveModel(ModelSaveContext ctx)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        ThrowIfDisposed();
         ctx.CheckAtModel();
         ctx.SetVersionInfo(GetVersionInfo());
         ctx.SaveNonEmptyString(_info.ToJson());
@@ -157,7 +157,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
 
     public override IRowMapper MakeRowMapper(DataViewSchema schema)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        ThrowIfDisposed();
         return new Mapper(this, schema);
     }
 
@@ -167,7 +167,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     /// </summary>
     public new IDataView Transform(IDataView input)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        ThrowIfDisposed();
         return new BatchScoredDataView(this, input, base.Transform(input));
     }
 
@@ -175,8 +175,11 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
 
     /// <summary>Model outputs for tokenized inputs, scored in batches: class probabilities (softmax, as ML.NET's
     /// multiclass Score is, so Evaluate's log-loss is right), or one regression value per row.</summary>
-    internal float[][] Predict(IReadOnlyList<int[]> rows) =>
-        BatchScorer.Outputs(_model, rows.Select((ids, i) => new Example(ids, 0, i)).ToList(), ScoringBatchSize, _tokenizer.PadId, _info.Task);
+    internal float[][] Predict(IReadOnlyList<int[]> rows)
+    {
+        ThrowIfDisposed();
+        return BatchScorer.Outputs(_model, rows.Select((ids, i) => new Example(ids, 0, i)).ToList(), ScoringBatchSize, _tokenizer.PadId, _info.Task);
+    }
 
     /// <summary>The getter of output column <paramref name="output"/> (0 Score, 1 PredictedLabel) over the current
     /// row's model outputs.</summary>
@@ -200,11 +203,21 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         });
     }
 
-    /// <summary>Frees the TorchSharp model (CPU or GPU memory) now rather than at garbage collection.</summary>
+    /// <summary>Frees the TorchSharp model (CPU or GPU memory) now rather than at garbage collection. ML.NET disposes
+    /// it too when a pipeline holding it is disposed, and when a PredictionEngine made with default options is.</summary>
     public void Dispose()
     {
         if (_disposed) return;
         _disposed = true;
         _model.Dispose();
+    }
+
+    private void ThrowIfDisposed()
+    {
+        if (_disposed)
+            throw new ObjectDisposedException(nameof(PeftTextTransformer),
+                "This model was disposed, and its TorchSharp weights freed. A PredictionEngine disposes its model when it "
+                + "is disposed; to create and dispose engines while keeping the model, create them with "
+                + "new PredictionEngineOptions { OwnsTransformer = false }, or keep one engine per thread.");
     }
 }

@@ -68,6 +68,44 @@ public sealed class BatchScoringTests
         StringAssert.Contains(e.Message, "'Sentence1'");
     }
 
+    [TestMethod]
+    public void ScoringLeavesNoTensorsAlive()
+    {
+        // A long-running service predicts for ever: every tensor a prediction makes must be freed when it returns, not left
+        // to the garbage collector (TotalCount counts live tensor handles in the whole process, read-ahead thread too).
+        var (ml, model) = Fitted();
+        var rows = ToyText.Rows(Rows, seed: 9);
+        void ScoreAll()
+        {
+            // A new engine per round, as services that create one per request do; it must not dispose the model.
+            using var engine = ml.Model.CreatePredictionEngine<ToyText.Row, ToyText.Prediction>(model, new PredictionEngineOptions { OwnsTransformer = false });
+            foreach (var row in rows.Take(40)) engine.Predict(row);
+            Assert.HasCount(rows.Count, ml.Data.CreateEnumerable<ScoredRow>(model.Transform(ml.Data.LoadFromEnumerable(rows)), reuseRowObject: false).ToList());
+        }
+        ScoreAll(); // first use: caches on the device
+        long live = TorchSharp.torch.Tensor.TotalCount;
+        for (int i = 0; i < 3; i++) ScoreAll();
+        Assert.AreEqual(live, TorchSharp.torch.Tensor.TotalCount, "live tensors after three more rounds of scoring");
+    }
+
+    [TestMethod]
+    public void AModelDisposedWithItsPredictionEngineSaysHowToKeepIt()
+    {
+        var (ml, model) = Fitted();
+        var row = ToyText.Rows(1, seed: 3)[0];
+        var first = ml.Model.CreatePredictionEngine<ToyText.Row, ToyText.Prediction>(model);
+        var second = ml.Model.CreatePredictionEngine<ToyText.Row, ToyText.Prediction>(model);
+        first.Predict(row);
+        first.Dispose(); // ML.NET's default: the engine owns the model, and disposes it
+        foreach (var use in new Action[]
+        {
+            () => second.Predict(row),
+            () => ml.Model.CreatePredictionEngine<ToyText.Row, ToyText.Prediction>(model),
+            () => model.Transform(ml.Data.LoadFromEnumerable(new[] { row })),
+        })
+            StringAssert.Contains(Assert.ThrowsExactly<ObjectDisposedException>(use).Message, "OwnsTransformer = false");
+    }
+
     private sealed class ScoredRow
     {
         public string Sentence1 { get; set; } = "";
