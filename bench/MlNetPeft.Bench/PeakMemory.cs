@@ -6,7 +6,8 @@ using static TorchSharp.torch;
 namespace MlNetPeft.Bench;
 
 /// <summary>
-/// Peak memory while it lives: the process's peak working set on CPU; on CUDA, the device memory in use as NVML
+/// Peak memory since it was made or last reset: the process's peak working set on CPU (Linux resets it through
+/// /proc/self/clear_refs, so each run of one process reads its own); on CUDA, the device memory in use as NVML
 /// (nvidia-smi's library) reports it, context included, sampled every 50 ms in-process (TorchSharp exposes no
 /// allocator statistics, and starting nvidia-smi that often would itself slow the run down).
 /// </summary>
@@ -20,7 +21,11 @@ internal sealed class PeakMemory : IDisposable
     public PeakMemory(Device device)
     {
         _device = device;
-        if (device.type != DeviceType.CUDA) return;
+        if (device.type != DeviceType.CUDA)
+        {
+            Reset();
+            return;
+        }
         try
         {
             if (nvmlInit_v2() != 0 || nvmlDeviceGetHandleByIndex_v2((uint)Math.Max(0, (int)device.index), out _gpu) != 0) return;
@@ -32,6 +37,27 @@ internal sealed class PeakMemory : IDisposable
     public double PeakGiB => _device.type == DeviceType.CUDA
         ? Interlocked.Read(ref _gpuPeakBytes) / (double)(1L << 30)
         : Process.GetCurrentProcess().PeakWorkingSet64 / (double)(1L << 30);
+
+    /// <summary>Starts a new peak from the memory in use now.</summary>
+    public void Reset()
+    {
+        if (_device.type == DeviceType.CUDA)
+        {
+            Interlocked.Exchange(ref _gpuPeakBytes, 0);
+            if (_sampler is not null) Sample();
+        }
+        else if (OperatingSystem.IsLinux())
+        {
+            // The library keeps glibc from returning freed memory (CpuAllocator), so an earlier run's peak would
+            // stay resident and count again: hand what is free back first.
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            malloc_trim(0);
+            try { File.WriteAllText("/proc/self/clear_refs", "5"); } // 5: reset the peak resident set size
+            catch (IOException) { } // older kernels: the peak stays the process's own
+            catch (UnauthorizedAccessException) { }
+        }
+    }
 
     private void Sample()
     {
@@ -53,6 +79,9 @@ internal sealed class PeakMemory : IDisposable
     {
         public ulong Total, Free, Used;
     }
+
+    [DllImport("libc")]
+    private static extern int malloc_trim(nuint pad);
 
     [DllImport("libnvidia-ml.so.1")]
     private static extern int nvmlInit_v2();

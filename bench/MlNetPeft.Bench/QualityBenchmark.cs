@@ -71,13 +71,17 @@ internal static class QualityBenchmark
         return 0;
     }
 
-    internal sealed record RunRecipe(int Epochs, double LearningRate, int BatchSize, int MaxLength);
+    /// <summary>A run's recipe. BatchSize rows per optimizer step, taken in Accumulation batches (less memory, same step).</summary>
+    internal sealed record RunRecipe(int Epochs, double LearningRate, int BatchSize, int MaxLength, int Accumulation);
 
     private static RunRecipe Recipe(BenchArgs a, GlueTask task, string method, bool paper)
     {
         var (epochs, lr, maxLen) = paper ? PaperRecipe[task.Name] : (3, method == "full" ? 1e-4 : 2e-3, 128);
         if (paper && method == "full") lr = 1e-5 * 2;
-        return new RunRecipe(a.Int("epochs", epochs), a.Double("lr", lr), a.Int("batch", paper ? 64 : 32), a.Int("max-len", maxLen));
+        int batch = a.Int("batch", paper ? 64 : 32), accumulation = a.Int("accumulate", 1);
+        if (accumulation < 1 || batch % accumulation != 0)
+            throw new ArgumentException($"--accumulate must divide the batch ({batch}) into equal parts, got {accumulation}");
+        return new RunRecipe(a.Int("epochs", epochs), a.Double("lr", lr), batch, a.Int("max-len", maxLen), accumulation);
     }
 
     private static QualityRun RunOurs(GlueTask task, string method, int seed, RunRecipe recipe, string backbone, string data, int maxRows)
@@ -100,7 +104,8 @@ internal static class QualityBenchmark
         options.Sentence2ColumnName = task.IsPair ? "Sentence2" : null;
         options.MaxEpochs = recipe.Epochs;
         options.LearningRate = recipe.LearningRate;
-        options.BatchSize = recipe.BatchSize;
+        options.BatchSize = recipe.BatchSize / recipe.Accumulation;
+        options.GradientAccumulationSteps = recipe.Accumulation;
         options.MaxSequenceLength = recipe.MaxLength;
         options.HeadLearningRateRatio = 0.5;
         options.Seed = seed;

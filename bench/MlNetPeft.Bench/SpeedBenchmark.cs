@@ -19,7 +19,7 @@ internal sealed record SpeedRun(
     string Engine, string Shape, string Method, string Device, string Precision, int Batch, int Seq, int Threads, long Trainable,
     double TrainSamplesPerSecond, double InferSamplesPerSecond, double TrainTokensPerSecond, double TrainTflops, double InferTflops,
     double PeakTflops, double TrainFractionOfPeak, double InferFractionOfPeak, double PeakMemoryGiB,
-    double? ReferenceTrainSamplesPerSecond, double? ReferenceInferSamplesPerSecond, int Accumulation = 1);
+    double? ReferenceTrainSamplesPerSecond, double? ReferenceInferSamplesPerSecond, int Accumulation, double TrainPeakMemoryGiB);
 
 /// <summary>
 /// Throughput of the training step (forward, backward, AdamW) and of merged inference on random inputs of a model
@@ -38,6 +38,8 @@ internal static class SpeedBenchmark
         var methods = a.List("method", "lora,msplora");
         int batch = a.Int("batch", 32), seq = a.Int("seq", 128), steps = a.Int("steps", 10), threads = a.Int("threads", 0);
         int accumulation = a.Int("accumulate", 1);
+        if (accumulation < 1 || batch % accumulation != 0)
+            throw new ArgumentException($"--accumulate must divide the batch ({batch}) into equal parts, got {accumulation}");
         if (threads > 0) set_num_threads(threads);
         var device = a.Text("device", "auto") switch
         {
@@ -108,7 +110,10 @@ internal static class SpeedBenchmark
         var ids = randint(3, config.VocabSize, [batch, seq]).to(device).DetachFromDisposeScope();
         var labels = randint(0, 2, [batch]).to(device).DetachFromDisposeScope();
         var data = new Batch(ids, null, labels, batch);
-        var stepBatches = Enumerable.Repeat(data, accumulation).ToList(); // gradient accumulation: one step, K batches
+        // Gradient accumulation: the step's rows in K equal parts, one forward and backward each.
+        int part = batch / accumulation;
+        List<Batch> stepBatches = accumulation == 1 ? [data] : Enumerable.Range(0, accumulation)
+            .Select(i => new Batch(ids.narrow(0, i * part, part), null, labels.narrow(0, i * part, part), part)).ToList();
         using var memory = new PeakMemory(device);
 
         // Training: the training loop's own step (hooks, clipping, AdamW, schedule) on a fixed batch. The schedule
@@ -124,6 +129,7 @@ internal static class SpeedBenchmark
         }
         Sync(device);
         double train = clock.Elapsed.TotalSeconds;
+        double trainMemory = memory.PeakGiB;
         if (phases) PrintPhases(model, stepper, data, device, steps);
 
         // Inference: adapters merged, no autograd at all.
@@ -146,11 +152,11 @@ internal static class SpeedBenchmark
         Console.Error.Write("\r" + new string(' ', 60) + "\r");
 
         var flops = Flops.For(config, model, method, batch, seq);
-        double trainFlops = flops.Train * accumulation * steps / train, inferFlops = flops.Forward * steps / infer;
+        double trainFlops = flops.Train * steps / train, inferFlops = flops.Forward * steps / infer;
         return new SpeedRun("MlNetPeft (TorchSharp 0.107, libtorch 2.10)", shape, method, device.type.ToString(), precision.ToString(), batch, seq,
-            get_num_threads(), model.TrainableCount, batch * accumulation * steps / train, batch * steps / infer,
-            (double)batch * accumulation * seq * steps / train, trainFlops / 1e12, inferFlops / 1e12, peak / 1e12, trainFlops / peak,
-            inferFlops / peak, memory.PeakGiB, null, null, accumulation);
+            get_num_threads(), model.TrainableCount, batch * steps / train, batch * steps / infer, (double)batch * seq * steps / train,
+            trainFlops / 1e12, inferFlops / 1e12, peak / 1e12, trainFlops / peak, inferFlops / peak,
+            Math.Max(memory.PeakGiB, trainMemory), null, null, accumulation, trainMemory); // Linux updates its peak lazily
     }
 
     /// <summary>Where a training step's time goes: forward+loss, +backward, +optimizer, each timed to the return of
@@ -240,8 +246,8 @@ internal static class SpeedBenchmark
     }
 
     private static string Describe(SpeedRun r) =>
-        $"{r.Shape,-5} {r.Method,-11} {r.Device} {r.Precision} b{r.Batch}{(r.Accumulation > 1 ? $"×{r.Accumulation}" : "")} s{r.Seq}: train {r.TrainSamplesPerSecond:F1} samples/s " +
+        $"{r.Shape,-5} {r.Method,-11} {r.Device} {r.Precision} b{r.Batch}{(r.Accumulation > 1 ? $" in {r.Accumulation} parts" : "")} s{r.Seq}: train {r.TrainSamplesPerSecond:F1} samples/s " +
         $"({100 * r.TrainFractionOfPeak:F0}% of peak), infer {r.InferSamplesPerSecond:F1} samples/s ({100 * r.InferFractionOfPeak:F0}% of peak), " +
-        $"peak memory {r.PeakMemoryGiB:F2} GiB" +
+        $"peak memory {r.PeakMemoryGiB:F2} GiB (training {r.TrainPeakMemoryGiB:F2})" +
         (r.ReferenceTrainSamplesPerSecond is { } t ? $"; PyTorch reference train {t:F1}/s (×{r.TrainSamplesPerSecond / t:F2}), infer {r.ReferenceInferSamplesPerSecond:F1}/s (×{r.InferSamplesPerSecond / r.ReferenceInferSamplesPerSecond:F2})" : "");
 }

@@ -83,6 +83,8 @@ public sealed class BatchScoringTests
             Assert.HasCount(rows.Count, ml.Data.CreateEnumerable<ScoredRow>(model.Transform(ml.Data.LoadFromEnumerable(rows)), reuseRowObject: false).ToList());
         }
         ScoreAll(); // first use: caches on the device
+        GC.Collect(); // earlier tests' garbage must not be finalized (and counted off) while we count
+        GC.WaitForPendingFinalizers();
         long live = TorchSharp.torch.Tensor.TotalCount;
         for (int i = 0; i < 3; i++) ScoreAll();
         Assert.AreEqual(live, TorchSharp.torch.Tensor.TotalCount, "live tensors after three more rounds of scoring");
