@@ -91,6 +91,37 @@ public sealed class BatchScoringTests
     }
 
     [TestMethod]
+    public void EnginesOnSeveralThreadsShareOneModel()
+    {
+        // A web service: one model, one PredictionEngine per thread, requests in parallel.
+        var (ml, model) = Fitted();
+        var rows = ToyText.Rows(60, seed: 11);
+        var expected = ml.Data.CreateEnumerable<ScoredRow>(model.Transform(ml.Data.LoadFromEnumerable(rows)), reuseRowObject: false).ToList();
+        var scores = new float[4][][];
+        var errors = new Exception?[scores.Length];
+        var threads = Enumerable.Range(0, scores.Length).Select(t => new Thread(() =>
+        {
+            try
+            {
+                using var engine = ml.Model.CreatePredictionEngine<ToyText.Row, ToyText.Prediction>(model, new PredictionEngineOptions { OwnsTransformer = false });
+                // Each thread starts at another row, so different inputs run at the same time.
+                scores[t] = Enumerable.Range(0, rows.Count).Select(i => engine.Predict(rows[(i + 15 * t) % rows.Count]).Score).ToArray();
+            }
+            catch (Exception e) { errors[t] = e; }
+        })).ToList();
+        threads.ForEach(t => t.Start());
+        threads.ForEach(t => t.Join());
+        Assert.IsTrue(errors.All(e => e is null), string.Join("\n", errors.Where(e => e is not null)));
+        for (int t = 0; t < scores.Length; t++)
+            for (int i = 0; i < rows.Count; i++)
+            {
+                int row = (i + 15 * t) % rows.Count;
+                for (int j = 0; j < expected[row].Score.Length; j++)
+                    Assert.AreEqual(expected[row].Score[j], scores[t][i][j], 1e-5, $"thread {t}, row {row}, class {j}");
+            }
+    }
+
+    [TestMethod]
     public void AModelDisposedWithItsPredictionEngineSaysHowToKeepIt()
     {
         var (ml, model) = Fitted();
