@@ -11,6 +11,10 @@ internal interface IWeightDelta
     /// <summary>The equivalent dense update ΔW, so that Δy = x·ΔWᵀ.</summary>
     Tensor DeltaWeight();
 
+    /// <summary>This update as one LoRA pair, ΔW = Scaling·Up·Down with Down [rank, in] and Up [out, rank] (how it is
+    /// exported as a PEFT LoRA adapter).</summary>
+    (Tensor Down, Tensor Up, double Scaling) AsLoraPair();
+
     /// <summary>This update's input dropout (for stacked forwards, which apply it themselves).</summary>
     Tensor Dropout(Tensor x);
 

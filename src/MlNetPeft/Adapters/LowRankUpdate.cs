@@ -46,6 +46,8 @@ internal sealed class LowRankUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
 
     public Tensor DeltaWeight() => lora_B.matmul(lora_A).mul(Scaling);
 
+    public (Tensor Down, Tensor Up, double Scaling) AsLoraPair() => (lora_A, lora_B, Scaling);
+
     public bool DropsInput => dropout.Drops;
 
     /// <summary>This pair's input dropout (shared by a fused group, see <see cref="AdaptedLinear"/>).</summary>

@@ -58,6 +58,18 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     /// <summary>SHA-256 of the backbone weights this model was trained on.</summary>
     public string BackboneSha256 => _info.BackboneSha256;
 
+    /// <summary>
+    /// Writes the adapters and head as a HF PEFT LoRA adapter (adapter_config.json and adapter_model.safetensors in
+    /// <paramref name="directory"/>), for <c>PeftModel.from_pretrained</c> on the same backbone in Python. Every adapter
+    /// method exports exactly as a LoRA (MSPLoRA's three levels as one rank-14 pair per projection, AdaLoRA's and LoRA²'s
+    /// SVD form as one rank-r pair); full fine-tuning has no adapter and throws NotSupportedException.
+    /// </summary>
+    public void SavePeftAdapter(string directory)
+    {
+        ThrowIfDisposed();
+        Adapters.Lora.PeftLoraExport.Save(_model, directory, _info.BackbonePath);
+    }
+
     internal PeftModelInfo Info => _info;
     internal PeftModel Model => _model;
     internal RobertaTokenizer Tokenizer => _tokenizer;

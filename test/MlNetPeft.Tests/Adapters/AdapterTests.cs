@@ -12,10 +12,10 @@ namespace MlNetPeft.Tests.Adapters;
 [TestClass]
 public sealed class AdapterTests
 {
-    private static Tensor Ids => tensor(TestData.Parity.GetProperty("input_ids").EnumerateArray()
+    internal static Tensor Ids => tensor(TestData.Parity.GetProperty("input_ids").EnumerateArray()
         .SelectMany(r => r.EnumerateArray().Select(v => v.GetInt64())).ToArray(), [3, 12]);
 
-    private static Tensor Mask => tensor(TestData.Parity.GetProperty("attention_mask").EnumerateArray()
+    internal static Tensor Mask => tensor(TestData.Parity.GetProperty("attention_mask").EnumerateArray()
         .SelectMany(r => r.EnumerateArray().Select(v => v.GetInt64())).ToArray(), [3, 12]);
 
     internal static PeftModel Tiny(AdapterConfig adapters)
@@ -36,7 +36,7 @@ public sealed class AdapterTests
     }
 
     /// <summary>Gives both models' adapter parameters the same N(0, scale²) values (same method, same layout).</summary>
-    private static void SetSameRandomAdapters(PeftModel a, PeftModel b, int seed, double scale)
+    internal static void SetSameRandomAdapters(PeftModel a, PeftModel b, int seed, double scale)
     {
         using var _ = no_grad();
         manual_seed(seed);

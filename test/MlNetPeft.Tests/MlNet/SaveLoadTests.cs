@@ -1,6 +1,8 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using MlNetPeft.Adapters.Lora;
 using MlNetPeft.MlNet;
+using MlNetPeft.Tests.Adapters;
 using MlNetPeft.Training;
 
 namespace MlNetPeft.Tests.MlNet;
@@ -171,4 +173,28 @@ public sealed class SaveLoadTests
     }
 
     private static string Flatten(Exception e) => e.InnerException is null ? e.Message : e.Message + " | " + Flatten(e.InnerException);
+
+    [TestMethod]
+    public void AReloadedModelExportsAPeftAdapterThatScoresAsItDoes()
+    {
+        var (ml, _, model) = Train(PeftTrainerFixture.Msplora(2));
+        var zip = TempZip();
+        ml.Model.Save(model, null, zip);
+        var loaded = ((TransformerChain<ITransformer>)new MLContext(seed: 3).Model.Load(zip, out _)).OfType<PeftTextTransformer>().Single();
+        var dir = Directory.CreateTempSubdirectory("peft-adapter").FullName;
+        loaded.SavePeftAdapter(dir); // its adapters are merged for prediction: the export reads the factors
+
+        using var imported = AdapterTests.Tiny(PeftLoraImport.ReadConfig(dir));
+        imported.LoadPeftAdapter(Path.Combine(dir, "adapter_model.safetensors"));
+        var ids = AdapterTests.Ids;
+        var mask = AdapterTests.Mask;
+        var rows = Enumerable.Range(0, (int)ids.shape[0])
+            .Select(r => ids[r].data<long>().Take((int)mask[r].sum().item<long>()).Select(id => (int)id).ToArray()).ToList();
+        var expected = loaded.Predict(rows);
+        using var noGrad = TorchSharp.torch.no_grad();
+        var actual = imported.Forward(ids, mask).softmax(-1);
+        for (int r = 0; r < rows.Count; r++)
+            for (int c = 0; c < expected[r].Length; c++)
+                Assert.AreEqual(expected[r][c], actual[r, c].item<float>(), 1e-5, $"row {r}, class {c}");
+    }
 }

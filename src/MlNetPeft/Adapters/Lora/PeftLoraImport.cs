@@ -1,3 +1,4 @@
+using System.Text.Json;
 using System.Text.RegularExpressions;
 using MlNetPeft.Backbone;
 using static TorchSharp.torch;
@@ -18,6 +19,22 @@ internal static partial class PeftLoraImport
         return m.Success
             ? $"adapters.{LoraConfig.ComponentName(int.Parse(m.Groups[1].Value), m.Groups[2].Value)}.lora_{m.Groups[3].Value}"
             : key;
+    }
+
+    /// <summary>The LoRA settings of a PEFT adapter directory's adapter_config.json (rank, alpha, dropout, targets).</summary>
+    public static LoraConfig ReadConfig(string directory)
+    {
+        var file = Path.Combine(directory, "adapter_config.json");
+        using var json = JsonDocument.Parse(File.ReadAllText(file));
+        var root = json.RootElement;
+        if (root.GetProperty("peft_type").GetString() != "LORA") throw new InvalidDataException($"{file}: not a LoRA adapter");
+        return new LoraConfig
+        {
+            Rank = root.GetProperty("r").GetInt32(),
+            Alpha = root.GetProperty("lora_alpha").GetDouble(),
+            Dropout = root.GetProperty("lora_dropout").GetDouble(),
+            Targets = root.GetProperty("target_modules").EnumerateArray().Select(t => t.GetString()!).ToArray(),
+        };
     }
 
     public static void LoadPeftAdapter(this PeftModel model, string adapterFile)

@@ -108,8 +108,15 @@ internal sealed class SvdUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
 
     public Tensor DeltaWeight()
     {
+        var (down, up, scaling) = AsLoraPair();
+        return up.matmul(down).mul(scaling);
+    }
+
+    /// <summary>V as the down-projection and U·diag(λ⊙mask) as the up-projection (a pruned value's column is zero).</summary>
+    public (Tensor Down, Tensor Up, double Scaling) AsLoraPair()
+    {
         var (u, v) = Factors();
-        return u.mul(lora_E.mul(rank_mask).t()).matmul(v).mul(Scaling);
+        return (v, u.mul(lora_E.mul(rank_mask).t()), Scaling);
     }
 
     /// <summary>

@@ -1,0 +1,79 @@
+using System.Text.Json;
+using MlNetPeft.Backbone;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Adapters.Lora;
+
+/// <summary>
+/// Writes a model's adapters and head as a HF PEFT LoRA adapter directory (adapter_config.json +
+/// adapter_model.safetensors, the files <c>PeftModel.from_pretrained</c> reads). Every method's update of a projection
+/// is a sum of low-rank pairs, so every method exports exactly: MSPLoRA's global, mid-level and layer pairs become one
+/// rank-14 LoRA per projection, and AdaLoRA's and LoRA²'s U·diag(λ⊙mask)·V one rank-r LoRA (pruned values as zero
+/// columns).
+/// </summary>
+internal static class PeftLoraExport
+{
+    private const string Prefix = "base_model.model.";
+
+    /// <param name="model">A model with adapters (not full fine-tuning).</param>
+    /// <param name="directory">Created if missing; the two files are overwritten.</param>
+    /// <param name="baseModel">Recorded as base_model_name_or_path (the backbone directory), or null.</param>
+    public static void Save(PeftModel model, string directory, string? baseModel)
+    {
+        if (model.Config.TrainsBackbone)
+            throw new NotSupportedException("Full fine-tuning trains the backbone itself, so there is no adapter to export.");
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var tensors = new Dictionary<string, Tensor>();
+        (int Rank, double Scaling)? shape = null;
+        foreach (var (path, _, _, linear) in model.Adapters.Wrapped)
+        {
+            var (down, up, scaling) = OnePair(linear.Updates);
+            var here = ((int)down.shape[0], scaling);
+            // PEFT's rank_pattern/alpha_pattern could carry differing ones; no method here makes them differ.
+            if (shape is { } s && s != here)
+                throw new InvalidOperationException($"{path}: rank {here.Item1} and scaling {scaling} differ from the other projections' {s.Rank} and {s.Scaling}");
+            shape = here;
+            tensors[$"{Prefix}{path}.lora_A.weight"] = Float32(down);
+            tensors[$"{Prefix}{path}.lora_B.weight"] = Float32(up);
+        }
+        if (shape is null) throw new InvalidOperationException("The model has no adapted projections.");
+        foreach (var (name, parameter) in model.Network.Head.named_parameters())
+            tensors[$"{Prefix}classifier.{name}"] = Float32(parameter);
+
+        Directory.CreateDirectory(directory);
+        File.WriteAllBytes(Path.Combine(directory, "adapter_model.safetensors"),
+            SafeTensors.Save(tensors, new Dictionary<string, string> { ["format"] = "pt" }));
+        var config = new Dictionary<string, object?>
+        {
+            ["peft_type"] = "LORA",
+            ["task_type"] = "SEQ_CLS",
+            ["base_model_name_or_path"] = baseModel,
+            ["r"] = shape.Value.Rank,
+            ["lora_alpha"] = Math.Round(shape.Value.Scaling * shape.Value.Rank, 10), // PEFT scales by lora_alpha / r
+            ["lora_dropout"] = model.Config.Dropout,
+            ["target_modules"] = model.Config.Targets,
+            ["modules_to_save"] = new[] { "classifier", "score" },
+            ["bias"] = "none",
+            ["fan_in_fan_out"] = false,
+            ["init_lora_weights"] = true,
+            ["use_rslora"] = false,
+            ["use_dora"] = false,
+            ["inference_mode"] = true,
+        };
+        File.WriteAllText(Path.Combine(directory, "adapter_config.json"), JsonSerializer.Serialize(config, new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    /// <summary>A projection's updates as one pair: as they are when there is one, else stacked with each pair's
+    /// scaling folded into its up-projection (scaling 1), unless they all share one.</summary>
+    private static (Tensor Down, Tensor Up, double Scaling) OnePair(IReadOnlyList<IWeightDelta> updates)
+    {
+        var pairs = updates.Select(u => u.AsLoraPair()).ToList();
+        if (pairs.Count == 1) return pairs[0];
+        var down = cat(pairs.Select(p => p.Down).ToArray(), 0);
+        if (pairs.All(p => p.Scaling == pairs[0].Scaling)) return (down, cat(pairs.Select(p => p.Up).ToArray(), 1), pairs[0].Scaling);
+        return (down, cat(pairs.Select(p => p.Up.mul(p.Scaling)).ToArray(), 1), 1.0);
+    }
+
+    private static Tensor Float32(Tensor t) => t.detach().to(ScalarType.Float32).cpu();
+}

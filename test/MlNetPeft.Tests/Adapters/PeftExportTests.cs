@@ -1,0 +1,71 @@
+using System.Text.Json;
+using MlNetPeft.Adapters;
+using MlNetPeft.Adapters.Full;
+using MlNetPeft.Adapters.Lora;
+using MlNetPeft.Adapters.LoraSquared;
+using MlNetPeft.Backbone;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Tests.Adapters;
+
+/// <summary>Adapters written as a HF PEFT LoRA adapter directory: PEFT's own files, and every method's logits.</summary>
+[TestClass]
+public sealed class PeftExportTests
+{
+    private static string NewDirectory() => Directory.CreateTempSubdirectory("peft-export").FullName;
+
+    [TestMethod]
+    public void AnImportedPeftAdapterExportsAsPeftWroteIt()
+    {
+        var fixture = PeftLoraImport.ReadConfig(TestData.TinyLora);
+        using var model = AdapterTests.Tiny(fixture with { Dropout = 0 });
+        var peftFile = Path.Combine(TestData.TinyLora, "adapter_model.safetensors");
+        model.LoadPeftAdapter(peftFile);
+        var dir = NewDirectory();
+        PeftLoraExport.Save(model, dir, "tiny-roberta");
+
+        var theirs = SafeTensors.Load(peftFile);
+        var ours = SafeTensors.Load(Path.Combine(dir, "adapter_model.safetensors"));
+        CollectionAssert.AreEquivalent(theirs.Keys.ToList(), ours.Keys.ToList());
+        foreach (var (key, tensor) in theirs) Assert.IsTrue(tensor.equal(ours[key]).all().item<bool>(), key);
+
+        using var theirConfig = JsonDocument.Parse(File.ReadAllText(Path.Combine(TestData.TinyLora, "adapter_config.json")));
+        using var ourConfig = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json")));
+        foreach (var field in new[] { "peft_type", "task_type", "r", "lora_alpha", "bias", "use_rslora", "use_dora", "fan_in_fan_out" })
+            Assert.AreEqual(theirConfig.RootElement.GetProperty(field).ToString(), ourConfig.RootElement.GetProperty(field).ToString(), field);
+        static string[] Sorted(JsonDocument d, string field) => d.RootElement.GetProperty(field).EnumerateArray().Select(e => e.GetString()!).Order().ToArray();
+        CollectionAssert.AreEqual(Sorted(theirConfig, "target_modules"), Sorted(ourConfig, "target_modules"));
+        CollectionAssert.AreEqual(Sorted(theirConfig, "modules_to_save"), Sorted(ourConfig, "modules_to_save"));
+    }
+
+    [TestMethod]
+    [DynamicData(nameof(AdapterTests.Methods), typeof(AdapterTests))]
+    public void EveryMethodExportsAsALoraWithItsLogits(AdapterConfig adapters)
+    {
+        using var model = AdapterTests.Tiny(adapters);
+        // SVD-form updates multiply three to five factors: larger values for an effect of the same size.
+        AdapterTests.SetSameRandomAdapters(model, model, seed: 21, scale: adapters is SvdConfig ? 1.0 : 0.2);
+        using (no_grad())
+            foreach (var (name, mask) in model.Adapters.named_buffers().Where(b => b.name.EndsWith("rank_mask")))
+                mask[1].fill_(0); // a pruned singular value
+        var dir = NewDirectory();
+        PeftLoraExport.Save(model, dir, null);
+
+        var lora = PeftLoraImport.ReadConfig(dir);
+        using var imported = AdapterTests.Tiny(lora);
+        imported.LoadPeftAdapter(Path.Combine(dir, "adapter_model.safetensors"));
+        using var _ = no_grad();
+        var expected = model.Forward(AdapterTests.Ids, AdapterTests.Mask);
+        using (var backbone = AdapterTests.Tiny(new LoraConfig()))
+            Assert.IsGreaterThan(1e-2, (expected - backbone.Forward(AdapterTests.Ids, AdapterTests.Mask)).abs().max().item<float>(), "the adapters change the logits: " + (expected - backbone.Forward(AdapterTests.Ids, AdapterTests.Mask)).abs().max().item<float>());
+        double error = (imported.Forward(AdapterTests.Ids, AdapterTests.Mask) - expected).abs().max().item<float>();
+        Assert.IsLessThan(1e-5, error, $"{adapters.MethodName} exported as LoRA r={lora.Rank}, alpha={lora.Alpha}: {error}");
+    }
+
+    [TestMethod]
+    public void FullFineTuningHasNoAdapterToExport()
+    {
+        using var model = AdapterTests.Tiny(new FullFineTuningConfig());
+        Assert.ThrowsExactly<NotSupportedException>(() => PeftLoraExport.Save(model, NewDirectory(), null));
+    }
+}
