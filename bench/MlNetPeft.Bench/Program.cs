@@ -10,8 +10,9 @@ try
         "speed" => SpeedBenchmark.Run(args0),
         "parity" => ParityCheck.Run(args0),
         "stacking" => StackingComparison.Run(args0),
+        "peft-export" => PeftExportCheck.Run(args0),
         "help" or "--help" or "-h" => Usage(Console.Out, 0),
-        _ => throw new ArgumentException($"unknown command '{args0.Command}' (quality, speed, parity, stacking, help)"),
+        _ => throw new ArgumentException($"unknown command '{args0.Command}' (quality, speed, parity, stacking, peft-export, help)"),
     };
 }
 catch (ArgumentException e)
@@ -33,6 +34,8 @@ static int Usage(TextWriter to, int exitCode)
           parity  [--fixture DIR] [--device auto|cpu]   (the HF fixture's logits, loss and gradients on this device)
           stacking [--shape 12x64x4x128] [--method lora,msplora] [--batch 2] [--seq 16] [--steps 400] [--threads 1]
                   [--device cpu|cuda]   (training steps with and without stacked adapter factors, alternated)
+          peft-export [--method lora,msplora,lorasquared,adalora] [--out DIR]   (adapters as PEFT LoRA files with
+                  their logits, for bench/check_peft_export.py)
         """);
     return exitCode;
 }

@@ -1,0 +1,55 @@
+using System.Text.Json;
+using MlNetPeft.Adapters;
+using MlNetPeft.Adapters.Lora;
+using MlNetPeft.Backbone;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Bench;
+
+/// <summary>
+/// Writes each method's adapters as a PEFT LoRA adapter for an engine other than ours to read: the parity fixture's
+/// backbone with seeded random adapters (one SVD singular value pruned), exported to OUT/method/ with its logits on
+/// the fixture's inputs in logits.json. <c>bench/check_peft_export.py OUT</c> loads them with the PyTorch reference's
+/// PEFT loader and compares.
+/// </summary>
+internal static class PeftExportCheck
+{
+    public static int Run(BenchArgs a)
+    {
+        var fixture = a.Text("fixture", Path.Combine(BenchArgs.RepositoryRoot(), "test", "MlNetPeft.Tests", "Fixtures", "hf-parity"));
+        var output = a.Text("out", Path.Combine(Path.GetTempPath(), "peft-export"));
+        using var parity = JsonDocument.Parse(File.ReadAllText(Path.Combine(fixture, "parity.json")));
+        var ids = Ints(parity.RootElement.GetProperty("input_ids"));
+        var mask = Ints(parity.RootElement.GetProperty("attention_mask"));
+        var config = RobertaConfig.Load(Path.Combine(fixture, "tiny-roberta", "config.json"));
+        foreach (var method in a.List("method", "lora,msplora,lorasquared,adalora"))
+        {
+            using var scope = NewDisposeScope();
+            using var model = PeftModel.Create(config, 3, SpeedBenchmark.MethodConfig(method) with { Dropout = 0 },
+                SafeTensors.Load(Path.Combine(fixture, "tiny-roberta", "model.safetensors")), "tiny-roberta", loadHead: true);
+            model.Train(false);
+            using (no_grad())
+            {
+                manual_seed(21);
+                // SVD-form updates multiply three to five factors: larger values for an effect of the same size.
+                double scale = model.Config is Adapters.LoraSquared.SvdConfig ? 1.0 : 0.2;
+                foreach (var p in model.AdapterParameters()) p.copy_(randn_like(p).mul(scale));
+                foreach (var (_, m) in model.Adapters.named_buffers().Where(b => b.name.EndsWith("rank_mask"))) m[1].fill_(0);
+            }
+            var dir = Path.Combine(output, method);
+            PeftLoraExport.Save(model, dir, Path.Combine(fixture, "tiny-roberta"));
+            using (no_grad())
+            {
+                var logits = model.Forward(ids, mask);
+                var rows = Enumerable.Range(0, (int)logits.shape[0]).Select(r => logits[r].data<float>().ToArray()).ToArray();
+                File.WriteAllText(Path.Combine(dir, "logits.json"), JsonSerializer.Serialize(rows));
+            }
+            Console.WriteLine($"{method}: {dir}");
+        }
+        return 0;
+    }
+
+    private static Tensor Ints(JsonElement rows) =>
+        tensor(rows.EnumerateArray().SelectMany(r => r.EnumerateArray().Select(v => v.GetInt64())).ToArray(),
+            [rows.GetArrayLength(), rows[0].GetArrayLength()]);
+}
