@@ -9,8 +9,23 @@ public sealed class LoraOptions : PeftTextTrainerOptions
     /// <summary>Rank of every LoRA pair.</summary>
     public int Rank = 8;
 
-    internal override AdapterConfig ToAdapterConfig() => new LoraConfig
+    /// <summary>A HF PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors) to start from: its
+    /// r, lora_alpha and target_modules replace <see cref="Rank"/>, LoraAlpha and Targets, and its adapters and head
+    /// the fresh ones. Training then continues from it; with MaxEpochs = 0 the model is the adapter as it was trained
+    /// (e.g. in Python), packaged for ML.NET. The head's class i must be the label's key i+1.</summary>
+    public string? InitialPeftAdapter;
+
+    internal override bool StartsTrained => InitialPeftAdapter is not null;
+
+    internal override AdapterConfig ToAdapterConfig() => InitialPeftAdapter is { } adapter
+        ? PeftLoraImport.ReadConfig(adapter) with { Dropout = LoraDropout }
+        : new LoraConfig { Rank = Rank, Targets = Targets, Alpha = LoraAlpha, Dropout = LoraDropout };
+
+    internal override string? Initialize(PeftModel model)
     {
-        Rank = Rank, Targets = Targets, Alpha = LoraAlpha, Dropout = LoraDropout,
-    };
+        if (InitialPeftAdapter is not { } adapter) return null;
+        model.LoadPeftAdapter(Path.Combine(adapter, "adapter_model.safetensors"));
+        var lora = (LoraConfig)model.Config;
+        return $"adapters and head of the PEFT adapter {adapter} (r {lora.Rank}, lora_alpha {lora.Alpha}, targets {string.Join(", ", lora.Targets)})";
+    }
 }

@@ -76,12 +76,13 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
 
         try
         {
+            if (o.Initialize(model) is { } start) Log($"Starting from {start}.");
             var device = ComputeSelection.SelectDevice(o.Device);
             var precision = ComputeSelection.SelectPrecision(o.Precision, device);
             model.To(device, precision);
             Log($"Device {device.type}, backbone {precision}.{Environment.NewLine}{model.Report()}");
-            var loop = new TrainingLoop(model, o.ToTrainingSettings(), _task, tokenizer.PadId, Log);
-            loop.Run(train, validation, _host.CheckAlive); // MLContext.CancelExecution (AutoML) stops training at the next batch
+            if (o.MaxEpochs > 0) // MLContext.CancelExecution (AutoML) stops training at the next batch
+                new TrainingLoop(model, o.ToTrainingSettings(), _task, tokenizer.PadId, Log).Run(train, validation, _host.CheckAlive);
         }
         catch
         {

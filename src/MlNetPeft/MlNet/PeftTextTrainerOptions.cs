@@ -36,7 +36,8 @@ public abstract class PeftTextTrainerOptions
     /// loss is weighted by its share of the step's rows, so 4 batches of 8 give the step one batch of 32 would.</summary>
     public int GradientAccumulationSteps = 1;
 
-    /// <summary>Passes over the training data.</summary>
+    /// <summary>Passes over the training data (0: no training, for a model that starts trained, see
+    /// LoraOptions.InitialPeftAdapter).</summary>
     public int MaxEpochs = 10;
 
     /// <summary>Peak AdamW learning rate of the adapters (the paper's roberta-base recipe uses 4e-4 to 5e-4).</summary>
@@ -103,6 +104,13 @@ public abstract class PeftTextTrainerOptions
     /// <summary>The adapter method these options describe.</summary>
     internal abstract AdapterConfig ToAdapterConfig();
 
+    /// <summary>Whether the model starts from trained weights (then MaxEpochs may be 0).</summary>
+    internal virtual bool StartsTrained => false;
+
+    /// <summary>Sets the starting weights of a freshly built model and says what they are, or keeps the fresh
+    /// initialisation and returns null.</summary>
+    internal virtual string? Initialize(PeftModel model) => null;
+
     internal TrainingSettings ToTrainingSettings() => new()
     {
         BatchSize = BatchSize,
@@ -128,6 +136,8 @@ public abstract class PeftTextTrainerOptions
         if (string.IsNullOrWhiteSpace(Sentence1ColumnName)) throw new ArgumentException("Sentence1ColumnName is required.");
         if (string.IsNullOrWhiteSpace(LabelColumnName)) throw new ArgumentException("LabelColumnName is required.");
         if (MaxSequenceLength < 8) throw new ArgumentException($"MaxSequenceLength must be at least 8, got {MaxSequenceLength}");
-        ToTrainingSettings().Validate();
+        if (MaxEpochs == 0 && !StartsTrained)
+            throw new ArgumentException("MaxEpochs must be positive (0, no training, only for a model that starts trained: LoraOptions.InitialPeftAdapter)");
+        (MaxEpochs == 0 ? ToTrainingSettings() with { MaxEpochs = 1 } : ToTrainingSettings()).Validate();
     }
 }

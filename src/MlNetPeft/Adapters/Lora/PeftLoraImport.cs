@@ -25,16 +25,33 @@ internal static partial class PeftLoraImport
     public static LoraConfig ReadConfig(string directory)
     {
         var file = Path.Combine(directory, "adapter_config.json");
-        using var json = JsonDocument.Parse(File.ReadAllText(file));
-        var root = json.RootElement;
-        if (root.GetProperty("peft_type").GetString() != "LORA") throw new InvalidDataException($"{file}: not a LoRA adapter");
-        return new LoraConfig
+        if (!File.Exists(file)) throw new FileNotFoundException($"No PEFT adapter config at {file}", file);
+        try
         {
-            Rank = root.GetProperty("r").GetInt32(),
-            Alpha = root.GetProperty("lora_alpha").GetDouble(),
-            Dropout = root.GetProperty("lora_dropout").GetDouble(),
-            Targets = root.GetProperty("target_modules").EnumerateArray().Select(t => t.GetString()!).ToArray(),
-        };
+            using var json = JsonDocument.Parse(File.ReadAllText(file));
+            var root = json.RootElement;
+            if (root.GetProperty("peft_type").GetString() != "LORA") throw new InvalidDataException($"{file}: not a LoRA adapter (peft_type {root.GetProperty("peft_type")})");
+            foreach (var unsupported in new[] { "use_dora", "use_rslora", "fan_in_fan_out" })
+                if (root.TryGetProperty(unsupported, out var flag) && flag.ValueKind == JsonValueKind.True)
+                    throw new InvalidDataException($"{file}: {unsupported} is not supported");
+            foreach (var unsupported in new[] { "layers_to_transform", "rank_pattern", "alpha_pattern" })
+                if (root.TryGetProperty(unsupported, out var value) && value.ValueKind is not (JsonValueKind.Null or JsonValueKind.Undefined)
+                    && !(value.ValueKind == JsonValueKind.Object && !value.EnumerateObject().Any()))
+                    throw new InvalidDataException($"{file}: {unsupported} is not supported (every layer must have one rank and alpha)");
+            if (root.GetProperty("target_modules").ValueKind != JsonValueKind.Array)
+                throw new InvalidDataException($"{file}: target_modules must list module names (query, key, value), not a pattern");
+            return new LoraConfig
+            {
+                Rank = root.GetProperty("r").GetInt32(),
+                Alpha = root.GetProperty("lora_alpha").GetDouble(),
+                Dropout = root.TryGetProperty("lora_dropout", out var dropout) ? dropout.GetDouble() : 0,
+                Targets = root.GetProperty("target_modules").EnumerateArray().Select(t => t.GetString()!).ToArray(),
+            };
+        }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+        {
+            throw new InvalidDataException($"{file}: not a PEFT LoRA adapter config ({e.Message})", e);
+        }
     }
 
     public static void LoadPeftAdapter(this PeftModel model, string adapterFile)
