@@ -15,7 +15,7 @@ internal static class ParityCheck
 {
     public static int Run(BenchArgs a)
     {
-        var dir = a.Text("fixture", Path.Combine(BenchArgs.RepositoryRoot(), "test", "MlNetPeft.Tests", "Fixtures", "hf-parity"));
+        var dir = FixtureDirectory(a);
         var device = a.Text("device", "auto") == "cpu" || !cuda.is_available() ? CPU : CUDA;
         using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "parity.json")));
         var expected = json.RootElement;
@@ -55,7 +55,11 @@ internal static class ParityCheck
         return model;
     }
 
-    private static Tensor Ints(JsonElement rows) =>
+    /// <summary>The HF parity fixture (--fixture, or the tests' copy).</summary>
+    internal static string FixtureDirectory(BenchArgs a) =>
+        a.Text("fixture", Path.Combine(BenchArgs.RepositoryRoot(), "test", "MlNetPeft.Tests", "Fixtures", "hf-parity"));
+
+    internal static Tensor Ints(JsonElement rows) =>
         tensor(rows.EnumerateArray().SelectMany(r => r.EnumerateArray().Select(v => v.GetInt64())).ToArray(), Shape(rows));
 
     private static Tensor Floats(JsonElement rows) =>

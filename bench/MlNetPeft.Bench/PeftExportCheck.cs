@@ -1,6 +1,7 @@
 using System.Text.Json;
 using MlNetPeft.Adapters;
 using MlNetPeft.Adapters.Lora;
+using MlNetPeft.Adapters.LoraSquared;
 using MlNetPeft.Backbone;
 using static TorchSharp.torch;
 
@@ -16,11 +17,11 @@ internal static class PeftExportCheck
 {
     public static int Run(BenchArgs a)
     {
-        var fixture = a.Text("fixture", Path.Combine(BenchArgs.RepositoryRoot(), "test", "MlNetPeft.Tests", "Fixtures", "hf-parity"));
+        var fixture = ParityCheck.FixtureDirectory(a);
         var output = a.Text("out", Path.Combine(Path.GetTempPath(), "peft-export"));
         using var parity = JsonDocument.Parse(File.ReadAllText(Path.Combine(fixture, "parity.json")));
-        var ids = Ints(parity.RootElement.GetProperty("input_ids"));
-        var mask = Ints(parity.RootElement.GetProperty("attention_mask"));
+        var ids = ParityCheck.Ints(parity.RootElement.GetProperty("input_ids"));
+        var mask = ParityCheck.Ints(parity.RootElement.GetProperty("attention_mask"));
         var config = RobertaConfig.Load(Path.Combine(fixture, "tiny-roberta", "config.json"));
         foreach (var method in a.List("method", "lora,msplora,lorasquared,adalora"))
         {
@@ -32,7 +33,7 @@ internal static class PeftExportCheck
             {
                 manual_seed(21);
                 // SVD-form updates multiply three to five factors: larger values for an effect of the same size.
-                double scale = model.Config is Adapters.LoraSquared.SvdConfig ? 1.0 : 0.2;
+                double scale = model.Config is SvdConfig ? 1.0 : 0.2;
                 foreach (var p in model.AdapterParameters()) p.copy_(randn_like(p).mul(scale));
                 foreach (var (_, m) in model.Adapters.named_buffers().Where(b => b.name.EndsWith("rank_mask"))) m[1].fill_(0);
             }
@@ -48,8 +49,4 @@ internal static class PeftExportCheck
         }
         return 0;
     }
-
-    private static Tensor Ints(JsonElement rows) =>
-        tensor(rows.EnumerateArray().SelectMany(r => r.EnumerateArray().Select(v => v.GetInt64())).ToArray(),
-            [rows.GetArrayLength(), rows[0].GetArrayLength()]);
 }

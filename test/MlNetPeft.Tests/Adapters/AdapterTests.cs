@@ -18,6 +18,10 @@ public sealed class AdapterTests
     internal static Tensor Mask => tensor(TestData.Parity.GetProperty("attention_mask").EnumerateArray()
         .SelectMany(r => r.EnumerateArray().Select(v => v.GetInt64())).ToArray(), [3, 12]);
 
+    /// <summary>The fixture's input rows without their padding (as ML.NET scoring takes them).</summary>
+    internal static List<int[]> Rows() => Enumerable.Range(0, (int)Ids.shape[0])
+        .Select(r => Ids[r].data<long>().Take((int)Mask[r].sum().item<long>()).Select(id => (int)id).ToArray()).ToList();
+
     internal static PeftModel Tiny(AdapterConfig adapters)
     {
         var config = RobertaConfig.Load(Path.Combine(TestData.TinyRoberta, "config.json"));

@@ -16,14 +16,6 @@ public sealed class PeftAdapterStartTests
         Rank = 8, LoraAlpha = 16, Targets = ["query"], // replaced by the adapter's r = 4, alpha = 8, query and value
     });
 
-    /// <summary>The fixture's input rows without their padding.</summary>
-    private static List<int[]> FixtureRows()
-    {
-        var (ids, mask) = (AdapterTests.Ids, AdapterTests.Mask);
-        return Enumerable.Range(0, (int)ids.shape[0])
-            .Select(r => ids[r].data<long>().Take((int)mask[r].sum().item<long>()).Select(id => (int)id).ToArray()).ToList();
-    }
-
     private static PeftTextTransformer Fit(MLContext ml, LoraOptions options) =>
         ((TransformerChain<ITransformer>)PeftTrainerFixture.Fit(ml, ml.Data.LoadFromEnumerable(ToyText.Rows(40, seed: 1)), options).Model)
             .OfType<PeftTextTransformer>().Single();
@@ -40,7 +32,7 @@ public sealed class PeftAdapterStartTests
         // transformers + peft's logits for these inputs, as probabilities.
         var expected = tensor(TestData.Parity.GetProperty("lora_logits").EnumerateArray()
             .SelectMany(r => r.EnumerateArray().Select(v => v.GetSingle())).ToArray()).view(-1, 3).softmax(-1);
-        var rows = FixtureRows();
+        var rows = AdapterTests.Rows();
         var scores = peft.Predict(rows);
         var zip = Path.Combine(Directory.CreateTempSubdirectory("peft-start").FullName, "model.zip");
         ml.Model.Save(peft, null, zip);
@@ -58,7 +50,7 @@ public sealed class PeftAdapterStartTests
     {
         var peft = Fit(new MLContext(seed: 1), FromFixtureAdapter(epochs: 2));
         var start = Fit(new MLContext(seed: 1), FromFixtureAdapter(epochs: 0));
-        var rows = FixtureRows();
+        var rows = AdapterTests.Rows();
         double moved = peft.Predict(rows).Zip(start.Predict(rows)).Max(p => p.First.Zip(p.Second).Max(v => Math.Abs(v.First - v.Second)));
         Assert.IsGreaterThan(1e-3, moved, "two epochs changed the scores");
     }

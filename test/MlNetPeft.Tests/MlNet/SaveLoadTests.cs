@@ -186,13 +186,10 @@ public sealed class SaveLoadTests
 
         using var imported = AdapterTests.Tiny(PeftLoraImport.ReadConfig(dir));
         imported.LoadPeftAdapter(Path.Combine(dir, "adapter_model.safetensors"));
-        var ids = AdapterTests.Ids;
-        var mask = AdapterTests.Mask;
-        var rows = Enumerable.Range(0, (int)ids.shape[0])
-            .Select(r => ids[r].data<long>().Take((int)mask[r].sum().item<long>()).Select(id => (int)id).ToArray()).ToList();
+        var rows = AdapterTests.Rows();
         var expected = loaded.Predict(rows);
         using var noGrad = TorchSharp.torch.no_grad();
-        var actual = imported.Forward(ids, mask).softmax(-1);
+        var actual = imported.Forward(AdapterTests.Ids, AdapterTests.Mask).softmax(-1);
         for (int r = 0; r < rows.Count; r++)
             for (int c = 0; c < expected[r].Length; c++)
                 Assert.AreEqual(expected[r][c], actual[r, c].item<float>(), 1e-5, $"row {r}, class {c}");
