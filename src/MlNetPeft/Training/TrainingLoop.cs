@@ -12,9 +12,8 @@ internal sealed record TrainingResult(int Epochs, int Steps, double FinalLoss, d
 /// <summary>
 /// The one training loop for every adapter method: AdamW (adapters at LearningRate, head at
 /// LearningRate·HeadLearningRateRatio) stepping once per GradientAccumulationSteps batches, linear warm-up/decay,
-/// global-norm clipping, per-epoch validation
-/// with early stopping and best-epoch restore. Every batch runs in its own dispose scope, and the loss is
-/// read back from the device only every LogEveryNSteps steps.
+/// global-norm clipping, per-epoch validation with early stopping and best-epoch restore. Every batch runs in its
+/// own dispose scope, and the loss is read back from the device only every LogEveryNSteps steps.
 /// </summary>
 internal sealed class TrainingLoop
 {
