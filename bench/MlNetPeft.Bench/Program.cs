@@ -11,8 +11,9 @@ try
         "parity" => ParityCheck.Run(args0),
         "stacking" => StackingComparison.Run(args0),
         "peft-export" => PeftExportCheck.Run(args0),
+        "latency" => LatencyBenchmark.Run(args0),
         "help" or "--help" or "-h" => Usage(Console.Out, 0),
-        _ => throw new ArgumentException($"unknown command '{args0.Command}' (quality, speed, parity, stacking, peft-export, help)"),
+        _ => throw new ArgumentException($"unknown command '{args0.Command}' (quality, speed, latency, parity, stacking, peft-export, help)"),
     };
 }
 catch (ArgumentException e)
@@ -31,6 +32,7 @@ static int Usage(TextWriter to, int exitCode)
                   [--reference [--reference-seeds N]] [--out DIR]
           speed   --shape tiny,mini,base,large --method lora,msplora,lorasquared,adalora,full [--batch 32] [--seq 128]
                   [--accumulate K] [--steps 10] [--device auto|cpu|cuda] [--precision fp32|bf16] [--threads N] [--reference] [--out DIR]
+          latency --model ZIP [--precision fp32|bf16] [--rows 400]   (one PredictionEngine, one sentence per call)
           parity  [--fixture DIR] [--device auto|cpu]   (the HF fixture's logits, loss and gradients on this device)
           stacking [--shape 12x64x4x128] [--method lora,msplora] [--batch 2] [--seq 16] [--steps 400] [--threads 1]
                   [--device cpu|cuda]   (training steps with and without stacked adapter factors, alternated)
