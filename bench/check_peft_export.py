@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Loads the PEFT LoRA adapters written by `MlNetPeft.Bench peft-export --out DIR` with the PyTorch reference's PEFT
-loader (bench/reference.py, equal to transformers + peft on the HF fixture) and compares its logits with ours.
+"""Loads what `MlNetPeft.Bench peft-export --out DIR` wrote with the PyTorch reference (bench/reference.py, equal to
+transformers + peft on the HF fixture): each method's PEFT LoRA adapter through its PEFT loader, and its merged plain
+checkpoint through its HF weight loader; compares the logits with ours.
 
     /usr/bin/python3 bench/check_peft_export.py DIR [--fixture test/MlNetPeft.Tests/Fixtures/hf-parity]
 """
@@ -20,14 +21,22 @@ parity = json.load(open(os.path.join(a.fixture, "parity.json")))
 ids, mask = torch.tensor(parity["input_ids"]), torch.tensor(parity["attention_mask"])
 ok = True
 for method in sorted(os.listdir(a.dir)):
-    adapter = os.path.join(a.dir, method)
-    model = R.load_backbone(R.RobertaForSequenceClassification(config, 3), os.path.join(a.fixture, "tiny-roberta"))
-    R.load_peft_lora(model, adapter)
-    model.eval()
-    ours = torch.tensor(json.load(open(os.path.join(adapter, "logits.json"))))
-    with torch.no_grad():
-        error = (model(ids, mask) - ours).abs().max().item()
-    cfg = json.load(open(os.path.join(adapter, "adapter_config.json")))
-    print(json.dumps({"method": method, "r": cfg["r"], "lora_alpha": cfg["lora_alpha"], "max_abs_logit_error": error}))
-    ok &= error < 1e-5
+    ours = torch.tensor(json.load(open(os.path.join(a.dir, method, "logits.json"))))
+    for form in ("adapter", "merged"):
+        path = os.path.join(a.dir, method, form)
+        if not os.path.isdir(path):
+            continue
+        if form == "adapter":  # the fixture's backbone with the PEFT adapter (and its head) on top
+            model = R.load_backbone(R.RobertaForSequenceClassification(config, 3), os.path.join(a.fixture, "tiny-roberta"))
+            R.load_peft_lora(model, path)
+            cfg = json.load(open(os.path.join(path, "adapter_config.json")))
+            what = {"r": cfg["r"], "lora_alpha": cfg["lora_alpha"]}
+        else:  # a plain checkpoint: backbone and head from its model.safetensors alone
+            model = R.load_backbone(R.RobertaForSequenceClassification(config, 3), path)
+            what = {}
+        model.eval()
+        with torch.no_grad():
+            error = (model(ids, mask) - ours).abs().max().item()
+        print(json.dumps({"method": method, "form": form, **what, "max_abs_logit_error": error}))
+        ok &= error < 1e-5
 sys.exit(0 if ok else 1)

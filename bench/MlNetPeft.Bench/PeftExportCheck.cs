@@ -8,10 +8,11 @@ using static TorchSharp.torch;
 namespace MlNetPeft.Bench;
 
 /// <summary>
-/// Writes each method's adapters as a PEFT LoRA adapter for an engine other than ours to read: the parity fixture's
-/// backbone with seeded random adapters (one SVD singular value pruned), exported to OUT/method/ with its logits on
-/// the fixture's inputs in logits.json. <c>bench/check_peft_export.py OUT</c> loads them with the PyTorch reference's
-/// PEFT loader and compares.
+/// Writes each method's model for an engine other than ours to read: the parity fixture's backbone with seeded random
+/// adapters (one SVD singular value pruned; full fine-tuning: a perturbed backbone) as a PEFT LoRA adapter
+/// (OUT/method/adapter/) and as a plain checkpoint with the adapters merged (OUT/method/merged/model.safetensors), with
+/// its logits on the fixture's inputs in OUT/method/logits.json. <c>bench/check_peft_export.py OUT</c> loads both with
+/// the PyTorch reference and compares.
 /// </summary>
 internal static class PeftExportCheck
 {
@@ -23,7 +24,7 @@ internal static class PeftExportCheck
         var ids = ParityCheck.Ints(parity.RootElement.GetProperty("input_ids"));
         var mask = ParityCheck.Ints(parity.RootElement.GetProperty("attention_mask"));
         var config = RobertaConfig.Load(Path.Combine(fixture, "tiny-roberta", "config.json"));
-        foreach (var method in a.List("method", "lora,msplora,lorasquared,adalora"))
+        foreach (var method in a.List("method", "lora,msplora,lorasquared,adalora,full"))
         {
             using var scope = NewDisposeScope();
             using var model = PeftModel.Create(config, 3, SpeedBenchmark.MethodConfig(method) with { Dropout = 0 },
@@ -35,10 +36,13 @@ internal static class PeftExportCheck
                 // SVD-form updates multiply three to five factors: larger values for an effect of the same size.
                 double scale = model.Config is SvdConfig ? 1.0 : 0.2;
                 foreach (var p in model.AdapterParameters()) p.copy_(randn_like(p).mul(scale));
+                if (model.Config.TrainsBackbone) foreach (var p in model.Network.Encoder.parameters()) p.add_(randn_like(p).mul(0.02));
                 foreach (var (_, m) in model.Adapters.named_buffers().Where(b => b.name.EndsWith("rank_mask"))) m[1].fill_(0);
             }
             var dir = Path.Combine(output, method);
-            PeftLoraExport.Save(model, dir, Path.Combine(fixture, "tiny-roberta"));
+            if (!model.Config.TrainsBackbone) PeftLoraExport.Save(model, Path.Combine(dir, "adapter"), Path.Combine(fixture, "tiny-roberta"));
+            Directory.CreateDirectory(Path.Combine(dir, "merged"));
+            File.WriteAllBytes(Path.Combine(dir, "merged", "model.safetensors"), MergedCheckpoint.Save(model));
             using (no_grad())
             {
                 var logits = model.Forward(ids, mask);

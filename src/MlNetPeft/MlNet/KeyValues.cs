@@ -51,6 +51,14 @@ internal sealed class KeyValues
     public ValueGetter<VBuffer<ReadOnlyMemory<char>>>? TextNames =>
         Getter as ValueGetter<VBuffer<ReadOnlyMemory<char>>>;
 
+    /// <summary>The class names as text, key order.</summary>
+    public IReadOnlyList<string> Names() =>
+        (IReadOnlyList<string>)typeof(KeyValues).GetMethod(nameof(NamesOf), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
+            .MakeGenericMethod(Type.ItemType.RawType).Invoke(null, [Values])!;
+
+    private static IReadOnlyList<string> NamesOf<T>(object values) =>
+        ((VBuffer<T>)values).DenseValues().Select(v => v?.ToString() ?? "").ToList();
+
     public void Save(IHostEnvironment env, Stream stream)
     {
         typeof(KeyValues).GetMethod(nameof(SaveCore), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!

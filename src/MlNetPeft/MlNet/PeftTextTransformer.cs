@@ -1,3 +1,5 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Data.IO;
@@ -68,6 +70,30 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     {
         ThrowIfDisposed();
         Adapters.Lora.PeftLoraExport.Save(_model, directory, _info.BackbonePath);
+    }
+
+    /// <summary>
+    /// Writes the whole model as a HF checkpoint directory (config.json, model.safetensors, vocab.json, merges.txt) that
+    /// <c>AutoModelForSequenceClassification.from_pretrained</c> loads without PEFT, and that MlNetPeft takes as a
+    /// backbone: the adapters merged into the backbone's weights (PEFT's merge_and_unload), or the fully fine-tuned
+    /// backbone, and the head; fp32, with the class names as id2label. A model running a bf16 backbone (CUDA) merged its
+    /// adapters in bf16: load it on the CPU (LoadSettings.Device) for fp32-exact weights.
+    /// </summary>
+    public void SaveMergedCheckpoint(string directory)
+    {
+        ThrowIfDisposed();
+        Directory.CreateDirectory(directory);
+        File.WriteAllBytes(Path.Combine(directory, "model.safetensors"), MergedCheckpoint.Save(_model));
+        var names = _info.Task == TaskKind.Regression ? ["LABEL_0"]
+            : _labelValues?.Names() ?? Enumerable.Range(0, _info.Outputs).Select(i => $"LABEL_{i}").ToList();
+        var config = JsonNode.Parse(_info.Backbone.ToJson())!.AsObject();
+        config["architectures"] = new JsonArray("RobertaForSequenceClassification");
+        config["id2label"] = new JsonObject(names.Select((name, i) => KeyValuePair.Create($"{i}", (JsonNode?)name)));
+        config["label2id"] = new JsonObject(names.Select((name, i) => KeyValuePair.Create(name, (JsonNode?)i)).DistinctBy(p => p.Key));
+        config["problem_type"] = _info.Task == TaskKind.Regression ? "regression" : "single_label_classification";
+        File.WriteAllText(Path.Combine(directory, "config.json"), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        File.WriteAllBytes(Path.Combine(directory, "vocab.json"), _tokenizer.VocabJson);
+        File.WriteAllBytes(Path.Combine(directory, "merges.txt"), _tokenizer.MergesTxt);
     }
 
     internal PeftModelInfo Info => _info;

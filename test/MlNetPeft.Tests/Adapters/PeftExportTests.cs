@@ -8,7 +8,8 @@ using static TorchSharp.torch;
 
 namespace MlNetPeft.Tests.Adapters;
 
-/// <summary>Adapters written as a HF PEFT LoRA adapter directory: PEFT's own files, and every method's logits.</summary>
+/// <summary>Adapters written as a HF PEFT LoRA adapter directory (PEFT's own files, every method's logits), and whole
+/// models as plain HF checkpoints with the adapters merged.</summary>
 [TestClass]
 public sealed class PeftExportTests
 {
@@ -60,6 +61,38 @@ public sealed class PeftExportTests
             Assert.IsGreaterThan(1e-2, (expected - backbone.Forward(AdapterTests.Ids, AdapterTests.Mask)).abs().max().item<float>(), "the adapters change the logits: " + (expected - backbone.Forward(AdapterTests.Ids, AdapterTests.Mask)).abs().max().item<float>());
         double error = (imported.Forward(AdapterTests.Ids, AdapterTests.Mask) - expected).abs().max().item<float>();
         Assert.IsLessThan(1e-5, error, $"{adapters.MethodName} exported as LoRA r={lora.Rank}, alpha={lora.Alpha}: {error}");
+    }
+
+    public static IEnumerable<object[]> MergeCases =>
+        AdapterTests.Methods.SelectMany(m => new[] { new[] { m[0], false }, new[] { m[0], true } })
+            .Append([new FullFineTuningConfig(), false]);
+
+    [TestMethod]
+    [DynamicData(nameof(MergeCases))]
+    public void EveryMethodMergesIntoAPlainCheckpointWithItsLogits(AdapterConfig adapters, bool mergedForPrediction)
+    {
+        using var model = AdapterTests.Tiny(adapters);
+        using (no_grad())
+        {
+            manual_seed(22);
+            double scale = adapters is SvdConfig ? 1.0 : 0.2;
+            foreach (var p in model.AdapterParameters()) p.copy_(randn_like(p).mul(scale));
+            foreach (var (_, mask) in model.Adapters.named_buffers().Where(b => b.name.EndsWith("rank_mask"))) mask[1].fill_(0);
+            if (adapters.TrainsBackbone) // as if fine-tuned: every backbone weight moved
+                foreach (var p in model.Network.Encoder.parameters()) p.add_(randn_like(p).mul(0.02));
+        }
+        if (mergedForPrediction) model.Merge();
+        var bytes = MergedCheckpoint.Save(model);
+
+        var weights = SafeTensors.Load(bytes, "merged");
+        Assert.IsFalse(weights.Keys.Any(k => k.Contains("lora") || k.Contains("base_layer")), "plain HF keys");
+        var config = RobertaConfig.Load(Path.Combine(TestData.TinyRoberta, "config.json"));
+        using var plain = PeftModel.Create(config, 3, new FullFineTuningConfig(), weights, "merged", loadHead: true);
+        plain.Train(false);
+        using var _ = no_grad();
+        var expected = model.Forward(AdapterTests.Ids, AdapterTests.Mask);
+        double error = (plain.Forward(AdapterTests.Ids, AdapterTests.Mask) - expected).abs().max().item<float>();
+        Assert.IsLessThan(1e-5, error, $"{adapters.MethodName}: {error}");
     }
 
     [TestMethod]

@@ -1,6 +1,9 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using MlNetPeft.Adapters;
+using MlNetPeft.Adapters.Full;
 using MlNetPeft.Adapters.Lora;
+using MlNetPeft.Backbone;
 using MlNetPeft.MlNet;
 using MlNetPeft.Tests.Adapters;
 using MlNetPeft.Training;
@@ -190,6 +193,40 @@ public sealed class SaveLoadTests
         var expected = loaded.Predict(rows);
         using var noGrad = TorchSharp.torch.no_grad();
         var actual = imported.Forward(AdapterTests.Ids, AdapterTests.Mask).softmax(-1);
+        for (int r = 0; r < rows.Count; r++)
+            for (int c = 0; c < expected[r].Length; c++)
+                Assert.AreEqual(expected[r][c], actual[r, c].item<float>(), 1e-5, $"row {r}, class {c}");
+    }
+
+    [TestMethod]
+    public void AReloadedModelSavesAPlainCheckpointThatScoresAsItDoes()
+    {
+        var (ml, _, model) = Train(PeftTrainerFixture.AdaLora(2));
+        var zip = TempZip();
+        ml.Model.Save(model, null, zip);
+        var loaded = ((TransformerChain<ITransformer>)new MLContext(seed: 3).Model.Load(zip, out _)).OfType<PeftTextTransformer>().Single();
+        var dir = Directory.CreateTempSubdirectory("merged-checkpoint").FullName;
+        loaded.SaveMergedCheckpoint(dir);
+
+        // A checkpoint directory like any other: config, tokenizer, weights with a head.
+        var checkpoint = new CheckpointDirectory(dir);
+        var config = checkpoint.LoadConfig();
+        Assert.AreEqual(loaded.Info.Backbone, config);
+        CollectionAssert.AreEqual(RobertaTokenizer.FromDirectory(TestData.TinyBackbone).Encode("apple zebra 1234", null, 16),
+            checkpoint.LoadTokenizer().Encode("apple zebra 1234", null, 16), "the same tokenizer");
+        using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(checkpoint.ConfigFile));
+        // Class names in key order: MapValueToKey numbers them by first appearance.
+        var names = ToyText.Rows(64, seed: 5).Select(r => r.Label).Distinct().ToArray();
+        CollectionAssert.AreEqual(names, json.RootElement.GetProperty("id2label").EnumerateObject().Select(p => p.Value.GetString()).ToArray());
+        Assert.AreEqual("RobertaForSequenceClassification", json.RootElement.GetProperty("architectures")[0].GetString());
+
+        using var plain = PeftModel.Create(config, 3, new FullFineTuningConfig(),
+            SafeTensors.Load(checkpoint.WeightsFile), dir, loadHead: true);
+        plain.Train(false);
+        var rows = AdapterTests.Rows();
+        var expected = loaded.Predict(rows);
+        using var noGrad = TorchSharp.torch.no_grad();
+        var actual = plain.Forward(AdapterTests.Ids, AdapterTests.Mask).softmax(-1);
         for (int r = 0; r < rows.Count; r++)
             for (int c = 0; c < expected[r].Length; c++)
                 Assert.AreEqual(expected[r][c], actual[r, c].item<float>(), 1e-5, $"row {r}, class {c}");

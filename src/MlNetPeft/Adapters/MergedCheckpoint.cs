@@ -1,0 +1,30 @@
+using MlNetPeft.Backbone;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Adapters;
+
+/// <summary>
+/// A model's weights as a plain HF RobertaForSequenceClassification checkpoint, in fp32 under HF's key names: the
+/// backbone with every adapter update added into its projection (PEFT's merge_and_unload), or the fine-tuned backbone
+/// (full fine-tuning: its fp32 masters when it trained in bf16), and the head.
+/// </summary>
+internal static class MergedCheckpoint
+{
+    /// <summary>The safetensors bytes of the merged weights.</summary>
+    public static byte[] Save(PeftModel model)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var trained = model.TrainableState(); // fp32 copies: the head, and a fully fine-tuned backbone's masters
+        var weights = new Dictionary<string, Tensor>();
+        foreach (var (name, tensor) in model.Network.state_dict())
+        {
+            var key = name.Replace(".base_layer.", ".", StringComparison.Ordinal); // an adapted projection's frozen Linear
+            weights[key] = trained.TryGetValue(key, out var copy) ? copy : tensor.detach().to(ScalarType.Float32).cpu().clone();
+        }
+        foreach (var (path, _, _, linear) in model.Adapters.Wrapped)
+            if (!linear.IsMerged) // merged for prediction: the weight already holds the updates
+                foreach (var update in linear.Updates) weights[path + ".weight"].add_(update.DeltaWeight().to(ScalarType.Float32).cpu());
+        return SafeTensors.Save(weights, new Dictionary<string, string> { ["format"] = "pt" });
+    }
+}
