@@ -15,6 +15,21 @@ public sealed class PeftExportTests
 {
     private static string NewDirectory() => Directory.CreateTempSubdirectory("peft-export").FullName;
 
+    /// <summary>A tiny model whose trainable weights moved as training would move them: random adapters (SVD forms with
+    /// a pruned singular value) or, for full fine-tuning, a perturbed backbone.</summary>
+    private static PeftModel AsIfTrained(AdapterConfig adapters)
+    {
+        var model = AdapterTests.Tiny(adapters);
+        using var _ = no_grad();
+        manual_seed(21);
+        // SVD-form updates multiply three to five factors: larger values for an effect of the same size.
+        double scale = adapters is SvdConfig ? 1.0 : 0.2;
+        foreach (var p in model.AdapterParameters()) p.copy_(randn_like(p).mul(scale));
+        foreach (var (_, mask) in model.Adapters.named_buffers().Where(b => b.name.EndsWith("rank_mask"))) mask[1].fill_(0);
+        if (adapters.TrainsBackbone) foreach (var p in model.Network.Encoder.parameters()) p.add_(randn_like(p).mul(0.02));
+        return model;
+    }
+
     [TestMethod]
     public void AnImportedPeftAdapterExportsAsPeftWroteIt()
     {
@@ -43,12 +58,7 @@ public sealed class PeftExportTests
     [DynamicData(nameof(AdapterTests.Methods), typeof(AdapterTests))]
     public void EveryMethodExportsAsALoraWithItsLogits(AdapterConfig adapters)
     {
-        using var model = AdapterTests.Tiny(adapters);
-        // SVD-form updates multiply three to five factors: larger values for an effect of the same size.
-        AdapterTests.SetSameRandomAdapters(model, model, seed: 21, scale: adapters is SvdConfig ? 1.0 : 0.2);
-        using (no_grad())
-            foreach (var (name, mask) in model.Adapters.named_buffers().Where(b => b.name.EndsWith("rank_mask")))
-                mask[1].fill_(0); // a pruned singular value
+        using var model = AsIfTrained(adapters);
         var dir = NewDirectory();
         PeftLoraExport.Save(model, dir, null);
 
@@ -71,16 +81,7 @@ public sealed class PeftExportTests
     [DynamicData(nameof(MergeCases))]
     public void EveryMethodMergesIntoAPlainCheckpointWithItsLogits(AdapterConfig adapters, bool mergedForPrediction)
     {
-        using var model = AdapterTests.Tiny(adapters);
-        using (no_grad())
-        {
-            manual_seed(22);
-            double scale = adapters is SvdConfig ? 1.0 : 0.2;
-            foreach (var p in model.AdapterParameters()) p.copy_(randn_like(p).mul(scale));
-            foreach (var (_, mask) in model.Adapters.named_buffers().Where(b => b.name.EndsWith("rank_mask"))) mask[1].fill_(0);
-            if (adapters.TrainsBackbone) // as if fine-tuned: every backbone weight moved
-                foreach (var p in model.Network.Encoder.parameters()) p.add_(randn_like(p).mul(0.02));
-        }
+        using var model = AsIfTrained(adapters);
         if (mergedForPrediction) model.Merge();
         var bytes = MergedCheckpoint.Save(model);
 

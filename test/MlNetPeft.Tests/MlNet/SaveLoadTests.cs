@@ -177,34 +177,43 @@ public sealed class SaveLoadTests
 
     private static string Flatten(Exception e) => e.InnerException is null ? e.Message : e.Message + " | " + Flatten(e.InnerException);
 
-    [TestMethod]
-    public void AReloadedModelExportsAPeftAdapterThatScoresAsItDoes()
+    /// <summary>Trains, saves and loads in a fresh context: the transformer as a deployed app has it.</summary>
+    private static PeftTextTransformer Reloaded(PeftTextTrainerOptions options)
     {
-        var (ml, _, model) = Train(PeftTrainerFixture.Msplora(2));
+        var (ml, _, model) = Train(options);
         var zip = TempZip();
         ml.Model.Save(model, null, zip);
-        var loaded = ((TransformerChain<ITransformer>)new MLContext(seed: 3).Model.Load(zip, out _)).OfType<PeftTextTransformer>().Single();
-        var dir = Directory.CreateTempSubdirectory("peft-adapter").FullName;
-        loaded.SavePeftAdapter(dir); // its adapters are merged for prediction: the export reads the factors
+        return ((TransformerChain<ITransformer>)new MLContext(seed: 3).Model.Load(zip, out _)).OfType<PeftTextTransformer>().Single();
+    }
 
-        using var imported = AdapterTests.Tiny(PeftLoraImport.ReadConfig(dir));
-        imported.LoadPeftAdapter(Path.Combine(dir, "adapter_model.safetensors"));
+    /// <summary>The exported model's logits on the fixture's rows give the transformer's scores (1e-5).</summary>
+    private static void AssertScoresAs(PeftTextTransformer transformer, PeftModel exported)
+    {
         var rows = AdapterTests.Rows();
-        var expected = loaded.Predict(rows);
+        var expected = transformer.Predict(rows);
         using var noGrad = TorchSharp.torch.no_grad();
-        var actual = imported.Forward(AdapterTests.Ids, AdapterTests.Mask).softmax(-1);
+        exported.Train(false);
+        var actual = exported.Forward(AdapterTests.Ids, AdapterTests.Mask).softmax(-1);
         for (int r = 0; r < rows.Count; r++)
             for (int c = 0; c < expected[r].Length; c++)
                 Assert.AreEqual(expected[r][c], actual[r, c].item<float>(), 1e-5, $"row {r}, class {c}");
     }
 
     [TestMethod]
+    public void AReloadedModelExportsAPeftAdapterThatScoresAsItDoes()
+    {
+        var loaded = Reloaded(PeftTrainerFixture.Msplora(2));
+        var dir = Directory.CreateTempSubdirectory("peft-adapter").FullName;
+        loaded.SavePeftAdapter(dir); // its adapters are merged for prediction: the export reads the factors
+        using var imported = AdapterTests.Tiny(PeftLoraImport.ReadConfig(dir));
+        imported.LoadPeftAdapter(Path.Combine(dir, "adapter_model.safetensors"));
+        AssertScoresAs(loaded, imported);
+    }
+
+    [TestMethod]
     public void AReloadedModelSavesAPlainCheckpointThatScoresAsItDoes()
     {
-        var (ml, _, model) = Train(PeftTrainerFixture.AdaLora(2));
-        var zip = TempZip();
-        ml.Model.Save(model, null, zip);
-        var loaded = ((TransformerChain<ITransformer>)new MLContext(seed: 3).Model.Load(zip, out _)).OfType<PeftTextTransformer>().Single();
+        var loaded = Reloaded(PeftTrainerFixture.AdaLora(2));
         var dir = Directory.CreateTempSubdirectory("merged-checkpoint").FullName;
         loaded.SaveMergedCheckpoint(dir);
 
@@ -220,15 +229,7 @@ public sealed class SaveLoadTests
         CollectionAssert.AreEqual(names, json.RootElement.GetProperty("id2label").EnumerateObject().Select(p => p.Value.GetString()).ToArray());
         Assert.AreEqual("RobertaForSequenceClassification", json.RootElement.GetProperty("architectures")[0].GetString());
 
-        using var plain = PeftModel.Create(config, 3, new FullFineTuningConfig(),
-            SafeTensors.Load(checkpoint.WeightsFile), dir, loadHead: true);
-        plain.Train(false);
-        var rows = AdapterTests.Rows();
-        var expected = loaded.Predict(rows);
-        using var noGrad = TorchSharp.torch.no_grad();
-        var actual = plain.Forward(AdapterTests.Ids, AdapterTests.Mask).softmax(-1);
-        for (int r = 0; r < rows.Count; r++)
-            for (int c = 0; c < expected[r].Length; c++)
-                Assert.AreEqual(expected[r][c], actual[r, c].item<float>(), 1e-5, $"row {r}, class {c}");
+        using var plain = PeftModel.Create(config, 3, new FullFineTuningConfig(), SafeTensors.Load(checkpoint.WeightsFile), dir, loadHead: true);
+        AssertScoresAs(loaded, plain);
     }
 }
