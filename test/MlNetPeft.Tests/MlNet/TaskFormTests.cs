@@ -1,6 +1,10 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using MlNetPeft.Adapters;
+using MlNetPeft.Adapters.Full;
+using MlNetPeft.Backbone;
 using MlNetPeft.MlNet;
+using MlNetPeft.Tests.Adapters;
 using MlNetPeft.Training;
 
 namespace MlNetPeft.Tests.MlNet;
@@ -52,6 +56,21 @@ public sealed class TaskFormTests
         var fresh = new MLContext();
         var again = fresh.Model.Load(zip, out _).Transform(test).GetColumn<float>("Score").ToArray();
         CollectionAssert.AreEqual(predicted.Select(v => (float)v).ToArray(), again);
+
+        // Exported as a plain HF regression checkpoint: one output, the same score.
+        var dir = Directory.CreateTempSubdirectory("regression-checkpoint").FullName;
+        model.SaveMergedCheckpoint(dir);
+        using var config = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "config.json")));
+        Assert.AreEqual("regression", config.RootElement.GetProperty("problem_type").GetString());
+        Assert.AreEqual(1, config.RootElement.GetProperty("id2label").EnumerateObject().Count());
+        using var plain = PeftModel.Create(RobertaConfig.Load(Path.Combine(dir, "config.json")), 1,
+            new FullFineTuningConfig(), SafeTensors.Load(Path.Combine(dir, "model.safetensors")), dir, loadHead: true);
+        plain.Train(false);
+        var rows = AdapterTests.Rows();
+        var expected = model.Predict(rows);
+        using var noGrad = TorchSharp.torch.no_grad();
+        var actual = plain.Forward(AdapterTests.Ids, AdapterTests.Mask);
+        for (int r = 0; r < rows.Count; r++) Assert.AreEqual(expected[r][0], actual[r, 0].item<float>(), 1e-5, $"row {r}");
     }
 
     [TestMethod]
