@@ -15,12 +15,14 @@ namespace MlNetPeft.MlNet;
 /// </summary>
 public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer> where TOptions : PeftTextTrainerOptions
 {
+    private readonly IHostEnvironment _env;
     private readonly IHost _host;
     private readonly TaskKind _task;
 
     private protected PeftTextTrainer(IHostEnvironment env, TOptions options, TaskKind task)
     {
-        _host = Contracts.CheckRef(env, nameof(env)).Register(GetType().Name);
+        _env = Contracts.CheckRef(env, nameof(env));
+        _host = env.Register(GetType().Name);
         TrainerOptions = options ?? throw new ArgumentNullException(nameof(options));
         _task = task;
     }
@@ -77,7 +79,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         try
         {
             if (o.Initialize(model) is { } start) Log($"Starting from {start}.");
-            var device = ComputeSelection.SelectDevice(o.Device);
+            var device = MlContextGpu.SelectDevice(_env, o.Device);
             var precision = ComputeSelection.SelectPrecision(o.Precision, device);
             model.To(device, precision);
             Log($"Device {device.type}, backbone {precision}.{Environment.NewLine}{model.Report()}");

@@ -131,7 +131,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     {
         Contracts.CheckValue(env, nameof(env));
         ctx.CheckAtModel(GetVersionInfo());
-        var device = ComputeSelection.SelectDevice(LoadSettings.Device); // before anything is built: it may refuse
+        var device = MlContextGpu.SelectDevice(env, LoadSettings.Device); // before anything is built: it may refuse
         var info = PeftModelInfo.FromJson(ctx.LoadNonEmptyString());
         var labelValues = ctx.Reader.ReadBoolean() ? KeyValues.Load(env, ctx.Reader.BaseStream) : null;
         var adapters = ReadStream(ctx, AdapterStream) ?? throw new InvalidDataException($"model zip lacks {AdapterStream}");

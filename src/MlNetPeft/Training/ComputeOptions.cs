@@ -28,6 +28,20 @@ public enum ComputePrecision
 
 internal static class ComputeSelection
 {
+    /// <summary>The device for <paramref name="choice"/> under ML.NET's own GPU settings: an MLContext whose GpuDeviceId
+    /// is set runs on that GPU (unless the options say Cpu), or on the CPU when there is no such GPU and FallbackToCpu is
+    /// set; with GpuDeviceId unset, <paramref name="choice"/> alone decides.</summary>
+    public static Device SelectDevice(ComputeDevice choice, int? gpuDeviceId, bool fallbackToCpu)
+    {
+        if (gpuDeviceId is not { } id || choice == ComputeDevice.Cpu) return SelectDevice(choice);
+        int count = cuda.is_available() ? cuda.device_count() : 0;
+        if (id >= 0 && id < count) return device(DeviceType.CUDA, id);
+        if (fallbackToCpu) return CPU;
+        throw new InvalidOperationException($"MLContext.GpuDeviceId is {id}, but " +
+            (count == 0 ? "no CUDA device is available" : $"there are only {count} CUDA devices") +
+            "; set MLContext.FallbackToCpu = true to run on the CPU instead, or GpuDeviceId = null.");
+    }
+
     public static Device SelectDevice(ComputeDevice choice) => choice switch
     {
         ComputeDevice.Cpu => CPU,

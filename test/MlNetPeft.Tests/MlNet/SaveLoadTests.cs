@@ -91,6 +91,28 @@ public sealed class SaveLoadTests
         }
     }
 
+    /// <summary>MLContext.GpuDeviceId and FallbackToCpu, as ML.NET's own GPU components read them, for training and
+    /// loading: a GPU that is not there is a clear error, or the CPU with FallbackToCpu; unset, the options decide.</summary>
+    [TestMethod]
+    public void MlContextGpuSettingsPickTheDevice()
+    {
+        // The first device id this machine does not have.
+        int missingGpu = TorchSharp.torch.cuda.is_available() ? TorchSharp.torch.cuda.device_count() : 0;
+        var ml = new MLContext(seed: 1) { GpuDeviceId = missingGpu };
+        var data = ml.Data.LoadFromEnumerable(ToyText.Rows(20, seed: 5));
+        var e = Assert.Throws<Exception>(() => PeftTrainerFixture.Fit(ml, data, PeftTrainerFixture.Lora(1)));
+        StringAssert.Contains(Flatten(e), $"MLContext.GpuDeviceId is {missingGpu}");
+        StringAssert.Contains(Flatten(e), "FallbackToCpu");
+
+        ml.FallbackToCpu = true;
+        var model = PeftTrainerFixture.Fit(ml, data, PeftTrainerFixture.Lora(1)).Model;
+        var zip = TempZip();
+        ml.Model.Save(model, data.Schema, zip);
+        StringAssert.Contains(Flatten(Assert.Throws<Exception>(() => new MLContext { GpuDeviceId = missingGpu }.Model.Load(zip, out _))), "GpuDeviceId");
+        var fallback = new MLContext { GpuDeviceId = missingGpu, FallbackToCpu = true };
+        AssertSameScores(PeftTrainerFixture.Scores(model, data, ml), PeftTrainerFixture.Scores(fallback.Model.Load(zip, out _), data, fallback));
+    }
+
     [TestMethod]
     public void EmbeddedBackboneMakesTheZipSelfContained()
     {
