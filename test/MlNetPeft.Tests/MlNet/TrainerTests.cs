@@ -40,6 +40,19 @@ public sealed class TrainerTests
         Assert.AreEqual("fruit", engine.Predict(new ToyText.Row { Sentence1 = "peach melon apple cherry" }).PredictedLabel);
     }
 
+    /// <summary>ML.NET's CrossValidate fits and scores the estimator once per fold (split, Transform, Evaluate).</summary>
+    [TestMethod]
+    public void CrossValidatesLikeAnyMlNetTrainer()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(ToyText.Rows(240, seed: 3));
+        var pipeline = ToyText.KeyLabel(ml).Append(PeftTrainerFixture.Classifier(ml, PeftTrainerFixture.Lora()));
+        var folds = ml.MulticlassClassification.CrossValidate(data, pipeline, numberOfFolds: 3);
+        Assert.HasCount(3, folds);
+        foreach (var fold in folds)
+            Assert.IsGreaterThan(0.8, fold.Metrics.MicroAccuracy, $"fold {fold.Fold}: {fold.Metrics.MicroAccuracy:F3} (chance 0.33)");
+    }
+
     /// <summary>MLContext.CancelExecution stops training at the next batch, as it stops ML.NET's own trainers (it is
     /// internal in ML.NET 5, called by AutoML when an experiment's time is up; the test reaches it by reflection).</summary>
     [TestMethod]
