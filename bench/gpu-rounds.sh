@@ -3,7 +3,7 @@
 #   bash bench/gpu-rounds.sh [rounds] [methods]     e.g. bash bench/gpu-rounds.sh 4 lora,msplora,full
 # Unpacks the bench once, checks the HF fixture on CUDA, times the step with and without stacked adapter factors,
 # then alternates our speed run (roberta-base shape, b32 s128,
-# one process per round) with bench/peft_reference.py for the given number of rounds: both engines are bound by the
+# one process per method and round) with bench/peft_reference.py for the given number of rounds: both engines are bound by the
 # host issuing kernels at this batch, and the host drifts, so only interleaved ratios mean anything. Output goes to
 # stdout and, when $OUT is set (the device tool), to $OUT/rounds.txt and $OUT/ours.json.
 set -uo pipefail
@@ -22,7 +22,11 @@ $bench parity --fixture test/MlNetPeft.Tests/Fixtures/hf-parity
 timeout 150 $bench stacking --device cuda --shape base --batch 32 --seq 128 --steps 60
 for r in $(seq 1 "$rounds"); do
   echo "== round $r"
-  timeout 150 $bench speed --shape base --method "$methods" --steps 50 $([ "$r" = 1 ] && echo --phases) --out /tmp/gpu-rounds-json | grep -v wrote
+  # One process per method: the CUDA caching allocator keeps what a run reserved, so a second run in the same
+  # process would report the first one's memory as its own.
+  for m in ${methods//,/ }; do
+    timeout 150 $bench speed --shape base --method "$m" --steps 50 $([ "$r" = 1 ] && echo --phases) --out /tmp/gpu-rounds-json | grep -v wrote
+  done
   timeout 180 python3 bench/peft_reference.py --shape base --method "$reference" --steps 50
 done
 cat /tmp/gpu-rounds-json/*.json > "$out/ours.json"
