@@ -54,7 +54,9 @@ public static class ParaphraseExample
 
         ml.Model.Save(model, train.Schema, args.ModelPath);
         var fresh = new MLContext();
-        var engine = fresh.Model.CreatePredictionEngine<Pair, Prediction>(fresh.Model.Load(args.ModelPath, out _));
+        var loaded = fresh.Model.Load(args.ModelPath, out _);
+        args.Export(loaded);
+        var engine = fresh.Model.CreatePredictionEngine<Pair, Prediction>(loaded);
         foreach (var (a, b) in new[]
                  {
                      ("The company said profits rose 10 percent in the quarter .", "Quarterly profit climbed 10 percent , the company said ."),

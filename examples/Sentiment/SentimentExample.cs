@@ -62,7 +62,9 @@ public static class SentimentExample
         Console.WriteLine($"Saved {args.ModelPath} ({new FileInfo(args.ModelPath).Length / 1024} KiB)");
 
         var fresh = new MLContext();
-        var engine = fresh.Model.CreatePredictionEngine<Review, Prediction>(fresh.Model.Load(args.ModelPath, out _));
+        var loaded = fresh.Model.Load(args.ModelPath, out _);
+        args.Export(loaded);
+        var engine = fresh.Model.CreatePredictionEngine<Review, Prediction>(loaded);
         foreach (var sentence in new[]
                  {
                      "a gripping , beautifully acted film that stays with you .",

@@ -1,4 +1,7 @@
 using System.Globalization;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MlNetPeft.MlNet;
 using MlNetPeft.Training;
 
 namespace MlNetPeft.Examples;
@@ -15,6 +18,20 @@ public sealed record ExampleArgs
     public required string ModelPath { get; init; }
     /// <summary>Backbone precision for training (Auto: fp32 on CPU, bf16 on CUDA).</summary>
     public ComputePrecision Precision { get; init; }
+    /// <summary>Where to also write the model for Python (a PEFT adapter and a merged HF checkpoint), or null.</summary>
+    public string? ExportDirectory { get; init; }
+
+    /// <summary>With --export DIR, writes the loaded model for Python: DIR/peft-adapter (PEFT LoRA adapter, for
+    /// PeftModel.from_pretrained on the backbone) and DIR/hf-checkpoint (adapters merged, for
+    /// AutoModelForSequenceClassification.from_pretrained).</summary>
+    public void Export(ITransformer model)
+    {
+        if (ExportDirectory is null) return;
+        var peft = model as PeftTextTransformer ?? ((TransformerChain<ITransformer>)model).OfType<PeftTextTransformer>().Single();
+        peft.SavePeftAdapter(Path.Combine(ExportDirectory, "peft-adapter"));
+        peft.SaveMergedCheckpoint(Path.Combine(ExportDirectory, "hf-checkpoint"));
+        Console.WriteLine($"Exported for Python: {Path.Combine(ExportDirectory, "peft-adapter")} and {Path.Combine(ExportDirectory, "hf-checkpoint")}");
+    }
 
     /// <summary>The repository folder holding models/ and data/, found above the running program.</summary>
     public static string RepositoryRoot()
@@ -28,7 +45,7 @@ public sealed record ExampleArgs
     /// <summary>Parses the options; the defaults are each example's recipe for the shipped roberta-mini.</summary>
     public static ExampleArgs Parse(string[] args, string name, int trainRows, int epochs, double lr = 2e-3)
     {
-        string? backbone = null, data = null, model = null;
+        string? backbone = null, data = null, model = null, export = null;
         int devRows = 0;
         var precision = ComputePrecision.Auto;
         for (int i = 0; i < args.Length; i++)
@@ -39,6 +56,7 @@ public sealed record ExampleArgs
                 case "--backbone": backbone = Next(); break;
                 case "--data": data = Next(); break;
                 case "--model": model = Next(); break;
+                case "--export": export = Next(); break;
                 case "--max-train-rows": trainRows = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--max-dev-rows": devRows = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--epochs": epochs = int.Parse(Next(), CultureInfo.InvariantCulture); break;
@@ -70,6 +88,7 @@ public sealed record ExampleArgs
             LearningRate = lr,
             Precision = precision,
             ModelPath = model ?? Path.Combine(Path.GetTempPath(), name + "-msplora.zip"),
+            ExportDirectory = export,
         };
     }
 }

@@ -50,7 +50,9 @@ public static class SimilarityExample
 
         ml.Model.Save(model, train.Schema, args.ModelPath);
         var fresh = new MLContext();
-        var engine = fresh.Model.CreatePredictionEngine<Pair, Prediction>(fresh.Model.Load(args.ModelPath, out _));
+        var loaded = fresh.Model.Load(args.ModelPath, out _);
+        args.Export(loaded);
+        var engine = fresh.Model.CreatePredictionEngine<Pair, Prediction>(loaded);
         foreach (var (a, b) in new[]
                  {
                      ("A man is playing a guitar.", "A man plays the guitar."),

@@ -9,12 +9,16 @@ public sealed class SentimentExampleTests
     [TestMethod]
     public void RunsEndToEnd()
     {
-        var model = Path.Combine(Directory.CreateTempSubdirectory().FullName, "sentiment.zip");
-        var args = ExampleArgs.Parse(["--max-train-rows", "96", "--max-dev-rows", "64", "--epochs", "1", "--model", model],
-            "sentiment", trainRows: 4000, epochs: 5);
+        var dir = Directory.CreateTempSubdirectory().FullName;
+        var model = Path.Combine(dir, "sentiment.zip");
+        var args = ExampleArgs.Parse(["--max-train-rows", "96", "--max-dev-rows", "64", "--epochs", "1", "--model", model,
+            "--export", Path.Combine(dir, "python")], "sentiment", trainRows: 4000, epochs: 5);
         SentimentExample.Run(args);
         Assert.IsTrue(File.Exists(model));
         Assert.IsLessThan(2_000_000L, new FileInfo(model).Length);
+        foreach (var file in new[] { "peft-adapter/adapter_config.json", "peft-adapter/adapter_model.safetensors",
+                     "hf-checkpoint/config.json", "hf-checkpoint/model.safetensors", "hf-checkpoint/vocab.json", "hf-checkpoint/merges.txt" })
+            Assert.IsTrue(File.Exists(Path.Combine(dir, "python", file)), file);
     }
 
     [TestMethod]
