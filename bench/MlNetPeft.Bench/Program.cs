@@ -12,8 +12,9 @@ try
         "stacking" => StackingComparison.Run(args0),
         "peft-export" => PeftExportCheck.Run(args0),
         "latency" => LatencyBenchmark.Run(args0),
+        "score" => LatencyBenchmark.Score(args0),
         "help" or "--help" or "-h" => Usage(Console.Out, 0),
-        _ => throw new ArgumentException($"unknown command '{args0.Command}' (quality, speed, latency, parity, stacking, peft-export, help)"),
+        _ => throw new ArgumentException($"unknown command '{args0.Command}' (quality, speed, latency, score, parity, stacking, peft-export, help)"),
     };
 }
 catch (ArgumentException e)
@@ -33,6 +34,7 @@ static int Usage(TextWriter to, int exitCode)
           speed   --shape tiny,mini,base,large --method lora,msplora,lorasquared,adalora,full [--batch 32] [--seq 128]
                   [--accumulate K] [--steps 10] [--device auto|cpu|cuda] [--precision fp32|bf16] [--threads N] [--reference] [--out DIR]
           latency --model ZIP [--precision fp32|bf16] [--rows 400]   (one PredictionEngine, one sentence per call)
+          score   --model ZIP --out FILE [--rows 300]   (SST-2 dev sentences and their scores, for check_python_scores.py)
           parity  [--fixture DIR] [--device auto|cpu]   (the HF fixture's logits, loss and gradients on this device)
           stacking [--shape 12x64x4x128] [--method lora,msplora] [--batch 2] [--seq 16] [--steps 400] [--threads 1]
                   [--device cpu|cuda]   (training steps with and without stacked adapter factors, alternated)

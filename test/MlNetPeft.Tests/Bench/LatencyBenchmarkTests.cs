@@ -8,7 +8,7 @@ namespace MlNetPeft.Tests.Bench;
 public sealed class LatencyBenchmarkTests
 {
     [TestMethod]
-    public void ScoresSentencesOneAtATimeFromASavedZip()
+    public void TimesAndScoresSentencesOneAtATimeFromASavedZip()
     {
         var ml = new MLContext(seed: 1);
         var data = ml.Data.LoadFromEnumerable(ToyText.Rows(20, seed: 1));
@@ -20,5 +20,13 @@ public sealed class LatencyBenchmarkTests
         try { Assert.AreEqual(0, LatencyBenchmark.Run(BenchArgs.Parse(["latency", "--model", zip, "--rows", "5", "--warm-up", "2"]))); }
         finally { Console.SetOut(console); }
         StringAssert.Contains(output.ToString(), "5 single-sentence predictions, p50 ");
+
+        var scores = Path.Combine(Path.GetDirectoryName(zip)!, "scores.json");
+        Console.SetOut(TextWriter.Null);
+        try { Assert.AreEqual(0, LatencyBenchmark.Score(BenchArgs.Parse(["score", "--model", zip, "--out", scores, "--rows", "4"]))); }
+        finally { Console.SetOut(console); }
+        using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(scores));
+        Assert.AreEqual(4, json.RootElement.GetArrayLength());
+        Assert.AreEqual(3, json.RootElement[0].GetProperty("score").GetArrayLength(), "three class probabilities");
     }
 }
