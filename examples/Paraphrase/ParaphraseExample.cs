@@ -52,11 +52,7 @@ public static class ParaphraseExample
         Console.WriteLine($"Dev accuracy {metrics.MicroAccuracy:P1} (majority class {majority:P1}), F1 {Metrics.F1(predicted, gold):P1} " +
                           $"(always 'paraphrase' {Metrics.F1(gold.Select(_ => 1.0).ToArray(), gold):P1}), log-loss {metrics.LogLoss:F3}");
 
-        ml.Model.Save(model, train.Schema, args.ModelPath);
-        var fresh = new MLContext();
-        var loaded = fresh.Model.Load(args.ModelPath, out _);
-        args.Export(loaded);
-        var engine = fresh.Model.CreatePredictionEngine<Pair, Prediction>(loaded);
+        var engine = args.SaveAndReload<Pair, Prediction>(ml, model, train.Schema);
         foreach (var (a, b) in new[]
                  {
                      ("The company said profits rose 10 percent in the quarter .", "Quarterly profit climbed 10 percent , the company said ."),

@@ -58,13 +58,7 @@ public static class SentimentExample
         double majority = devLabels.GroupBy(l => l).Max(g => g.Count()) / (double)devLabels.Count;
         Console.WriteLine($"Dev accuracy {metrics.MicroAccuracy:P1} (majority class {majority:P1}), macro accuracy {metrics.MacroAccuracy:P1}, log-loss {metrics.LogLoss:F3}");
 
-        ml.Model.Save(model, train.Schema, args.ModelPath);
-        Console.WriteLine($"Saved {args.ModelPath} ({new FileInfo(args.ModelPath).Length / 1024} KiB)");
-
-        var fresh = new MLContext();
-        var loaded = fresh.Model.Load(args.ModelPath, out _);
-        args.Export(loaded);
-        var engine = fresh.Model.CreatePredictionEngine<Review, Prediction>(loaded);
+        var engine = args.SaveAndReload<Review, Prediction>(ml, model, train.Schema);
         foreach (var sentence in new[]
                  {
                      "a gripping , beautifully acted film that stays with you .",

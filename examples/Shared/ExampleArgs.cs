@@ -21,16 +21,27 @@ public sealed record ExampleArgs
     /// <summary>Where to also write the model for Python (a PEFT adapter and a merged HF checkpoint), or null.</summary>
     public string? ExportDirectory { get; init; }
 
-    /// <summary>With --export DIR, writes the loaded model for Python: DIR/peft-adapter (PEFT LoRA adapter, for
-    /// PeftModel.from_pretrained on the backbone) and DIR/hf-checkpoint (adapters merged, for
-    /// AutoModelForSequenceClassification.from_pretrained).</summary>
-    public void Export(ITransformer model)
+    /// <summary>
+    /// Saves the model to ModelPath and loads it back in a fresh MLContext, as a deployed app would; returns the engine
+    /// that app would predict with. With --export DIR, also writes the loaded model for Python: DIR/peft-adapter (PEFT
+    /// LoRA adapter, for PeftModel.from_pretrained on the backbone) and DIR/hf-checkpoint (adapters merged, for
+    /// AutoModelForSequenceClassification.from_pretrained).
+    /// </summary>
+    public PredictionEngine<TRow, TPrediction> SaveAndReload<TRow, TPrediction>(MLContext ml, ITransformer model, DataViewSchema schema)
+        where TRow : class where TPrediction : class, new()
     {
-        if (ExportDirectory is null) return;
-        var peft = model as PeftTextTransformer ?? ((TransformerChain<ITransformer>)model).OfType<PeftTextTransformer>().Single();
-        peft.SavePeftAdapter(Path.Combine(ExportDirectory, "peft-adapter"));
-        peft.SaveMergedCheckpoint(Path.Combine(ExportDirectory, "hf-checkpoint"));
-        Console.WriteLine($"Exported for Python: {Path.Combine(ExportDirectory, "peft-adapter")} and {Path.Combine(ExportDirectory, "hf-checkpoint")}");
+        ml.Model.Save(model, schema, ModelPath);
+        Console.WriteLine($"Saved {ModelPath} ({new FileInfo(ModelPath).Length / 1024} KiB)");
+        var fresh = new MLContext();
+        var loaded = fresh.Model.Load(ModelPath, out _);
+        if (ExportDirectory is not null)
+        {
+            var peft = loaded as PeftTextTransformer ?? ((TransformerChain<ITransformer>)loaded).OfType<PeftTextTransformer>().Single();
+            peft.SavePeftAdapter(Path.Combine(ExportDirectory, "peft-adapter"));
+            peft.SaveMergedCheckpoint(Path.Combine(ExportDirectory, "hf-checkpoint"));
+            Console.WriteLine($"Exported for Python: {Path.Combine(ExportDirectory, "peft-adapter")} and {Path.Combine(ExportDirectory, "hf-checkpoint")}");
+        }
+        return fresh.Model.CreatePredictionEngine<TRow, TPrediction>(loaded);
     }
 
     /// <summary>The repository folder holding models/ and data/, found above the running program.</summary>

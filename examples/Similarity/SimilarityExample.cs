@@ -48,11 +48,7 @@ public static class SimilarityExample
                           $"(a constant prediction scores 0); RMSE {metrics.RootMeanSquaredError:F3} (predicting the train mean: {baselineRmse:F3}), " +
                           $"MAE {metrics.MeanAbsoluteError:F3}, R² {metrics.RSquared:F3}");
 
-        ml.Model.Save(model, train.Schema, args.ModelPath);
-        var fresh = new MLContext();
-        var loaded = fresh.Model.Load(args.ModelPath, out _);
-        args.Export(loaded);
-        var engine = fresh.Model.CreatePredictionEngine<Pair, Prediction>(loaded);
+        var engine = args.SaveAndReload<Pair, Prediction>(ml, model, train.Schema);
         foreach (var (a, b) in new[]
                  {
                      ("A man is playing a guitar.", "A man plays the guitar."),
