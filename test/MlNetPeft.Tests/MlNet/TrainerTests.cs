@@ -127,13 +127,20 @@ public sealed class TrainerTests
     }
 
     [TestMethod]
-    public void MemoryStaysFlatAcrossEpochs()
+    [DataRow(1)]
+    [DataRow(2)] // gradient accumulation: a dispose scope per batch inside the step
+    public void MemoryStaysFlatAcrossEpochs(int accumulation)
     {
         var ml = new MLContext(seed: 1);
         var data = ml.Data.LoadFromEnumerable(ToyText.Rows(64, seed: 3));
         var options = PeftTrainerFixture.Msplora(4);
+        options.GradientAccumulationSteps = accumulation;
+        int stepsPerEpoch = 64 / options.BatchSize / accumulation;
         var live = new List<long>();
-        options.ProgressCallback = p => { if (p.Step % 4 == 0) live.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount); };
+        options.ProgressCallback = p =>
+        {
+            if (p.ValidationMetric is null && p.Step == p.Epoch * stepsPerEpoch) live.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        };
         var trainer = ml.MulticlassClassification.Trainers.Msplora(options);
         ToyText.KeyLabel(ml).Append(trainer).Fit(data);
         Assert.HasCount(4, live);
