@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a GPU machine (no .NET SDK), from the repository root, after ../shared/gpu/pack.sh packed the bench into .gpu/:
 #   bash bench/gpu-rounds.sh [rounds] [methods]     e.g. bash bench/gpu-rounds.sh 4 lora,msplora,full
-# Unpacks the bench once, checks the HF fixture on CUDA, times the step with and without stacked adapter factors,
+# Unpacks the bench once, checks the HF fixture on CUDA, times the step with and without stacked adapter factors
+# and the first steps on batches of changing length with and without cuDNN attention,
 # then alternates our speed run (roberta-base shape, b32 s128,
 # one process per method and round) with bench/peft_reference.py for the given number of rounds: both engines are bound by the
 # host issuing kernels at this batch, and the host drifts, so only interleaved ratios mean anything. Output goes to
@@ -20,6 +21,9 @@ bench="$app/$(cat $app/.entry)"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 $bench parity --fixture test/MlNetPeft.Tests/Fixtures/hf-parity
 timeout 150 $bench stacking --device cuda --shape base --batch 32 --seq 128 --steps 60
+# Padded batches of changing length: cuDNN attention's per-shape plans off (our default), then on.
+timeout 300 $bench first-steps --device cuda --shape base --steps 30
+MLNETPEFT_CUDNN_ATTENTION=1 timeout 300 $bench first-steps --device cuda --shape base --steps 30
 for r in $(seq 1 "$rounds"); do
   echo "== round $r"
   # One process per method: the CUDA caching allocator keeps what a run reserved, so a second run in the same

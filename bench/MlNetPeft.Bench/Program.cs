@@ -13,8 +13,9 @@ try
         "peft-export" => PeftExportCheck.Run(args0),
         "latency" => LatencyBenchmark.Run(args0),
         "score" => LatencyBenchmark.Score(args0),
+        "first-steps" => FirstStepsBenchmark.Run(args0),
         "help" or "--help" or "-h" => Usage(Console.Out, 0),
-        _ => throw new ArgumentException($"unknown command '{args0.Command}' (quality, speed, latency, score, parity, stacking, peft-export, help)"),
+        _ => throw new ArgumentException($"unknown command '{args0.Command}' (quality, speed, first-steps, latency, score, parity, stacking, peft-export, help)"),
     };
 }
 catch (ArgumentException e)
@@ -33,6 +34,8 @@ static int Usage(TextWriter to, int exitCode)
                   [--reference [--reference-seeds N]] [--out DIR]
           speed   --shape tiny,mini,base,large --method lora,msplora,lorasquared,adalora,full [--batch 32] [--seq 128]
                   [--accumulate K] [--steps 10] [--device auto|cpu|cuda] [--precision fp32|bf16] [--threads N] [--reference] [--out DIR]
+          first-steps [--shape mini] [--method lora] [--batch 32] [--seq 128] [--steps 30] [--device auto|cpu|cuda]
+                  (training steps on padded batches of changing length: per-shape first-use costs)
           latency --model ZIP [--precision fp32|bf16] [--rows 400]   (one PredictionEngine, one sentence per call)
           score   --model ZIP --out FILE [--rows 300]   (SST-2 dev sentences and their scores, for check_python_scores.py)
           parity  [--fixture DIR] [--device auto|cpu]   (the HF fixture's logits, loss and gradients on this device)

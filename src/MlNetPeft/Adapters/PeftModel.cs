@@ -64,6 +64,7 @@ internal sealed class PeftModel : IDisposable
     public void To(Device device, ScalarType backboneDType, bool keepMasters = true)
     {
         if (device.type == DeviceType.CPU) Training.CpuAllocator.KeepFreedMemory();
+        else if (device.type == DeviceType.CUDA) Training.CudaAttention.AvoidCudnnPlans();
         if (_masters is not null && backboneDType != BackboneDType)
             throw new InvalidOperationException($"the backbone trains in {BackboneDType} against fp32 masters; it cannot change to {backboneDType}");
         Network.to(device);

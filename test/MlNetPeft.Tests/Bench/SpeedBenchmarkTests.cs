@@ -34,6 +34,17 @@ public sealed class SpeedBenchmarkTests
     }
 
     [TestMethod]
+    public void FirstStepsRunOnBatchesOfChangingLength()
+    {
+        var output = new StringWriter();
+        var console = Console.Out;
+        Console.SetOut(output);
+        try { Assert.AreEqual(0, FirstStepsBenchmark.Run(BenchArgs.Parse(["first-steps", "--shape", "tiny", "--steps", "3", "--batch", "4", "--seq", "16", "--device", "cpu"]))); }
+        finally { Console.SetOut(console); }
+        StringAssert.Contains(output.ToString(), "same lengths again: ");
+    }
+
+    [TestMethod]
     public void CommandLineRunsAndWritesJson()
     {
         var dir = Directory.CreateTempSubdirectory().FullName;
