@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using MlNetPeft.Adapters;
-using MlNetPeft.Backbone;
 using MlNetPeft.Training;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -19,15 +17,9 @@ internal static class FirstStepsBenchmark
     {
         string shape = a.Text("shape", "mini"), method = a.Text("method", "lora");
         int batch = a.Int("batch", 32), steps = a.Int("steps", 30), maxLength = a.Int("seq", 128);
-        var device = a.Text("device", "auto") switch { "cpu" => CPU, "cuda" => CUDA, _ => cuda.is_available() ? CUDA : CPU };
-        var precision = a.Text("precision", device.type == DeviceType.CUDA ? "bf16" : "fp32") == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32;
-
-        manual_seed(0);
-        var config = SpeedBenchmark.ConfigFor(shape);
-        PeftModel model;
-        using (var donor = new RobertaForSequenceClassification(config, 2))
-            model = PeftModel.Create(config, 2, SpeedBenchmark.MethodConfig(method), donor.state_dict(), "random " + shape);
-        using var _ = model;
+        var (device, precision) = SpeedBenchmark.DeviceAndPrecision(a);
+        using var model = SpeedBenchmark.RandomModel(shape, method);
+        var config = model.Network.Config;
         model.To(device, precision);
         model.Train();
         using var stepper = new TrainingStepper(model, new TrainingSettings { BatchSize = batch, LearningRate = 1e-4 }, TaskKind.Classification, 100_000);

@@ -30,15 +30,7 @@ internal static class PeftExportCheck
             using var model = PeftModel.Create(config, 3, SpeedBenchmark.MethodConfig(method) with { Dropout = 0 },
                 SafeTensors.Load(Path.Combine(fixture, "tiny-roberta", "model.safetensors")), "tiny-roberta", loadHead: true);
             model.Train(false);
-            using (no_grad())
-            {
-                manual_seed(21);
-                // SVD-form updates multiply three to five factors: larger values for an effect of the same size.
-                double scale = model.Config is SvdConfig ? 1.0 : 0.2;
-                foreach (var p in model.AdapterParameters()) p.copy_(randn_like(p).mul(scale));
-                if (model.Config.TrainsBackbone) foreach (var p in model.Network.Encoder.parameters()) p.add_(randn_like(p).mul(0.02));
-                foreach (var (_, m) in model.Adapters.named_buffers().Where(b => b.name.EndsWith("rank_mask"))) m[1].fill_(0);
-            }
+            MoveAsIfTrained(model);
             var dir = Path.Combine(output, method);
             if (!model.Config.TrainsBackbone) PeftLoraExport.Save(model, Path.Combine(dir, "adapter"), Path.Combine(fixture, "tiny-roberta"));
             Directory.CreateDirectory(Path.Combine(dir, "merged"));
@@ -52,5 +44,18 @@ internal static class PeftExportCheck
             Console.WriteLine($"{method}: {dir}");
         }
         return 0;
+    }
+
+    /// <summary>Moves a model's trainable weights as training would (seeded): random adapters, SVD forms with a pruned
+    /// singular value, or for full fine-tuning a perturbed backbone; so that an export has something to get wrong.</summary>
+    internal static void MoveAsIfTrained(PeftModel model)
+    {
+        using var _ = no_grad();
+        manual_seed(21);
+        // SVD-form updates multiply three to five factors: larger values for an effect of the same size.
+        double scale = model.Config is SvdConfig ? 1.0 : 0.2;
+        foreach (var p in model.AdapterParameters()) p.copy_(randn_like(p).mul(scale));
+        foreach (var (_, mask) in model.Adapters.named_buffers().Where(b => b.name.EndsWith("rank_mask"))) mask[1].fill_(0);
+        if (model.Config.TrainsBackbone) foreach (var p in model.Network.Encoder.parameters()) p.add_(randn_like(p).mul(0.02));
     }
 }

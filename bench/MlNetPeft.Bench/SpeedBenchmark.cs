@@ -41,11 +41,7 @@ internal static class SpeedBenchmark
         if (accumulation < 1 || batch % accumulation != 0)
             throw new ArgumentException($"--accumulate must divide the batch ({batch}) into equal parts, got {accumulation}");
         if (threads > 0) set_num_threads(threads);
-        var device = a.Text("device", "auto") switch
-        {
-            "cpu" => CPU, "cuda" => CUDA, _ => cuda.is_available() ? CUDA : CPU,
-        };
-        var precision = a.Text("precision", device.type == DeviceType.CUDA ? "bf16" : "fp32") == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32;
+        var (device, precision) = DeviceAndPrecision(a);
         double peak = MatmulPeak(device, precision);
         Console.WriteLine($"{device.type} {precision}, {get_num_threads()} threads: dense matmul peak {peak / 1e12:F3} TFLOP/s");
 
@@ -69,6 +65,27 @@ internal static class SpeedBenchmark
         File.WriteAllText(file, JsonSerializer.Serialize(runs, new JsonSerializerOptions { WriteIndented = true }));
         Console.WriteLine($"wrote {file}");
         return 0;
+    }
+
+    /// <summary>--device (auto: CUDA when there is one) and --precision (bf16 on CUDA, fp32 on the CPU by default).</summary>
+    internal static (Device Device, ScalarType Precision) DeviceAndPrecision(BenchArgs a)
+    {
+        var device = a.Text("device", "auto") switch
+        {
+            "cpu" => CPU, "cuda" => CUDA, _ => cuda.is_available() ? CUDA : CPU,
+        };
+        var precision = a.Text("precision", device.type == DeviceType.CUDA ? "bf16" : "fp32") == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32;
+        return (device, precision);
+    }
+
+    /// <summary>A two-class model of the shape with random backbone weights and the method's adapters, on the CPU in
+    /// fp32; the same every call (seeded).</summary>
+    internal static PeftModel RandomModel(string shape, string method)
+    {
+        manual_seed(0);
+        var config = ConfigFor(shape);
+        using var donor = new RobertaForSequenceClassification(config, 2);
+        return PeftModel.Create(config, 2, MethodConfig(method), donor.state_dict(), "random " + shape);
     }
 
     internal static RobertaConfig ConfigFor(string shape)
@@ -100,12 +117,8 @@ internal static class SpeedBenchmark
     internal static SpeedRun Measure(string shape, string method, int batch, int seq, int steps, Device device, ScalarType precision, double peak,
         bool phases = false, int accumulation = 1)
     {
-        manual_seed(0);
-        var config = ConfigFor(shape);
-        PeftModel model;
-        using (var donor = new RobertaForSequenceClassification(config, 2))
-            model = PeftModel.Create(config, 2, MethodConfig(method), donor.state_dict(), "random " + shape);
-        using var _ = model;
+        using var model = RandomModel(shape, method);
+        var config = model.Network.Config;
         model.To(device, precision);
         var ids = randint(3, config.VocabSize, [batch, seq]).to(device).DetachFromDisposeScope();
         var labels = randint(0, 2, [batch]).to(device).DetachFromDisposeScope();

@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using MlNetPeft.Adapters;
-using MlNetPeft.Backbone;
 using MlNetPeft.Training;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -25,18 +23,16 @@ internal static class StackingComparison
         var precision = device.type == DeviceType.CUDA ? ScalarType.BFloat16 : ScalarType.Float32;
         foreach (var method in a.List("method", "lora,msplora"))
         {
-            manual_seed(0);
-            using var donor = new RobertaForSequenceClassification(config, 2);
-            var data = new Batch(randint(3, config.VocabSize, [batch, seq]).to(device), null, randint(0, 2, [batch]).to(device), batch);
             var runs = new[] { false, true }.Select(stacking =>
             {
-                var model = PeftModel.Create(config, 2, SpeedBenchmark.MethodConfig(method), donor.state_dict(), "random " + shape);
+                var model = SpeedBenchmark.RandomModel(shape, method); // seeded: the two are the same model
                 model.To(device, precision);
                 model.Adapters.StackingEnabled = stacking;
                 model.Train();
                 var stepper = new TrainingStepper(model, new TrainingSettings { BatchSize = batch, LearningRate = 1e-4 }, TaskKind.Classification, 1_000_000);
                 return (Stacking: stacking, Model: model, Stepper: stepper, Wall: new List<double>(), Cpu: new List<double>());
             }).ToArray();
+            var data = new Batch(randint(3, config.VocabSize, [batch, seq]).to(device), null, randint(0, 2, [batch]).to(device), batch);
             for (int step = -Math.Max(5, steps / 10); step < steps; step++) // negative steps warm up
                 foreach (var run in runs)
                 {

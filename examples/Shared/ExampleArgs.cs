@@ -37,9 +37,10 @@ public sealed record ExampleArgs
         if (ExportDirectory is not null)
         {
             var peft = loaded as PeftTextTransformer ?? ((TransformerChain<ITransformer>)loaded).OfType<PeftTextTransformer>().Single();
-            peft.SavePeftAdapter(Path.Combine(ExportDirectory, "peft-adapter"));
-            peft.SaveMergedCheckpoint(Path.Combine(ExportDirectory, "hf-checkpoint"));
-            Console.WriteLine($"Exported for Python: {Path.Combine(ExportDirectory, "peft-adapter")} and {Path.Combine(ExportDirectory, "hf-checkpoint")}");
+            string adapter = Path.Combine(ExportDirectory, "peft-adapter"), checkpoint = Path.Combine(ExportDirectory, "hf-checkpoint");
+            peft.SavePeftAdapter(adapter);
+            peft.SaveMergedCheckpoint(checkpoint);
+            Console.WriteLine($"Exported for Python: {adapter} and {checkpoint}");
         }
         return fresh.Model.CreatePredictionEngine<TRow, TPrediction>(loaded);
     }

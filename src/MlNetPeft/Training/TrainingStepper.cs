@@ -5,8 +5,8 @@ namespace MlNetPeft.Training;
 
 /// <summary>
 /// One optimizer step of the training loop: forward, task loss (+ the method's extra loss) and backward of one batch
-/// or of several whose gradients add up, global-norm clipping, AdamW (body at LearningRate, head at LearningRate·HeadLearningRateRatio), the method's after-step hook,
-/// and the learning-rate schedule. Shared by <see cref="TrainingLoop"/> and the speed benchmark.
+/// or of several whose gradients add up, global-norm clipping, AdamW (body at LearningRate, head at
+/// LearningRate·HeadLearningRateRatio), the method's after-step hook, and the learning-rate schedule. Shared by <see cref="TrainingLoop"/> and the speed benchmark.
 /// </summary>
 internal sealed class TrainingStepper : IDisposable
 {

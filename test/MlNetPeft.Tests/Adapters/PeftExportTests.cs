@@ -4,6 +4,7 @@ using MlNetPeft.Adapters.Full;
 using MlNetPeft.Adapters.Lora;
 using MlNetPeft.Adapters.LoraSquared;
 using MlNetPeft.Backbone;
+using MlNetPeft.Bench;
 using static TorchSharp.torch;
 
 namespace MlNetPeft.Tests.Adapters;
@@ -15,18 +16,12 @@ public sealed class PeftExportTests
 {
     private static string NewDirectory() => Directory.CreateTempSubdirectory("peft-export").FullName;
 
-    /// <summary>A tiny model whose trainable weights moved as training would move them: random adapters (SVD forms with
-    /// a pruned singular value) or, for full fine-tuning, a perturbed backbone.</summary>
+    /// <summary>A tiny model whose trainable weights moved as training would move them (the bench's peft-export does the
+    /// same).</summary>
     private static PeftModel AsIfTrained(AdapterConfig adapters)
     {
         var model = AdapterTests.Tiny(adapters);
-        using var _ = no_grad();
-        manual_seed(21);
-        // SVD-form updates multiply three to five factors: larger values for an effect of the same size.
-        double scale = adapters is SvdConfig ? 1.0 : 0.2;
-        foreach (var p in model.AdapterParameters()) p.copy_(randn_like(p).mul(scale));
-        foreach (var (_, mask) in model.Adapters.named_buffers().Where(b => b.name.EndsWith("rank_mask"))) mask[1].fill_(0);
-        if (adapters.TrainsBackbone) foreach (var p in model.Network.Encoder.parameters()) p.add_(randn_like(p).mul(0.02));
+        PeftExportCheck.MoveAsIfTrained(model);
         return model;
     }
 

@@ -29,10 +29,10 @@ internal static class PeftLoraExport
         foreach (var (path, _, _, linear) in model.Adapters.Wrapped)
         {
             var (down, up, scaling) = OnePair(linear.Updates);
-            var here = ((int)down.shape[0], scaling);
+            (int Rank, double Scaling) here = ((int)down.shape[0], scaling);
             // PEFT's rank_pattern/alpha_pattern could carry differing ones; no method here makes them differ.
             if (shape is { } s && s != here)
-                throw new InvalidOperationException($"{path}: rank {here.Item1} and scaling {scaling} differ from the other projections' {s.Rank} and {s.Scaling}");
+                throw new InvalidOperationException($"{path}: rank {here.Rank} and scaling {here.Scaling} differ from the other projections' {s.Rank} and {s.Scaling}");
             shape = here;
             tensors[$"{Prefix}{path}.lora_A.weight"] = Float32(down);
             tensors[$"{Prefix}{path}.lora_B.weight"] = Float32(up);
