@@ -19,7 +19,8 @@ internal sealed record SpeedRun(
     string Engine, string Shape, string Method, string Device, string Precision, int Batch, int Seq, int Threads, long Trainable,
     double TrainSamplesPerSecond, double InferSamplesPerSecond, double TrainTokensPerSecond, double TrainTflops, double InferTflops,
     double PeakTflops, double TrainFractionOfPeak, double InferFractionOfPeak, double PeakMemoryGiB,
-    double? ReferenceTrainSamplesPerSecond, double? ReferenceInferSamplesPerSecond, int Accumulation, double TrainPeakMemoryGiB);
+    double? ReferenceTrainSamplesPerSecond, double? ReferenceInferSamplesPerSecond, int Accumulation, double TrainPeakMemoryGiB,
+    bool GradientCheckpointing);
 
 /// <summary>
 /// Throughput of the training step (forward, backward, AdamW) and of merged inference on random inputs of a model
@@ -49,8 +50,8 @@ internal static class SpeedBenchmark
         foreach (var shape in shapes)
             foreach (var method in methods)
             {
-                var run = Measure(shape, method, batch, seq, steps, device, precision, peak, a.Flag("phases"), accumulation);
-                if (a.Flag("reference") && accumulation == 1 && device.type == DeviceType.CPU && method is "lora" or "msplora" or "full")
+                var run = Measure(shape, method, batch, seq, steps, device, precision, peak, a.Flag("phases"), accumulation, a.Flag("checkpoint"));
+                if (a.Flag("reference") && accumulation == 1 && !run.GradientCheckpointing && device.type == DeviceType.CPU && method is "lora" or "msplora" or "full")
                 {
                     var (train, infer) = Reference(a.Text("reference-script", Path.Combine(BenchArgs.RepositoryRoot(), "bench", "reference.py")),
                         shape, method, batch, seq, steps, get_num_threads());
@@ -115,7 +116,7 @@ internal static class SpeedBenchmark
     };
 
     internal static SpeedRun Measure(string shape, string method, int batch, int seq, int steps, Device device, ScalarType precision, double peak,
-        bool phases = false, int accumulation = 1)
+        bool phases = false, int accumulation = 1, bool checkpointing = false)
     {
         using var model = RandomModel(shape, method);
         var config = model.Network.Config;
@@ -131,7 +132,7 @@ internal static class SpeedBenchmark
 
         // Training: the training loop's own step (hooks, clipping, AdamW, schedule) on a fixed batch. The schedule
         // is long enough that warm-up and timed steps all fall inside it.
-        using var stepper = new TrainingStepper(model, new TrainingSettings { BatchSize = batch, LearningRate = 1e-4 }, TaskKind.Classification, steps + 100_000);
+        using var stepper = new TrainingStepper(model, new TrainingSettings { BatchSize = batch, LearningRate = 1e-4, GradientCheckpointing = checkpointing }, TaskKind.Classification, steps + 100_000);
         model.Train();
         WarmUp(() => stepper.Run(stepBatches), device);
         var clock = Stopwatch.StartNew();
@@ -169,7 +170,7 @@ internal static class SpeedBenchmark
         return new SpeedRun("MlNetPeft (TorchSharp 0.107, libtorch 2.10)", shape, method, device.type.ToString(), precision.ToString(), batch, seq,
             get_num_threads(), model.TrainableCount, batch * steps / train, batch * steps / infer, (double)batch * seq * steps / train,
             trainFlops / 1e12, inferFlops / 1e12, peak / 1e12, trainFlops / peak, inferFlops / peak,
-            Math.Max(memory.PeakGiB, trainMemory), null, null, accumulation, trainMemory); // Linux updates its peak lazily
+            Math.Max(memory.PeakGiB, trainMemory), null, null, accumulation, trainMemory, checkpointing); // Linux updates its peak lazily
     }
 
     /// <summary>Where a training step's time goes: forward+loss, +backward, +optimizer, each timed to the return of
@@ -259,7 +260,7 @@ internal static class SpeedBenchmark
     }
 
     private static string Describe(SpeedRun r) =>
-        $"{r.Shape,-5} {r.Method,-11} {r.Device} {r.Precision} b{r.Batch}{(r.Accumulation > 1 ? $" in {r.Accumulation} parts" : "")} s{r.Seq}: train {r.TrainSamplesPerSecond:F1} samples/s " +
+        $"{r.Shape,-5} {r.Method,-11} {r.Device} {r.Precision} b{r.Batch}{(r.Accumulation > 1 ? $" in {r.Accumulation} parts" : "")} s{r.Seq}{(r.GradientCheckpointing ? " checkpointed" : "")}: train {r.TrainSamplesPerSecond:F1} samples/s " +
         $"({100 * r.TrainFractionOfPeak:F0}% of peak), infer {r.InferSamplesPerSecond:F1} samples/s ({100 * r.InferFractionOfPeak:F0}% of peak), " +
         $"peak memory {r.PeakMemoryGiB:F2} GiB (training {r.TrainPeakMemoryGiB:F2})" +
         (r.ReferenceTrainSamplesPerSecond is { } t ? $"; PyTorch reference train {t:F1}/s (×{r.TrainSamplesPerSecond / t:F2}), infer {r.ReferenceInferSamplesPerSecond:F1}/s (×{r.InferSamplesPerSecond / r.ReferenceInferSamplesPerSecond:F2})" : "");

@@ -19,6 +19,14 @@ internal sealed class RobertaModel : nn.Module<Tensor, Tensor?, Tensor>
 
     public IReadOnlyList<RobertaLayer> Layers => encoder.Layers;
 
+    /// <summary>Whether training forwards keep only each block's input and run the block again in the backward
+    /// (see <see cref="GradientCheckpoint"/>). Forwards that record no graph are unaffected.</summary>
+    public bool GradientCheckpointing
+    {
+        get => encoder.GradientCheckpointing;
+        set => encoder.GradientCheckpointing = value;
+    }
+
     /// <param name="inputIds">[batch, seq] token ids.</param>
     /// <param name="attentionMask">[batch, seq], 1 for real tokens and 0 for padding; null when the batch has
     /// no padding (the batcher knows, so no device sync is spent finding out; SDPA then runs unmasked).</param>
@@ -50,15 +58,19 @@ internal sealed class RobertaEncoder : nn.Module<Tensor, Tensor?, Tensor>
 
     public IReadOnlyList<RobertaLayer> Layers => _layers;
 
-    public override Tensor forward(Tensor hidden, Tensor? keep)
-    {
-        foreach (var block in _layers) hidden = block.call(hidden, keep);
-        return hidden;
-    }
+    public bool GradientCheckpointing { get; set; }
 
-    public Tensor FirstTokenState(Tensor hidden, Tensor? keep)
+    public override Tensor forward(Tensor hidden, Tensor? keep) => Blocks(_layers, hidden, keep);
+
+    /// <summary>The last block runs for &lt;s&gt; alone, and is not checkpointed: its activations are a fraction of a
+    /// full block's, and the backward starts with it.</summary>
+    public Tensor FirstTokenState(Tensor hidden, Tensor? keep) => _layers[^1].FirstToken(Blocks(_layers[..^1], hidden, keep), keep);
+
+    private Tensor Blocks(RobertaLayer[] blocks, Tensor hidden, Tensor? keep)
     {
-        foreach (var block in _layers.AsSpan(..^1)) hidden = block.call(hidden, keep);
-        return _layers[^1].FirstToken(hidden, keep);
+        bool checkpoint = GradientCheckpointing && training && is_grad_enabled();
+        foreach (var block in blocks)
+            hidden = checkpoint ? GradientCheckpoint.Run(h => block.call(h, keep), hidden) : block.call(hidden, keep);
+        return hidden;
     }
 }

@@ -5,6 +5,7 @@ internal sealed record TrainingSettings
 {
     public int BatchSize { get; init; } = 32;
     public int GradientAccumulationSteps { get; init; } = 1;
+    public bool GradientCheckpointing { get; init; }
     public int MaxEpochs { get; init; } = 10;
     public double LearningRate { get; init; } = 5e-4;
     public double HeadLearningRateRatio { get; init; } = 0.5;

@@ -22,6 +22,8 @@ internal sealed class TrainingStepper : IDisposable
         _model = model;
         _settings = settings;
         _task = task;
+        // Memory for compute: blocks recomputed in the backward (see Backbone/GradientCheckpoint).
+        model.Network.Encoder.GradientCheckpointing = settings.GradientCheckpointing;
         _optimizer = new FlatAdamW(
         [
             new(model.BodyParameters().ToList(), settings.LearningRate, settings.WeightDecay, model.BodyMasters()),

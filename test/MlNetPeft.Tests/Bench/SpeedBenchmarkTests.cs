@@ -34,6 +34,14 @@ public sealed class SpeedBenchmarkTests
     }
 
     [TestMethod]
+    public void CheckpointedTrainingRuns()
+    {
+        var run = SpeedBenchmark.Measure("tiny", "msplora", batch: 4, seq: 16, steps: 1, CPU, ScalarType.Float32, peak: 1e11, checkpointing: true);
+        Assert.IsTrue(run.GradientCheckpointing);
+        Assert.IsGreaterThan(0.0, run.TrainSamplesPerSecond);
+    }
+
+    [TestMethod]
     public void FirstStepsRunOnBatchesOfChangingLength()
     {
         var output = new StringWriter();

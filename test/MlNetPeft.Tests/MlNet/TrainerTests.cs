@@ -127,14 +127,16 @@ public sealed class TrainerTests
     }
 
     [TestMethod]
-    [DataRow(1)]
-    [DataRow(2)] // gradient accumulation: a dispose scope per batch inside the step
-    public void MemoryStaysFlatAcrossEpochs(int accumulation)
+    [DataRow(1, false)]
+    [DataRow(2, false)] // gradient accumulation: a dispose scope per batch inside the step
+    [DataRow(1, true)]  // gradient checkpointing: each block's forward and replay in scopes of their own
+    public void MemoryStaysFlatAcrossEpochs(int accumulation, bool checkpointing)
     {
         var ml = new MLContext(seed: 1);
         var data = ml.Data.LoadFromEnumerable(ToyText.Rows(64, seed: 3));
         var options = PeftTrainerFixture.Msplora(4);
         options.GradientAccumulationSteps = accumulation;
+        options.GradientCheckpointing = checkpointing;
         int stepsPerEpoch = 64 / options.BatchSize / accumulation;
         var live = new List<long>();
         options.ProgressCallback = p =>
@@ -145,6 +147,26 @@ public sealed class TrainerTests
         ToyText.KeyLabel(ml).Append(trainer).Fit(data);
         Assert.HasCount(4, live);
         Assert.IsTrue(live.Skip(1).All(n => n == live[0]), $"live tensors at each epoch end: {string.Join(", ", live)}");
+    }
+
+    /// <summary>The option reaches the training loop, and a checkpointed model scores as one trained without.</summary>
+    [TestMethod]
+    public void GradientCheckpointingTrainsTheSameModel()
+    {
+        float[][] Scores(bool checkpointing)
+        {
+            var ml = new MLContext(seed: 1);
+            var data = ml.Data.LoadFromEnumerable(ToyText.Rows(48, seed: 3));
+            var options = PeftTrainerFixture.Msplora(3);
+            options.GradientCheckpointing = checkpointing;
+            Assert.AreEqual(checkpointing, options.ToTrainingSettings().GradientCheckpointing);
+            var (model, _) = PeftTrainerFixture.Fit(ml, data, options);
+            return PeftTrainerFixture.Scores(model, data, ml);
+        }
+        var plain = Scores(false);
+        var checkpointed = Scores(true);
+        double largest = plain.Zip(checkpointed).Max(p => p.First.Zip(p.Second).Max(s => Math.Abs(s.First - s.Second)));
+        Assert.IsLessThan(1e-4, largest, "scores of the two models");
     }
 
     [TestMethod]

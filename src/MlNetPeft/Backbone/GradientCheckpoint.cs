@@ -1,0 +1,106 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Backbone;
+
+/// <summary>
+/// Gradient checkpointing of one encoder block (HF's <c>gradient_checkpointing_enable()</c>, PyTorch's reentrant
+/// <c>checkpoint</c>): the forward runs the block without recording a graph and keeps only its input; the backward runs
+/// it again with gradients and back-propagates through that. Activation memory falls from all of a block's
+/// intermediates (attention scores, the 4×-wide feed-forward, dropout masks) to its input, for about one more forward
+/// of compute. The second run draws the same dropout masks: the CPU generator's state is saved and restored; CUDA's
+/// generator state is out of TorchSharp's reach, so on CUDA the block reseeds it, both times, from a seed drawn on the
+/// CPU generator. The replay runs after the forward has released its stacked adapter factors (see
+/// Adapters/StackedLowRank), so each projection adds its own update: the same numbers, dropout masks included, from
+/// the parameters themselves, so the replay's backward stays inside the block.
+/// </summary>
+internal sealed class GradientCheckpoint : autograd.SingleTensorFunction<GradientCheckpoint>
+{
+    public override string Name => nameof(GradientCheckpoint);
+
+    /// <summary><paramref name="block"/>(<paramref name="hidden"/>), recorded as one autograd node.</summary>
+    public static Tensor Run(Func<Tensor, Tensor> block, Tensor hidden)
+    {
+        // The node must record even when the input needs no gradient (the first block of a frozen backbone), or the
+        // block's adapters would get none; a zero-size leaf that does makes it record (HF's enable_input_require_grads).
+        using var anchor = empty(0, device: hidden.device, requires_grad: true);
+        return apply(hidden, anchor, new Replay(block, hidden.device_type == DeviceType.CUDA));
+    }
+
+    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        var (hidden, replay) = ((Tensor)vars[0], (Replay)vars[2]);
+        ctx.save_for_backward([hidden]);
+        ctx.save_data(nameof(Replay), replay);
+        ctx.save_data(nameof(hidden.requires_grad), hidden.requires_grad);
+        return replay.First(hidden);
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
+    {
+        var replay = (Replay)ctx.get_data(nameof(Replay));
+        bool inputNeedsGrad = (bool)ctx.get_data(nameof(Tensor.requires_grad));
+        using var scope = NewDisposeScope();
+        var saved = ctx.get_saved_variables()[0];
+        var input = inputNeedsGrad ? saved.detach().requires_grad_(true) : saved;
+        using (enable_grad())
+        {
+            var output = replay.Again(input);
+            if (output.requires_grad) autograd.backward([output], [gradOutput]);
+        }
+        var inputGrad = inputNeedsGrad ? input.grad?.DetachFromDisposeScope() : null;
+        HandOver(inputGrad);
+        return [inputGrad!, null!, null!];
+    }
+
+    private static readonly object Lock = new();
+    private static Tensor? _handedOver;
+
+    /// <summary>The autograd engine keeps its own reference to a returned gradient, and on CUDA calls this on its own
+    /// thread, outside any dispose scope: the handle returned last is freed when the next is returned.</summary>
+    private static void HandOver(Tensor? gradient)
+    {
+        lock (Lock)
+        {
+            _handedOver?.Dispose();
+            _handedOver = gradient;
+        }
+    }
+
+    /// <summary>A block and the random state its first run started from.</summary>
+    private sealed class Replay(Func<Tensor, Tensor> block, bool onCuda)
+    {
+        private Tensor? _cpuState;
+        private long _cudaSeed;
+
+        public Tensor First(Tensor hidden)
+        {
+            if (onCuda)
+            {
+                using var draw = randint(0, long.MaxValue, [1], dtype: ScalarType.Int64);
+                _cudaSeed = draw.item<long>();
+                cuda.manual_seed(_cudaSeed);
+            }
+            _cpuState = random.get_rng_state(); // in the step's scope, which the backward runs within
+            // The block's intermediates are freed now, not with the step's scope: that is the memory saved.
+            using var scope = NewDisposeScope();
+            return block(hidden).MoveToOuterDisposeScope();
+        }
+
+        /// <summary>The block again from the same random state; the generators then go on from where they were.</summary>
+        public Tensor Again(Tensor hidden)
+        {
+            using var now = random.get_rng_state();
+            random.set_rng_state(_cpuState!);
+            if (onCuda) cuda.manual_seed(_cudaSeed);
+            try
+            {
+                return block(hidden);
+            }
+            finally
+            {
+                random.set_rng_state(now);
+            }
+        }
+    }
+}
