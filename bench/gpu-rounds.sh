@@ -2,7 +2,7 @@
 # On a GPU machine (no .NET SDK), from the repository root, after ../shared/gpu/pack.sh packed the bench into .gpu/:
 #   bash bench/gpu-rounds.sh [rounds] [methods]     e.g. bash bench/gpu-rounds.sh 4 lora,msplora,full
 # Unpacks the bench once, checks the HF fixture on CUDA, times the step with and without stacked adapter factors
-# and the first steps on batches of changing length with and without cuDNN attention,
+# and the first steps on batches of changing length with and without cuDNN attention, measures gradient checkpointing,
 # then alternates our speed run (roberta-base shape, b32 s128,
 # one process per method and round) with bench/peft_reference.py for the given number of rounds: both engines are bound by the
 # host issuing kernels at this batch, and the host drifts, so only interleaved ratios mean anything. Output goes to
@@ -24,6 +24,10 @@ timeout 150 $bench stacking --device cuda --shape base --batch 32 --seq 128 --st
 # Padded batches of changing length: cuDNN attention's per-shape plans off (our default), then on.
 timeout 300 $bench first-steps --device cuda --shape base --steps 30
 MLNETPEFT_CUDNN_ATTENTION=1 timeout 300 $bench first-steps --device cuda --shape base --steps 30
+# Gradient checkpointing: memory and time with the blocks recomputed in the backward (one process each, as below).
+for c in "" --checkpoint; do
+  timeout 150 $bench speed --shape base --method lora --seq 512 --steps 20 $c --out /tmp/gpu-checkpoint-json | grep -v wrote
+done
 for r in $(seq 1 "$rounds"); do
   echo "== round $r"
   # One process per method: the CUDA caching allocator keeps what a run reserved, so a second run in the same

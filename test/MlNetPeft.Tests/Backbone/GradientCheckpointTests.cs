@@ -109,6 +109,7 @@ public sealed class GradientCheckpointTests
         var checkpointed = Train(checkpointing: true);
         foreach (var key in plain.State.Keys)
             Assert.IsLessThan(1e-5, (plain.State[key] - checkpointed.State[key]).abs().max().item<float>(), key);
-        Assert.AreEqual(checkpointed.LiveAfterFirst, checkpointed.LiveAfterLast, "live tensors after 1 step and after 18 more");
+        // Not equal: an earlier test's garbage may be finalized in between, but nothing may pile up.
+        Assert.IsLessThanOrEqualTo(checkpointed.LiveAfterFirst, checkpointed.LiveAfterLast, "live tensors after 1 step and after 18 more");
     }
 }
