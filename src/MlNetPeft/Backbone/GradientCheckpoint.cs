@@ -36,7 +36,39 @@ internal sealed class GradientCheckpoint : autograd.SingleTensorFunction<Gradien
         return replay.First(hidden);
     }
 
+    /// <summary>
+    /// Called by libtorch's autograd engine from native code, where a .NET exception cannot pass (the process would
+    /// end): a replay that fails (out of memory on the second run, say) is kept, the block's gradients are left out,
+    /// and <see cref="ThrowIfReplayFailed"/> raises it once the backward has returned.
+    /// </summary>
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
+    {
+        try
+        {
+            return Backward(ctx, gradOutput);
+        }
+        catch (Exception e)
+        {
+            lock (Lock) _failure ??= e;
+            return [null!, null!, null!];
+        }
+    }
+
+    private static Exception? _failure;
+
+    /// <summary>Throws the first failure of a replay since the last call (call after every backward that may have run
+    /// checkpointed blocks).</summary>
+    public static void ThrowIfReplayFailed()
+    {
+        Exception? failure;
+        lock (Lock) (failure, _failure) = (_failure, null);
+        if (failure is not null)
+            throw new InvalidOperationException(
+                $"Gradient checkpointing: running an encoder block again in the backward failed ({failure.Message}); " +
+                "this step's gradients are incomplete. Lower BatchSize or MaxSequenceLength if memory ran out.", failure);
+    }
+
+    private static List<Tensor> Backward(autograd.AutogradContext ctx, Tensor gradOutput)
     {
         var replay = (Replay)ctx.get_data(nameof(Replay));
         bool inputNeedsGrad = (bool)ctx.get_data(nameof(Tensor.requires_grad));

@@ -59,6 +59,7 @@ internal sealed class TrainingStepper : IDisposable
             if (batches.Count > 1) loss = loss.mul(batches[i].Rows / rows);
             bool last = i == batches.Count - 1;
             (last && _hooks?.ExtraLoss() is { } extra ? loss.add(extra) : loss).backward();
+            Backbone.GradientCheckpoint.ThrowIfReplayFailed();
             if (!last) _optimizer.AccumulateGradients();
             if (total is null) total = loss.detach().MoveToOuterDisposeScope();
             else total.add_(loss.detach());

@@ -78,6 +78,23 @@ public sealed class GradientCheckpointTests
         }
     }
 
+    /// <summary>A replay that throws (memory running out on the second run, say) inside libtorch's backward, where a
+    /// .NET exception would end the process, comes out after the backward as an exception that says what failed.</summary>
+    [TestMethod]
+    public void AFailingReplayIsAnExceptionAfterTheBackwardNotACrash()
+    {
+        manual_seed(1);
+        var weight = randn(8, 8).requires_grad_(true);
+        int runs = 0;
+        Tensor Block(Tensor h) => ++runs == 1 ? h.matmul(weight) : throw new OutOfMemoryException("simulated");
+        GradientCheckpoint.Run(Block, randn(2, 8)).sum().backward();
+        Assert.AreEqual(2, runs, "the backward ran the block again");
+        var e = Assert.ThrowsExactly<InvalidOperationException>(GradientCheckpoint.ThrowIfReplayFailed);
+        StringAssert.Contains(e.Message, "simulated");
+        Assert.IsInstanceOfType<OutOfMemoryException>(e.InnerException);
+        GradientCheckpoint.ThrowIfReplayFailed(); // reported once
+    }
+
     /// <summary>Training through the loop with checkpointing (its options' switch) ends at the weights it ends at
     /// without, dropout on; the backward leaves no tensors behind per step.</summary>
     [TestMethod]
