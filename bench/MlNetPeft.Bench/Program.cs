@@ -30,7 +30,8 @@ static int Usage(TextWriter to, int exitCode)
         usage:
           quality --task sst2|mrpc|cola|qnli|rte|stsb|all --method lora,msplora,lorasquared,adalora,full
                   [--backbone DIR] [--seeds N] [--epochs E] [--max-train-rows K] [--lr X] [--batch B] [--max-len L]
-                  [--accumulate K]   (--accumulate: each step's batch in K parts, gradients summed: less memory)
+                  [--accumulate K] [--checkpoint]   (each step's batch in K parts, gradients summed; blocks
+                  recomputed in the backward: each less memory)
                   [--reference [--reference-seeds N]] [--out DIR]
           speed   --shape tiny,mini,base,large --method lora,msplora,lorasquared,adalora,full [--batch 32] [--seq 128]
                   [--accumulate K] [--checkpoint] [--steps 10] [--device auto|cpu|cuda] [--precision fp32|bf16] [--threads N]

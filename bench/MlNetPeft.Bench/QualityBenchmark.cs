@@ -71,8 +71,9 @@ internal static class QualityBenchmark
         return 0;
     }
 
-    /// <summary>A run's recipe. BatchSize rows per optimizer step, taken in Accumulation batches (less memory, same step).</summary>
-    internal sealed record RunRecipe(int Epochs, double LearningRate, int BatchSize, int MaxLength, int Accumulation);
+    /// <summary>A run's recipe. BatchSize rows per optimizer step, taken in Accumulation batches, blocks recomputed in the
+    /// backward with Checkpointing (each: less memory, same step).</summary>
+    internal sealed record RunRecipe(int Epochs, double LearningRate, int BatchSize, int MaxLength, int Accumulation, bool Checkpointing);
 
     private static RunRecipe Recipe(BenchArgs a, GlueTask task, string method, bool paper)
     {
@@ -81,7 +82,7 @@ internal static class QualityBenchmark
         int batch = a.Int("batch", paper ? 64 : 32), accumulation = a.Int("accumulate", 1);
         if (accumulation < 1 || batch % accumulation != 0)
             throw new ArgumentException($"--accumulate must divide the batch ({batch}) into equal parts, got {accumulation}");
-        return new RunRecipe(a.Int("epochs", epochs), a.Double("lr", lr), batch, a.Int("max-len", maxLen), accumulation);
+        return new RunRecipe(a.Int("epochs", epochs), a.Double("lr", lr), batch, a.Int("max-len", maxLen), accumulation, a.Flag("checkpoint"));
     }
 
     private static QualityRun RunOurs(GlueTask task, string method, int seed, RunRecipe recipe, string backbone, string data, int maxRows)
@@ -106,6 +107,7 @@ internal static class QualityBenchmark
         options.LearningRate = recipe.LearningRate;
         options.BatchSize = recipe.BatchSize / recipe.Accumulation;
         options.GradientAccumulationSteps = recipe.Accumulation;
+        options.GradientCheckpointing = recipe.Checkpointing;
         options.MaxSequenceLength = recipe.MaxLength;
         options.HeadLearningRateRatio = 0.5;
         options.Seed = seed;
