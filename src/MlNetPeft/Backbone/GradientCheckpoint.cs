@@ -16,6 +16,10 @@ namespace MlNetPeft.Backbone;
 /// </summary>
 internal sealed class GradientCheckpoint : autograd.SingleTensorFunction<GradientCheckpoint>
 {
+    private static readonly object Lock = new();
+    private static Exception? _failure;     // of a replay, raised by ThrowIfReplayFailed
+    private static Tensor? _handedOver;     // the input gradient returned last
+
     public override string Name => nameof(GradientCheckpoint);
 
     /// <summary><paramref name="block"/>(<paramref name="hidden"/>), recorded as one autograd node.</summary>
@@ -54,8 +58,6 @@ internal sealed class GradientCheckpoint : autograd.SingleTensorFunction<Gradien
         }
     }
 
-    private static Exception? _failure;
-
     /// <summary>Throws the first failure of a replay since the last call (call after every backward that may have run
     /// checkpointed blocks).</summary>
     public static void ThrowIfReplayFailed()
@@ -84,9 +86,6 @@ internal sealed class GradientCheckpoint : autograd.SingleTensorFunction<Gradien
         HandOver(inputGrad);
         return [inputGrad!, null!, null!];
     }
-
-    private static readonly object Lock = new();
-    private static Tensor? _handedOver;
 
     /// <summary>The autograd engine keeps its own reference to a returned gradient, and on CUDA calls this on its own
     /// thread, outside any dispose scope: the handle returned last is freed when the next is returned.</summary>
