@@ -81,6 +81,8 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
             if (o.Initialize(model) is { } start) Log($"Starting from {start}.");
             var device = MlContextGpu.SelectDevice(_env, o.Device);
             var precision = ComputeSelection.SelectPrecision(o.Precision, device);
+            if (ComputeSelection.SlowBfloat16Warning(device, precision, ComputeSelection.CpuFlags()) is { } slow)
+                ch.Warning(MessageSensitivity.None, slow);
             model.To(device, precision);
             Log($"Device {device.type}, backbone {precision}.{Environment.NewLine}{model.Report()}");
             if (o.MaxEpochs > 0) // MLContext.CancelExecution (AutoML) stops training at the next batch

@@ -173,7 +173,13 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         {
             foreach (var t in weights.Values.Concat(state.Values).Distinct(ReferenceEqualityComparer.Instance)) ((Tensor)t!).Dispose();
         }
-        model.To(device, ComputeSelection.SelectPrecision(LoadSettings.Precision, device), keepMasters: false); // predicts only
+        var precision = ComputeSelection.SelectPrecision(LoadSettings.Precision, device);
+        if (ComputeSelection.SlowBfloat16Warning(device, precision, ComputeSelection.CpuFlags()) is { } slow)
+        {
+            using var ch = env.Start("Load");
+            ch.Warning(MessageSensitivity.None, slow);
+        }
+        model.To(device, precision, keepMasters: false); // predicts only
         return new PeftTextTransformer(env, info, model, tokenizer, labelValues, embedded);
     }
 

@@ -57,4 +57,34 @@ internal static class ComputeSelection
         ComputePrecision.BFloat16 => ScalarType.BFloat16,
         _ => device.type == DeviceType.CUDA ? ScalarType.BFloat16 : ScalarType.Float32,
     };
+
+    /// <summary>
+    /// A warning when bf16 is chosen on a CPU whose flags (Linux's /proc/cpuinfo; <paramref name="cpuFlags"/>, null
+    /// when unknown) show no native bf16 instructions: libtorch then converts in software, and training ran 35× slower
+    /// than fp32 on such a CPU (2-core AMD EPYC with AVX2 only, mini shape), inference 5×. Null otherwise.
+    /// </summary>
+    public static string? SlowBfloat16Warning(Device device, ScalarType precision, string? cpuFlags)
+    {
+        if (device.type != DeviceType.CPU || precision != ScalarType.BFloat16 || cpuFlags is null) return null;
+        var flags = cpuFlags.Split((char[])[' ', '\t', '\n', ':'], StringSplitOptions.RemoveEmptyEntries);
+        if (flags.Any(f => f is "avx512_bf16" or "amx_bf16" or "bf16")) return null; // x86, x86 AMX, Arm
+        return "Precision = BFloat16 on a CPU without native bf16 instructions (no avx512_bf16, amx_bf16 or bf16 among " +
+            "its flags): libtorch converts in software, and bf16 trained 35× slower than fp32 on such a CPU. " +
+            "Use Precision = Auto or Float32 here.";
+    }
+
+    /// <summary>The CPU's feature flags as Linux reports them, or null (other systems, or unreadable).</summary>
+    public static string? CpuFlags()
+    {
+        try
+        {
+            return OperatingSystem.IsLinux()
+                ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("flags", StringComparison.Ordinal) || l.StartsWith("Features", StringComparison.Ordinal))
+                : null;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+    }
 }
