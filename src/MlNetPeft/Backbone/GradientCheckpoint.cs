@@ -110,7 +110,7 @@ internal sealed class GradientCheckpoint : autograd.SingleTensorFunction<Gradien
             {
                 using var draw = randint(0, long.MaxValue, [1], dtype: ScalarType.Int64);
                 _cudaSeed = draw.item<long>();
-                cuda.manual_seed(_cudaSeed);
+                cuda.manual_seed_all(_cudaSeed); // all: the block may run on a GPU other than the current one
             }
             _cpuState = random.get_rng_state(); // in the step's scope, which the backward runs within
             // The block's intermediates are freed now, not with the step's scope: that is the memory saved.
@@ -123,7 +123,7 @@ internal sealed class GradientCheckpoint : autograd.SingleTensorFunction<Gradien
         {
             using var now = random.get_rng_state();
             random.set_rng_state(_cpuState!);
-            if (onCuda) cuda.manual_seed(_cudaSeed);
+            if (onCuda) cuda.manual_seed_all(_cudaSeed);
             try
             {
                 return block(hidden);
