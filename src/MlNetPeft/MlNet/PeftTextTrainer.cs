@@ -81,7 +81,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
             if (o.Initialize(model) is { } start) Log($"Starting from {start}.");
             var device = MlContextGpu.SelectDevice(_env, o.Device);
             var precision = ComputeSelection.SelectPrecision(o.Precision, device);
-            if (ComputeSelection.SlowBfloat16Warning(device, precision, ComputeSelection.CpuFlags()) is { } slow)
+            if (ComputeSelection.SlowBfloat16Warning(device, precision) is { } slow)
                 ch.Warning(MessageSensitivity.None, slow);
             model.To(device, precision);
             Log($"Device {device.type}, backbone {precision}.{Environment.NewLine}{model.Report()}");

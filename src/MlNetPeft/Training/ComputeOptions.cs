@@ -73,6 +73,9 @@ internal static class ComputeSelection
             "Use Precision = Auto or Float32 here.";
     }
 
+    /// <summary>The warning above for this machine's CPU.</summary>
+    public static string? SlowBfloat16Warning(Device device, ScalarType precision) => SlowBfloat16Warning(device, precision, CpuFlags());
+
     /// <summary>The CPU's feature flags as Linux reports them, or null (other systems, or unreadable).</summary>
     public static string? CpuFlags()
     {
@@ -82,7 +85,7 @@ internal static class ComputeSelection
                 ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("flags", StringComparison.Ordinal) || l.StartsWith("Features", StringComparison.Ordinal))
                 : null;
         }
-        catch (IOException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             return null;
         }
