@@ -22,6 +22,16 @@ internal sealed class GradientCheckpoint : autograd.SingleTensorFunction<Gradien
 
     public override string Name => nameof(GradientCheckpoint);
 
+    /// <summary>For checks on a device (the bench's parity command): while set, every replay compares its output with
+    /// the first run's (kept for that) and records the largest difference relative to the output's largest value.
+    /// A replay that drew other dropout masks differs by order 1.</summary>
+    internal static bool VerifyReplays { get; set; }
+
+    /// <summary>Replays compared while <see cref="VerifyReplays"/> was set, and their largest relative difference.</summary>
+    internal static (int Count, double LargestDifference) VerifiedReplays { get; private set; }
+
+    internal static void ResetVerifiedReplays() => VerifiedReplays = (0, 0);
+
     /// <summary><paramref name="block"/>(<paramref name="hidden"/>), recorded as one autograd node.</summary>
     public static Tensor Run(Func<Tensor, Tensor> block, Tensor hidden)
     {
@@ -103,6 +113,7 @@ internal sealed class GradientCheckpoint : autograd.SingleTensorFunction<Gradien
     {
         private Tensor? _cpuState;
         private long _cudaSeed;
+        private Tensor? _firstOutput; // only while VerifyReplays is set
 
         public Tensor First(Tensor hidden)
         {
@@ -115,7 +126,9 @@ internal sealed class GradientCheckpoint : autograd.SingleTensorFunction<Gradien
             _cpuState = random.get_rng_state(); // in the step's scope, which the backward runs within
             // The block's intermediates are freed now, not with the step's scope: that is the memory saved.
             using var scope = NewDisposeScope();
-            return block(hidden).MoveToOuterDisposeScope();
+            var output = block(hidden).MoveToOuterDisposeScope();
+            if (VerifyReplays) _firstOutput = output.detach().clone().MoveToOuterDisposeScope();
+            return output;
         }
 
         /// <summary>The block again from the same random state; the generators then go on from where they were.</summary>
@@ -126,12 +139,23 @@ internal sealed class GradientCheckpoint : autograd.SingleTensorFunction<Gradien
             if (onCuda) cuda.manual_seed_all(_cudaSeed);
             try
             {
-                return block(hidden);
+                var output = block(hidden);
+                if (_firstOutput is not null) Compare(output);
+                return output;
             }
             finally
             {
                 random.set_rng_state(now);
             }
+        }
+
+        private void Compare(Tensor output)
+        {
+            using var _ = no_grad();
+            using var first = _firstOutput!.to(ScalarType.Float32);
+            using var again = output.detach().to(ScalarType.Float32);
+            double difference = again.sub(first).abs().max().item<float>() / Math.Max(first.abs().max().item<float>(), 1e-12);
+            lock (Lock) VerifiedReplays = (VerifiedReplays.Count + 1, Math.Max(VerifiedReplays.LargestDifference, difference));
         }
     }
 }
