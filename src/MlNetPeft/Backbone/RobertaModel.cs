@@ -64,9 +64,9 @@ internal sealed class RobertaEncoder : nn.Module<Tensor, Tensor?, Tensor>
 
     /// <summary>The last block runs for &lt;s&gt; alone, and is not checkpointed: its activations are a fraction of a
     /// full block's, and the backward starts with it.</summary>
-    public Tensor FirstTokenState(Tensor hidden, Tensor? keep) => _layers[^1].FirstToken(Blocks(_layers[..^1], hidden, keep), keep);
+    public Tensor FirstTokenState(Tensor hidden, Tensor? keep) => _layers[^1].FirstToken(Blocks(_layers.AsSpan(..^1), hidden, keep), keep);
 
-    private Tensor Blocks(RobertaLayer[] blocks, Tensor hidden, Tensor? keep)
+    private Tensor Blocks(ReadOnlySpan<RobertaLayer> blocks, Tensor hidden, Tensor? keep)
     {
         bool checkpoint = GradientCheckpointing && training && is_grad_enabled();
         foreach (var block in blocks)

@@ -76,8 +76,12 @@ internal static class ComputeSelection
     /// <summary>The warning above for this machine's CPU.</summary>
     public static string? SlowBfloat16Warning(Device device, ScalarType precision) => SlowBfloat16Warning(device, precision, CpuFlags());
 
-    /// <summary>The CPU's feature flags as Linux reports them, or null (other systems, or unreadable).</summary>
-    public static string? CpuFlags()
+    private static readonly Lazy<string?> Flags = new(ReadCpuFlags);
+
+    /// <summary>The CPU's feature flags as Linux reports them, or null (other systems, or unreadable); read once.</summary>
+    public static string? CpuFlags() => Flags.Value;
+
+    private static string? ReadCpuFlags()
     {
         try
         {
