@@ -22,9 +22,14 @@ public sealed class AdapterTests
     internal static List<int[]> Rows() => Enumerable.Range(0, (int)Ids.shape[0])
         .Select(r => Ids[r].data<long>().Take((int)Mask[r].sum().item<long>()).Select(id => (int)id).ToArray()).ToList();
 
-    internal static PeftModel Tiny(AdapterConfig adapters)
+    /// <summary>The fixture's tiny model with <paramref name="adapters"/>, in evaluation mode; with
+    /// <paramref name="backboneDropout"/>, its hidden and attention dropout (the fixture has none).</summary>
+    internal static PeftModel Tiny(AdapterConfig adapters, double backboneDropout = 0)
     {
-        var config = RobertaConfig.Load(Path.Combine(TestData.TinyRoberta, "config.json"));
+        var config = RobertaConfig.Load(Path.Combine(TestData.TinyRoberta, "config.json")) with
+        {
+            HiddenDropoutProb = backboneDropout, AttentionProbsDropoutProb = backboneDropout,
+        };
         var weights = SafeTensors.Load(Path.Combine(TestData.TinyRoberta, "model.safetensors"));
         var model = PeftModel.Create(config, 3, adapters, weights, "tiny", loadHead: true);
         model.Train(false);

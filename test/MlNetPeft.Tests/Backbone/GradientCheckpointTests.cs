@@ -27,12 +27,7 @@ public sealed class GradientCheckpointTests
     /// packed projections, in training mode.</summary>
     private static PeftModel Model(AdapterConfig adapters)
     {
-        var config = RobertaConfig.Load(Path.Combine(TestData.TinyRoberta, "config.json")) with
-        {
-            HiddenDropoutProb = 0.1, AttentionProbsDropoutProb = 0.1,
-        };
-        var weights = SafeTensors.Load(Path.Combine(TestData.TinyRoberta, "model.safetensors"));
-        var model = PeftModel.Create(config, 3, adapters, weights, "tiny", loadHead: true);
+        var model = AdapterTests.Tiny(adapters, backboneDropout: 0.1);
         model.To(CPU, ScalarType.Float32);
         model.Train();
         return model;

@@ -60,6 +60,14 @@ internal static class PeftTrainerFixture
         return (model, progress);
     }
 
+    /// <summary>The messages of one kind that <paramref name="ml"/> logs from now on (collected from any thread).</summary>
+    public static List<string> LogMessages(MLContext ml, Microsoft.ML.Runtime.ChannelMessageKind kind)
+    {
+        var messages = new List<string>();
+        ml.Log += (_, e) => { if (e.Kind == kind) lock (messages) messages.Add(e.Message); };
+        return messages;
+    }
+
     public static float[][] Scores(ITransformer model, IDataView data, MLContext ml) =>
         ml.Data.CreateEnumerable<ScoreRow>(model.Transform(data), reuseRowObject: false).Select(r => r.Score).ToArray();
 

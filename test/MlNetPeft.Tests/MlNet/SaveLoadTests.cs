@@ -76,8 +76,7 @@ public sealed class SaveLoadTests
         {
             LoadSettings.Precision = ComputePrecision.BFloat16;
             var loading = new MLContext();
-            var warnings = new List<string>();
-            loading.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.Message); };
+            var warnings = PeftTrainerFixture.LogMessages(loading, Microsoft.ML.Runtime.ChannelMessageKind.Warning);
             var bf16 = PeftTrainerFixture.Scores(loading.Model.Load(zip, out _), data, ml);
             bool slowHere = ComputeSelection.SlowBfloat16Warning(TorchSharp.torch.CPU, TorchSharp.torch.ScalarType.BFloat16) is not null;
             Assert.AreEqual(slowHere, warnings.Any(w => w.Contains("without native bf16")), "a warning where this CPU lacks bf16");

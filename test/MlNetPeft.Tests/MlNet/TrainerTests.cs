@@ -91,8 +91,7 @@ public sealed class TrainerTests
     public void ReportsProgressToTheCallbackAndTheLog()
     {
         var ml = new MLContext(seed: 1);
-        var log = new List<string>();
-        ml.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Info) lock (log) log.Add(e.Message); };
+        var log = PeftTrainerFixture.LogMessages(ml, Microsoft.ML.Runtime.ChannelMessageKind.Info);
         var data = ml.Data.LoadFromEnumerable(ToyText.Rows(64, seed: 3));
         var options = PeftTrainerFixture.Msplora(3);
         options.ValidationSet = ToyText.KeyLabel(ml).Fit(data).Transform(ml.Data.LoadFromEnumerable(ToyText.Rows(30, seed: 4)));

@@ -33,8 +33,7 @@ public sealed class ComputeSelectionTests
     {
         if (OperatingSystem.IsLinux()) Assert.IsNotNull(ComputeSelection.CpuFlags(), "/proc/cpuinfo has the CPU's flags");
         var ml = new MLContext(seed: 1);
-        var warnings = new List<string>();
-        ml.Log += (_, e) => { if (e.Kind == ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.Message); };
+        var warnings = PeftTrainerFixture.LogMessages(ml, ChannelMessageKind.Warning);
         var options = PeftTrainerFixture.Bfloat16(PeftTrainerFixture.Lora(1));
         options.Device = ComputeDevice.Cpu;
         PeftTrainerFixture.Fit(ml, ml.Data.LoadFromEnumerable(ToyText.Rows(16, seed: 3)), options);
