@@ -1,0 +1,83 @@
+using System.Diagnostics;
+using System.IO.Compression;
+using System.Xml.Linq;
+
+namespace MlNetPeft.Tests.Packaging;
+
+/// <summary>
+/// The library as a user gets it: `dotnet pack` into a local feed, then an application outside this repository
+/// (test/PackageConsumer, copied out) restores it from that feed, builds, trains, saves, loads and scores. On Debian 12
+/// that run only works if the package's build targets patched the application's copy of libLibTorchSharp.so.
+/// </summary>
+[TestClass]
+public sealed class NuGetPackageTests
+{
+    [TestMethod]
+    public void PackedLibraryTrainsSavesAndLoadsInAnApplicationOutsideTheRepository()
+    {
+        var work = Directory.CreateTempSubdirectory("mlnetpeft-package").FullName;
+        var feed = Path.Combine(work, "feed");
+        // A version of its own, restored into a packages folder of its own: no earlier pack is ever picked up.
+        var version = $"0.0.0-test.{DateTime.UtcNow:yyyyMMddHHmmss}.{Environment.ProcessId}";
+        Dotnet(TestData.RepoRoot, "pack", "src/MlNetPeft/MlNetPeft.csproj", "-c", "Release", "-o", feed, $"-p:PackageVersion={version}");
+
+        var package = Path.Combine(feed, $"MlNetPeft.{version}.nupkg");
+        using (var zip = ZipFile.OpenRead(package))
+        {
+            var entries = zip.Entries.Select(e => e.FullName).ToHashSet();
+            foreach (var entry in new[] { "lib/net10.0/MlNetPeft.dll", "buildTransitive/MlNetPeft.targets", "build/MlNetPeft.targets" })
+                Assert.Contains(entry, entries);
+            using var nuspec = zip.GetEntry("MlNetPeft.nuspec")!.Open();
+            var dependencies = XDocument.Load(nuspec).Descendants().Where(e => e.Name.LocalName == "dependency")
+                .Select(e => (string)e.Attribute("id")!).ToList();
+            CollectionAssert.Contains(dependencies, "TorchSharp");
+            // The application chooses CPU or CUDA libtorch; a CPU dependency here would clash with TorchSharp-cuda-linux.
+            Assert.IsFalse(dependencies.Any(id => id.StartsWith("TorchSharp-") || id.StartsWith("libtorch")), string.Join(", ", dependencies));
+        }
+
+        var app = Path.Combine(work, "app");
+        Directory.CreateDirectory(app);
+        foreach (var file in new[] { "PackageConsumer.csproj", "Program.cs" })
+            File.Copy(Path.Combine(TestData.RepoRoot, "test", "PackageConsumer", file), Path.Combine(app, file));
+        File.WriteAllText(Path.Combine(app, "nuget.config"), NuGetConfig(feed, Path.Combine(work, "packages")));
+        Dotnet(app, "build", "-c", "Release", $"-p:MlNetPeftVersion={version}");
+
+        var output = Dotnet(app, Path.Combine(app, "bin", "Release", "net10.0", "PackageConsumer.dll"),
+            TestData.TinyBackbone, Path.Combine(work, "model.zip"));
+        StringAssert.Contains(output, "same scores after Model.Load: True");
+        Directory.Delete(work, recursive: true);
+    }
+
+    /// <summary>The local feed first, then the usual source; packages already in this machine's NuGet cache are
+    /// read from there (a fallback folder), so only MlNetPeft itself is extracted.</summary>
+    private static string NuGetConfig(string feed, string packages)
+    {
+        var cache = Environment.GetEnvironmentVariable("NUGET_PACKAGES")
+            ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
+        var repoSources = XDocument.Load(Path.Combine(TestData.RepoRoot, "NuGet.config")).Descendants("packageSources").Single();
+        repoSources.AddFirst(new XElement("add", new XAttribute("key", "local"), new XAttribute("value", feed)));
+        repoSources.Elements("clear").Remove();
+        repoSources.AddFirst(new XElement("clear"));
+        return new XDocument(new XElement("configuration",
+            new XElement("config", new XElement("add", new XAttribute("key", "globalPackagesFolder"), new XAttribute("value", packages))),
+            new XElement("fallbackPackageFolders", new XElement("add", new XAttribute("key", "cache"), new XAttribute("value", cache))),
+            repoSources)).ToString();
+    }
+
+    /// <summary>Runs dotnet in <paramref name="directory"/>; fails the test with its output unless it exits 0.</summary>
+    private static string Dotnet(string directory, params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { WorkingDirectory = directory, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var arg in args) psi.ArgumentList.Add(arg);
+        // dotnet test's own MSBuild settings must not leak into this separate build.
+        foreach (var name in psi.Environment.Keys.Where(k => k.StartsWith("MSBuild", StringComparison.OrdinalIgnoreCase)).ToList())
+            psi.Environment.Remove(name);
+        using var process = Process.Start(psi)!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        var stdout = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        var output = stdout + stderr.Result;
+        Assert.AreEqual(0, process.ExitCode, $"dotnet {string.Join(' ', args)} failed:\n{output}");
+        return output;
+    }
+}
