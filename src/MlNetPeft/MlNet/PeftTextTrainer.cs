@@ -68,6 +68,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         Log($"{train.Count} training rows{(validation is null ? "" : $", {validation.Count} validation rows")}, " +
             $"{outputs} {(_task == TaskKind.Regression ? "output" : "classes")}, backbone {backbone.Path}");
 
+        NativeTorch.EnsureLoaded();
         manual_seed(o.Seed);
         cuda.manual_seed_all(o.Seed);
         var bytes = File.ReadAllBytes(backbone.WeightsFile);

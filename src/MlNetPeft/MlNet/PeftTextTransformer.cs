@@ -131,6 +131,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     {
         Contracts.CheckValue(env, nameof(env));
         ctx.CheckAtModel(GetVersionInfo());
+        NativeTorch.EnsureLoaded();
         var device = MlContextGpu.SelectDevice(env, LoadSettings.Device); // before anything is built: it may refuse
         var info = PeftModelInfo.FromJson(ctx.LoadNonEmptyString());
         var labelValues = ctx.Reader.ReadBoolean() ? KeyValues.Load(env, ctx.Reader.BaseStream) : null;

@@ -47,7 +47,8 @@ internal static class ComputeSelection
         ComputeDevice.Cpu => CPU,
         ComputeDevice.Cuda when cuda.is_available() => CUDA,
         ComputeDevice.Cuda => throw new InvalidOperationException(
-            "Device = Cuda, but no CUDA device is available. Build with -p:TorchBackend=cuda on a machine with an NVIDIA GPU, or use Device = Auto."),
+            "Device = Cuda, but no CUDA device is available: on a machine with an NVIDIA GPU, reference TorchSharp-cuda-linux " +
+            "(this repository's programs: build with -p:TorchBackend=cuda), or use Device = Auto."),
         _ => cuda.is_available() ? CUDA : CPU,
     };
 
