@@ -29,10 +29,11 @@ public sealed class NuGetPackageTests
                 Assert.Contains(entry, entries);
             using var nuspec = zip.GetEntry("MlNetPeft.nuspec")!.Open();
             var dependencies = XDocument.Load(nuspec).Descendants().Where(e => e.Name.LocalName == "dependency")
-                .Select(e => (string)e.Attribute("id")!).ToList();
-            CollectionAssert.Contains(dependencies, "TorchSharp");
+                .ToDictionary(e => (string)e.Attribute("id")!, e => (string)e.Attribute("version")!);
+            // Exactly the TorchSharp it was built against: a mismatch is a restore error, not a TypeLoadException later.
+            Assert.AreEqual("[0.107.0]", dependencies["TorchSharp"]);
             // The application chooses CPU or CUDA libtorch; a CPU dependency here would clash with TorchSharp-cuda-linux.
-            Assert.IsFalse(dependencies.Any(id => id.StartsWith("TorchSharp-") || id.StartsWith("libtorch")), string.Join(", ", dependencies));
+            Assert.IsFalse(dependencies.Keys.Any(id => id.StartsWith("TorchSharp-") || id.StartsWith("libtorch")), string.Join(", ", dependencies.Keys));
         }
 
         var app = Path.Combine(work, "app");
