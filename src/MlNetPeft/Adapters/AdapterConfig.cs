@@ -20,7 +20,7 @@ namespace MlNetPeft.Adapters;
 [JsonDerivedType(typeof(FullFineTuningConfig), "full")]
 public abstract record AdapterConfig
 {
-    /// <summary>Attention projections that get adapters: any of "query", "key", "value".</summary>
+    /// <summary>Projections of every block that get adapters: any of <see cref="AdapterTargets.All"/>.</summary>
     public string[] Targets { get; init; } = ["query", "value"];
 
     /// <summary>LoRA alpha: each component is scaled by alpha / its rank.</summary>
@@ -45,10 +45,10 @@ public abstract record AdapterConfig
     /// <summary>Throws <see cref="ArgumentException"/> naming the bad option.</summary>
     public virtual void Validate(int layers)
     {
-        if (Targets is null || Targets.Length == 0) throw new ArgumentException("Targets: at least one attention projection is required");
+        if (Targets is null || Targets.Length == 0) throw new ArgumentException("Targets: at least one projection is required");
         foreach (var t in Targets)
-            if (t is not ("query" or "key" or "value"))
-                throw new ArgumentException($"Targets: '{t}' is not an attention projection (query, key, value)");
+            if (!AdapterTargets.All.Contains(t))
+                throw new ArgumentException($"Targets: '{t}' is not a projection of a block ({string.Join(", ", AdapterTargets.All)})");
         if (Targets.Distinct().Count() != Targets.Length) throw new ArgumentException("Targets: a projection is listed twice");
         if (Alpha <= 0) throw new ArgumentException($"Alpha must be positive, got {Alpha}");
         if (Dropout is < 0 or >= 1) throw new ArgumentException($"Dropout must be in [0, 1), got {Dropout}");

@@ -24,7 +24,7 @@ internal sealed class AdapterSet : nn.Module
     public AdapterSet() : base("adapters") { }
 
     public IReadOnlyList<(string Name, nn.Module Component)> Components => _components;
-    /// <summary>Every wrapped projection: its module path, layer, target ("query", "key", "value") and wrapper.</summary>
+    /// <summary>Every wrapped projection: its module path, layer, target (see <see cref="AdapterTargets"/>) and wrapper.</summary>
     public IReadOnlyList<(string Path, int Layer, string Target, AdaptedLinear Linear)> Wrapped => _wrapped;
 
     /// <summary>Registers a component under <paramref name="name"/> (letters, digits and '_' only).</summary>
@@ -36,8 +36,9 @@ internal sealed class AdapterSet : nn.Module
     }
 
     /// <summary>
-    /// Wraps each target projection of each layer: <paramref name="updatesFor"/>(layer, target, in, out) gives
-    /// the updates (new or shared) that layer's projection adds.
+    /// Wraps each target projection of each layer: <paramref name="updatesFor"/>(layer, target's name part, in, out)
+    /// gives the updates (new or shared) that layer's projection adds; the name part (<see cref="AdapterTargets.NamePart"/>)
+    /// is for the components' names.
     /// </summary>
     public void Attach(RobertaModel encoder, IReadOnlyList<string> targets,
         Func<int, string, int, int, IReadOnlyList<IWeightDelta>> updatesFor, bool fuse = false)
@@ -45,15 +46,15 @@ internal sealed class AdapterSet : nn.Module
         _encoder = encoder;
         for (int i = 0; i < encoder.Layers.Count; i++)
         {
-            var attention = encoder.Layers[i].SelfAttention;
+            var layer = encoder.Layers[i];
             foreach (var target in targets)
             {
-                if (attention.Projection(target) is not Linear linear)
+                if (layer.Projection(target) is not Linear linear)
                     throw new InvalidOperationException($"layer {i} {target} already carries an adapter");
-                var updates = updatesFor(i, target, (int)linear.in_features, (int)linear.out_features);
+                var updates = updatesFor(i, AdapterTargets.NamePart(target), (int)linear.in_features, (int)linear.out_features);
                 var wrapped = new AdaptedLinear(linear, updates, fuse);
-                attention.ReplaceProjection(target, wrapped);
-                _wrapped.Add(($"roberta.encoder.layer.{i}.attention.self.{target}", i, target, wrapped));
+                layer.ReplaceProjection(target, wrapped);
+                _wrapped.Add(($"roberta.encoder.layer.{i}.{AdapterTargets.ModulePath(target)}", i, target, wrapped));
             }
         }
     }
@@ -71,7 +72,9 @@ internal sealed class AdapterSet : nn.Module
     public bool StackFactors(ScalarType dtype)
     {
         if (!StackingEnabled || !is_grad_enabled() || _encoder is null || _wrapped.Any(w => w.Linear.IsMerged)) return false;
-        if (!_planned) (_stack, _planned) = (StackedLowRank.TryPlan(_encoder, _wrapped.Select(w => (w.Layer, w.Target, w.Linear))), true);
+        if (!_planned) // the attention projections stack; other targets add their own updates
+            (_stack, _planned) = (StackedLowRank.TryPlan(_encoder, _wrapped.Where(w => AdapterTargets.IsAttentionProjection(w.Target))
+                .Select(w => (w.Layer, w.Target, w.Linear))), true);
         if (_stack is null || !_stack.CanApply) return false;
         _stack.Prepare(dtype);
         return true;

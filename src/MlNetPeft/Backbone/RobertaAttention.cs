@@ -17,6 +17,7 @@ internal sealed class RobertaAttention : nn.Module
     }
 
     public RobertaSelfAttention SelfAttention => @self;
+    public RobertaSelfOutput Output => output;
 
     /// <summary>The block's output for <paramref name="queries"/> [batch·q, hidden] attending over
     /// <paramref name="tokens"/> [batch·seq, hidden] (the same tensor for full self-attention).</summary>

@@ -20,6 +20,28 @@ internal sealed class RobertaLayer : nn.Module<Tensor, Tensor?, Tensor>
 
     public RobertaSelfAttention SelfAttention => attention.SelfAttention;
 
+    /// <summary>The Linear called <paramref name="target"/>: query, key, value, or "attention.output.dense",
+    /// "intermediate.dense", "output.dense" (its path in the block).</summary>
+    public nn.Module<Tensor, Tensor> Projection(string target) => target switch
+    {
+        "attention.output.dense" => attention.Output.Dense,
+        "intermediate.dense" => intermediate.Dense,
+        "output.dense" => output.Dense,
+        _ => SelfAttention.Projection(target),
+    };
+
+    /// <summary>Swaps the Linear called <paramref name="target"/> for an adapter wrapping it.</summary>
+    public void ReplaceProjection(string target, nn.Module<Tensor, Tensor> replacement)
+    {
+        switch (target)
+        {
+            case "attention.output.dense": attention.Output.ReplaceDense(replacement); break;
+            case "intermediate.dense": intermediate.ReplaceDense(replacement); break;
+            case "output.dense": output.ReplaceDense(replacement); break;
+            default: SelfAttention.ReplaceProjection(target, replacement); break;
+        }
+    }
+
     /// <summary>[batch, seq, hidden] → same; inside, rows are flat [batch·seq, hidden] (a Linear of a 3-D input adds two
     /// views, two more autograd nodes, around its GEMM).</summary>
     public override Tensor forward(Tensor hidden, Tensor? keep)
@@ -44,7 +66,7 @@ internal sealed class RobertaLayer : nn.Module<Tensor, Tensor?, Tensor>
 
 internal sealed class RobertaIntermediate : nn.Module<Tensor, Tensor>
 {
-    private readonly TorchSharp.Modules.Linear dense;
+    private nn.Module<Tensor, Tensor> dense;
 
     public RobertaIntermediate(RobertaConfig c) : base(nameof(RobertaIntermediate))
     {
@@ -52,5 +74,16 @@ internal sealed class RobertaIntermediate : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>The dense projection (frozen Linear, or an adapter wrapping it).</summary>
+    public nn.Module<Tensor, Tensor> Dense => dense;
+
+    /// <summary>Swaps the dense projection for an adapter wrapping it, keeping its state-dict name.</summary>
+    public void ReplaceDense(nn.Module<Tensor, Tensor> replacement)
+    {
+        register_module(nameof(dense), null!); // unregisters the Linear; the name stays the one HF's keys use
+        register_module(nameof(dense), dense = replacement);
+    }
+
     public override Tensor forward(Tensor x) => nn.functional.gelu(dense.call(x));
 }
+

@@ -91,7 +91,8 @@ public abstract class PeftTextTrainerOptions
     /// <summary>Fold the adapters into the frozen weights for prediction (same scores, faster).</summary>
     public bool MergeAdaptersForInference = true;
 
-    /// <summary>Attention projections that get adapters: any of "query", "key", "value".</summary>
+    /// <summary>Projections of every block that get adapters: any of <see cref="AdapterTargets.All"/> ("query", "key",
+    /// "value", "attention.output.dense", "intermediate.dense", "output.dense").</summary>
     public string[] Targets = ["query", "value"];
 
     /// <summary>LoRA alpha: each adapter component is scaled by alpha / its rank.</summary>

@@ -52,7 +52,7 @@ internal static class PeftLoraExport
             ["r"] = shape.Value.Rank,
             ["lora_alpha"] = Math.Round(shape.Value.Scaling * shape.Value.Rank, 10), // PEFT scales by lora_alpha / r
             ["lora_dropout"] = model.Config.Dropout,
-            ["target_modules"] = model.Config.Targets,
+            ["target_modules"] = PeftTargetModules.ToPeft(model.Config.Targets),
             ["modules_to_save"] = new[] { "classifier", "score" },
             ["bias"] = "none",
             ["fan_in_fan_out"] = false,

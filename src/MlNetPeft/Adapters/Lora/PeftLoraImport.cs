@@ -8,7 +8,7 @@ namespace MlNetPeft.Adapters.Lora;
 /// <summary>Reads a HF PEFT LoRA adapter (adapter_model.safetensors) into a model built with <see cref="LoraConfig"/>.</summary>
 internal static partial class PeftLoraImport
 {
-    [GeneratedRegex(@"^roberta\.encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.lora_([AB])\.weight$")]
+    [GeneratedRegex(@"^roberta\.encoder\.layer\.(\d+)\.(?:attention\.self\.(query|key|value)|(attention\.output\.dense|intermediate\.dense|output\.dense))\.lora_([AB])\.weight$")]
     private static partial Regex LoraKey();
 
     /// <summary>Our state name for a PEFT key ("base_model.model." and "modules_to_save." dropped).</summary>
@@ -17,7 +17,7 @@ internal static partial class PeftLoraImport
         var key = peftKey.Replace("base_model.model.", "").Replace("modules_to_save.", "").Replace(".default", "");
         var m = LoraKey().Match(key);
         return m.Success
-            ? $"adapters.{LoraConfig.ComponentName(int.Parse(m.Groups[1].Value), m.Groups[2].Value)}.lora_{m.Groups[3].Value}"
+            ? $"adapters.{LoraConfig.ComponentName(int.Parse(m.Groups[1].Value), AdapterTargets.NamePart(m.Groups[2].Success ? m.Groups[2].Value : m.Groups[3].Value))}.lora_{m.Groups[4].Value}"
             : key;
     }
 
@@ -38,14 +38,16 @@ internal static partial class PeftLoraImport
                 if (root.TryGetProperty(unsupported, out var value) && value.ValueKind is not (JsonValueKind.Null or JsonValueKind.Undefined)
                     && !(value.ValueKind == JsonValueKind.Object && !value.EnumerateObject().Any()))
                     throw new InvalidDataException($"{file}: {unsupported} is not supported (every layer must have one rank and alpha)");
-            if (root.GetProperty("target_modules").ValueKind != JsonValueKind.Array)
-                throw new InvalidDataException($"{file}: target_modules must list module names (query, key, value), not a pattern");
+            var modules = root.GetProperty("target_modules");
+            var targets = modules.ValueKind == JsonValueKind.String
+                ? PeftTargetModules.FromPattern(modules.GetString()!)
+                : PeftTargetModules.FromNames(modules.EnumerateArray().Select(t => t.GetString()!).ToArray());
             return new LoraConfig
             {
                 Rank = root.GetProperty("r").GetInt32(),
                 Alpha = root.GetProperty("lora_alpha").GetDouble(),
                 Dropout = root.TryGetProperty("lora_dropout", out var dropout) ? dropout.GetDouble() : 0,
-                Targets = root.GetProperty("target_modules").EnumerateArray().Select(t => t.GetString()!).ToArray(),
+                Targets = targets,
             };
         }
         catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
