@@ -29,6 +29,15 @@ internal sealed class BenchArgs
     public bool Flag(string name) => _values.ContainsKey(name);
     public string[] List(string name, string fallback) => Text(name, fallback).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 
+    /// <summary>--targets: "all" (every Linear of a block), a comma list of AdapterTargets names, or null (each
+    /// method's default, query and value).</summary>
+    public string[]? Targets() => Text("targets") switch
+    {
+        null => null,
+        "all" => [.. MlNetPeft.Adapters.AdapterTargets.All],
+        var list => List("targets", list),
+    };
+
     /// <summary>The repository root (holds models/, data/ and bench/), found above the program.</summary>
     public static string RepositoryRoot()
     {

@@ -50,8 +50,8 @@ internal static class SpeedBenchmark
         foreach (var shape in shapes)
             foreach (var method in methods)
             {
-                var run = Measure(shape, method, batch, seq, steps, device, precision, peak, a.Flag("phases"), accumulation, a.Flag("checkpoint"));
-                if (a.Flag("reference") && accumulation == 1 && !run.GradientCheckpointing && device.type == DeviceType.CPU && method is "lora" or "msplora" or "full")
+                var run = Measure(shape, method, batch, seq, steps, device, precision, peak, a.Flag("phases"), accumulation, a.Flag("checkpoint"), a.Targets());
+                if (a.Flag("reference") && accumulation == 1 && !run.GradientCheckpointing && a.Targets() is null && device.type == DeviceType.CPU && method is "lora" or "msplora" or "full")
                 {
                     var (train, infer) = Reference(a.Text("reference-script", Path.Combine(BenchArgs.RepositoryRoot(), "bench", "reference.py")),
                         shape, method, batch, seq, steps, get_num_threads());
@@ -79,14 +79,16 @@ internal static class SpeedBenchmark
         return (device, precision);
     }
 
-    /// <summary>A two-class model of the shape with random backbone weights and the method's adapters, on the CPU in
-    /// fp32; the same every call (seeded).</summary>
-    internal static PeftModel RandomModel(string shape, string method)
+    /// <summary>A two-class model of the shape with random backbone weights and the method's adapters (on
+    /// <paramref name="targets"/>, else its default ones), on the CPU in fp32; the same every call (seeded).</summary>
+    internal static PeftModel RandomModel(string shape, string method, string[]? targets = null)
     {
         manual_seed(0);
         var config = ConfigFor(shape);
         using var donor = new RobertaForSequenceClassification(config, 2);
-        return PeftModel.Create(config, 2, MethodConfig(method), donor.state_dict(), "random " + shape);
+        var adapters = MethodConfig(method);
+        if (targets is not null) adapters = adapters with { Targets = targets };
+        return PeftModel.Create(config, 2, adapters, donor.state_dict(), "random " + shape);
     }
 
     internal static RobertaConfig ConfigFor(string shape)
@@ -116,9 +118,9 @@ internal static class SpeedBenchmark
     };
 
     internal static SpeedRun Measure(string shape, string method, int batch, int seq, int steps, Device device, ScalarType precision, double peak,
-        bool phases = false, int accumulation = 1, bool checkpointing = false)
+        bool phases = false, int accumulation = 1, bool checkpointing = false, string[]? targets = null)
     {
-        using var model = RandomModel(shape, method);
+        using var model = RandomModel(shape, method, targets);
         var config = model.Network.Config;
         model.To(device, precision);
         var ids = randint(3, config.VocabSize, [batch, seq]).to(device).DetachFromDisposeScope();

@@ -51,6 +51,7 @@ public sealed class PeftExportTests
 
     [TestMethod]
     [DynamicData(nameof(AdapterTests.Methods), typeof(AdapterTests))]
+    [DynamicData(nameof(AdapterTests.MethodsOnEveryLinear), typeof(AdapterTests))]
     public void EveryMethodExportsAsALoraWithItsLogits(AdapterConfig adapters)
     {
         using var model = AsIfTrained(adapters);
@@ -69,7 +70,7 @@ public sealed class PeftExportTests
     }
 
     public static IEnumerable<object[]> MergeCases =>
-        AdapterTests.Methods.SelectMany(m => new[] { new[] { m[0], false }, new[] { m[0], true } })
+        AdapterTests.Methods.Concat(AdapterTests.MethodsOnEveryLinear).SelectMany(m => new[] { new[] { m[0], false }, new[] { m[0], true } })
             .Append([new FullFineTuningConfig(), false]);
 
     [TestMethod]
@@ -89,6 +90,32 @@ public sealed class PeftExportTests
         var expected = model.Forward(AdapterTests.Ids, AdapterTests.Mask);
         double error = (plain.Forward(AdapterTests.Ids, AdapterTests.Mask) - expected).abs().max().item<float>();
         Assert.IsLessThan(1e-5, error, $"{adapters.MethodName}: {error}");
+    }
+
+    /// <summary>PEFT adapts a module whose path equals or ends with a listed name, or matches a string pattern whole.</summary>
+    [TestMethod]
+    public void TargetModulesFollowPeftsMatchingRules()
+    {
+        CollectionAssert.AreEqual(new[] { "query", "value" }, PeftTargetModules.FromNames(["value", "query"]));
+        CollectionAssert.AreEqual(new[] { AdapterTargets.AttentionOutput, AdapterTargets.Intermediate, AdapterTargets.Output },
+            PeftTargetModules.FromNames(["dense"]));
+        CollectionAssert.AreEqual(new[] { AdapterTargets.AttentionOutput, AdapterTargets.Output }, PeftTargetModules.FromNames(["output.dense"]));
+        CollectionAssert.AreEqual(new[] { "key" }, PeftTargetModules.FromNames(["attention.self.key"]));
+        StringAssert.Contains(Assert.ThrowsExactly<FormatException>(() => PeftTargetModules.FromNames(["query", "q_proj"])).Message, "'q_proj'");
+        CollectionAssert.AreEqual(new[] { "query", "value" }, PeftTargetModules.FromPattern(@".*\.(query|value)"));
+        Assert.ThrowsExactly<FormatException>(() => PeftTargetModules.FromPattern("classifier"));
+        Assert.ThrowsExactly<FormatException>(() => PeftTargetModules.FromPattern("(query"));
+
+        // Written so that PEFT adapts exactly our targets: names where its suffix rule selects no more, else a pattern.
+        string[] attention = ["query", "key", "value"];
+        CollectionAssert.AreEqual(attention, (string[])PeftTargetModules.ToPeft(attention));
+        foreach (var targets in new[] { [AdapterTargets.Output], [AdapterTargets.Query, AdapterTargets.Output], AdapterTargets.All.ToArray() })
+        {
+            var written = PeftTargetModules.ToPeft(targets);
+            var read = written is string pattern ? PeftTargetModules.FromPattern(pattern) : PeftTargetModules.FromNames((string[])written);
+            CollectionAssert.AreEqual(targets, read, string.Join(", ", targets));
+        }
+        Assert.IsInstanceOfType<string>(PeftTargetModules.ToPeft([AdapterTargets.Output]), "output.dense alone would also select attention.output.dense");
     }
 
     [TestMethod]

@@ -20,6 +20,7 @@ public sealed class GradientCheckpointTests
         [new MsploraConfig { Dropout = 0.1 }, true],
         [new SvdConfig { Variant = SvdVariant.AdaLora, Dropout = 0.1 }, true],
         [new SvdConfig { Variant = SvdVariant.LoraSquared, Dropout = 0.1 }, true],
+        [new SvdConfig { Variant = SvdVariant.LoraSquared, Dropout = 0.1, Targets = [.. AdapterTargets.All] }, true], // dense ones too
         [new FullFineTuningConfig(), true], // the blocks' inputs need gradients too
     ];
 
@@ -43,7 +44,10 @@ public sealed class GradientCheckpointTests
         using var plain = Model(adapters);
         using var checkpointed = Model(adapters);
         plain.Adapters.StackingEnabled = checkpointed.Adapters.StackingEnabled = stacking;
-        AdapterTests.SetSameRandomAdapters(plain, checkpointed, seed: 3, scale: adapters is SvdConfig ? 0.4 : 0.1);
+        // SVD forms multiply 3-5 factors, so larger values; on all six matrices less large, or rounding (the replay adds
+        // each projection's own update where the forward added the stacked ones) reaches 1.2e-5 of a gradient.
+        double scale = adapters is SvdConfig ? adapters.Targets.Length > 3 ? 0.3 : 0.4 : 0.1;
+        AdapterTests.SetSameRandomAdapters(plain, checkpointed, seed: 3, scale);
         checkpointed.Network.Encoder.GradientCheckpointing = true;
         var labels = tensor(new long[] { 0, 1, 2 });
 
@@ -69,7 +73,7 @@ public sealed class GradientCheckpointTests
             Assert.IsNotNull(b.grad, $"{name} gets no gradient through the checkpointed blocks");
             float size = a.grad.abs().max().item<float>();
             Assert.IsGreaterThan(0f, size, $"{name} has a gradient to compare"); // the first block's adapters too
-            Assert.IsLessThan(1e-7 + 1e-5 * size, (a.grad - b.grad).abs().max().item<float>(), name);
+            Assert.IsLessThan(1e-7 + 1e-5 * size, (a.grad - b.grad).abs().max().item<float>(), $"{name}: {(a.grad - b.grad).abs().max().item<float>()} of {size}");
         }
     }
 

@@ -35,6 +35,13 @@ internal static class PeftTrainerFixture
         InitialRank = 8, TargetRank = 4,
     });
 
+    /// <summary>Adapters on all six Linears of each block (the LoRA² and AdaLoRA papers' setting).</summary>
+    public static T OnEveryLinear<T>(T options) where T : PeftTextTrainerOptions
+    {
+        options.Targets = [.. MlNetPeft.Adapters.AdapterTargets.All];
+        return options;
+    }
+
     public static T Bfloat16<T>(T options) where T : PeftTextTrainerOptions
     {
         options.Precision = ComputePrecision.BFloat16;

@@ -35,6 +35,7 @@ public sealed class SaveLoadTests
         [PeftTrainerFixture.Lora(2)],
         [PeftTrainerFixture.LoraSquared(3)],
         [PeftTrainerFixture.AdaLora(3)],
+        [PeftTrainerFixture.OnEveryLinear(PeftTrainerFixture.Msplora(2))],
     ];
 
     [TestMethod]

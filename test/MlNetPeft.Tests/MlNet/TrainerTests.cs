@@ -17,6 +17,7 @@ public sealed class TrainerTests
         [PeftTrainerFixture.Lora()],
         [PeftTrainerFixture.LoraSquared()],
         [PeftTrainerFixture.AdaLora()],
+        [PeftTrainerFixture.OnEveryLinear(PeftTrainerFixture.LoraSquared())],
         // What CUDA runs by default (bf16 frozen backbone, fp32 adapters, head and optimizer), here on the CPU.
         [PeftTrainerFixture.Bfloat16(PeftTrainerFixture.Msplora())],
     ];
