@@ -6,8 +6,8 @@ using static TorchSharp.torch;
 namespace MlNetPeft.Adapters;
 
 /// <summary>
-/// One LoRA pair: Δy = B·A·dropout(x)·(alpha/r). A is Kaiming-uniform (a=√5) and B zero, as PEFT, so the
-/// update starts at exactly zero. Parameter names follow PEFT (lora_A, lora_B).
+/// One LoRA pair: Δy = B·A·dropout(x)·(alpha/r), or alpha/√r rank-stabilized (rsLoRA). A is Kaiming-uniform (a=√5)
+/// and B zero, as PEFT, so the update starts at exactly zero. Parameter names follow PEFT (lora_A, lora_B).
 /// </summary>
 internal sealed class LowRankUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
 {
@@ -15,12 +15,12 @@ internal sealed class LowRankUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
     private readonly Parameter lora_B;
     private readonly FastDropout dropout;
 
-    public LowRankUpdate(int inFeatures, int outFeatures, int rank, double alpha, double dropoutProbability)
+    public LowRankUpdate(int inFeatures, int outFeatures, int rank, double alpha, double dropoutProbability, bool rankStabilized = false)
         : base(nameof(LowRankUpdate))
     {
         if (rank <= 0) throw new ArgumentOutOfRangeException(nameof(rank), $"LoRA rank must be positive, got {rank}");
         Rank = rank;
-        Scaling = alpha / rank;
+        Scaling = rankStabilized ? alpha / Math.Sqrt(rank) : alpha / rank;
         // Detached from any caller's dispose scope: a bare Parameter made inside one would be freed at its end.
         using (no_grad())
         {

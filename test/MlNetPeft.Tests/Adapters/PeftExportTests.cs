@@ -92,6 +92,68 @@ public sealed class PeftExportTests
         Assert.IsLessThan(1e-5, error, $"{adapters.MethodName}: {error}");
     }
 
+    /// <summary>A copy of the fixture's PEFT adapter directory with its config changed by <paramref name="edit"/>.</summary>
+    private static string FixtureAdapterWith(Action<System.Text.Json.Nodes.JsonObject> edit)
+    {
+        var dir = NewDirectory();
+        File.Copy(Path.Combine(TestData.TinyLora, "adapter_model.safetensors"), Path.Combine(dir, "adapter_model.safetensors"));
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(TestData.TinyLora, "adapter_config.json")))!.AsObject();
+        edit(config);
+        File.WriteAllText(Path.Combine(dir, "adapter_config.json"), config.ToJsonString());
+        return dir;
+    }
+
+    /// <summary>rsLoRA (PEFT's use_rslora) scales by alpha/√r: the same adapters then act as plain LoRA with alpha·√r.
+    /// A PEFT adapter with use_rslora reads as such, and an rsLoRA model exports as the plain LoRA it equals.</summary>
+    [TestMethod]
+    public void RsLoraScalesByTheSquareRootOfTheRank()
+    {
+        using var rs = AdapterTests.Tiny(new LoraConfig { Rank = 4, Alpha = 8, UseRsLora = true, Dropout = 0 });
+        using var equal = AdapterTests.Tiny(new LoraConfig { Rank = 4, Alpha = 16, Dropout = 0 });
+        using var plain = AdapterTests.Tiny(new LoraConfig { Rank = 4, Alpha = 8, Dropout = 0 });
+        AdapterTests.SetSameRandomAdapters(rs, equal, seed: 4, scale: 0.2);
+        AdapterTests.SetSameRandomAdapters(rs, plain, seed: 4, scale: 0.2);
+        using (no_grad())
+        {
+            var logits = rs.Forward(AdapterTests.Ids, AdapterTests.Mask);
+            Assert.IsLessThan(1e-6, (logits - equal.Forward(AdapterTests.Ids, AdapterTests.Mask)).abs().max().item<float>(), "alpha/√r");
+            Assert.IsGreaterThan(1e-4, (logits - plain.Forward(AdapterTests.Ids, AdapterTests.Mask)).abs().max().item<float>(), "not alpha/r");
+        }
+
+        Assert.IsTrue(((LoraConfig)new MlNetPeft.MlNet.LoraOptions { UseRsLora = true }.ToAdapterConfig()).UseRsLora, "the trainer's option");
+        var dir = FixtureAdapterWith(config => config["use_rslora"] = true);
+        var read = PeftLoraImport.ReadConfig(dir);
+        Assert.IsTrue(read.UseRsLora);
+        using var imported = AdapterTests.Tiny(read with { Dropout = 0 });
+        imported.LoadPeftAdapter(Path.Combine(dir, "adapter_model.safetensors"));
+        using var asPlain = AdapterTests.Tiny(read with { Dropout = 0, UseRsLora = false, Alpha = read.Alpha * Math.Sqrt(read.Rank) });
+        asPlain.LoadPeftAdapter(Path.Combine(dir, "adapter_model.safetensors"));
+        var exported = NewDirectory();
+        PeftLoraExport.Save(imported, exported, null);
+        var reread = PeftLoraImport.ReadConfig(exported);
+        using var reimported = AdapterTests.Tiny(reread with { Dropout = 0 });
+        reimported.LoadPeftAdapter(Path.Combine(exported, "adapter_model.safetensors"));
+        using (no_grad())
+        {
+            var expected = imported.Forward(AdapterTests.Ids, AdapterTests.Mask);
+            Assert.IsLessThan(1e-6, (asPlain.Forward(AdapterTests.Ids, AdapterTests.Mask) - expected).abs().max().item<float>(), "imported");
+            Assert.IsLessThan(1e-6, (reimported.Forward(AdapterTests.Ids, AdapterTests.Mask) - expected).abs().max().item<float>(), "exported");
+        }
+    }
+
+    [TestMethod]
+    public void UnsupportedPeftSettingsAreRefusedWithTheFileName()
+    {
+        foreach (var (field, value) in new (string, System.Text.Json.Nodes.JsonNode)[]
+                 { ("use_dora", true), ("fan_in_fan_out", true), ("rank_pattern", new System.Text.Json.Nodes.JsonObject { ["query"] = 4 }), ("target_modules", "classifier") })
+        {
+            var dir = FixtureAdapterWith(config => config[field] = value);
+            var e = Assert.ThrowsExactly<InvalidDataException>(() => PeftLoraImport.ReadConfig(dir), field);
+            StringAssert.Contains(e.Message, Path.Combine(dir, "adapter_config.json"));
+            StringAssert.Contains(e.Message, field);
+        }
+    }
+
     /// <summary>PEFT adapts a module whose path equals or ends with a listed name, or matches a string pattern whole.</summary>
     [TestMethod]
     public void TargetModulesFollowPeftsMatchingRules()

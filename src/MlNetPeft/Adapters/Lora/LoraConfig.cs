@@ -8,6 +8,10 @@ public sealed record LoraConfig : AdapterConfig
     /// <summary>Rank r of each pair.</summary>
     public int Rank { get; init; } = 8;
 
+    /// <summary>Scale by alpha/√r instead of alpha/r (rsLoRA, PEFT's use_rslora), so that the update's size does not
+    /// shrink as the rank grows.</summary>
+    public bool UseRsLora { get; init; }
+
     public override string MethodName => "lora";
 
     /// <summary>Component name of the pair on a layer's projection (also how PEFT adapter files are mapped).</summary>
@@ -17,7 +21,7 @@ public sealed record LoraConfig : AdapterConfig
     {
         var set = new AdapterSet();
         set.Attach(encoder, Targets, (layer, target, inF, outF) =>
-            [set.Add(ComponentName(layer, target), new LowRankUpdate(inF, outF, Rank, Alpha, Dropout))]);
+            [set.Add(ComponentName(layer, target), new LowRankUpdate(inF, outF, Rank, Alpha, Dropout, UseRsLora))]);
         return set;
     }
 

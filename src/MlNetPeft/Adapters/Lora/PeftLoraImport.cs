@@ -21,7 +21,7 @@ internal static partial class PeftLoraImport
             : key;
     }
 
-    /// <summary>The LoRA settings of a PEFT adapter directory's adapter_config.json (rank, alpha, dropout, targets).</summary>
+    /// <summary>The LoRA settings of a PEFT adapter directory's adapter_config.json (rank, alpha, rsLoRA, dropout, targets).</summary>
     public static LoraConfig ReadConfig(string directory)
     {
         var file = Path.Combine(directory, "adapter_config.json");
@@ -31,7 +31,7 @@ internal static partial class PeftLoraImport
             using var json = JsonDocument.Parse(File.ReadAllText(file));
             var root = json.RootElement;
             if (root.GetProperty("peft_type").GetString() != "LORA") throw new InvalidDataException($"{file}: not a LoRA adapter (peft_type {root.GetProperty("peft_type")})");
-            foreach (var unsupported in new[] { "use_dora", "use_rslora", "fan_in_fan_out" })
+            foreach (var unsupported in new[] { "use_dora", "fan_in_fan_out" })
                 if (root.TryGetProperty(unsupported, out var flag) && flag.ValueKind == JsonValueKind.True)
                     throw new InvalidDataException($"{file}: {unsupported} is not supported");
             foreach (var unsupported in new[] { "layers_to_transform", "rank_pattern", "alpha_pattern" })
@@ -45,6 +45,7 @@ internal static partial class PeftLoraImport
             return new LoraConfig
             {
                 Rank = root.GetProperty("r").GetInt32(),
+                UseRsLora = root.TryGetProperty("use_rslora", out var rsLora) && rsLora.ValueKind == JsonValueKind.True,
                 Alpha = root.GetProperty("lora_alpha").GetDouble(),
                 Dropout = root.TryGetProperty("lora_dropout", out var dropout) ? dropout.GetDouble() : 0,
                 Targets = targets,
