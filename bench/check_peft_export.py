@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Loads what `MlNetPeft.Bench peft-export --out DIR` wrote with the PyTorch reference (bench/reference.py, equal to
-transformers + peft on the HF fixture): each method's PEFT LoRA adapter through its PEFT loader, and its merged plain
-checkpoint through its HF weight loader; compares the logits with ours.
+"""Loads what `MlNetPeft.Bench peft-export --out DIR [--targets all]` wrote with the PyTorch reference's RoBERTa
+(bench/reference.py, equal to transformers on the HF fixture): each method's PEFT LoRA adapter by PEFT's own
+target_modules rule (below), and its merged plain checkpoint through the reference's HF weight loader; compares the
+logits with ours.
 
     /usr/bin/python3 bench/check_peft_export.py DIR [--fixture test/MlNetPeft.Tests/Fixtures/hf-parity]
 """
-import argparse, json, os, sys
+import argparse, json, math, os, re, sys
 
 import torch
+from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reference as R  # noqa: E402
@@ -19,6 +21,43 @@ a = ap.parse_args()
 config = json.load(open(os.path.join(a.fixture, "tiny-roberta", "config.json")))
 parity = json.load(open(os.path.join(a.fixture, "parity.json")))
 ids, mask = torch.tensor(parity["input_ids"]), torch.tensor(parity["attention_mask"])
+
+
+class LoraLinear(nn.Module):
+    def __init__(self, base, A, B, scale):
+        super().__init__()
+        self.base, self.A, self.B, self.scale = base, A, B, scale
+
+    def forward(self, x):
+        return self.base(x) + torch.nn.functional.linear(torch.nn.functional.linear(x, self.A), self.B) * self.scale
+
+
+def load_peft_lora(model, path):
+    """A PEFT LoRA adapter by PEFT's own rule (tuners_utils.check_target_module_exists), not by our C# mapping: a Linear
+    is adapted when its module path is listed or ends with "." + a listed name, or when a string target_modules
+    matches the path whole; its factors are the keys named by that path."""
+    cfg = json.load(open(os.path.join(path, "adapter_config.json")))
+    targets = cfg["target_modules"]
+    selected = (lambda name: re.fullmatch(targets, name) is not None) if isinstance(targets, str) \
+        else (lambda name: name in targets or any(name.endswith("." + t) for t in targets))
+    scale = cfg["lora_alpha"] / (math.sqrt(cfg["r"]) if cfg.get("use_rslora") else cfg["r"])
+    sd = {k.replace("base_model.model.", ""): v for k, v in R.load_safetensors(os.path.join(path, "adapter_model.safetensors")).items()}
+    used = set()
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear) and selected(name):
+            a, b = f"{name}.lora_A.weight", f"{name}.lora_B.weight"
+            parent, child = name.rsplit(".", 1)
+            setattr(model.get_submodule(parent), child, LoraLinear(module, sd[a], sd[b], scale))
+            used |= {a, b}
+    unused = [k for k in sd if ".lora_" in k and k not in used]
+    assert not unused, f"adapter keys of modules target_modules does not select: {unused[:3]}"
+    with torch.no_grad():
+        for k, v in sd.items():
+            if k.startswith("classifier."):
+                model.get_parameter(k.replace("modules_to_save.default.", "")).copy_(v)
+    return len(used) // 2
+
+
 ok = True
 for method in sorted(os.listdir(a.dir)):
     ours = torch.tensor(json.load(open(os.path.join(a.dir, method, "logits.json"))))
@@ -28,9 +67,9 @@ for method in sorted(os.listdir(a.dir)):
             continue
         if form == "adapter":  # the fixture's backbone with the PEFT adapter (and its head) on top
             model = R.load_backbone(R.RobertaForSequenceClassification(config, 3), os.path.join(a.fixture, "tiny-roberta"))
-            R.load_peft_lora(model, path)
+            adapted = load_peft_lora(model, path)
             cfg = json.load(open(os.path.join(path, "adapter_config.json")))
-            what = {"r": cfg["r"], "lora_alpha": cfg["lora_alpha"]}
+            what = {"r": cfg["r"], "lora_alpha": cfg["lora_alpha"], "target_modules": cfg["target_modules"], "adapted_linears": adapted}
         else:  # a plain checkpoint: backbone and head from its model.safetensors alone
             model = R.load_backbone(R.RobertaForSequenceClassification(config, 3), path)
             what = {}

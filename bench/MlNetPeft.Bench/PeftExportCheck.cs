@@ -27,7 +27,9 @@ internal static class PeftExportCheck
         foreach (var method in a.List("method", "lora,msplora,lorasquared,adalora,full"))
         {
             using var scope = NewDisposeScope();
-            using var model = PeftModel.Create(config, 3, SpeedBenchmark.MethodConfig(method) with { Dropout = 0 },
+            var adapters = SpeedBenchmark.MethodConfig(method) with { Dropout = 0 };
+            if (a.Targets() is { } targets && !adapters.TrainsBackbone) adapters = adapters with { Targets = targets };
+            using var model = PeftModel.Create(config, 3, adapters,
                 SafeTensors.Load(Path.Combine(fixture, "tiny-roberta", "model.safetensors")), "tiny-roberta", loadHead: true);
             model.Train(false);
             MoveAsIfTrained(model);
