@@ -26,7 +26,7 @@ ids, mask = torch.tensor(parity["input_ids"]), torch.tensor(parity["attention_ma
 class LoraLinear(nn.Module):
     def __init__(self, base, A, B, scale):
         super().__init__()
-        self.base, self.A, self.B, self.scale = base, A, B, scale
+        self.base, self.A, self.B, self.scale = base, nn.Parameter(A.clone()), nn.Parameter(B.clone()), scale
 
     def forward(self, x):
         return self.base(x) + torch.nn.functional.linear(torch.nn.functional.linear(x, self.A), self.B) * self.scale
@@ -42,12 +42,13 @@ def load_peft_lora(model, path):
         else (lambda name: name in targets or any(name.endswith("." + t) for t in targets))
     scale = cfg["lora_alpha"] / (math.sqrt(cfg["r"]) if cfg.get("use_rslora") else cfg["r"])
     sd = {k.replace("base_model.model.", ""): v for k, v in R.load_safetensors(os.path.join(path, "adapter_model.safetensors")).items()}
-    used = set()
+    used, wrapped = set(), {}
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Linear) and selected(name):
             a, b = f"{name}.lora_A.weight", f"{name}.lora_B.weight"
             parent, child = name.rsplit(".", 1)
             setattr(model.get_submodule(parent), child, LoraLinear(module, sd[a], sd[b], scale))
+            wrapped[name] = model.get_submodule(name)
             used |= {a, b}
     unused = [k for k in sd if ".lora_" in k and k not in used]
     assert not unused, f"adapter keys of modules target_modules does not select: {unused[:3]}"
@@ -55,7 +56,7 @@ def load_peft_lora(model, path):
         for k, v in sd.items():
             if k.startswith("classifier."):
                 model.get_parameter(k.replace("modules_to_save.default.", "")).copy_(v)
-    return len(used) // 2
+    return wrapped
 
 
 ok = True
@@ -67,9 +68,18 @@ for method in sorted(os.listdir(a.dir)):
             continue
         if form == "adapter":  # the fixture's backbone with the PEFT adapter (and its head) on top
             model = R.load_backbone(R.RobertaForSequenceClassification(config, 3), os.path.join(a.fixture, "tiny-roberta"))
-            adapted = load_peft_lora(model, path)
+            wrapped = load_peft_lora(model, path)
             cfg = json.load(open(os.path.join(path, "adapter_config.json")))
-            what = {"r": cfg["r"], "lora_alpha": cfg["lora_alpha"], "target_modules": cfg["target_modules"], "adapted_linears": adapted}
+            what = {"r": cfg["r"], "lora_alpha": cfg["lora_alpha"], "target_modules": cfg["target_modules"], "adapted_linears": len(wrapped)}
+            grads_file = os.path.join(a.dir, method, "gradients.safetensors")
+            if os.path.exists(grads_file):  # LoRA: our gradients of the fixture's loss against PyTorch's autograd
+                model.eval()
+                torch.nn.functional.cross_entropy(model(ids, mask), torch.tensor(parity["labels"])).backward()
+                theirs = R.load_safetensors(grads_file)
+                worst = max(((m.A.grad if w == "A" else m.B.grad) - theirs[f"base_model.model.{name}.lora_{w}.weight"]).abs().max().item()
+                            / (m.A.grad if w == "A" else m.B.grad).abs().max().item() for name, m in wrapped.items() for w in "AB")
+                what["max_rel_gradient_error"] = worst
+                ok &= worst < 1e-4
         else:  # a plain checkpoint: backbone and head from its model.safetensors alone
             model = R.load_backbone(R.RobertaForSequenceClassification(config, 3), path)
             what = {}

@@ -23,6 +23,7 @@ internal static class PeftExportCheck
         using var parity = JsonDocument.Parse(File.ReadAllText(Path.Combine(fixture, "parity.json")));
         var ids = ParityCheck.Ints(parity.RootElement.GetProperty("input_ids"));
         var mask = ParityCheck.Ints(parity.RootElement.GetProperty("attention_mask"));
+        var labels = tensor(parity.RootElement.GetProperty("labels").EnumerateArray().Select(v => v.GetInt64()).ToArray());
         var config = RobertaConfig.Load(Path.Combine(fixture, "tiny-roberta", "config.json"));
         foreach (var method in a.List("method", "lora,msplora,lorasquared,adalora,full"))
         {
@@ -43,9 +44,26 @@ internal static class PeftExportCheck
                 var rows = Enumerable.Range(0, (int)logits.shape[0]).Select(r => logits[r].data<float>().ToArray()).ToArray();
                 File.WriteAllText(Path.Combine(dir, "logits.json"), JsonSerializer.Serialize(rows));
             }
+            if (model.Config is LoraConfig) WriteGradients(model, ids, mask, labels, Path.Combine(dir, "gradients.safetensors"));
             Console.WriteLine($"{method}: {dir}");
         }
         return 0;
+    }
+
+    /// <summary>A LoRA model's exported pairs are its own parameters: their gradients of the fixture's loss (through the
+    /// training forward: stacked query/key/value factors, the other targets' own updates), under the PEFT keys, for
+    /// check_peft_export.py to compare with PyTorch's autograd.</summary>
+    private static void WriteGradients(PeftModel model, Tensor ids, Tensor mask, Tensor labels, string file)
+    {
+        nn.functional.cross_entropy(model.Forward(ids, mask), labels).backward();
+        var gradients = new Dictionary<string, Tensor>();
+        foreach (var (path, _, _, linear) in model.Adapters.Wrapped)
+        {
+            var pair = (LowRankUpdate)linear.Updates.Single();
+            gradients[$"base_model.model.{path}.lora_A.weight"] = pair.A.grad!.detach().clone();
+            gradients[$"base_model.model.{path}.lora_B.weight"] = pair.B.grad!.detach().clone();
+        }
+        File.WriteAllBytes(file, SafeTensors.Save(gradients));
     }
 
     /// <summary>Moves a model's trainable weights as training would (seeded): random adapters, SVD forms with a pruned

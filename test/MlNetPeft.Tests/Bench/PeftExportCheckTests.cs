@@ -10,11 +10,17 @@ public sealed class PeftExportCheckTests
     public void WritesEachMethodsAdapterAndMergedCheckpointWithItsLogits()
     {
         var dir = Directory.CreateTempSubdirectory("peft-export-check").FullName;
-        Assert.AreEqual(0, PeftExportCheck.Run(BenchArgs.Parse(["peft-export", "--method", "msplora,full", "--out", dir])));
+        Assert.AreEqual(0, PeftExportCheck.Run(BenchArgs.Parse(["peft-export", "--method", "lora,msplora,full", "--out", dir])));
         string[] Files(string sub) => Directory.GetFiles(Path.Combine(dir, sub)).Select(Path.GetFileName).Order().ToArray()!;
         CollectionAssert.AreEqual(new[] { "adapter_config.json", "adapter_model.safetensors" }, Files("msplora/adapter"));
         Assert.IsFalse(Directory.Exists(Path.Combine(dir, "full", "adapter")), "full fine-tuning has no adapter");
-        foreach (var method in new[] { "msplora", "full" })
+        // LoRA's exported pairs are its parameters: their gradients go beside them, for PyTorch's autograd to check.
+        var gradients = MlNetPeft.Backbone.SafeTensors.Load(Path.Combine(dir, "lora", "gradients.safetensors"));
+        Assert.HasCount(4 * 2 * 2, gradients); // 4 layers × query, value × A, B
+        Assert.IsTrue(gradients.All(g => g.Key.EndsWith(".lora_A.weight") || g.Key.EndsWith(".lora_B.weight")));
+        Assert.IsTrue(gradients.Values.All(g => g.isfinite().all().item<bool>() && g.abs().max().item<float>() > 0));
+        Assert.IsFalse(File.Exists(Path.Combine(dir, "msplora", "gradients.safetensors")), "MSPLoRA's export is a sum of its pairs");
+        foreach (var method in new[] { "lora", "msplora", "full" })
         {
             CollectionAssert.AreEqual(new[] { "model.safetensors" }, Files($"{method}/merged"), method);
             var logits = JsonSerializer.Deserialize<float[][]>(File.ReadAllText(Path.Combine(dir, method, "logits.json")))!;
