@@ -75,9 +75,9 @@ for method in sorted(os.listdir(a.dir)):
             if os.path.exists(grads_file):  # LoRA: our gradients of the fixture's loss against PyTorch's autograd
                 model.eval()
                 torch.nn.functional.cross_entropy(model(ids, mask), torch.tensor(parity["labels"])).backward()
-                theirs = R.load_safetensors(grads_file)
-                worst = max(((m.A.grad if w == "A" else m.B.grad) - theirs[f"base_model.model.{name}.lora_{w}.weight"]).abs().max().item()
-                            / (m.A.grad if w == "A" else m.B.grad).abs().max().item() for name, m in wrapped.items() for w in "AB")
+                mlnet = R.load_safetensors(grads_file)
+                pairs = ((getattr(m, w).grad, mlnet[f"base_model.model.{name}.lora_{w}.weight"]) for name, m in wrapped.items() for w in "AB")
+                worst = max((torch_grad - our_grad).abs().max().item() / torch_grad.abs().max().item() for torch_grad, our_grad in pairs)
                 what["max_rel_gradient_error"] = worst
                 ok &= worst < 1e-4
         else:  # a plain checkpoint: backbone and head from its model.safetensors alone

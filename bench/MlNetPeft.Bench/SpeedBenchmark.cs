@@ -46,12 +46,13 @@ internal static class SpeedBenchmark
         double peak = MatmulPeak(device, precision);
         Console.WriteLine($"{device.type} {precision}, {get_num_threads()} threads: dense matmul peak {peak / 1e12:F3} TFLOP/s");
 
+        var targets = a.Targets(); // null: each method's default; the reference has only those
         var runs = new List<SpeedRun>();
         foreach (var shape in shapes)
             foreach (var method in methods)
             {
-                var run = Measure(shape, method, batch, seq, steps, device, precision, peak, a.Flag("phases"), accumulation, a.Flag("checkpoint"), a.Targets());
-                if (a.Flag("reference") && accumulation == 1 && !run.GradientCheckpointing && a.Targets() is null && device.type == DeviceType.CPU && method is "lora" or "msplora" or "full")
+                var run = Measure(shape, method, batch, seq, steps, device, precision, peak, a.Flag("phases"), accumulation, a.Flag("checkpoint"), targets);
+                if (a.Flag("reference") && accumulation == 1 && !run.GradientCheckpointing && targets is null && device.type == DeviceType.CPU && method is "lora" or "msplora" or "full")
                 {
                     var (train, infer) = Reference(a.Text("reference-script", Path.Combine(BenchArgs.RepositoryRoot(), "bench", "reference.py")),
                         shape, method, batch, seq, steps, get_num_threads());

@@ -86,4 +86,3 @@ internal sealed class RobertaIntermediate : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x) => nn.functional.gelu(dense.call(x));
 }
-

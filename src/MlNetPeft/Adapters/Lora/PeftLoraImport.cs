@@ -8,7 +8,7 @@ namespace MlNetPeft.Adapters.Lora;
 /// <summary>Reads a HF PEFT LoRA adapter (adapter_model.safetensors) into a model built with <see cref="LoraConfig"/>.</summary>
 internal static partial class PeftLoraImport
 {
-    [GeneratedRegex(@"^roberta\.encoder\.layer\.(\d+)\.(?:attention\.self\.(query|key|value)|(attention\.output\.dense|intermediate\.dense|output\.dense))\.lora_([AB])\.weight$")]
+    [GeneratedRegex(@"^roberta\.encoder\.layer\.(\d+)\.(.+)\.lora_([AB])\.weight$")]
     private static partial Regex LoraKey();
 
     /// <summary>Our state name for a PEFT key ("base_model.model." and "modules_to_save." dropped).</summary>
@@ -16,9 +16,10 @@ internal static partial class PeftLoraImport
     {
         var key = peftKey.Replace("base_model.model.", "").Replace("modules_to_save.", "").Replace(".default", "");
         var m = LoraKey().Match(key);
-        return m.Success
-            ? $"adapters.{LoraConfig.ComponentName(int.Parse(m.Groups[1].Value), AdapterTargets.NamePart(m.Groups[2].Success ? m.Groups[2].Value : m.Groups[3].Value))}.lora_{m.Groups[4].Value}"
-            : key;
+        var target = m.Success ? AdapterTargets.All.FirstOrDefault(t => AdapterTargets.ModulePath(t) == m.Groups[2].Value) : null;
+        return target is null
+            ? key
+            : $"adapters.{LoraConfig.ComponentName(int.Parse(m.Groups[1].Value), AdapterTargets.NamePart(target))}.lora_{m.Groups[3].Value}";
     }
 
     /// <summary>The LoRA settings of a PEFT adapter directory's adapter_config.json (rank, alpha, rsLoRA, dropout, targets).</summary>
