@@ -36,7 +36,8 @@ public static class ParaphraseExample
             .Append(ml.MulticlassClassification.Trainers.Msplora(new MsploraOptions
             {
                 BackboneDirectory = args.Backbone, Sentence1ColumnName = "Sentence1", Sentence2ColumnName = "Sentence2",
-                MaxEpochs = args.Epochs, LearningRate = args.LearningRate, Precision = args.Precision, LogEveryNSteps = 25,
+                MaxEpochs = args.Epochs, LearningRate = args.LearningRate, Precision = args.Precision,
+                TrainingStateDirectory = args.StateDirectory, LogEveryNSteps = 25,
                 ValidationSet = labels.Fit(train).Transform(dev),
                 ProgressCallback = p => Console.WriteLine("  " + p),
             }))

@@ -41,6 +41,7 @@ public static class SentimentExample
             MaxEpochs = args.Epochs,
             LearningRate = args.LearningRate,
             Precision = args.Precision,
+            TrainingStateDirectory = args.StateDirectory,
             BatchSize = 32,
             ValidationSet = labels.Transform(dev),
         };

@@ -20,6 +20,8 @@ public sealed record ExampleArgs
     public ComputePrecision Precision { get; init; }
     /// <summary>Where to also write the model for Python (a PEFT adapter and a merged HF checkpoint), or null.</summary>
     public string? ExportDirectory { get; init; }
+    /// <summary>Where training saves its state each epoch and resumes from after an interruption (--state DIR), or null.</summary>
+    public string? StateDirectory { get; init; }
 
     /// <summary>
     /// Saves the model to ModelPath and loads it back in a fresh MLContext, as a deployed app would; returns the engine
@@ -57,7 +59,7 @@ public sealed record ExampleArgs
     /// <summary>Parses the options; the defaults are each example's recipe for the shipped roberta-mini.</summary>
     public static ExampleArgs Parse(string[] args, string name, int trainRows, int epochs, double lr = 2e-3)
     {
-        string? backbone = null, data = null, model = null, export = null;
+        string? backbone = null, data = null, model = null, export = null, state = null;
         int devRows = 0;
         var precision = ComputePrecision.Auto;
         for (int i = 0; i < args.Length; i++)
@@ -69,6 +71,7 @@ public sealed record ExampleArgs
                 case "--data": data = Next(); break;
                 case "--model": model = Next(); break;
                 case "--export": export = Next(); break;
+                case "--state": state = Next(); break;
                 case "--max-train-rows": trainRows = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--max-dev-rows": devRows = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--epochs": epochs = int.Parse(Next(), CultureInfo.InvariantCulture); break;
@@ -101,6 +104,7 @@ public sealed record ExampleArgs
             Precision = precision,
             ModelPath = model ?? Path.Combine(Path.GetTempPath(), name + "-msplora.zip"),
             ExportDirectory = export,
+            StateDirectory = state,
         };
     }
 }

@@ -32,7 +32,8 @@ public static class SimilarityExample
         var trainer = ml.Regression.Trainers.Msplora(new MsploraOptions
         {
             BackboneDirectory = args.Backbone, Sentence1ColumnName = "Sentence1", Sentence2ColumnName = "Sentence2",
-            MaxEpochs = args.Epochs, LearningRate = args.LearningRate, Precision = args.Precision, LogEveryNSteps = 25, ValidationSet = dev,
+            MaxEpochs = args.Epochs, LearningRate = args.LearningRate, Precision = args.Precision,
+            TrainingStateDirectory = args.StateDirectory, LogEveryNSteps = 25, ValidationSet = dev,
             ProgressCallback = p => Console.WriteLine("  " + p),
         });
         Console.WriteLine($"Training MSPLoRA regression on STS-B pairs ({args.MaxTrainRows} rows, {args.Epochs} epochs, backbone {args.Backbone})");

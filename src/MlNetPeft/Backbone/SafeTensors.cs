@@ -8,7 +8,8 @@ namespace MlNetPeft.Backbone;
 
 /// <summary>
 /// Minimal safetensors reader and writer (8-byte little-endian header length, JSON header, raw data).
-/// TorchSharp has no safetensors support; F32, F16 and BF16 are what HF RoBERTa checkpoints use.
+/// TorchSharp has no safetensors support; F32, F16 and BF16 are what HF RoBERTa checkpoints use (I64 and U8 hold
+/// training state).
 /// </summary>
 public static class SafeTensors
 {
@@ -18,13 +19,45 @@ public static class SafeTensors
         ["F16"] = (ScalarType.Float16, 2),
         ["BF16"] = (ScalarType.BFloat16, 2),
         ["I64"] = (ScalarType.Int64, 8),
+        ["U8"] = (ScalarType.Byte, 1),
     };
 
-    /// <summary>Reads every tensor of a file onto the CPU, in its stored dtype.</summary>
-    public static Dictionary<string, Tensor> Load(string path)
+    /// <summary>Reads every tensor of a file onto the CPU, in its stored dtype, one tensor at a time (so a file may be
+    /// larger than a .NET array).</summary>
+    public static Dictionary<string, Tensor> Load(string path) => Load(path, out _);
+
+    /// <summary>As <see cref="Load(string)"/>, also giving the file's metadata block (empty when absent).</summary>
+    public static Dictionary<string, Tensor> Load(string path, out IReadOnlyDictionary<string, string> metadata)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"safetensors file not found: {path}", path);
-        return Load(File.ReadAllBytes(path), path);
+        using var file = File.OpenRead(path);
+        Span<byte> prefix = stackalloc byte[8];
+        if (file.ReadAtLeast(prefix, 8, throwOnEndOfStream: false) < 8) throw new InvalidDataException($"{path}: too short to be a safetensors file");
+        long headerLength = BinaryPrimitives.ReadInt64LittleEndian(prefix);
+        if (headerLength <= 0 || 8 + headerLength > file.Length)
+            throw new InvalidDataException($"{path}: corrupt safetensors header length {headerLength}");
+        var json = new byte[headerLength];
+        file.ReadExactly(json);
+        var entries = ParseHeader(json, 8 + headerLength, file.Length, path, out metadata);
+        var result = new Dictionary<string, Tensor>();
+        try
+        {
+            foreach (var e in entries.OrderBy(e => e.Begin))
+            {
+                var tensor = result[e.Name] = torch.empty(e.Shape, e.Type);
+                if (e.Length == 0) continue;
+                var data = new byte[e.Length];
+                file.Position = e.Begin;
+                file.ReadExactly(data);
+                tensor.bytes = data;
+            }
+        }
+        catch
+        {
+            foreach (var t in result.Values) t.Dispose();
+            throw;
+        }
+        return result;
     }
 
     /// <summary>Reads every tensor from the bytes of a safetensors file; <paramref name="source"/> names it in errors.</summary>
@@ -34,12 +67,31 @@ public static class SafeTensors
         long headerLength = BinaryPrimitives.ReadInt64LittleEndian(bytes);
         if (headerLength <= 0 || 8 + headerLength > bytes.Length)
             throw new InvalidDataException($"{source}: corrupt safetensors header length {headerLength}");
-        var dataStart = 8 + (int)headerLength;
-        using var header = JsonDocument.Parse(bytes.AsMemory(8, (int)headerLength));
         var result = new Dictionary<string, Tensor>();
+        foreach (var e in ParseHeader(bytes.AsMemory(8, (int)headerLength), 8 + headerLength, bytes.Length, source, out _))
+        {
+            var tensor = result[e.Name] = torch.empty(e.Shape, e.Type);
+            if (e.Length > 0) tensor.bytes = bytes.AsSpan((int)e.Begin, (int)e.Length);
+        }
+        return result;
+    }
+
+    private sealed record Entry(string Name, ScalarType Type, long[] Shape, long Begin, long Length);
+
+    /// <summary>The tensors a header describes, with their data's place in the file, checked against the file's size.</summary>
+    private static List<Entry> ParseHeader(ReadOnlyMemory<byte> json, long dataStart, long fileLength, string source,
+        out IReadOnlyDictionary<string, string> metadata)
+    {
+        using var header = JsonDocument.Parse(json);
+        var entries = new List<Entry>();
+        metadata = new Dictionary<string, string>();
         foreach (var entry in header.RootElement.EnumerateObject())
         {
-            if (entry.Name == "__metadata__") continue;
+            if (entry.Name == "__metadata__")
+            {
+                metadata = entry.Value.EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString() ?? "");
+                continue;
+            }
             var dtypeName = entry.Value.GetProperty("dtype").GetString()!;
             if (!DTypes.TryGetValue(dtypeName, out var dtype))
                 throw new InvalidDataException($"{source}: tensor '{entry.Name}' has unsupported dtype {dtypeName}");
@@ -47,51 +99,57 @@ public static class SafeTensors
             var offsets = entry.Value.GetProperty("data_offsets").EnumerateArray().Select(e => e.GetInt64()).ToArray();
             long count = shape.Aggregate(1L, (a, b) => a * b);
             long begin = dataStart + offsets[0], length = offsets[1] - offsets[0];
-            if (length != count * dtype.Size || begin + length > bytes.Length)
+            if (length != count * dtype.Size || begin + length > fileLength)
                 throw new InvalidDataException($"{source}: tensor '{entry.Name}' data does not match its shape [{string.Join(",", shape)}]");
-            var tensor = torch.empty(shape, dtype.Type);
-            if (length > 0) tensor.bytes = bytes.AsSpan((int)begin, (int)length);
-            result[entry.Name] = tensor;
+            entries.Add(new Entry(entry.Name, dtype.Type, shape, begin, length));
         }
-        return result;
+        return entries;
     }
 
     /// <summary>Serialises CPU tensors (any of the supported dtypes), keys sorted, as safetensors bytes.</summary>
     public static byte[] Save(IReadOnlyDictionary<string, Tensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
+        using var stream = new MemoryStream();
+        Write(stream, tensors, metadata);
+        return stream.ToArray();
+    }
+
+    /// <summary>Writes tensors (any device, any of the supported dtypes), keys sorted, as a safetensors file to
+    /// <paramref name="stream"/>, one tensor at a time.</summary>
+    public static void Write(Stream stream, IReadOnlyDictionary<string, Tensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    {
         var names = tensors.Keys.OrderBy(k => k, StringComparer.Ordinal).ToList();
-        var blobs = new List<byte[]>();
         var header = new Dictionary<string, object>();
         long offset = 0;
         foreach (var name in names)
         {
-            using var t = tensors[name].detach().cpu().contiguous();
-            var dtype = DTypes.First(d => d.Value.Type == t.dtype).Key;
-            var raw = t.bytes.ToArray();
-            header[name] = new { dtype, shape = t.shape, data_offsets = new[] { offset, offset + raw.Length } };
-            blobs.Add(raw);
-            offset += raw.Length;
+            var t = tensors[name];
+            var dtype = DTypes.FirstOrDefault(d => d.Value.Type == t.dtype).Key
+                ?? throw new ArgumentException($"tensor '{name}' has dtype {t.dtype}, which safetensors files here do not hold");
+            long length = t.numel() * DTypes[dtype].Size;
+            header[name] = new { dtype, shape = t.shape, data_offsets = new[] { offset, offset + length } };
+            offset += length;
         }
         if (metadata is not null) header["__metadata__"] = metadata;
         var json = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(header));
         var padded = (json.Length + 7) / 8 * 8;
-        using var stream = new MemoryStream();
-        Span<byte> length = stackalloc byte[8];
-        BinaryPrimitives.WriteInt64LittleEndian(length, padded);
-        stream.Write(length);
+        Span<byte> length8 = stackalloc byte[8];
+        BinaryPrimitives.WriteInt64LittleEndian(length8, padded);
+        stream.Write(length8);
         stream.Write(json);
         for (int i = json.Length; i < padded; i++) stream.WriteByte((byte)' ');
-        foreach (var blob in blobs) stream.Write(blob);
-        return stream.ToArray();
+        foreach (var name in names)
+        {
+            using var t = tensors[name].detach().cpu().contiguous();
+            stream.Write(t.bytes);
+        }
     }
 
     /// <summary>Reads only the metadata block of a safetensors file (empty when absent).</summary>
     public static IReadOnlyDictionary<string, string> ReadMetadata(byte[] bytes)
     {
         long headerLength = BinaryPrimitives.ReadInt64LittleEndian(bytes);
-        using var header = JsonDocument.Parse(bytes.AsMemory(8, (int)headerLength));
-        return header.RootElement.TryGetProperty("__metadata__", out var meta)
-            ? meta.EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString() ?? "")
-            : new Dictionary<string, string>();
+        ParseHeader(bytes.AsMemory(8, (int)headerLength), 8 + headerLength, bytes.Length, "safetensors bytes", out var metadata);
+        return metadata;
     }
 }

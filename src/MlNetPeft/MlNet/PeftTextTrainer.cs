@@ -72,6 +72,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         manual_seed(o.Seed);
         cuda.manual_seed_all(o.Seed);
         var bytes = File.ReadAllBytes(backbone.WeightsFile);
+        var backboneSha256 = CheckpointDirectory.FingerprintOf(bytes);
         var weights = SafeTensors.Load(bytes, backbone.WeightsFile);
         PeftModel model;
         try { model = PeftModel.Create(config, outputs, adapterConfig, weights, backbone.WeightsFile); }
@@ -87,7 +88,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
             model.To(device, precision);
             Log($"Device {device.type}, backbone {precision}.{Environment.NewLine}{model.Report()}");
             if (o.MaxEpochs > 0) // MLContext.CancelExecution (AutoML) stops training at the next batch
-                new TrainingLoop(model, o.ToTrainingSettings(), _task, tokenizer.PadId, Log).Run(train, validation, _host.CheckAlive);
+                new TrainingLoop(model, o.ToTrainingSettings() with { BackboneFingerprint = backboneSha256 }, _task, tokenizer.PadId, Log).Run(train, validation, _host.CheckAlive);
         }
         catch
         {
@@ -108,7 +109,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
             Adapter = adapterConfig,
             Backbone = config,
             BackbonePath = backbone.Path,
-            BackboneSha256 = CheckpointDirectory.FingerprintOf(bytes),
+            BackboneSha256 = backboneSha256,
             MergeAdapters = o.MergeAdaptersForInference,
         };
         return new PeftTextTransformer(_host, info, model, tokenizer, KeyValues.Of(label), o.EmbedBackbone ? bytes : null);

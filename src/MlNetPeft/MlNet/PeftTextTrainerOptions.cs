@@ -78,6 +78,15 @@ public abstract class PeftTextTrainerOptions
     /// of one length are batches of one class, and small data sets then learn worse.</summary>
     public bool GroupByLength;
 
+    /// <summary>Directory where the run saves its whole training state (weights, optimizer, random generator, position)
+    /// at the end of every epoch, and from which a run with the same settings and data resumes: after a crash or a
+    /// cancellation, Fit again goes on from the last save and ends with the model the uninterrupted run would have
+    /// given. Null: nothing saved.</summary>
+    public string? TrainingStateDirectory;
+
+    /// <summary>Also save the training state every this many optimizer steps (0: at the end of each epoch only).</summary>
+    public int SaveStateEveryNSteps;
+
     /// <summary>CPU, CUDA, or CUDA when available.</summary>
     public ComputeDevice Device = ComputeDevice.Auto;
 
@@ -134,6 +143,8 @@ public abstract class PeftTextTrainerOptions
         ValidationMetric = ValidationMetric,
         GroupByLength = GroupByLength,
         Progress = ProgressCallback,
+        StateDirectory = TrainingStateDirectory,
+        SaveStateEveryNSteps = SaveStateEveryNSteps,
     };
 
     internal void Validate()

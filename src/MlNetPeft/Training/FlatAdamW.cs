@@ -164,6 +164,27 @@ internal sealed class FlatAdamW : IDisposable
     /// <summary>Sets every group's rate to its base rate times <paramref name="factor"/> (the schedule).</summary>
     public void ScaleLearningRates(double factor) => _scheduleFactor = factor;
 
+    /// <summary>Optimizer steps taken (AdamW's bias correction counts them).</summary>
+    public int Steps => _step;
+
+    /// <summary>The running averages of every group, by name: the tensors themselves, not copies.</summary>
+    public IEnumerable<(string Name, Tensor Tensor)> State() =>
+        _groups.SelectMany((g, i) => new[] { ($"{i}.exp_avg", g.ExpAvg), ($"{i}.exp_avg_sq", g.ExpAvgSq) });
+
+    /// <summary>Goes on from a saved <see cref="State"/> after <paramref name="steps"/> steps; <paramref name="source"/>
+    /// names the state in errors.</summary>
+    public void LoadState(IReadOnlyDictionary<string, Tensor> state, int steps, string source)
+    {
+        using var _ = no_grad();
+        foreach (var (name, tensor) in State())
+        {
+            if (!state.TryGetValue(name, out var saved) || !saved.shape.SequenceEqual(tensor.shape))
+                throw new InvalidDataException($"{source}: optimizer state '{name}' is missing or has another shape");
+            tensor.copy_(saved);
+        }
+        _step = steps;
+    }
+
     public void Step()
     {
         using var scope = NewDisposeScope();

@@ -11,4 +11,10 @@ internal interface ITrainingHooks
     /// <summary>Called after the optimizer step, while the gradients are still there; <paramref name="step"/> counts
     /// the steps done so far (1 after the first).</summary>
     void AfterOptimizerStep(int step);
+
+    /// <summary>Tensors the hooks carry from step to step (saved with a run's training state), by name.</summary>
+    IEnumerable<(string Name, Tensor Tensor)> State();
+
+    /// <summary>Goes on from a saved <see cref="State"/>; <paramref name="source"/> names it in errors.</summary>
+    void LoadState(IReadOnlyDictionary<string, Tensor> state, string source);
 }

@@ -12,8 +12,9 @@ internal sealed record TrainingResult(int Epochs, int Steps, double FinalLoss, d
 /// <summary>
 /// The one training loop for every adapter method: AdamW (adapters at LearningRate, head at
 /// LearningRate·HeadLearningRateRatio) stepping once per GradientAccumulationSteps batches, linear warm-up/decay,
-/// global-norm clipping, per-epoch validation with early stopping and best-epoch restore. Every batch runs in its
-/// own dispose scope, and the loss is read back from the device only every LogEveryNSteps steps.
+/// global-norm clipping, per-epoch validation with early stopping and best-epoch restore, and, with a state
+/// directory, its state saved and resumed (<see cref="TrainingCheckpoint"/>). Every batch runs in its own dispose
+/// scope, and the loss is read back from the device only every LogEveryNSteps steps.
 /// </summary>
 internal sealed class TrainingLoop
 {
@@ -49,19 +50,24 @@ internal sealed class TrainingLoop
         int totalSteps = stepsPerEpoch * s.MaxEpochs;
         using var stepper = new TrainingStepper(_model, s, _task, totalSteps);
         using var runningLoss = zeros(1, device: _model.Device);
-        int step = 0, stepsSinceReport = 0, rowsSinceReport = 0, badEpochs = 0, epoch = 0;
-        double lastLoss = double.NaN;
-        double? best = null;
-        int? bestEpoch = null;
+        var checkpoint = s.StateDirectory is null ? null
+            : new TrainingCheckpoint(s.StateDirectory, s.SaveStateEveryNSteps, s.Seed, TrainingCheckpoint.Identify(s, _model.Config, train, validation));
         Dictionary<string, Tensor>? bestState = null;
-        var clock = Stopwatch.StartNew();
 
         try
         {
-            for (epoch = 1; epoch <= s.MaxEpochs; epoch++)
+            var at = checkpoint?.TryResume(_model, stepper, runningLoss, out bestState) ?? new LoopPosition();
+            if (at.Step > 0)
+                _log(at.Stopped || at.Epoch > s.MaxEpochs
+                    ? $"{checkpoint!.Path}: that run has finished ({at.Step} steps); its weights are the result."
+                    : $"Resuming from {checkpoint!.Path}: epoch {at.Epoch}, step {at.Step} of {totalSteps}.");
+            for (int done = 1; done < at.Epoch; done++) _ = Batcher.Order(train.Count, s.BatchSize, shuffle, lengths).Count(); // their shuffles
+            var clock = Stopwatch.StartNew();
+            while (!at.Stopped && at.Epoch <= s.MaxEpochs)
             {
                 _model.Train();
-                foreach (var stepRows in Batcher.Order(train.Count, s.BatchSize, shuffle, lengths).Chunk(s.GradientAccumulationSteps))
+                var epochSteps = Batcher.Order(train.Count, s.BatchSize, shuffle, lengths).Chunk(s.GradientAccumulationSteps);
+                foreach (var stepRows in epochSteps.Skip(at.StepInEpoch))
                 {
                     checkAlive?.Invoke();
                     using (var scope = NewDisposeScope())
@@ -69,55 +75,62 @@ internal sealed class TrainingLoop
                         var loss = stepper.Run(stepRows.Select(rows => Batcher.Make(train, rows, _padId, _model.Device, _task)).ToList());
                         using (no_grad()) runningLoss.add_(loss);
                     }
-                    step++;
-                    stepsSinceReport++;
-                    rowsSinceReport += stepRows.Sum(rows => rows.Length);
-                    if (step % s.LogEveryNSteps == 0 || step == epoch * stepsPerEpoch)
+                    at.Step++;
+                    at.StepInEpoch++;
+                    at.StepsSinceReport++;
+                    at.RowsSinceReport += stepRows.Sum(rows => rows.Length);
+                    if (at.Step % s.LogEveryNSteps == 0 || at.StepInEpoch == stepsPerEpoch)
                     {
-                        lastLoss = ReadLoss(runningLoss, stepsSinceReport, epoch, step);
+                        at.LastLoss = ReadLoss(runningLoss, at.StepsSinceReport, at.Epoch, at.Step);
                         Report(new TrainingProgress
                         {
-                            Epoch = epoch, Step = step, TotalSteps = totalSteps, Loss = lastLoss,
+                            Epoch = at.Epoch, Step = at.Step, TotalSteps = totalSteps, Loss = at.LastLoss,
                             LearningRate = stepper.LearningRate,
-                            RowsPerSecond = rowsSinceReport / Math.Max(clock.Elapsed.TotalSeconds, 1e-9),
+                            RowsPerSecond = at.RowsSinceReport / Math.Max(clock.Elapsed.TotalSeconds, 1e-9),
                         });
-                        stepsSinceReport = rowsSinceReport = 0;
+                        at.StepsSinceReport = at.RowsSinceReport = 0;
                         clock.Restart();
                     }
+                    if (checkpoint?.IsDueAfter(at.Step) == true && at.StepInEpoch < stepsPerEpoch)
+                        checkpoint.Save(at, _model, stepper, bestState, runningLoss);
                 }
 
                 if (validation is { Count: > 0 })
                 {
                     double metric = Evaluate(validation);
-                    Report(new TrainingProgress { Epoch = epoch, Step = step, TotalSteps = totalSteps, Loss = lastLoss,
+                    Report(new TrainingProgress { Epoch = at.Epoch, Step = at.Step, TotalSteps = totalSteps, Loss = at.LastLoss,
                         LearningRate = stepper.LearningRate, ValidationMetric = metric });
-                    if (best is null || metric > best)
+                    if (at.Best is null || metric > at.Best)
                     {
-                        best = metric;
-                        bestEpoch = epoch;
-                        badEpochs = 0;
+                        at.Best = metric;
+                        at.BestEpoch = at.Epoch;
+                        at.BadEpochs = 0;
                         DisposeAll(bestState);
                         bestState = _model.TrainableState();
                     }
-                    else if (s.EarlyStoppingPatience > 0 && ++badEpochs >= s.EarlyStoppingPatience)
+                    else if (s.EarlyStoppingPatience > 0 && ++at.BadEpochs >= s.EarlyStoppingPatience)
                     {
-                        _log($"Early stopping after epoch {epoch}: no validation improvement for {badEpochs} epochs (best {best:F4} at epoch {bestEpoch}).");
-                        break;
+                        _log($"Early stopping after epoch {at.Epoch}: no validation improvement for {at.BadEpochs} epochs (best {at.Best:F4} at epoch {at.BestEpoch}).");
+                        at.Stopped = true;
                     }
                 }
+                at.Epoch++;
+                at.StepInEpoch = 0;
+                checkpoint?.Save(at, _model, stepper, bestState, runningLoss);
             }
-            if (bestState is not null && bestEpoch != Math.Min(epoch, s.MaxEpochs))
+            int epochs = at.Epoch - 1;
+            if (bestState is not null && at.BestEpoch != epochs)
             {
-                _log($"Restoring the weights of the best validation epoch {bestEpoch} ({best:F4}).");
+                _log($"Restoring the weights of the best validation epoch {at.BestEpoch} ({at.Best:F4}).");
                 _model.LoadTrainableState(bestState, "best epoch");
             }
+            _model.Train(false);
+            return new TrainingResult(epochs, at.Step, at.LastLoss, at.Best, at.BestEpoch);
         }
         finally
         {
             DisposeAll(bestState);
         }
-        _model.Train(false);
-        return new TrainingResult(Math.Min(epoch, s.MaxEpochs), step, lastLoss, best, bestEpoch);
     }
 
     /// <summary>The settings' validation metric (accuracy or Pearson r by default) of the model's predictions.</summary>

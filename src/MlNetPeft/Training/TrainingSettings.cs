@@ -18,6 +18,12 @@ internal sealed record TrainingSettings
     public ValidationMetric ValidationMetric { get; init; }
     public bool GroupByLength { get; init; }
     public Action<TrainingProgress>? Progress { get; init; }
+    /// <summary>Where the run's state is saved and resumed from (see <see cref="TrainingCheckpoint"/>), or null.</summary>
+    public string? StateDirectory { get; init; }
+    /// <summary>Also save the state every this many optimizer steps (0: at the end of each epoch only).</summary>
+    public int SaveStateEveryNSteps { get; init; }
+    /// <summary>SHA-256 of the backbone's weights: a saved state only resumes on the backbone it was trained on.</summary>
+    public string? BackboneFingerprint { get; init; }
 
     public void Validate()
     {
@@ -30,6 +36,9 @@ internal sealed record TrainingSettings
         if (WarmupRatio is < 0 or >= 1) throw new ArgumentException($"WarmupRatio must be in [0, 1), got {WarmupRatio}");
         if (GradientClipNorm < 0) throw new ArgumentException($"GradientClipNorm must not be negative (0 turns clipping off), got {GradientClipNorm}");
         if (EarlyStoppingPatience < 0) throw new ArgumentException($"EarlyStoppingPatience must not be negative, got {EarlyStoppingPatience}");
+        if (SaveStateEveryNSteps < 0) throw new ArgumentException($"SaveStateEveryNSteps must not be negative (0 saves at the end of each epoch only), got {SaveStateEveryNSteps}");
+        if (StateDirectory is not null && string.IsNullOrWhiteSpace(StateDirectory)) throw new ArgumentException("TrainingStateDirectory must name a directory (or be null: no saved state)");
+        if (SaveStateEveryNSteps > 0 && StateDirectory is null) throw new ArgumentException("SaveStateEveryNSteps needs a TrainingStateDirectory to save to");
         if (LogEveryNSteps <= 0) throw new ArgumentException($"LogEveryNSteps must be positive, got {LogEveryNSteps}");
     }
 }

@@ -73,6 +73,22 @@ internal sealed class TrainingStepper : IDisposable
         return total!;
     }
 
+    /// <summary>What a step carries forward besides the weights: AdamW's averages ("optimizer.*") and the method's
+    /// hook state ("hooks.*"); the tensors themselves, not copies.</summary>
+    public IEnumerable<(string Name, Tensor Tensor)> State() =>
+        _optimizer.State().Select(s => ("optimizer." + s.Name, s.Tensor))
+            .Concat((_hooks?.State() ?? []).Select(s => ("hooks." + s.Name, s.Tensor)));
+
+    /// <summary>Goes on from a saved <see cref="State"/> after <paramref name="steps"/> steps: the averages, the hooks'
+    /// state, the step count and with it the learning rate.</summary>
+    public void LoadState(IReadOnlyDictionary<string, Tensor> state, int steps, string source)
+    {
+        _optimizer.LoadState(TrainingCheckpoint.WithPrefix(state, "optimizer."), steps, source);
+        _hooks?.LoadState(TrainingCheckpoint.WithPrefix(state, "hooks."), source);
+        Steps = steps;
+        _optimizer.ScaleLearningRates(_schedule(Steps));
+    }
+
     private Tensor TaskLoss(Batch batch)
     {
         var output = _model.Forward(batch.Ids, batch.Mask);

@@ -12,9 +12,10 @@ public sealed class SentimentExampleTests
         var dir = Directory.CreateTempSubdirectory().FullName;
         var model = Path.Combine(dir, "sentiment.zip");
         var args = ExampleArgs.Parse(["--max-train-rows", "96", "--max-dev-rows", "64", "--epochs", "1", "--model", model,
-            "--export", Path.Combine(dir, "python")], "sentiment", trainRows: 4000, epochs: 5);
+            "--export", Path.Combine(dir, "python"), "--state", Path.Combine(dir, "state")], "sentiment", trainRows: 4000, epochs: 5);
         SentimentExample.Run(args);
         Assert.IsTrue(File.Exists(model));
+        Assert.IsTrue(File.Exists(Path.Combine(dir, "state", MlNetPeft.Training.TrainingCheckpoint.FileName)), "--state reaches the trainer");
         Assert.IsLessThan(2_000_000L, new FileInfo(model).Length);
         foreach (var file in new[] { "peft-adapter/adapter_config.json", "peft-adapter/adapter_model.safetensors",
                      "hf-checkpoint/config.json", "hf-checkpoint/model.safetensors", "hf-checkpoint/vocab.json", "hf-checkpoint/merges.txt" })

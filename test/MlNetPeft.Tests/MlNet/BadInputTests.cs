@@ -123,6 +123,9 @@ public sealed class BadInputTests
         options.GradientAccumulationSteps = 0;
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeftTrainerFixture.Fit(ml, data, options)).Message, "GradientAccumulationSteps");
         options = PeftTrainerFixture.Msplora(1);
+        options.SaveStateEveryNSteps = 10; // and no TrainingStateDirectory to save to
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeftTrainerFixture.Fit(ml, data, options)).Message, "TrainingStateDirectory");
+        options = PeftTrainerFixture.Msplora(1);
         options.Ranks = [8, 0, 2];
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeftTrainerFixture.Fit(ml, data, options)).Message, "Ranks");
     }

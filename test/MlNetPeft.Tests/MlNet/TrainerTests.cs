@@ -172,6 +172,43 @@ public sealed class TrainerTests
         Assert.IsLessThan(1e-4, largest, "scores of the two models");
     }
 
+    /// <summary>A Fit that stops part way (a crash, a cancellation) and a second Fit on the same directory give the
+    /// model one uninterrupted Fit gives (the loop's own tests cover every method; this one, the options and the log).</summary>
+    [TestMethod]
+    public void AnInterruptedFitResumesFromItsTrainingStateDirectory()
+    {
+        var rows = ToyText.Rows(48, seed: 3); // 3 steps an epoch of 16 rows, 9 steps in all
+        float[][] FitAndScore(string? directory, int? stopAfter, List<string>? log = null)
+        {
+            var ml = new MLContext(seed: 1);
+            if (log is not null) ml.Log += (_, e) => { lock (log) log.Add(e.Message); };
+            var data = ml.Data.LoadFromEnumerable(rows);
+            var options = PeftTrainerFixture.Msplora(3);
+            options.LoraDropout = 0.1;
+            options.TrainingStateDirectory = directory;
+            options.SaveStateEveryNSteps = directory is null ? 0 : 2;
+            options.ProgressCallback = p => { if (p.Step == stopAfter) throw new OperationCanceledException("stopped by the test"); };
+            var model = ToyText.KeyLabel(ml).Append(ml.MulticlassClassification.Trainers.Msplora(options)).Fit(data);
+            return PeftTrainerFixture.Scores(model, data, ml);
+        }
+
+        var whole = FitAndScore(null, null);
+        var directory = Directory.CreateTempSubdirectory("mlnetpeft-fit-state-").FullName;
+        try
+        {
+            Assert.ThrowsExactly<OperationCanceledException>(() => FitAndScore(directory, stopAfter: 5));
+            var log = new List<string>();
+            var resumed = FitAndScore(directory, null, log);
+            Assert.IsTrue(log.Any(m => m.Contains($"Resuming from {Path.Combine(directory, TrainingCheckpoint.FileName)}: epoch 2, step 4 of 9")),
+                "resumed from the save after step 4 (saved every 2 steps and at epoch ends; step 5 was not saved)");
+            for (int row = 0; row < whole.Length; row++) CollectionAssert.AreEqual(whole[row], resumed[row], $"scores of row {row}");
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
     [TestMethod]
     public void EstimatorDescribesItsOutputColumns()
     {

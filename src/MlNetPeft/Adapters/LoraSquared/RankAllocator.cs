@@ -97,6 +97,24 @@ internal sealed class RankAllocator : ITrainingHooks
         }
     }
 
+    /// <summary>The importance averages (none before the first step and once the mask is fixed).</summary>
+    public IEnumerable<(string Name, Tensor Tensor)> State() =>
+        _sensitivity is null || _uncertainty is null ? [] : [("sensitivity", _sensitivity), ("uncertainty", _uncertainty)];
+
+    public void LoadState(IReadOnlyDictionary<string, Tensor> state, string source)
+    {
+        _sensitivity?.Dispose();
+        _uncertainty?.Dispose();
+        _sensitivity = _uncertainty = null;
+        if (!state.TryGetValue("sensitivity", out var sensitivity) || !state.TryGetValue("uncertainty", out var uncertainty)) return;
+        long expected = _scored.Sum(p => p.numel());
+        if (sensitivity.numel() != expected || uncertainty.numel() != expected)
+            throw new InvalidDataException($"{source}: importance scores for {sensitivity.numel()} values, the adapters have {expected}");
+        var device = _scored[0].device;
+        _sensitivity = sensitivity.to(ScalarType.Float32, device, copy: true).DetachFromDisposeScope();
+        _uncertainty = uncertainty.to(ScalarType.Float32, device, copy: true).DetachFromDisposeScope();
+    }
+
     /// <summary>s = Ī·Ū of I = |p ⊙ ∂L/∂p|, with Ī and Ū exponential averages (β1, β2), as AdaLoRA; over all
     /// scored parameters at once (a parameter without a gradient counts as zero importance).</summary>
     private void UpdateScores()

@@ -1,0 +1,202 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using MlNetPeft.Adapters;
+using MlNetPeft.Backbone;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Training;
+
+/// <summary>Where a training run is: what the loop needs, besides tensors, to go on exactly from there.</summary>
+internal sealed class LoopPosition
+{
+    /// <summary>The epoch under way (1-based), or MaxEpochs + 1 when all have run.</summary>
+    public int Epoch { get; set; } = 1;
+    /// <summary>Optimizer steps done in <see cref="Epoch"/>.</summary>
+    public int StepInEpoch { get; set; }
+    /// <summary>Optimizer steps done in all.</summary>
+    public int Step { get; set; }
+    /// <summary>True once early stopping ended the run.</summary>
+    public bool Stopped { get; set; }
+    public double LastLoss { get; set; } = double.NaN;
+    public int StepsSinceReport { get; set; }
+    public int RowsSinceReport { get; set; }
+    public double? Best { get; set; }
+    public int? BestEpoch { get; set; }
+    public int BadEpochs { get; set; }
+
+    private static readonly JsonSerializerOptions Json = new() { NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals };
+
+    public string ToJson() => JsonSerializer.Serialize(this, Json);
+
+    public static LoopPosition FromJson(string json) =>
+        JsonSerializer.Deserialize<LoopPosition>(json, Json) ?? throw new JsonException("empty position");
+}
+
+/// <summary>
+/// A training run's whole state in one file of a directory (HF Trainer's save_steps and resume_from_checkpoint): the
+/// trainable weights, AdamW's averages and step count, the method's hook state (AdaLoRA's importance scores), the
+/// CPU random generator, the loop's position and its early-stopping record. A run that finds the file goes on from it
+/// and ends where the uninterrupted run would have: the shuffles of the epochs done are drawn again, the steps of the
+/// epoch under way skipped. The file is written whole and then renamed over the previous one, so a crash while saving
+/// leaves the previous state. It also records what the run was (settings, adapters, backbone, data), and a run that
+/// differs refuses to resume from it, naming the differences. TorchSharp cannot read the CUDA generator's state, so
+/// each save reseeds it from the seed and step, and a resumed run does the same.
+/// </summary>
+internal sealed class TrainingCheckpoint
+{
+    public const string FileName = "training-state.safetensors";
+    private const string PositionKey = "position";
+
+    private readonly int _every;
+    private readonly int _seed;
+    private readonly IReadOnlyDictionary<string, string> _identity;
+
+    /// <param name="directory">Created on the first save if need be.</param>
+    /// <param name="saveEveryNSteps">Also save every this many steps (0: at the end of each epoch only).</param>
+    /// <param name="seed">The run's seed (the CUDA generator is reseeded from it).</param>
+    /// <param name="identity">What the run is, by name; a saved state with other values is refused.</param>
+    public TrainingCheckpoint(string directory, int saveEveryNSteps, int seed, IReadOnlyDictionary<string, string> identity)
+    {
+        Path = System.IO.Path.Combine(directory, FileName);
+        _every = saveEveryNSteps;
+        _seed = seed;
+        _identity = identity;
+    }
+
+    /// <summary>The state file.</summary>
+    public string Path { get; }
+
+    /// <summary>Whether the state is saved after <paramref name="step"/> (besides each epoch's end).</summary>
+    public bool IsDueAfter(int step) => _every > 0 && step % _every == 0;
+
+    /// <summary>The identity of a run: the settings that decide its result, the adapters, the backbone and the data.</summary>
+    public static Dictionary<string, string> Identify(TrainingSettings s, AdapterConfig adapters,
+        IReadOnlyList<Example> train, IReadOnlyList<Example>? validation)
+    {
+        static string Number(double x) => x.ToString("R", CultureInfo.InvariantCulture);
+        var identity = new Dictionary<string, string>
+        {
+            ["BatchSize"] = s.BatchSize.ToString(CultureInfo.InvariantCulture),
+            ["GradientAccumulationSteps"] = s.GradientAccumulationSteps.ToString(CultureInfo.InvariantCulture),
+            ["MaxEpochs"] = s.MaxEpochs.ToString(CultureInfo.InvariantCulture),
+            ["LearningRate"] = Number(s.LearningRate),
+            ["HeadLearningRateRatio"] = Number(s.HeadLearningRateRatio),
+            ["WeightDecay"] = Number(s.WeightDecay),
+            ["WarmupRatio"] = Number(s.WarmupRatio),
+            ["GradientClipNorm"] = Number(s.GradientClipNorm),
+            ["Seed"] = s.Seed.ToString(CultureInfo.InvariantCulture),
+            ["EarlyStoppingPatience"] = s.EarlyStoppingPatience.ToString(CultureInfo.InvariantCulture),
+            ["ValidationMetric"] = s.ValidationMetric.ToString(),
+            ["GroupByLength"] = s.GroupByLength.ToString(),
+            ["adapters"] = adapters.ToJson(),
+            ["training data"] = Fingerprint(train),
+            ["validation set"] = validation is null ? "none" : Fingerprint(validation),
+        };
+        if (s.BackboneFingerprint is not null) identity["backbone"] = s.BackboneFingerprint;
+        return identity;
+    }
+
+    /// <summary>SHA-256 of the examples' token ids and labels, in order.</summary>
+    private static string Fingerprint(IReadOnlyList<Example> examples)
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        Span<byte> scalars = stackalloc byte[8];
+        foreach (var e in examples)
+        {
+            BitConverter.TryWriteBytes(scalars, e.Ids.Length);
+            BitConverter.TryWriteBytes(scalars[4..], e.Label);
+            hash.AppendData(scalars);
+            hash.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(e.Ids.AsSpan()));
+        }
+        return Convert.ToHexStringLower(hash.GetHashAndReset());
+    }
+
+    /// <summary>Writes the state after the step (or epoch) <paramref name="position"/> describes.</summary>
+    public void Save(LoopPosition position, PeftModel model, TrainingStepper stepper,
+        IReadOnlyDictionary<string, Tensor>? best, Tensor runningLoss)
+    {
+        using (NewDisposeScope())
+        {
+            var tensors = model.TrainableState().ToDictionary(kv => "model." + kv.Key, kv => kv.Value);
+            foreach (var (name, tensor) in best ?? new Dictionary<string, Tensor>()) tensors["best." + name] = tensor;
+            foreach (var (name, tensor) in stepper.State()) tensors["step." + name] = tensor;
+            tensors["random.cpu"] = random.get_rng_state();
+            tensors["loss.running"] = runningLoss;
+            var metadata = new Dictionary<string, string>(_identity) { [PositionKey] = position.ToJson() };
+            Directory.CreateDirectory(System.IO.Path.GetDirectoryName(Path)!);
+            var temporary = Path + ".tmp";
+            using (var file = File.Create(temporary))
+            {
+                SafeTensors.Write(file, tensors, metadata);
+                file.Flush(flushToDisk: true);
+            }
+            File.Move(temporary, Path, overwrite: true);
+        }
+        ReseedCuda(position.Step);
+    }
+
+    /// <summary>Restores a saved state into the model, the stepper, the running loss and the CPU generator, and returns
+    /// the loop's position; null (and nothing changed) when there is none. <paramref name="best"/> gets the best epoch's
+    /// weights when the state has them.</summary>
+    public LoopPosition? TryResume(PeftModel model, TrainingStepper stepper, Tensor runningLoss, out Dictionary<string, Tensor>? best)
+    {
+        best = null;
+        if (!File.Exists(Path)) return null;
+        var tensors = SafeTensors.Load(Path, out var metadata);
+        try
+        {
+            CheckIdentity(metadata);
+            LoopPosition saved;
+            try { saved = LoopPosition.FromJson(metadata[PositionKey]); }
+            catch (Exception e) when (e is JsonException or KeyNotFoundException)
+            {
+                throw new InvalidDataException($"{Path}: the loop position is missing or unreadable ({e.Message})", e);
+            }
+            model.LoadTrainableState(WithPrefix(tensors, "model."), Path);
+            stepper.LoadState(WithPrefix(tensors, "step."), saved.Step, Path);
+            using (no_grad()) runningLoss.copy_(Required(tensors, "loss.running"));
+            random.set_rng_state(Required(tensors, "random.cpu"));
+            var bestState = WithPrefix(tensors, "best.");
+            if (bestState.Count > 0)
+            {
+                best = bestState;
+                foreach (var name in bestState.Keys) tensors.Remove("best." + name); // the caller owns them now
+            }
+            ReseedCuda(saved.Step);
+            return saved;
+        }
+        finally
+        {
+            foreach (var t in tensors.Values) t.Dispose();
+        }
+    }
+
+    private void CheckIdentity(IReadOnlyDictionary<string, string> saved)
+    {
+        var differences = _identity
+            .Where(kv => !saved.TryGetValue(kv.Key, out var value) || value != kv.Value)
+            .Select(kv => saved.TryGetValue(kv.Key, out var value)
+                ? kv.Key is "adapters" or "training data" or "validation set" or "backbone"
+                    ? $"the {kv.Key} differ"
+                    : $"{kv.Key} was {value}, is {kv.Value}"
+                : $"{kv.Key} not recorded")
+            .ToList();
+        if (differences.Count > 0)
+            throw new InvalidOperationException(
+                $"{Path} holds the state of another training run ({string.Join("; ", differences)}). Delete it, or set " +
+                "another TrainingStateDirectory, to train from the start.");
+    }
+
+    private Tensor Required(IReadOnlyDictionary<string, Tensor> tensors, string name) =>
+        tensors.TryGetValue(name, out var t) ? t : throw new InvalidDataException($"{Path}: tensor '{name}' is missing");
+
+    /// <summary>The entries whose names start with <paramref name="prefix"/>, by the rest of their names.</summary>
+    internal static Dictionary<string, Tensor> WithPrefix(IReadOnlyDictionary<string, Tensor> state, string prefix) =>
+        state.Where(kv => kv.Key.StartsWith(prefix, StringComparison.Ordinal)).ToDictionary(kv => kv.Key[prefix.Length..], kv => kv.Value);
+
+    /// <summary>Dropout on CUDA draws from the CUDA generator, whose state TorchSharp cannot read: a run that saves, and
+    /// one that resumes, both set it from the seed and the step here.</summary>
+    private void ReseedCuda(int step) => cuda.manual_seed_all(unchecked(_seed * 1_000_003L + step));
+}

@@ -1,0 +1,170 @@
+using MlNetPeft.Adapters;
+using MlNetPeft.Adapters.Full;
+using MlNetPeft.Adapters.Lora;
+using MlNetPeft.Adapters.LoraSquared;
+using MlNetPeft.Adapters.Msplora;
+using MlNetPeft.Tests.Adapters;
+using MlNetPeft.Training;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Tests.Training;
+
+[TestClass]
+public sealed class TrainingCheckpointTests
+{
+    /// <summary>Thrown from the progress callback to stop a run the way a crash or a cancellation would.</summary>
+    private sealed class Interrupted : Exception;
+
+    private static readonly List<Example> TrainRows = Rows(30, seed: 3);
+    private static readonly List<Example> ValidationRows = Rows(9, seed: 4);
+
+    private static List<Example> Rows(int count, int seed)
+    {
+        var random = new Random(seed); // rows of different lengths, so batches are padded differently
+        return Enumerable.Range(0, count)
+            .Select(i => new Example(Enumerable.Range(0, random.Next(3, 13)).Select(_ => random.Next(3, 100)).ToArray(), i % 3, i))
+            .ToList();
+    }
+
+    // 30 rows in batches of 4, two batches a step: 4 steps an epoch, 12 in all.
+    private static TrainingSettings Settings(string? directory) => new()
+    {
+        BatchSize = 4, GradientAccumulationSteps = 2, MaxEpochs = 3, LearningRate = 1e-2, LogEveryNSteps = 1,
+        StateDirectory = directory, SaveStateEveryNSteps = directory is null ? 0 : 3,
+    };
+
+    public static IEnumerable<object[]> Methods =>
+    [
+        [new LoraConfig { Dropout = 0.1 }, false],
+        [new MsploraConfig { Dropout = 0.1, GroupCount = 2 }, false],
+        [new SvdConfig { Variant = SvdVariant.AdaLora, Dropout = 0.1, MaskInterval = 1, InitialRank = 4, TargetRank = 2 }, false], // importance scores, pruning
+        [new FullFineTuningConfig(), false],
+        [new FullFineTuningConfig(), true], // a bf16 compute copy of fp32 masters
+        [new LoraConfig { Dropout = 0.1 }, true],
+    ];
+
+    private sealed record Run(Dictionary<string, Tensor> Weights, TrainingResult Result, List<int> StepsReported);
+
+    /// <summary>Trains the tiny model (dropout on: the random generator matters) from seed 7; with
+    /// <paramref name="stopAfter"/>, the run is interrupted once that step has been reported.</summary>
+    private static Run Train(AdapterConfig adapters, TrainingSettings settings, int? stopAfter = null,
+        IReadOnlyList<Example>? train = null, bool bfloat16 = false)
+    {
+        manual_seed(7);
+        using var model = AdapterTests.Tiny(adapters, backboneDropout: 0.1);
+        if (bfloat16) model.To(CPU, ScalarType.BFloat16);
+        var steps = new List<int>();
+        settings = settings with
+        {
+            Progress = p =>
+            {
+                if (p.ValidationMetric is not null) return;
+                steps.Add(p.Step);
+                if (p.Step == stopAfter) throw new Interrupted();
+            },
+        };
+        var result = new TrainingLoop(model, settings, TaskKind.Classification, padId: 1, _ => { })
+            .Run(train ?? TrainRows, ValidationRows);
+        return new Run(model.TrainableState(), result, steps);
+    }
+
+    private static string NewDirectory() => Directory.CreateTempSubdirectory("mlnetpeft-state-").FullName;
+
+    private static float LargestDifference(Dictionary<string, Tensor> a, Dictionary<string, Tensor> b)
+    {
+        CollectionAssert.AreEquivalent(a.Keys.ToList(), b.Keys.ToList());
+        return a.Keys.Max(k => (a[k] - b[k]).abs().max().item<float>());
+    }
+
+    [TestMethod]
+    [DynamicData(nameof(Methods))]
+    public void AResumedRunEndsWithTheWeightsOfAnUninterruptedOne(AdapterConfig adapters, bool bfloat16)
+    {
+        var whole = Train(adapters, Settings(null), bfloat16: bfloat16);
+        var directory = NewDirectory();
+        try
+        {
+            // Saved after steps 3 (mid-epoch), 4 (epoch end) and 6 (mid-epoch 2); stopped after step 7.
+            Assert.ThrowsExactly<Interrupted>(() => Train(adapters, Settings(directory), stopAfter: 7, bfloat16: bfloat16));
+            var resumed = Train(adapters, Settings(directory), bfloat16: bfloat16);
+
+            CollectionAssert.AreEqual(new[] { 7, 8, 9, 10, 11, 12 }, resumed.StepsReported, "goes on after the last saved step");
+            Assert.AreEqual(whole.Result, resumed.Result);
+            Assert.AreEqual(0f, LargestDifference(whole.Weights, resumed.Weights), "bit for bit");
+
+            // The state of a finished run gives its result again, without training.
+            var again = Train(adapters, Settings(directory), bfloat16: bfloat16);
+            Assert.IsEmpty(again.StepsReported);
+            Assert.AreEqual(whole.Result, again.Result);
+            Assert.AreEqual(0f, LargestDifference(whole.Weights, again.Weights));
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    [TestMethod]
+    public void EarlyStoppingAndTheBestEpochSurviveAResume()
+    {
+        // Patience 1: the run stops after the first epoch that does not beat the best, and returns the best epoch's
+        // weights, which the resumed run must have kept from the saved state.
+        var adapters = new LoraConfig { Dropout = 0.1 };
+        TrainingSettings Patient(string? directory) => Settings(directory) with { MaxEpochs = 8, EarlyStoppingPatience = 1, LearningRate = 5e-2 };
+        var whole = Train(adapters, Patient(null));
+        Assert.IsLessThan(8, whole.Result.Epochs, "stopped early");
+        Assert.AreNotEqual(whole.Result.Epochs, whole.Result.BestEpoch, "restored an earlier epoch");
+        var directory = NewDirectory();
+        try
+        {
+            int stop = 4 * whole.Result.Epochs - 1; // within the last epoch, after the best one was saved
+            Assert.ThrowsExactly<Interrupted>(() => Train(adapters, Patient(directory), stopAfter: stop));
+            var resumed = Train(adapters, Patient(directory));
+            Assert.AreEqual(whole.Result, resumed.Result);
+            Assert.AreEqual(0f, LargestDifference(whole.Weights, resumed.Weights));
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    [TestMethod]
+    public void AStateOfAnotherRunIsRefusedNamingWhatDiffers()
+    {
+        var adapters = new LoraConfig { Dropout = 0.1 };
+        var directory = NewDirectory();
+        try
+        {
+            Assert.ThrowsExactly<Interrupted>(() => Train(adapters, Settings(directory), stopAfter: 5));
+            var file = Path.Combine(directory, TrainingCheckpoint.FileName);
+            Assert.IsTrue(File.Exists(file));
+
+            var rate = Assert.ThrowsExactly<InvalidOperationException>(() => Train(adapters, Settings(directory) with { LearningRate = 2e-2 })).Message;
+            StringAssert.Contains(rate, file);
+            StringAssert.Contains(rate, "LearningRate was 0.01, is 0.02");
+
+            var data = Assert.ThrowsExactly<InvalidOperationException>(() => Train(adapters, Settings(directory), train: TrainRows.Skip(1).ToList())).Message;
+            StringAssert.Contains(data, "the training data differ");
+
+            var method = Assert.ThrowsExactly<InvalidOperationException>(() => Train(new LoraConfig { Dropout = 0.1, Rank = 4 }, Settings(directory))).Message;
+            StringAssert.Contains(method, "the adapters differ");
+
+            File.WriteAllBytes(file, [1, 2, 3]);
+            StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => Train(adapters, Settings(directory))).Message, file);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    [TestMethod]
+    public void SaveStepsNeedADirectory()
+    {
+        var error = Assert.ThrowsExactly<ArgumentException>(() => (Settings(null) with { SaveStateEveryNSteps = 5 }).Validate());
+        StringAssert.Contains(error.Message, "TrainingStateDirectory");
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => (Settings("x") with { SaveStateEveryNSteps = -1 }).Validate()).Message, "SaveStateEveryNSteps");
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => (Settings(" ") with { SaveStateEveryNSteps = 0 }).Validate()).Message, "TrainingStateDirectory");
+    }
+}
