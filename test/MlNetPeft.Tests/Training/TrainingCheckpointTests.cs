@@ -68,7 +68,12 @@ public sealed class TrainingCheckpointTests
         return new Run(model.TrainableState(), result, steps);
     }
 
-    private static string NewDirectory() => Directory.CreateTempSubdirectory("mlnetpeft-state-").FullName;
+    /// <summary>A new empty directory, deleted with everything in it on Dispose.</summary>
+    private sealed class ScratchDirectory : IDisposable
+    {
+        public string Path { get; } = Directory.CreateTempSubdirectory("mlnetpeft-state-").FullName;
+        public void Dispose() => Directory.Delete(Path, recursive: true);
+    }
 
     private static float LargestDifference(Dictionary<string, Tensor> a, Dictionary<string, Tensor> b)
     {
@@ -81,27 +86,21 @@ public sealed class TrainingCheckpointTests
     public void AResumedRunEndsWithTheWeightsOfAnUninterruptedOne(AdapterConfig adapters, bool bfloat16)
     {
         var whole = Train(adapters, Settings(null), bfloat16: bfloat16);
-        var directory = NewDirectory();
-        try
-        {
-            // Saved after steps 3 (mid-epoch), 4 (epoch end) and 6 (mid-epoch 2); stopped after step 7.
-            Assert.ThrowsExactly<Interrupted>(() => Train(adapters, Settings(directory), stopAfter: 7, bfloat16: bfloat16));
-            var resumed = Train(adapters, Settings(directory), bfloat16: bfloat16);
+        using var scratch = new ScratchDirectory();
+        var directory = scratch.Path;
+        // Saved after steps 3 (mid-epoch), 4 (epoch end) and 6 (mid-epoch 2); stopped after step 7.
+        Assert.ThrowsExactly<Interrupted>(() => Train(adapters, Settings(directory), stopAfter: 7, bfloat16: bfloat16));
+        var resumed = Train(adapters, Settings(directory), bfloat16: bfloat16);
 
-            CollectionAssert.AreEqual(new[] { 7, 8, 9, 10, 11, 12 }, resumed.StepsReported, "goes on after the last saved step");
-            Assert.AreEqual(whole.Result, resumed.Result);
-            Assert.AreEqual(0f, LargestDifference(whole.Weights, resumed.Weights), "bit for bit");
+        CollectionAssert.AreEqual(new[] { 7, 8, 9, 10, 11, 12 }, resumed.StepsReported, "goes on after the last saved step");
+        Assert.AreEqual(whole.Result, resumed.Result);
+        Assert.AreEqual(0f, LargestDifference(whole.Weights, resumed.Weights), "bit for bit");
 
-            // The state of a finished run gives its result again, without training.
-            var again = Train(adapters, Settings(directory), bfloat16: bfloat16);
-            Assert.IsEmpty(again.StepsReported);
-            Assert.AreEqual(whole.Result, again.Result);
-            Assert.AreEqual(0f, LargestDifference(whole.Weights, again.Weights));
-        }
-        finally
-        {
-            Directory.Delete(directory, recursive: true);
-        }
+        // The state of a finished run gives its result again, without training.
+        var again = Train(adapters, Settings(directory), bfloat16: bfloat16);
+        Assert.IsEmpty(again.StepsReported);
+        Assert.AreEqual(whole.Result, again.Result);
+        Assert.AreEqual(0f, LargestDifference(whole.Weights, again.Weights));
     }
 
     [TestMethod]
@@ -114,49 +113,37 @@ public sealed class TrainingCheckpointTests
         var whole = Train(adapters, Patient(null));
         Assert.IsLessThan(8, whole.Result.Epochs, "stopped early");
         Assert.AreNotEqual(whole.Result.Epochs, whole.Result.BestEpoch, "restored an earlier epoch");
-        var directory = NewDirectory();
-        try
-        {
-            int stop = 4 * whole.Result.Epochs - 1; // within the last epoch, after the best one was saved
-            Assert.ThrowsExactly<Interrupted>(() => Train(adapters, Patient(directory), stopAfter: stop));
-            var resumed = Train(adapters, Patient(directory));
-            Assert.AreEqual(whole.Result, resumed.Result);
-            Assert.AreEqual(0f, LargestDifference(whole.Weights, resumed.Weights));
-        }
-        finally
-        {
-            Directory.Delete(directory, recursive: true);
-        }
+        using var scratch = new ScratchDirectory();
+        var directory = scratch.Path;
+        int stop = 4 * whole.Result.Epochs - 1; // within the last epoch, after the best one was saved
+        Assert.ThrowsExactly<Interrupted>(() => Train(adapters, Patient(directory), stopAfter: stop));
+        var resumed = Train(adapters, Patient(directory));
+        Assert.AreEqual(whole.Result, resumed.Result);
+        Assert.AreEqual(0f, LargestDifference(whole.Weights, resumed.Weights));
     }
 
     [TestMethod]
     public void AStateOfAnotherRunIsRefusedNamingWhatDiffers()
     {
         var adapters = new LoraConfig { Dropout = 0.1 };
-        var directory = NewDirectory();
-        try
-        {
-            Assert.ThrowsExactly<Interrupted>(() => Train(adapters, Settings(directory), stopAfter: 5));
-            var file = Path.Combine(directory, TrainingCheckpoint.FileName);
-            Assert.IsTrue(File.Exists(file));
+        using var scratch = new ScratchDirectory();
+        var directory = scratch.Path;
+        Assert.ThrowsExactly<Interrupted>(() => Train(adapters, Settings(directory), stopAfter: 5));
+        var file = Path.Combine(directory, TrainingCheckpoint.FileName);
+        Assert.IsTrue(File.Exists(file));
 
-            var rate = Assert.ThrowsExactly<InvalidOperationException>(() => Train(adapters, Settings(directory) with { LearningRate = 2e-2 })).Message;
-            StringAssert.Contains(rate, file);
-            StringAssert.Contains(rate, "LearningRate was 0.01, is 0.02");
+        var rate = Assert.ThrowsExactly<InvalidOperationException>(() => Train(adapters, Settings(directory) with { LearningRate = 2e-2 })).Message;
+        StringAssert.Contains(rate, file);
+        StringAssert.Contains(rate, "LearningRate was 0.01, is 0.02");
 
-            var data = Assert.ThrowsExactly<InvalidOperationException>(() => Train(adapters, Settings(directory), train: TrainRows.Skip(1).ToList())).Message;
-            StringAssert.Contains(data, "the training data differ");
+        var data = Assert.ThrowsExactly<InvalidOperationException>(() => Train(adapters, Settings(directory), train: TrainRows.Skip(1).ToList())).Message;
+        StringAssert.Contains(data, "the training data differ");
 
-            var method = Assert.ThrowsExactly<InvalidOperationException>(() => Train(new LoraConfig { Dropout = 0.1, Rank = 4 }, Settings(directory))).Message;
-            StringAssert.Contains(method, "the adapters differ");
+        var method = Assert.ThrowsExactly<InvalidOperationException>(() => Train(new LoraConfig { Dropout = 0.1, Rank = 4 }, Settings(directory))).Message;
+        StringAssert.Contains(method, "the adapters differ");
 
-            File.WriteAllBytes(file, [1, 2, 3]);
-            StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => Train(adapters, Settings(directory))).Message, file);
-        }
-        finally
-        {
-            Directory.Delete(directory, recursive: true);
-        }
+        File.WriteAllBytes(file, [1, 2, 3]);
+        StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => Train(adapters, Settings(directory))).Message, file);
     }
 
     [TestMethod]
