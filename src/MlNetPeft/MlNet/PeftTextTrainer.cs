@@ -54,7 +54,10 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         var columns = TextColumns.Bind(input.Schema, o.Sentence1ColumnName, o.Sentence2ColumnName, "training data");
         var label = TextColumns.Label(input.Schema, o.LabelColumnName, _task, "training data");
         int outputs = _task == TaskKind.Regression ? 1 : (int)((KeyDataViewType)label.Type).Count;
-        var train = columns.ReadExamples(input, label, _task, tokenizer, maxLength, "training data");
+        var weight = o.ExampleWeightColumnName is { } weightName ? TextColumns.Weight(input.Schema, weightName, "training data") : (DataViewSchema.Column?)null;
+        var train = columns.ReadExamples(input, label, _task, tokenizer, maxLength, "training data", weight);
+        if (weight is not null && train.Count > 0 && train.All(e => e.Weight == 0))
+            throw new InvalidDataException($"training data: every row's example weight ('{o.ExampleWeightColumnName}') is 0, so there is nothing to learn from");
         List<Example>? validation = null;
         if (o.ValidationSet is { } validationSet)
         {
@@ -125,6 +128,13 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
                 throw new ArgumentOutOfRangeException(nameof(inputSchema), $"text column '{name}' not found");
             if (text.Kind != SchemaShape.Column.VectorKind.Scalar || text.ItemType is not TextDataViewType)
                 throw new ArgumentOutOfRangeException(nameof(inputSchema), $"column '{name}' must be text, but is {text.GetTypeString()}");
+        }
+        if (o.ExampleWeightColumnName is { } weightName)
+        {
+            if (!inputSchema.TryFindColumn(weightName, out var weight))
+                throw new ArgumentOutOfRangeException(nameof(inputSchema), $"example weight column '{weightName}' not found");
+            if (weight.Kind != SchemaShape.Column.VectorKind.Scalar || weight.ItemType != NumberDataViewType.Single)
+                throw new ArgumentOutOfRangeException(nameof(inputSchema), $"example weight column '{weightName}' must be Single, but is {weight.GetTypeString()}");
         }
         if (!inputSchema.TryFindColumn(o.LabelColumnName, out var label))
             throw new ArgumentOutOfRangeException(nameof(inputSchema), $"label column '{o.LabelColumnName}' not found");

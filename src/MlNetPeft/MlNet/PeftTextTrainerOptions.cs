@@ -16,6 +16,10 @@ public abstract class PeftTextTrainerOptions
     /// <summary>Second text column for sentence-pair tasks (encoded as &lt;s&gt; A &lt;/s&gt;&lt;/s&gt; B &lt;/s&gt;), or null.</summary>
     public string? Sentence2ColumnName;
 
+    /// <summary>Optional Single column weighting each training row's loss (ML.NET's example weight): a row of weight 2
+    /// counts as that row twice, 0 as left out. Weights must be finite and not negative; validation is unweighted.</summary>
+    public string? ExampleWeightColumnName;
+
     /// <summary>Output column with the class probabilities or the regression value.</summary>
     public string ScoreColumnName = "Score";
 

@@ -42,18 +42,32 @@ internal sealed record TextColumns(DataViewSchema.Column Sentence1, DataViewSche
         return column;
     }
 
-    /// <summary>Tokenizes every row; empty text, missing labels and unseen label values are errors naming row and column.</summary>
-    public List<Example> ReadExamples(IDataView data, DataViewSchema.Column label, TaskKind task, RobertaTokenizer tokenizer, int maxLength, string what)
+    /// <summary>The example weight column: Single, as ML.NET's trainers take it.</summary>
+    public static DataViewSchema.Column Weight(DataViewSchema schema, string name, string what)
+    {
+        var column = schema.GetColumnOrNull(name)
+            ?? throw new ArgumentOutOfRangeException(nameof(schema), $"{what}: example weight column '{name}' not found (columns: {string.Join(", ", schema.Select(c => c.Name))})");
+        if (column.Type != NumberDataViewType.Single)
+            throw new ArgumentOutOfRangeException(nameof(schema), $"{what}: example weight column '{name}' must be Single (float), but is {column.Type}");
+        return column;
+    }
+
+    /// <summary>Tokenizes every row; empty text, missing labels, unseen label values and negative or non-finite weights
+    /// are errors naming row and column.</summary>
+    public List<Example> ReadExamples(IDataView data, DataViewSchema.Column label, TaskKind task, RobertaTokenizer tokenizer,
+        int maxLength, string what, DataViewSchema.Column? weight = null)
     {
         var active = new List<DataViewSchema.Column> { Sentence1, label };
         if (Sentence2 is { } s2) active.Add(s2);
+        if (weight is { } w) active.Add(w);
         var examples = new List<Example>();
         using var cursor = data.GetRowCursor(active);
         var texts = new TextReader(cursor, this, what);
         var getLabel = task == TaskKind.Regression ? null : cursor.GetGetter<uint>(label);
         var getValue = task == TaskKind.Regression ? cursor.GetGetter<float>(label) : null;
+        var getWeight = weight is { } column ? cursor.GetGetter<float>(column) : null;
         uint key = 0;
-        float value = 0;
+        float value = 0, rowWeight = 1;
         while (cursor.MoveNext())
         {
             var (first, second) = texts.Read();
@@ -73,7 +87,13 @@ internal sealed record TextColumns(DataViewSchema.Column Sentence1, DataViewSche
                     throw new InvalidDataException($"{what}, row {cursor.Position}: label column '{label.Name}' is {value}");
                 target = value;
             }
-            examples.Add(new Example(tokenizer.Encode(first, second, maxLength), target, cursor.Position));
+            if (getWeight is not null)
+            {
+                getWeight(ref rowWeight);
+                if (!float.IsFinite(rowWeight) || rowWeight < 0)
+                    throw new InvalidDataException($"{what}, row {cursor.Position}: example weight column '{weight!.Value.Name}' is {rowWeight}; weights must be finite and not negative");
+            }
+            examples.Add(new Example(tokenizer.Encode(first, second, maxLength), target, cursor.Position, rowWeight));
         }
         return examples;
     }

@@ -3,8 +3,16 @@ using static TorchSharp.torch;
 
 namespace MlNetPeft.Training;
 
-/// <summary>A padded batch on the device. <see cref="Mask"/> is null when no row needed padding.</summary>
-internal sealed record Batch(Tensor Ids, Tensor? Mask, Tensor Labels, int Rows);
+/// <summary>A padded batch on the device. <see cref="Mask"/> is null when no row needed padding, <see cref="Weights"/>
+/// when every row weighs 1.</summary>
+internal sealed record Batch(Tensor Ids, Tensor? Mask, Tensor Labels, int Rows, RowWeights? Weights = null)
+{
+    /// <summary>The batch's share of a step's loss: its rows' total weight (its row count when unweighted).</summary>
+    public double Weight => Weights?.Sum ?? Rows;
+}
+
+/// <summary>Per-row loss weights on the device, and their sum (on the host, so no step waits for the device).</summary>
+internal sealed record RowWeights(Tensor Values, double Sum);
 
 /// <summary>Groups examples into batches padded to their own longest row (dynamic padding).</summary>
 internal static class Batcher
@@ -56,7 +64,13 @@ internal static class Batcher
         var labels = task == TaskKind.Regression
             ? Upload(tensor(rows.Select(r => examples[r].Label).ToArray()), device)
             : Upload(tensor(rows.Select(r => (long)examples[r].Label).ToArray()), device);
-        return new Batch(idTensor, maskTensor, labels, rows.Length);
+        RowWeights? weights = null;
+        if (rows.Any(r => examples[r].Weight != 1))
+        {
+            var values = rows.Select(r => examples[r].Weight).ToArray();
+            weights = new RowWeights(Upload(tensor(values), device), values.Sum(w => (double)w));
+        }
+        return new Batch(idTensor, maskTensor, labels, rows.Length, weights);
     }
 
     /// <summary>To the GPU through pinned memory without waiting (the copy overlaps the previous step); a no-op on CPU.</summary>

@@ -98,15 +98,16 @@ internal sealed class TrainingCheckpoint
         return identity;
     }
 
-    /// <summary>SHA-256 of the examples' token ids and labels, in order.</summary>
+    /// <summary>SHA-256 of the examples' token ids, labels and weights, in order.</summary>
     private static string Fingerprint(IReadOnlyList<Example> examples)
     {
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        Span<byte> scalars = stackalloc byte[8];
+        Span<byte> scalars = stackalloc byte[12];
         foreach (var e in examples)
         {
             BitConverter.TryWriteBytes(scalars, e.Ids.Length);
             BitConverter.TryWriteBytes(scalars[4..], e.Label);
+            BitConverter.TryWriteBytes(scalars[8..], e.Weight);
             hash.AppendData(scalars);
             hash.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(e.Ids.AsSpan()));
         }

@@ -44,19 +44,18 @@ internal sealed class TrainingStepper : IDisposable
     public Tensor Run(Batch batch) => Run([batch]);
 
     /// <summary>One optimizer step on the gradients of all <paramref name="batches"/> (gradient accumulation). Each
-    /// batch's loss is weighted by its share of the rows, so the step is the one a single batch of all the rows would
-    /// take; the method's extra loss is added once. Returns that mean task loss, detached (call inside a dispose scope;
-    /// no host sync).</summary>
+    /// batch's loss is weighted by its share of the rows (of the row weights, when rows have weights), so the step is
+    /// the one a single batch of all the rows would take; the method's extra loss is added once. Returns that mean task
+    /// loss, detached (call inside a dispose scope; no host sync).</summary>
     public Tensor Run(IReadOnlyList<Batch> batches)
     {
-        double rows = batches.Sum(b => b.Rows);
+        double stepWeight = batches.Sum(b => b.Weight);
         Tensor? total = null;
         for (int i = 0; i < batches.Count; i++)
         {
             // A scope per batch: its activations are freed before the next batch runs.
             using var scope = NewDisposeScope();
-            var loss = TaskLoss(batches[i]);
-            if (batches.Count > 1) loss = loss.mul(batches[i].Rows / rows);
+            var loss = TaskLoss(batches[i], batches.Count == 1 ? null : stepWeight);
             bool last = i == batches.Count - 1;
             (last && _hooks?.ExtraLoss() is { } extra ? loss.add(extra) : loss).backward();
             Backbone.GradientCheckpoint.ThrowIfReplayFailed();
@@ -89,12 +88,18 @@ internal sealed class TrainingStepper : IDisposable
         _optimizer.ScaleLearningRates(_schedule(Steps));
     }
 
-    private Tensor TaskLoss(Batch batch)
+    /// <summary>The batch's mean loss, or its share of the step's (Σ its rows' weighted losses / the step's total weight)
+    /// when <paramref name="stepWeight"/> is given or rows have weights (a step whose rows all weigh 0 has loss 0).</summary>
+    private Tensor TaskLoss(Batch batch, double? stepWeight)
     {
         var output = _model.Forward(batch.Ids, batch.Mask);
-        return _task == TaskKind.Regression
-            ? nn.functional.mse_loss(output.squeeze(-1), batch.Labels)
-            : nn.functional.cross_entropy(output, batch.Labels);
+        var reduction = batch.Weights is null ? nn.Reduction.Mean : nn.Reduction.None;
+        var loss = _task == TaskKind.Regression
+            ? nn.functional.mse_loss(output.squeeze(-1), batch.Labels, reduction)
+            : nn.functional.cross_entropy(output, batch.Labels, reduction: reduction);
+        double weight = stepWeight ?? batch.Weight;
+        if (batch.Weights is null) return stepWeight is null ? loss : loss.mul(batch.Rows / weight);
+        return loss.mul(batch.Weights.Values).sum().mul(weight > 0 ? 1 / weight : 0);
     }
 
     public void Dispose() => _optimizer.Dispose();

@@ -39,6 +39,36 @@ public sealed class BadInputTests
     }
 
     [TestMethod]
+    [DataRow(-1f)]
+    [DataRow(float.NaN)]
+    [DataRow(float.PositiveInfinity)]
+    public void BadExampleWeightNamesColumnAndRow(float weight)
+    {
+        var ml = Ml;
+        var data = ml.Data.LoadFromEnumerable(ToyText.Weighted(ToyText.Rows(20, seed: 1), i => i == 11 ? weight : 1));
+        var options = PeftTrainerFixture.Msplora(1);
+        options.ExampleWeightColumnName = "Weight";
+        var e = Assert.ThrowsExactly<InvalidDataException>(() => PeftTrainerFixture.Fit(ml, data, options));
+        StringAssert.Contains(e.Message, "row 11");
+        StringAssert.Contains(e.Message, "'Weight'");
+    }
+
+    [TestMethod]
+    public void ExampleWeightColumnMustExistBeSingleAndWeighSomething()
+    {
+        var ml = Ml;
+        var options = PeftTrainerFixture.Msplora(1);
+        options.ExampleWeightColumnName = "Importance";
+        var weighted = ml.Data.LoadFromEnumerable(ToyText.Weighted(ToyText.Rows(20, seed: 1), _ => 1));
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => PeftTrainerFixture.Fit(ml, weighted, options)).Message, "'Importance' not found");
+        options.ExampleWeightColumnName = "Sentence1";
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => PeftTrainerFixture.Fit(ml, weighted, options)).Message, "must be Single");
+        options.ExampleWeightColumnName = "Weight";
+        var zero = ml.Data.LoadFromEnumerable(ToyText.Weighted(ToyText.Rows(20, seed: 1), _ => 0));
+        StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => PeftTrainerFixture.Fit(ml, zero, options)).Message, "is 0");
+    }
+
+    [TestMethod]
     public void MissingLabelColumnIsNamed()
     {
         var ml = Ml;

@@ -11,6 +11,17 @@ internal static class ToyText
         public string Label { get; set; } = "";
     }
 
+    public sealed class WeightedRow
+    {
+        public string Sentence1 { get; set; } = "";
+        public string Label { get; set; } = "";
+        public float Weight { get; set; } = 1;
+    }
+
+    /// <summary>The rows with an example weight each (by row index).</summary>
+    public static List<WeightedRow> Weighted(IEnumerable<Row> rows, Func<int, float> weight) =>
+        rows.Select((r, i) => new WeightedRow { Sentence1 = r.Sentence1, Label = r.Label, Weight = weight(i) }).ToList();
+
     public sealed class PairRow
     {
         public string Sentence1 { get; set; } = "";

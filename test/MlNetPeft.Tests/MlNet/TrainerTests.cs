@@ -172,6 +172,33 @@ public sealed class TrainerTests
         Assert.IsLessThan(1e-4, largest, "scores of the two models");
     }
 
+    /// <summary>The weight column reaches the loss: weights of 1 change nothing (bit for bit), and rows weighted 1, 2
+    /// and 3 train the model that repeating them does (one batch per epoch, so only the order of a sum differs; the
+    /// training loop's tests check the loss itself, and weight 0). No row is left out here: MapValueToKey numbers the
+    /// classes in order of first appearance, which must not change.</summary>
+    [TestMethod]
+    public void ExampleWeightsCountRowsAsOftenAsTheirWeight()
+    {
+        var rows = ToyText.Rows(30, seed: 3);
+        float[][] FitAndScore<TRow>(List<TRow> data, string? weightColumn) where TRow : class
+        {
+            var ml = new MLContext(seed: 1);
+            var options = PeftTrainerFixture.Msplora(3);
+            options.BatchSize = 64;
+            options.ExampleWeightColumnName = weightColumn;
+            var (model, _) = PeftTrainerFixture.Fit(ml, ml.Data.LoadFromEnumerable(data), options);
+            return PeftTrainerFixture.Scores(model, ml.Data.LoadFromEnumerable(rows), ml);
+        }
+        static double Largest(float[][] a, float[][] b) => a.Zip(b).Max(p => p.First.Zip(p.Second).Max(s => Math.Abs(s.First - s.Second)));
+
+        var plain = FitAndScore(rows, null);
+        Assert.AreEqual(0, Largest(plain, FitAndScore(ToyText.Weighted(rows, _ => 1), "Weight")), "all weights 1");
+        var weighted = FitAndScore(ToyText.Weighted(rows, i => 1 + i % 3), "Weight");
+        var repeated = FitAndScore(rows.SelectMany((r, i) => Enumerable.Repeat(r, 1 + i % 3)).ToList(), null);
+        Assert.IsLessThan(1e-4, Largest(weighted, repeated), "weights 1, 2, 3 = rows repeated");
+        Assert.IsGreaterThan(1e-3, Largest(weighted, plain), "the weights change the model");
+    }
+
     /// <summary>A Fit that stops part way (a crash, a cancellation) and a second Fit on the same directory give the
     /// model one uninterrupted Fit gives (the loop's own tests cover every method; this one, the options and the log).</summary>
     [TestMethod]

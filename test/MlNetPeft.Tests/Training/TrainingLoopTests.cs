@@ -1,4 +1,5 @@
 using MlNetPeft.Adapters;
+using MlNetPeft.Backbone;
 using MlNetPeft.Adapters.Lora;
 using MlNetPeft.Adapters.LoraSquared;
 using MlNetPeft.Tests.Adapters;
@@ -49,14 +50,19 @@ public sealed class TrainingLoopTests
         [new SvdConfig { Variant = SvdVariant.AdaLora, Dropout = 0 }], // extra loss, importance scores, pruning budget
     ];
 
+    public static IEnumerable<object[]> AccumulationCases =>
+        AccumulatingMethods.SelectMany(m => new[] { new[] { m[0], false }, [m[0], true] });
+
     [TestMethod]
-    [DynamicData(nameof(AccumulatingMethods))]
-    public void AccumulatedBatchesStepLikeOneBatchOfAllTheirRows(AdapterConfig adapters)
+    [DynamicData(nameof(AccumulationCases))]
+    public void AccumulatedBatchesStepLikeOneBatchOfAllTheirRows(AdapterConfig adapters, bool weighted)
     {
-        // Rows of different lengths, so each small batch is padded to its own width.
+        // Rows of different lengths, so each small batch is padded to its own width; weighted, a step's batches carry
+        // different total weights (and some rows none).
         var random = new Random(3);
         var examples = Enumerable.Range(0, 20)
-            .Select(i => new Example(Enumerable.Range(0, random.Next(3, 13)).Select(_ => random.Next(3, 100)).ToArray(), i % 3, i))
+            .Select(i => new Example(Enumerable.Range(0, random.Next(3, 13)).Select(_ => random.Next(3, 100)).ToArray(), i % 3, i,
+                weighted ? random.Next(0, 4) * 0.5f : 1))
             .ToList();
 
         // The fixture has no dropout and the adapters none: runs differ only in how the rows are batched.
@@ -83,5 +89,43 @@ public sealed class TrainingLoopTests
             a.Keys.Max(k => (a[k] - b[k]).abs().max().item<float>());
         Assert.IsLessThan(2e-6, Difference(whole, accumulated), "2 batches of 4 accumulated = 1 batch of 8");
         Assert.IsGreaterThan(1e-3, Difference(whole, small), "without accumulation, batches of 4 train differently");
+    }
+
+    [TestMethod]
+    public void ARowOfWeightKTrainsAsThatRowKTimes()
+    {
+        var random = new Random(5);
+        var rows = Enumerable.Range(0, 12)
+            .Select(i => (Ids: Enumerable.Range(0, random.Next(3, 13)).Select(_ => random.Next(3, 100)).ToArray(), Label: i % 3, Weight: i % 4))
+            .ToList();
+        var weighted = rows.Select((r, i) => new Example(r.Ids, r.Label, i, r.Weight)).ToList();
+        var repeated = rows.SelectMany(r => Enumerable.Repeat(r, r.Weight)).Select((r, i) => new Example(r.Ids, r.Label, i)).ToList();
+
+        // One batch per epoch holds every row, so both runs take the same steps on the same loss (the loss reported is
+        // that of the last step: the weighted mean over the rows).
+        (Dictionary<string, Tensor> Weights, double Loss) Train(List<Example> examples, TaskKind task)
+        {
+            manual_seed(7);
+            using var model = task == TaskKind.Classification
+                ? AdapterTests.Tiny(new LoraConfig { Dropout = 0 })
+                : PeftModel.Create(RobertaConfig.Load(Path.Combine(TestData.TinyRoberta, "config.json")), 1, new LoraConfig { Dropout = 0 },
+                    SafeTensors.Load(Path.Combine(TestData.TinyRoberta, "model.safetensors")), "tiny"); // one output, a new head
+            var settings = new TrainingSettings { BatchSize = 64, MaxEpochs = 3, LearningRate = 1e-2, LogEveryNSteps = 1 };
+            var result = new TrainingLoop(model, settings, task, padId: 1, _ => { }).Run(examples, null);
+            return (model.TrainableState(), result.FinalLoss);
+        }
+        static double Difference(Dictionary<string, Tensor> a, Dictionary<string, Tensor> b) =>
+            a.Keys.Max(k => (a[k] - b[k]).abs().max().item<float>());
+        foreach (var task in new[] { TaskKind.Classification, TaskKind.Regression })
+        {
+            var byWeight = Train(weighted, task);
+            var byRepeat = Train(repeated, task);
+            var unweighted = Train(weighted.Select(e => e with { Weight = 1 }).ToList(), task);
+            Assert.AreEqual(byRepeat.Loss, byWeight.Loss, 1e-6 * byRepeat.Loss, $"{task}: the loss is the mean over the rows counted by weight");
+            // AdamW's first steps move each weight by about the learning rate, so float rounding in a gradient that nearly
+            // cancels shows at 1e-6 to 1e-5 here; weights ignored would move them by 1e-3 and more.
+            Assert.IsLessThan(1e-4, Difference(byWeight.Weights, byRepeat.Weights), $"{task}: weights 0-3 = rows left out or repeated");
+            Assert.IsGreaterThan(1e-3, Difference(byWeight.Weights, unweighted.Weights), $"{task}: the weights change the model");
+        }
     }
 }
