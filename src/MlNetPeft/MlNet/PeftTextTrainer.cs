@@ -34,7 +34,16 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
     public TOptions TrainerOptions { get; }
 
     /// <summary>Trains on <paramref name="input"/> and returns the fitted transformer.</summary>
-    public PeftTextTransformer Fit(IDataView input)
+    public PeftTextTransformer Fit(IDataView input) => Fit(input, initialModel: null);
+
+    /// <summary>
+    /// Trains further from <paramref name="initialModel"/> (ML.NET's re-training: a model trained before, by this
+    /// trainer type's method with the same adapter settings on the same backbone), with this trainer's options, on
+    /// <paramref name="input"/>: its adapters and head (or, fully fine-tuned, its backbone) are the starting weights.
+    /// The label must have the model's classes in the model's order (transform new data with the MapValueToKey fitted
+    /// for the model). AdamW's state and the schedule start afresh. The initial model is left as it was.
+    /// </summary>
+    public PeftTextTransformer Fit(IDataView input, PeftTextTransformer? initialModel)
     {
         ArgumentNullException.ThrowIfNull(input);
         var o = TrainerOptions;
@@ -83,15 +92,18 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
 
         try
         {
-            if (o.Initialize(model) is { } start) Log($"Starting from {start}.");
+            var start = initialModel is null ? o.Initialize(model) : StartFrom(initialModel, model, backboneSha256, label, outputs);
+            if (start is not null) Log($"Starting from {start}.");
             var device = MlContextGpu.SelectDevice(_env, o.Device);
             var precision = ComputeSelection.SelectPrecision(o.Precision, device);
             if (ComputeSelection.SlowBfloat16Warning(device, precision) is { } slow)
                 ch.Warning(MessageSensitivity.None, slow);
             model.To(device, precision);
             Log($"Device {device.type}, backbone {precision}.{Environment.NewLine}{model.Report()}");
+            var identity = new Dictionary<string, string> { ["backbone"] = backboneSha256 };
+            if (start is not null && o.TrainingStateDirectory is not null) identity["starting weights"] = StateFingerprint(model);
             if (o.MaxEpochs > 0) // MLContext.CancelExecution (AutoML) stops training at the next batch
-                new TrainingLoop(model, o.ToTrainingSettings() with { BackboneFingerprint = backboneSha256 }, _task, tokenizer.PadId, Log).Run(train, validation, _host.CheckAlive);
+                new TrainingLoop(model, o.ToTrainingSettings() with { Identity = identity }, _task, tokenizer.PadId, Log).Run(train, validation, _host.CheckAlive);
         }
         catch
         {
@@ -116,6 +128,38 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
             MergeAdapters = o.MergeAdaptersForInference,
         };
         return new PeftTextTransformer(_host, info, model, tokenizer, KeyValues.Of(label), o.EmbedBackbone ? bytes : null);
+    }
+
+    /// <summary>Copies a trained model's weights into the fresh <paramref name="model"/> after checking that they fit:
+    /// same task, adapters, backbone and classes. Returns what the run starts from.</summary>
+    private string StartFrom(PeftTextTransformer initial, PeftModel model, string backboneSha256, DataViewSchema.Column label, int outputs)
+    {
+        var info = initial.Info;
+        string Refuse(string what) => throw new ArgumentException($"initialModel: {what}; it can only be trained further as it was made", nameof(initial));
+        if (TrainerOptions is LoraOptions { InitialPeftAdapter: { } adapter })
+            Refuse($"LoraOptions.InitialPeftAdapter ({adapter}) is also set: start from one or the other");
+        if (info.Task != _task) Refuse($"it is a {info.Task} model and this trainer trains {_task}");
+        if (info.Adapter.ToJson() != model.Config.ToJson())
+            Refuse($"its adapters are {info.Adapter.ToJson()}, this trainer's {model.Config.ToJson()}");
+        if (info.BackboneSha256 != backboneSha256)
+            Refuse($"it was trained on a backbone of SHA-256 {info.BackboneSha256}, and {TrainerOptions.BackboneDirectory} holds {backboneSha256}");
+        if (info.Outputs != outputs) Refuse($"it has {info.Outputs} {(_task == TaskKind.Regression ? "outputs" : "classes")}, this data {outputs}");
+        if (_task == TaskKind.Classification && initial.LabelValues is { } before && KeyValues.Of(label) is { } now
+            && !before.Names().SequenceEqual(now.Names()))
+            Refuse($"its classes are [{string.Join(", ", before.Names())}] and this data's label '{label.Name}' has " +
+                $"[{string.Join(", ", now.Names())}]: map the label with the MapValueToKey fitted for the model");
+        var state = initial.TrainableState();
+        try { model.LoadTrainableState(state, "initialModel"); }
+        finally { foreach (var t in state.Values) t.Dispose(); }
+        return $"the given model ({info.Adapter.MethodName}, {model.TrainableCount:N0} trained parameters)";
+    }
+
+    /// <summary>SHA-256 of the model's trainable state: what a run starts from, when it is not a fresh initialisation.</summary>
+    private static string StateFingerprint(PeftModel model)
+    {
+        var state = model.TrainableState();
+        try { return Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(SafeTensors.Save(state))); }
+        finally { foreach (var t in state.Values) t.Dispose(); }
     }
 
     /// <summary>Checks the input columns and describes the Score (and PredictedLabel) columns the model adds.</summary>

@@ -97,6 +97,14 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     }
 
     internal PeftModelInfo Info => _info;
+    internal KeyValues? LabelValues => _labelValues;
+
+    /// <summary>A copy (CPU, fp32) of the trained weights, as the zip saves them.</summary>
+    internal Dictionary<string, Tensor> TrainableState()
+    {
+        ThrowIfDisposed();
+        return _model.TrainableState();
+    }
     internal PeftModel Model => _model;
     internal RobertaTokenizer Tokenizer => _tokenizer;
 

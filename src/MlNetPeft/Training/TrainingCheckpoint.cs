@@ -94,7 +94,7 @@ internal sealed class TrainingCheckpoint
             ["training data"] = Fingerprint(train),
             ["validation set"] = validation is null ? "none" : Fingerprint(validation),
         };
-        if (s.BackboneFingerprint is not null) identity["backbone"] = s.BackboneFingerprint;
+        foreach (var (name, value) in s.Identity ?? new Dictionary<string, string>()) identity[name] = value;
         return identity;
     }
 
@@ -176,14 +176,16 @@ internal sealed class TrainingCheckpoint
 
     private void CheckIdentity(IReadOnlyDictionary<string, string> saved)
     {
-        var differences = _identity
-            .Where(kv => !saved.TryGetValue(kv.Key, out var value) || value != kv.Value)
-            .Select(kv => saved.TryGetValue(kv.Key, out var value)
-                ? kv.Key is "adapters" or "training data" or "validation set" or "backbone"
-                    ? $"the {kv.Key} differ"
-                    : $"{kv.Key} was {value}, is {kv.Value}"
-                : $"{kv.Key} not recorded")
-            .ToList();
+        var differences = new List<string>();
+        foreach (var name in _identity.Keys.Union(saved.Keys.Where(k => k != PositionKey)))
+        {
+            saved.TryGetValue(name, out var then);
+            _identity.TryGetValue(name, out var now);
+            if (then == now) continue;
+            differences.Add(name is "adapters" or "training data" or "validation set" or "backbone" or "starting weights"
+                ? $"the {name} differ"
+                : $"{name} was {then ?? "not set"}, is {now ?? "not set"}");
+        }
         if (differences.Count > 0)
             throw new InvalidOperationException(
                 $"{Path} holds the state of another training run ({string.Join("; ", differences)}). Delete it, or set " +

@@ -22,8 +22,9 @@ internal sealed record TrainingSettings
     public string? StateDirectory { get; init; }
     /// <summary>Also save the state every this many optimizer steps (0: at the end of each epoch only).</summary>
     public int SaveStateEveryNSteps { get; init; }
-    /// <summary>SHA-256 of the backbone's weights: a saved state only resumes on the backbone it was trained on.</summary>
-    public string? BackboneFingerprint { get; init; }
+    /// <summary>What else makes the run what it is, by name (the backbone's SHA-256, the starting weights'): a saved
+    /// state only resumes a run with the same values.</summary>
+    public IReadOnlyDictionary<string, string>? Identity { get; init; }
 
     public void Validate()
     {
