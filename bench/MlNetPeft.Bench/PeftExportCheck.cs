@@ -66,15 +66,18 @@ internal static class PeftExportCheck
         File.WriteAllBytes(file, SafeTensors.Save(gradients));
     }
 
-    /// <summary>Moves a model's trainable weights as training would (seeded): random adapters, SVD forms with a pruned
-    /// singular value, or for full fine-tuning a perturbed backbone; so that an export has something to get wrong.</summary>
+    /// <summary>Moves a model's trainable weights as training would (seeded): random adapters (DoRA's magnitudes
+    /// scaled by random factors around 1), SVD forms with a pruned singular value, or for full fine-tuning a perturbed
+    /// backbone; so that an export has something to get wrong.</summary>
     internal static void MoveAsIfTrained(PeftModel model)
     {
         using var _ = no_grad();
         manual_seed(21);
         // SVD-form updates multiply three to five factors: larger values for an effect of the same size.
         double scale = model.Config is SvdConfig ? 1.0 : 0.2;
-        foreach (var p in model.AdapterParameters()) p.copy_(randn_like(p).mul(scale));
+        foreach (var (name, p) in model.Adapters.named_parameters())
+            if (name.EndsWith("_magnitude.weight", StringComparison.Ordinal)) p.mul_(randn_like(p).exp()); // DoRA's row lengths
+            else p.copy_(randn_like(p).mul(scale));
         foreach (var (_, mask) in model.Adapters.named_buffers().Where(b => b.name.EndsWith("rank_mask"))) mask[1].fill_(0);
         if (model.Config.TrainsBackbone) foreach (var p in model.Network.Encoder.parameters()) p.add_(randn_like(p).mul(0.02));
     }

@@ -1,3 +1,4 @@
+using MlNetPeft.Adapters.Lora;
 using MlNetPeft.Backbone;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -16,6 +17,7 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>, IAdaptedProject
     private readonly IReadOnlyList<IWeightDelta> _updates;
     private readonly LowRankUpdate[]? _pairs;
     private readonly DeviceConstant? _fusedScaling; // each fused column's alpha/r, [1, total rank]
+    private DoraMagnitude? _magnitude;
     private bool _merged;
 
     /// <param name="baseLayer">The frozen projection.</param>
@@ -42,11 +44,22 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>, IAdaptedProject
     /// <summary>The updates when all are LoRA pairs run as one (fused, or a single pair); null otherwise.</summary>
     public IReadOnlyList<LowRankUpdate>? Pairs => _pairs;
 
+    /// <summary>DoRA's magnitude when the weight is decomposed (owned by the AdapterSet), else null.</summary>
+    public DoraMagnitude? Magnitude => _magnitude;
+
+    /// <summary>Decomposes the adapted weight as DoRA does (one LoRA pair only).</summary>
+    public void UseMagnitude(DoraMagnitude magnitude)
+    {
+        if (_pairs is not { Length: 1 }) throw new InvalidOperationException("DoRA decomposes a projection with one LoRA pair");
+        _magnitude = magnitude;
+    }
+
     public override Tensor forward(Tensor x) => AddUpdate(base_layer.call(x), x);
 
     public Tensor AddUpdate(Tensor y, Tensor x)
     {
         if (_merged) return y;
+        if (_magnitude is not null) return AddDora(y, x);
         if (_pairs is not null) return AddLowRank(y, x);
         foreach (var update in _updates) y = y.add(update.call(x));
         return y;
@@ -73,6 +86,35 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>, IAdaptedProject
         return LowRank.AddTo(y, nn.functional.linear(_pairs[0].Dropout(x), down), up.t(), alpha);
     }
 
+    /// <summary>
+    /// DoRA, as PEFT computes it: y + (s − 1) ⊙ x'·Wᵀ + s ⊙ B·A·x'·(alpha/r), with s = m / ‖W + ΔW‖ per output and x' the
+    /// adapter-dropped input (so x'·Wᵀ is y without its bias when nothing is dropped; otherwise one more GEMM).
+    /// </summary>
+    private Tensor AddDora(Tensor y, Tensor x)
+    {
+        var pair = _pairs![0];
+        var weight = base_layer.weight!;
+        Tensor adapted;
+        using (no_grad()) adapted = weight.to(ScalarType.Float32).add(pair.DeltaWeight());
+        var scale = _magnitude!.Scale(adapted).to(x.dtype);
+        var dropped = pair.Dropout(x);
+        var frozen = pair.DropsInput ? nn.functional.linear(dropped, weight)
+            : base_layer.bias is { } bias ? y.sub(bias) : y;
+        var update = nn.functional.linear(nn.functional.linear(dropped, pair.A.to(x.dtype)).mul(pair.Scaling), pair.B.to(x.dtype));
+        return y.add(scale.sub(1).mul(frozen)).add(scale.mul(update));
+    }
+
+    /// <summary><paramref name="baseWeight"/> with every update folded in: W + ΔW, and for DoRA each row rescaled to its
+    /// magnitude, m ⊙ (W + ΔW) / ‖W + ΔW‖ (fp32 when <paramref name="baseWeight"/> is).</summary>
+    public Tensor MergedWeight(Tensor baseWeight)
+    {
+        var weight = baseWeight;
+        foreach (var update in _updates) weight = weight.add(update.DeltaWeight().to(baseWeight.dtype).to(baseWeight.device));
+        if (_magnitude is null) return weight;
+        var scale = _magnitude.Scale(weight).detach();
+        return weight.mul(scale.to(baseWeight.dtype).to(baseWeight.device).unsqueeze(1));
+    }
+
     /// <summary>Folds every update into the base weight (inference only: the updates stop training).</summary>
     public void Merge()
     {
@@ -80,7 +122,10 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>, IAdaptedProject
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var weight = base_layer.weight!;
-        foreach (var update in _updates) weight.add_(update.DeltaWeight().to(weight.dtype));
+        if (_magnitude is null)
+            foreach (var update in _updates) weight.add_(update.DeltaWeight().to(weight.dtype));
+        else
+            weight.copy_(MergedWeight(weight.to(ScalarType.Float32)));
         _merged = true;
     }
 

@@ -24,7 +24,7 @@ internal static class MergedCheckpoint
         }
         foreach (var (path, _, _, linear) in model.Adapters.Wrapped)
             if (!linear.IsMerged) // merged for prediction: the weight already holds the updates
-                foreach (var update in linear.Updates) weights[path + ".weight"].add_(update.DeltaWeight().to(ScalarType.Float32).cpu());
+                weights[path + ".weight"] = linear.MergedWeight(weights[path + ".weight"]);
         return SafeTensors.Save(weights, new Dictionary<string, string> { ["format"] = "pt" });
     }
 }

@@ -43,7 +43,7 @@ internal sealed class StackedLowRank : IDisposable
     public static StackedLowRank? TryPlan(RobertaModel encoder, IEnumerable<(int Layer, string Target, AdaptedLinear Linear)> wrapped)
     {
         var all = wrapped.OrderBy(w => w.Layer).ThenBy(w => Array.IndexOf(Slots, w.Target)).ToArray();
-        if (all.Length == 0) return null;
+        if (all.Length == 0 || all.Any(w => w.Linear.Magnitude is not null)) return null; // DoRA rescales each output
         var linears = all.Select(w => w.Linear).ToArray();
         var first = linears[0].BaseLayer;
         if (linears.Any(l => l.BaseLayer.in_features != first.in_features || l.BaseLayer.out_features != first.out_features))

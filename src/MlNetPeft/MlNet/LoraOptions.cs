@@ -12,9 +12,13 @@ public sealed class LoraOptions : PeftTextTrainerOptions
     /// <summary>Scale each pair by LoraAlpha/√Rank instead of LoraAlpha/Rank (rsLoRA, PEFT's use_rslora).</summary>
     public bool UseRsLora;
 
+    /// <summary>DoRA (weight-decomposed LoRA, PEFT's use_dora): each adapted weight also learns the length of each of
+    /// its output rows, and the LoRA pair its direction.</summary>
+    public bool UseDora;
+
     /// <summary>A HF PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors) to start from: its
-    /// r, lora_alpha, use_rslora and target_modules replace <see cref="Rank"/>, LoraAlpha, <see cref="UseRsLora"/> and
-    /// Targets, and its adapters and head
+    /// r, lora_alpha, use_rslora, use_dora and target_modules replace <see cref="Rank"/>, LoraAlpha, <see cref="UseRsLora"/>,
+    /// <see cref="UseDora"/> and Targets, and its adapters and head
     /// the fresh ones. Training then continues from it; with MaxEpochs = 0 the model is the adapter as it was trained
     /// (e.g. in Python), packaged for ML.NET. The head's class i must be the label's key i+1.</summary>
     public string? InitialPeftAdapter;
@@ -23,13 +27,13 @@ public sealed class LoraOptions : PeftTextTrainerOptions
 
     internal override AdapterConfig ToAdapterConfig() => InitialPeftAdapter is { } adapter
         ? PeftLoraImport.ReadConfig(adapter) with { Dropout = LoraDropout }
-        : new LoraConfig { Rank = Rank, UseRsLora = UseRsLora, Targets = Targets, Alpha = LoraAlpha, Dropout = LoraDropout };
+        : new LoraConfig { Rank = Rank, UseRsLora = UseRsLora, UseDora = UseDora, Targets = Targets, Alpha = LoraAlpha, Dropout = LoraDropout };
 
     internal override string? Initialize(PeftModel model)
     {
         if (InitialPeftAdapter is not { } adapter) return null;
         model.LoadPeftAdapter(Path.Combine(adapter, "adapter_model.safetensors"));
         var lora = (LoraConfig)model.Config;
-        return $"adapters and head of the PEFT adapter {adapter} (r {lora.Rank}, lora_alpha {lora.Alpha}{(lora.UseRsLora ? ", rsLoRA" : "")}, targets {string.Join(", ", lora.Targets)})";
+        return $"adapters and head of the PEFT adapter {adapter} (r {lora.Rank}, lora_alpha {lora.Alpha}{(lora.UseRsLora ? ", rsLoRA" : "")}{(lora.UseDora ? ", DoRA" : "")}, targets {string.Join(", ", lora.Targets)})";
     }
 }

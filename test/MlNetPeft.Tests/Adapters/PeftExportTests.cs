@@ -63,8 +63,10 @@ public sealed class PeftExportTests
         imported.LoadPeftAdapter(Path.Combine(dir, "adapter_model.safetensors"));
         using var _ = no_grad();
         var expected = model.Forward(AdapterTests.Ids, AdapterTests.Mask);
+        // DoRA keeps each row's length near the backbone's, which moves the tiny model's logits less.
+        double effect = adapters is LoraConfig { UseDora: true } ? 1e-3 : 1e-2;
         using (var backbone = AdapterTests.Tiny(new LoraConfig()))
-            Assert.IsGreaterThan(1e-2, (expected - backbone.Forward(AdapterTests.Ids, AdapterTests.Mask)).abs().max().item<float>(), "the adapters change the logits: " + (expected - backbone.Forward(AdapterTests.Ids, AdapterTests.Mask)).abs().max().item<float>());
+            Assert.IsGreaterThan(effect, (expected - backbone.Forward(AdapterTests.Ids, AdapterTests.Mask)).abs().max().item<float>(), "the adapters change the logits");
         double error = (imported.Forward(AdapterTests.Ids, AdapterTests.Mask) - expected).abs().max().item<float>();
         Assert.IsLessThan(1e-5, error, $"{adapters.MethodName} exported as LoRA r={lora.Rank}, alpha={lora.Alpha}: {error}");
     }
@@ -145,7 +147,7 @@ public sealed class PeftExportTests
     public void UnsupportedPeftSettingsAreRefusedWithTheFileName()
     {
         foreach (var (field, value) in new (string, System.Text.Json.Nodes.JsonNode)[]
-                 { ("use_dora", true), ("fan_in_fan_out", true), ("rank_pattern", new System.Text.Json.Nodes.JsonObject { ["query"] = 4 }), ("target_modules", "classifier") })
+                 { ("fan_in_fan_out", true), ("rank_pattern", new System.Text.Json.Nodes.JsonObject { ["query"] = 4 }), ("target_modules", "classifier") })
         {
             var dir = FixtureAdapterWith(config => config[field] = value);
             var e = Assert.ThrowsExactly<InvalidDataException>(() => PeftLoraImport.ReadConfig(dir), field);

@@ -23,6 +23,13 @@ internal static class PeftTrainerFixture
         MaxEpochs = epochs, LearningRate = 1e-2, BatchSize = 16, LoraDropout = 0, LogEveryNSteps = 5,
     });
 
+    public static LoraOptions Dora(int epochs = 8)
+    {
+        var options = Lora(epochs);
+        options.UseDora = true;
+        return options;
+    }
+
     // λ starts at zero and the factors at N(0, 0.02), so the SVD forms start slower: a higher rate and more epochs.
     public static LoraSquaredOptions LoraSquared(int epochs = 12) => Tiny(new LoraSquaredOptions
     {

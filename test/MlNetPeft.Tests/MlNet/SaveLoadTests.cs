@@ -33,6 +33,7 @@ public sealed class SaveLoadTests
     [
         [PeftTrainerFixture.Msplora(2)],
         [PeftTrainerFixture.Lora(2)],
+        [PeftTrainerFixture.Dora(2)],
         [PeftTrainerFixture.LoraSquared(3)],
         [PeftTrainerFixture.AdaLora(3)],
         [PeftTrainerFixture.OnEveryLinear(PeftTrainerFixture.Msplora(2))],

@@ -15,6 +15,7 @@ public sealed class TrainerTests
     [
         [PeftTrainerFixture.Msplora()],
         [PeftTrainerFixture.Lora()],
+        [PeftTrainerFixture.Dora()],
         [PeftTrainerFixture.LoraSquared()],
         [PeftTrainerFixture.AdaLora()],
         // On all six matrices (the LoRA² paper's setting). Not LoRA or MSPLoRA: on this tiny random backbone the FFN

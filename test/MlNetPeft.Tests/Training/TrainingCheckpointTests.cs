@@ -41,6 +41,7 @@ public sealed class TrainingCheckpointTests
         [new FullFineTuningConfig(), false],
         [new FullFineTuningConfig(), true], // a bf16 compute copy of fp32 masters
         [new LoraConfig { Dropout = 0.1 }, true],
+        [new LoraConfig { Dropout = 0.1, UseDora = true }, false], // DoRA's magnitudes
     ];
 
     private sealed record Run(Dictionary<string, Tensor> Weights, TrainingResult Result, List<int> StepsReported);

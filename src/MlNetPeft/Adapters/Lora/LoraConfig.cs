@@ -12,16 +12,26 @@ public sealed record LoraConfig : AdapterConfig
     /// shrink as the rank grows.</summary>
     public bool UseRsLora { get; init; }
 
-    public override string MethodName => "lora";
+    /// <summary>DoRA (PEFT's use_dora): each adapted weight also learns the length of each output row (see
+    /// <see cref="DoraMagnitude"/>).</summary>
+    public bool UseDora { get; init; }
+
+    public override string MethodName => UseDora ? "dora" : "lora";
 
     /// <summary>Component name of the pair on a layer's projection (also how PEFT adapter files are mapped).</summary>
     internal static string ComponentName(int layer, string target) => $"layer{layer}_{target}";
+
+    /// <summary>Component name of DoRA's magnitude on a layer's projection.</summary>
+    internal static string MagnitudeName(int layer, string target) => $"layer{layer}_{target}_magnitude";
 
     internal override AdapterSet Attach(RobertaModel encoder)
     {
         var set = new AdapterSet();
         set.Attach(encoder, Targets, (layer, target, inF, outF) =>
             [set.Add(ComponentName(layer, target), new LowRankUpdate(inF, outF, Rank, Alpha, Dropout, UseRsLora))]);
+        if (UseDora)
+            foreach (var (_, layer, target, linear) in set.Wrapped)
+                linear.UseMagnitude(set.Add(MagnitudeName(layer, AdapterTargets.NamePart(target)), new DoraMagnitude(linear.BaseLayer.weight!)));
         return set;
     }
 

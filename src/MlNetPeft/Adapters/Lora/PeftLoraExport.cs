@@ -9,7 +9,7 @@ namespace MlNetPeft.Adapters.Lora;
 /// adapter_model.safetensors, the files <c>PeftModel.from_pretrained</c> reads). Every method's update of a projection
 /// is a sum of low-rank pairs, so every method exports exactly: MSPLoRA's global, mid-level and layer pairs become one
 /// rank-14 LoRA per projection, and AdaLoRA's and LoRA²'s U·diag(λ⊙mask)·V one rank-r LoRA (pruned values as zero
-/// columns).
+/// columns). DoRA's magnitudes go in as PEFT saves them (lora_magnitude_vector, use_dora).
 /// </summary>
 internal static class PeftLoraExport
 {
@@ -36,6 +36,7 @@ internal static class PeftLoraExport
             shape = here;
             tensors[$"{Prefix}{path}.lora_A.weight"] = Float32(down);
             tensors[$"{Prefix}{path}.lora_B.weight"] = Float32(up);
+            if (linear.Magnitude is { } magnitude) tensors[$"{Prefix}{path}.lora_magnitude_vector"] = Float32(magnitude.Weight);
         }
         if (shape is null) throw new InvalidOperationException("The model has no adapted projections.");
         foreach (var (name, parameter) in model.Network.Head.named_parameters())
@@ -58,7 +59,7 @@ internal static class PeftLoraExport
             ["fan_in_fan_out"] = false,
             ["init_lora_weights"] = true,
             ["use_rslora"] = false,
-            ["use_dora"] = false,
+            ["use_dora"] = model.Adapters.Wrapped.Any(w => w.Linear.Magnitude is not null),
             ["inference_mode"] = true,
         };
         File.WriteAllText(Path.Combine(directory, "adapter_config.json"), JsonSerializer.Serialize(config, new JsonSerializerOptions { WriteIndented = true }));

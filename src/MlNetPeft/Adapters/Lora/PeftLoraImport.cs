@@ -8,7 +8,7 @@ namespace MlNetPeft.Adapters.Lora;
 /// <summary>Reads a HF PEFT LoRA adapter (adapter_model.safetensors) into a model built with <see cref="LoraConfig"/>.</summary>
 internal static partial class PeftLoraImport
 {
-    [GeneratedRegex(@"^roberta\.encoder\.layer\.(\d+)\.(.+)\.lora_([AB])\.weight$")]
+    [GeneratedRegex(@"^roberta\.encoder\.layer\.(\d+)\.(.+)\.(lora_A\.weight|lora_B\.weight|lora_magnitude_vector(\.weight)?)$")]
     private static partial Regex LoraKey();
 
     /// <summary>Our state name for a PEFT key ("base_model.model." and "modules_to_save." dropped).</summary>
@@ -17,12 +17,16 @@ internal static partial class PeftLoraImport
         var key = peftKey.Replace("base_model.model.", "").Replace("modules_to_save.", "").Replace(".default", "");
         var m = LoraKey().Match(key);
         var target = m.Success ? AdapterTargets.All.FirstOrDefault(t => AdapterTargets.ModulePath(t) == m.Groups[2].Value) : null;
-        return target is null
-            ? key
-            : $"adapters.{LoraConfig.ComponentName(int.Parse(m.Groups[1].Value), AdapterTargets.NamePart(target))}.lora_{m.Groups[3].Value}";
+        if (target is null) return key;
+        int layer = int.Parse(m.Groups[1].Value);
+        var part = AdapterTargets.NamePart(target);
+        return m.Groups[3].Value.StartsWith("lora_magnitude_vector", StringComparison.Ordinal)
+            ? $"adapters.{LoraConfig.MagnitudeName(layer, part)}.weight" // PEFT saves it without ".weight"
+            : $"adapters.{LoraConfig.ComponentName(layer, part)}.{m.Groups[3].Value[..^".weight".Length]}";
     }
 
-    /// <summary>The LoRA settings of a PEFT adapter directory's adapter_config.json (rank, alpha, rsLoRA, dropout, targets).</summary>
+    /// <summary>The LoRA settings of a PEFT adapter directory's adapter_config.json (rank, alpha, rsLoRA, DoRA, dropout,
+    /// targets).</summary>
     public static LoraConfig ReadConfig(string directory)
     {
         var file = Path.Combine(directory, "adapter_config.json");
@@ -32,9 +36,8 @@ internal static partial class PeftLoraImport
             using var json = JsonDocument.Parse(File.ReadAllText(file));
             var root = json.RootElement;
             if (root.GetProperty("peft_type").GetString() != "LORA") throw new InvalidDataException($"{file}: not a LoRA adapter (peft_type {root.GetProperty("peft_type")})");
-            foreach (var unsupported in new[] { "use_dora", "fan_in_fan_out" })
-                if (root.TryGetProperty(unsupported, out var flag) && flag.ValueKind == JsonValueKind.True)
-                    throw new InvalidDataException($"{file}: {unsupported} is not supported");
+            if (root.TryGetProperty("fan_in_fan_out", out var flag) && flag.ValueKind == JsonValueKind.True)
+                throw new InvalidDataException($"{file}: fan_in_fan_out is not supported");
             foreach (var unsupported in new[] { "layers_to_transform", "rank_pattern", "alpha_pattern" })
                 if (root.TryGetProperty(unsupported, out var value) && value.ValueKind is not (JsonValueKind.Null or JsonValueKind.Undefined)
                     && !(value.ValueKind == JsonValueKind.Object && !value.EnumerateObject().Any()))
@@ -47,6 +50,7 @@ internal static partial class PeftLoraImport
             {
                 Rank = root.GetProperty("r").GetInt32(),
                 UseRsLora = root.TryGetProperty("use_rslora", out var rsLora) && rsLora.ValueKind == JsonValueKind.True,
+                UseDora = root.TryGetProperty("use_dora", out var dora) && dora.ValueKind == JsonValueKind.True,
                 Alpha = root.GetProperty("lora_alpha").GetDouble(),
                 Dropout = root.TryGetProperty("lora_dropout", out var dropout) ? dropout.GetDouble() : 0,
                 Targets = targets,
