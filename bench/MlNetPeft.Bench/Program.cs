@@ -28,12 +28,12 @@ static int Usage(TextWriter to, int exitCode)
 {
     to.WriteLine("""
         usage:
-          quality --task sst2|mrpc|cola|qnli|rte|stsb|all --method lora,msplora,lorasquared,adalora,full
+          quality --task sst2|mrpc|cola|qnli|rte|stsb|all --method lora,dora,msplora,lorasquared,adalora,full
                   [--backbone DIR] [--seeds N] [--epochs E] [--max-train-rows K] [--lr X] [--batch B] [--max-len L]
                   [--accumulate K] [--checkpoint]   (each step's batch in K parts, gradients summed; blocks
                   recomputed in the backward: each less memory)
                   [--reference [--reference-seeds N]] [--out DIR]
-          speed   --shape tiny,mini,base,large --method lora,msplora,lorasquared,adalora,full [--batch 32] [--seq 128]
+          speed   --shape tiny,mini,base,large --method lora,dora,msplora,lorasquared,adalora,full [--batch 32] [--seq 128]
                   [--accumulate K] [--checkpoint] [--steps 10] [--device auto|cpu|cuda] [--precision fp32|bf16] [--threads N]
                   [--reference] [--out DIR]   (--checkpoint: blocks recomputed in the backward: less memory)
           first-steps [--shape mini] [--method lora] [--batch 32] [--seq 128] [--steps 30] [--device auto|cpu|cuda]

@@ -152,11 +152,12 @@ internal static class QualityBenchmark
     private static PeftTextTrainerOptions Options(string method) => method switch
     {
         "lora" => new LoraOptions(),
+        "dora" => new LoraOptions { UseDora = true },
         "msplora" => new MsploraOptions(),
         "lorasquared" => new LoraSquaredOptions(),
         "adalora" => new AdaLoraOptions(),
         "full" => new FullFineTuningOptions(),
-        _ => throw new ArgumentException($"unknown method '{method}' (lora, msplora, lorasquared, adalora, full)"),
+        _ => throw new ArgumentException($"unknown method '{method}' (lora, dora, msplora, lorasquared, adalora, full)"),
     };
 
     private static IEstimator<PeftTextTransformer> Trainer(MLContext ml, PeftTextTrainerOptions options, bool regression)

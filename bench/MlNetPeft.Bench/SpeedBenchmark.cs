@@ -111,6 +111,7 @@ internal static class SpeedBenchmark
     internal static AdapterConfig MethodConfig(string method) => method switch
     {
         "lora" => new LoraConfig { Dropout = 0 },
+        "dora" => new LoraConfig { Dropout = 0, UseDora = true },
         "msplora" => new MsploraConfig { Dropout = 0 },
         "lorasquared" => new SvdConfig { Variant = SvdVariant.LoraSquared },
         "adalora" => new SvdConfig { Variant = SvdVariant.AdaLora, InitialRank = 12, TargetRank = 8, OrthogonalityWeight = 0.5 },
