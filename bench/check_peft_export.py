@@ -32,6 +32,19 @@ class LoraLinear(nn.Module):
         return self.base(x) + torch.nn.functional.linear(torch.nn.functional.linear(x, self.A), self.B) * self.scale
 
 
+class DoraLinear(LoraLinear):
+    """PEFT's DoRA forward (tuners/lora/dora.py): the row norms of W + scale*B@A held constant, the magnitude m trained."""
+    def __init__(self, base, A, B, scale, m):
+        super().__init__(base, A, B, scale)
+        self.m = nn.Parameter(m.clone())
+
+    def forward(self, x):
+        norm = torch.linalg.norm(self.base.weight + self.scale * (self.B @ self.A).detach(), dim=1).detach()
+        s = (self.m / norm).view(1, -1)
+        lora = torch.nn.functional.linear(torch.nn.functional.linear(x, self.A), self.B) * self.scale
+        return self.base(x) + (s - 1) * torch.nn.functional.linear(x, self.base.weight) + s * lora
+
+
 def load_peft_lora(model, path):
     """A PEFT LoRA adapter by PEFT's own rule (tuners_utils.check_target_module_exists), not by our C# mapping: a Linear
     is adapted when its module path is listed or ends with "." + a listed name, or when a string target_modules
@@ -47,9 +60,11 @@ def load_peft_lora(model, path):
         if isinstance(module, nn.Linear) and selected(name):
             a, b = f"{name}.lora_A.weight", f"{name}.lora_B.weight"
             parent, child = name.rsplit(".", 1)
-            setattr(model.get_submodule(parent), child, LoraLinear(module, sd[a], sd[b], scale))
-            wrapped[name] = model.get_submodule(name)
-            used |= {a, b}
+            m = f"{name}.lora_magnitude_vector"
+            layer = DoraLinear(module, sd[a], sd[b], scale, sd[m]) if cfg.get("use_dora") else LoraLinear(module, sd[a], sd[b], scale)
+            setattr(model.get_submodule(parent), child, layer)
+            wrapped[name] = layer
+            used |= {a, b} | ({m} if cfg.get("use_dora") else set())
     unused = [k for k in sd if ".lora_" in k and k not in used]
     assert not unused, f"adapter keys of modules target_modules does not select: {unused[:3]}"
     with torch.no_grad():
@@ -72,11 +87,12 @@ for method in sorted(os.listdir(a.dir)):
             cfg = json.load(open(os.path.join(path, "adapter_config.json")))
             what = {"r": cfg["r"], "lora_alpha": cfg["lora_alpha"], "target_modules": cfg["target_modules"], "adapted_linears": len(wrapped)}
             grads_file = os.path.join(a.dir, method, "gradients.safetensors")
-            if os.path.exists(grads_file):  # LoRA: our gradients of the fixture's loss against PyTorch's autograd
+            if os.path.exists(grads_file):  # LoRA, DoRA: our gradients of the fixture's loss against PyTorch's autograd
                 model.eval()
                 torch.nn.functional.cross_entropy(model(ids, mask), torch.tensor(parity["labels"])).backward()
                 mlnet = R.load_safetensors(grads_file)
-                pairs = ((getattr(m, w).grad, mlnet[f"base_model.model.{name}.lora_{w}.weight"]) for name, m in wrapped.items() for w in "AB")
+                pairs = [(getattr(m, w).grad, mlnet[f"base_model.model.{name}.lora_{w}.weight"]) for name, m in wrapped.items() for w in "AB"]
+                pairs += [(m.m.grad, mlnet[f"base_model.model.{name}.lora_magnitude_vector"]) for name, m in wrapped.items() if isinstance(m, DoraLinear)]
                 worst = max((torch_grad - our_grad).abs().max().item() / torch_grad.abs().max().item() for torch_grad, our_grad in pairs)
                 what["max_rel_gradient_error"] = worst
                 ok &= worst < 1e-4

@@ -50,7 +50,7 @@ internal static class PeftExportCheck
         return 0;
     }
 
-    /// <summary>A LoRA model's exported pairs are its own parameters: their gradients of the fixture's loss (through the
+    /// <summary>A LoRA (or DoRA) model's exported pairs (and magnitudes) are its own parameters: their gradients of the fixture's loss (through the
     /// training forward: stacked query/key/value factors, the other targets' own updates), under the PEFT keys, for
     /// check_peft_export.py to compare with PyTorch's autograd.</summary>
     private static void WriteGradients(PeftModel model, Tensor ids, Tensor mask, Tensor labels, string file)
@@ -62,6 +62,8 @@ internal static class PeftExportCheck
             var pair = (LowRankUpdate)linear.Updates.Single();
             gradients[$"base_model.model.{path}.lora_A.weight"] = pair.A.grad!.detach().clone();
             gradients[$"base_model.model.{path}.lora_B.weight"] = pair.B.grad!.detach().clone();
+            if (linear.Magnitude is { } magnitude)
+                gradients[$"base_model.model.{path}.lora_magnitude_vector"] = magnitude.Weight.grad!.detach().clone();
         }
         File.WriteAllBytes(file, SafeTensors.Save(gradients));
     }

@@ -10,7 +10,7 @@ public sealed class PeftExportCheckTests
     public void WritesEachMethodsAdapterAndMergedCheckpointWithItsLogits()
     {
         var dir = Directory.CreateTempSubdirectory("peft-export-check").FullName;
-        Assert.AreEqual(0, PeftExportCheck.Run(BenchArgs.Parse(["peft-export", "--method", "lora,msplora,full", "--out", dir])));
+        Assert.AreEqual(0, PeftExportCheck.Run(BenchArgs.Parse(["peft-export", "--method", "lora,dora,msplora,full", "--out", dir])));
         string[] Files(string sub) => Directory.GetFiles(Path.Combine(dir, sub)).Select(Path.GetFileName).Order().ToArray()!;
         CollectionAssert.AreEqual(new[] { "adapter_config.json", "adapter_model.safetensors" }, Files("msplora/adapter"));
         Assert.IsFalse(Directory.Exists(Path.Combine(dir, "full", "adapter")), "full fine-tuning has no adapter");
@@ -20,7 +20,10 @@ public sealed class PeftExportCheckTests
         Assert.IsTrue(gradients.All(g => g.Key.EndsWith(".lora_A.weight") || g.Key.EndsWith(".lora_B.weight")));
         Assert.IsTrue(gradients.Values.All(g => g.isfinite().all().item<bool>() && g.abs().max().item<float>() > 0));
         Assert.IsFalse(File.Exists(Path.Combine(dir, "msplora", "gradients.safetensors")), "MSPLoRA's export is a sum of its pairs");
-        foreach (var method in new[] { "lora", "msplora", "full" })
+        var dora = MlNetPeft.Backbone.SafeTensors.Load(Path.Combine(dir, "dora", "gradients.safetensors"));
+        Assert.HasCount(4 * 2 * 3, dora, "DoRA: A, B and the magnitude");
+        Assert.AreEqual(4 * 2, dora.Keys.Count(k => k.EndsWith(".lora_magnitude_vector")));
+        foreach (var method in new[] { "lora", "dora", "msplora", "full" })
         {
             CollectionAssert.AreEqual(new[] { "model.safetensors" }, Files($"{method}/merged"), method);
             var logits = JsonSerializer.Deserialize<float[][]>(File.ReadAllText(Path.Combine(dir, method, "logits.json")))!;
