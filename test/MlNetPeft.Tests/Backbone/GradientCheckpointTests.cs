@@ -22,6 +22,7 @@ public sealed class GradientCheckpointTests
         [new SvdConfig { Variant = SvdVariant.LoraSquared, Dropout = 0.1 }, true],
         [new SvdConfig { Variant = SvdVariant.LoraSquared, Dropout = 0.1, Targets = [.. AdapterTargets.All] }, true], // dense ones too
         [new FullFineTuningConfig(), true], // the blocks' inputs need gradients too
+        [new LoraConfig { Dropout = 0.1, UseDora = true, Targets = [.. AdapterTargets.All] }, true], // DoRA's dropped-input GEMM in the replay
     ];
 
     /// <summary>A tiny model with dropout everywhere (backbone, attention probabilities, adapters), random adapters,
