@@ -20,6 +20,11 @@ public abstract class PeftTextTrainerOptions
     /// counts as that row twice, 0 as left out. Weights must be finite and not negative; validation is unweighted.</summary>
     public string? ExampleWeightColumnName;
 
+    /// <summary>Classification: weight each training row by rows / (classes × rows of its class), so every class weighs
+    /// the same in the loss (scikit-learn's class_weight="balanced"; PyTorch's CrossEntropyLoss(weight=...)). Multiplies
+    /// the example weights when there are any.</summary>
+    public bool BalanceClasses;
+
     /// <summary>Output column with the class probabilities or the regression value.</summary>
     public string ScoreColumnName = "Score";
 

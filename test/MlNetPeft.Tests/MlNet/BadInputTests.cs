@@ -159,5 +159,12 @@ public sealed class BadInputTests
         options = PeftTrainerFixture.Msplora(1);
         options.Ranks = [8, 0, 2];
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeftTrainerFixture.Fit(ml, data, options)).Message, "Ranks");
+        options = PeftTrainerFixture.Msplora(1);
+        options.BalanceClasses = true;
+        var scores = ml.Data.LoadFromEnumerable(ToyText.Rows(20, seed: 1).Select((r, i) => new { r.Sentence1, Label = (float)i }).ToList());
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => ml.Regression.Trainers.Msplora(options).Fit(scores)).Message, "BalanceClasses");
+        options = PeftTrainerFixture.Msplora(1);
+        options.Ranks = [8, 0, 2];
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeftTrainerFixture.Fit(ml, data, options)).Message, "Ranks");
     }
 }
