@@ -51,8 +51,16 @@ def load_peft_lora(model, path):
     matches the path whole; its factors are the keys named by that path."""
     cfg = json.load(open(os.path.join(path, "adapter_config.json")))
     targets = cfg["target_modules"]
-    selected = (lambda name: re.fullmatch(targets, name) is not None) if isinstance(targets, str) \
+    by_name = (lambda name: re.fullmatch(targets, name) is not None) if isinstance(targets, str) \
         else (lambda name: name in targets or any(name.endswith("." + t) for t in targets))
+    layers = cfg.get("layers_to_transform")  # PEFT: the module's index after its "layer" pattern must be listed
+    layers = [layers] if isinstance(layers, int) else layers
+
+    def selected(name):
+        if not by_name(name) or isinstance(targets, str):  # PEFT applies layers_to_transform to list targets only
+            return by_name(name)
+        index = re.match(r".*\.layer\.(\d+)\.", name)
+        return layers is None or (index is not None and int(index.group(1)) in layers)
     scale = cfg["lora_alpha"] / (math.sqrt(cfg["r"]) if cfg.get("use_rslora") else cfg["r"])
     sd = {k.replace("base_model.model.", ""): v for k, v in R.load_safetensors(os.path.join(path, "adapter_model.safetensors")).items()}
     used, wrapped = set(), {}

@@ -30,6 +30,8 @@ internal static class PeftExportCheck
             using var scope = NewDisposeScope();
             var adapters = SpeedBenchmark.MethodConfig(method) with { Dropout = 0 };
             if (a.Targets() is { } targets && !adapters.TrainsBackbone) adapters = adapters with { Targets = targets };
+            if (a.Text("layers") is not null && adapters is LoraConfig lora) // PEFT's layers_to_transform
+                adapters = lora with { Layers = a.List("layers", "").Select(int.Parse).ToArray() };
             using var model = PeftModel.Create(config, 3, adapters,
                 SafeTensors.Load(Path.Combine(fixture, "tiny-roberta", "model.safetensors")), "tiny-roberta", loadHead: true);
             model.Train(false);

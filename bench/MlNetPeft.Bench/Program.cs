@@ -43,7 +43,7 @@ static int Usage(TextWriter to, int exitCode)
           parity  [--fixture DIR] [--device auto|cpu]   (the HF fixture's logits, loss and gradients on this device)
           stacking [--shape 12x64x4x128] [--method lora,msplora] [--batch 2] [--seq 16] [--steps 400] [--threads 1]
                   [--device cpu|cuda]   (training steps with and without stacked adapter factors, alternated)
-          peft-export [--method lora,dora,msplora,lorasquared,adalora] [--out DIR]   (adapters as PEFT LoRA files with
+          peft-export [--method lora,dora,msplora,lorasquared,adalora] [--layers 1,3] [--out DIR]   (adapters as PEFT LoRA files with
                   their logits, for bench/check_peft_export.py)
         """);
     return exitCode;

@@ -36,16 +36,17 @@ internal sealed class AdapterSet : nn.Module
     }
 
     /// <summary>
-    /// Wraps each target projection of each layer: <paramref name="updatesFor"/>(layer, target's name part, in, out)
-    /// gives the updates (new or shared) that layer's projection adds; the name part (<see cref="AdapterTargets.NamePart"/>)
-    /// is for the components' names.
+    /// Wraps each target projection of each layer (of <paramref name="layers"/> only, when given):
+    /// <paramref name="updatesFor"/>(layer, target's name part, in, out) gives the updates (new or shared) that layer's
+    /// projection adds; the name part (<see cref="AdapterTargets.NamePart"/>) is for the components' names.
     /// </summary>
     public void Attach(RobertaModel encoder, IReadOnlyList<string> targets,
-        Func<int, string, int, int, IReadOnlyList<IWeightDelta>> updatesFor, bool fuse = false)
+        Func<int, string, int, int, IReadOnlyList<IWeightDelta>> updatesFor, bool fuse = false, IReadOnlyCollection<int>? layers = null)
     {
         _encoder = encoder;
         for (int i = 0; i < encoder.Layers.Count; i++)
         {
+            if (layers is not null && !layers.Contains(i)) continue;
             var layer = encoder.Layers[i];
             foreach (var target in targets)
             {

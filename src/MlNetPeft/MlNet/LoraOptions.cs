@@ -16,9 +16,12 @@ public sealed class LoraOptions : PeftTextTrainerOptions
     /// its output rows, and the LoRA pair its direction.</summary>
     public bool UseDora;
 
+    /// <summary>The layers (0-based) that get adapters, PEFT's layers_to_transform; null: every layer.</summary>
+    public int[]? Layers;
+
     /// <summary>A HF PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors) to start from: its
-    /// r, lora_alpha, use_rslora, use_dora and target_modules replace <see cref="Rank"/>, LoraAlpha, <see cref="UseRsLora"/>,
-    /// <see cref="UseDora"/> and Targets, and its adapters and head
+    /// r, lora_alpha, use_rslora, use_dora, layers_to_transform and target_modules replace <see cref="Rank"/>, LoraAlpha,
+    /// <see cref="UseRsLora"/>, <see cref="UseDora"/>, <see cref="Layers"/> and Targets, and its adapters and head
     /// the fresh ones. Training then continues from it; with MaxEpochs = 0 the model is the adapter as it was trained
     /// (e.g. in Python), packaged for ML.NET. The head's class i must be the label's key i+1.</summary>
     public string? InitialPeftAdapter;
@@ -27,7 +30,7 @@ public sealed class LoraOptions : PeftTextTrainerOptions
 
     internal override AdapterConfig ToAdapterConfig() => InitialPeftAdapter is { } adapter
         ? PeftLoraImport.ReadConfig(adapter) with { Dropout = LoraDropout }
-        : new LoraConfig { Rank = Rank, UseRsLora = UseRsLora, UseDora = UseDora, Targets = Targets, Alpha = LoraAlpha, Dropout = LoraDropout };
+        : new LoraConfig { Rank = Rank, UseRsLora = UseRsLora, UseDora = UseDora, Layers = Layers, Targets = Targets, Alpha = LoraAlpha, Dropout = LoraDropout };
 
     internal override string? Initialize(PeftModel model)
     {

@@ -88,6 +88,7 @@ public sealed class AdapterTests
         [new SvdConfig { Variant = SvdVariant.LoraSquared, Dropout = 0 }],
         [new SvdConfig { Variant = SvdVariant.AdaLora, Dropout = 0 }],
         [new LoraConfig { Dropout = 0, UseDora = true }],
+        [new LoraConfig { Dropout = 0, Layers = [0, 2] }], // PEFT's layers_to_transform: not stacked, two layers bare
     ];
 
     /// <summary>Random adapter values of <paramref name="scale"/>, halved when all six matrices of a block are adapted:
@@ -115,6 +116,28 @@ public sealed class AdapterTests
         var expected = reference.call(Ids, Mask);
         var actual = model.Forward(Ids, Mask);
         Assert.IsTrue(expected.equal(actual).all().item<bool>(), $"max diff {(expected - actual).abs().max().item<float>()}");
+    }
+
+    /// <summary>With Layers (PEFT's layers_to_transform), only the listed layers get adapters: the merged checkpoint
+    /// differs from the backbone in exactly their adapted weights.</summary>
+    [TestMethod]
+    public void AdaptersGoOnlyOnTheListedLayers()
+    {
+        using var model = Tiny(new LoraConfig { Dropout = 0, Layers = [1, 3] });
+        CollectionAssert.AreEqual(new[] { 1, 1, 3, 3 }, model.Adapters.Wrapped.Select(w => w.Layer).ToArray());
+        using (no_grad())
+        {
+            manual_seed(5);
+            foreach (var p in model.AdapterParameters()) p.copy_(randn_like(p));
+        }
+        var merged = SafeTensors.Load(MergedCheckpoint.Save(model), "merged");
+        var backbone = SafeTensors.Load(Path.Combine(TestData.TinyRoberta, "model.safetensors"));
+        var changed = backbone.Keys.Where(k => merged.ContainsKey(k) && !merged[k].equal(backbone[k].to(ScalarType.Float32)).all().item<bool>()).Order();
+        var expected = new[] { 1, 3 }.SelectMany(l => new[] { "query", "value" }.Select(t => $"roberta.encoder.layer.{l}.attention.self.{t}.weight")).Order();
+        CollectionAssert.AreEqual(expected.ToList(), changed.ToList());
+
+        foreach (var bad in new[] { new[] { 4 }, [], [1, 1], [-1] })
+            StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => new LoraConfig { Layers = bad }.Validate(4)).Message, "Layers");
     }
 
     [TestMethod]

@@ -143,11 +143,25 @@ public sealed class PeftExportTests
         }
     }
 
+    /// <summary>PEFT's layers_to_transform (a list, one index, or an empty list: every layer) becomes Layers, and the
+    /// LoRA trainer's option reaches the config.</summary>
+    [TestMethod]
+    public void LayersToTransformAreRead()
+    {
+        foreach (var (value, expected) in new (System.Text.Json.Nodes.JsonNode?, int[]?)[]
+                 { (new System.Text.Json.Nodes.JsonArray(0, 2), [0, 2]), (3, [3]), (new System.Text.Json.Nodes.JsonArray(), null), (null, null) })
+        {
+            var read = PeftLoraImport.ReadConfig(FixtureAdapterWith(config => config["layers_to_transform"] = value));
+            CollectionAssert.AreEqual(expected, read.Layers, value?.ToJsonString() ?? "null");
+        }
+        CollectionAssert.AreEqual(new[] { 1 }, ((LoraConfig)new MlNetPeft.MlNet.LoraOptions { Layers = [1] }.ToAdapterConfig()).Layers);
+    }
+
     [TestMethod]
     public void UnsupportedPeftSettingsAreRefusedWithTheFileName()
     {
         foreach (var (field, value) in new (string, System.Text.Json.Nodes.JsonNode)[]
-                 { ("fan_in_fan_out", true), ("rank_pattern", new System.Text.Json.Nodes.JsonObject { ["query"] = 4 }), ("target_modules", "classifier") })
+                 { ("fan_in_fan_out", true), ("bias", "all"), ("layers_pattern", "blocks"), ("rank_pattern", new System.Text.Json.Nodes.JsonObject { ["query"] = 4 }), ("target_modules", "classifier") })
         {
             var dir = FixtureAdapterWith(config => config[field] = value);
             var e = Assert.ThrowsExactly<InvalidDataException>(() => PeftLoraImport.ReadConfig(dir), field);
@@ -166,7 +180,12 @@ public sealed class PeftExportTests
         CollectionAssert.AreEqual(new[] { AdapterTargets.AttentionOutput, AdapterTargets.Output }, PeftTargetModules.FromNames(["output.dense"]));
         CollectionAssert.AreEqual(new[] { "key" }, PeftTargetModules.FromNames(["attention.self.key"]));
         StringAssert.Contains(Assert.ThrowsExactly<FormatException>(() => PeftTargetModules.FromNames(["query", "q_proj"])).Message, "'q_proj'");
-        CollectionAssert.AreEqual(new[] { "query", "value" }, PeftTargetModules.FromPattern(@".*\.(query|value)"));
+        CollectionAssert.AreEqual(new[] { "query", "value" }, PeftTargetModules.FromPattern(@".*\.(query|value)").Targets);
+        Assert.IsNull(PeftTargetModules.FromPattern(@".*\.(query|value)").Layers, "every layer");
+        var (inTwo, layers) = PeftTargetModules.FromPattern(@".*\.layer\.(1|3)\.(attention\.self\.query|output\.dense)");
+        CollectionAssert.AreEqual(new[] { "query", AdapterTargets.Output }, inTwo);
+        CollectionAssert.AreEqual(new[] { 1, 3 }, layers);
+        Assert.ThrowsExactly<FormatException>(() => PeftTargetModules.FromPattern(@".*\.layer\.1\.attention\.self\.query|.*\.layer\.2\.output\.dense"));
         Assert.ThrowsExactly<FormatException>(() => PeftTargetModules.FromPattern("classifier"));
         Assert.ThrowsExactly<FormatException>(() => PeftTargetModules.FromPattern("(query"));
 
@@ -176,7 +195,7 @@ public sealed class PeftExportTests
         foreach (var targets in new[] { [AdapterTargets.Output], [AdapterTargets.Query, AdapterTargets.Output], AdapterTargets.All.ToArray() })
         {
             var written = PeftTargetModules.ToPeft(targets);
-            var read = written is string pattern ? PeftTargetModules.FromPattern(pattern) : PeftTargetModules.FromNames((string[])written);
+            var read = written is string pattern ? PeftTargetModules.FromPattern(pattern).Targets : PeftTargetModules.FromNames((string[])written);
             CollectionAssert.AreEqual(targets, read, string.Join(", ", targets));
         }
         Assert.IsInstanceOfType<string>(PeftTargetModules.ToPeft([AdapterTargets.Output]), "output.dense alone would also select attention.output.dense");

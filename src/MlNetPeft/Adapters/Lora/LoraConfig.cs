@@ -16,6 +16,9 @@ public sealed record LoraConfig : AdapterConfig
     /// <see cref="DoraMagnitude"/>).</summary>
     public bool UseDora { get; init; }
 
+    /// <summary>The layers (0-based) whose projections get adapters, PEFT's layers_to_transform; null: every layer.</summary>
+    public int[]? Layers { get; init; }
+
     public override string MethodName => UseDora ? "dora" : "lora";
 
     /// <summary>Component name of the pair on a layer's projection (also how PEFT adapter files are mapped).</summary>
@@ -28,7 +31,7 @@ public sealed record LoraConfig : AdapterConfig
     {
         var set = new AdapterSet();
         set.Attach(encoder, Targets, (layer, target, inF, outF) =>
-            [set.Add(ComponentName(layer, target), new LowRankUpdate(inF, outF, Rank, Alpha, Dropout, UseRsLora))]);
+            [set.Add(ComponentName(layer, target), new LowRankUpdate(inF, outF, Rank, Alpha, Dropout, UseRsLora))], layers: Layers);
         if (UseDora)
             foreach (var (_, layer, target, linear) in set.Wrapped)
                 linear.UseMagnitude(set.Add(MagnitudeName(layer, AdapterTargets.NamePart(target)), new DoraMagnitude(linear.BaseLayer.weight!)));
@@ -39,5 +42,7 @@ public sealed record LoraConfig : AdapterConfig
     {
         base.Validate(layers);
         if (Rank <= 0) throw new ArgumentException($"Rank must be positive, got {Rank}");
+        if (Layers is not null && (Layers.Length == 0 || Layers.Any(l => l < 0 || l >= layers) || Layers.Distinct().Count() != Layers.Length))
+            throw new ArgumentException($"Layers must list distinct layers of 0..{layers - 1}, got [{string.Join(", ", Layers)}]");
     }
 }

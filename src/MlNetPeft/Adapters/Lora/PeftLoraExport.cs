@@ -42,6 +42,8 @@ internal static class PeftLoraExport
         foreach (var (name, parameter) in model.Network.Head.named_parameters())
             tensors[$"{Prefix}classifier.{name}"] = Float32(parameter);
 
+        var layers = (model.Config as LoraConfig)?.Layers;
+        var targetModules = PeftTargetModules.ToPeft(model.Config.Targets, layers);
         Directory.CreateDirectory(directory);
         File.WriteAllBytes(Path.Combine(directory, "adapter_model.safetensors"),
             SafeTensors.Save(tensors, new Dictionary<string, string> { ["format"] = "pt" }));
@@ -53,7 +55,9 @@ internal static class PeftLoraExport
             ["r"] = shape.Value.Rank,
             ["lora_alpha"] = Math.Round(shape.Value.Scaling * shape.Value.Rank, 10), // PEFT scales by lora_alpha / r
             ["lora_dropout"] = model.Config.Dropout,
-            ["target_modules"] = PeftTargetModules.ToPeft(model.Config.Targets),
+            ["target_modules"] = targetModules,
+            ["layers_to_transform"] = targetModules is string ? null : layers, // PEFT applies it to listed names only
+            ["layers_pattern"] = null,
             ["modules_to_save"] = new[] { "classifier", "score" },
             ["bias"] = "none",
             ["fan_in_fan_out"] = false,

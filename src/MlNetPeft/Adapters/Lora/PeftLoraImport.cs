@@ -38,19 +38,27 @@ internal static partial class PeftLoraImport
             if (root.GetProperty("peft_type").GetString() != "LORA") throw new InvalidDataException($"{file}: not a LoRA adapter (peft_type {root.GetProperty("peft_type")})");
             if (root.TryGetProperty("fan_in_fan_out", out var flag) && flag.ValueKind == JsonValueKind.True)
                 throw new InvalidDataException($"{file}: fan_in_fan_out is not supported");
-            foreach (var unsupported in new[] { "layers_to_transform", "rank_pattern", "alpha_pattern" })
+            if (root.TryGetProperty("bias", out var bias) && bias.ValueKind == JsonValueKind.String && bias.GetString() != "none")
+                throw new InvalidDataException($"{file}: bias \"{bias.GetString()}\" is not supported (the backbone's biases stay frozen: \"none\")");
+            if (root.TryGetProperty("layers_pattern", out var pattern) && pattern.ValueKind is not (JsonValueKind.Null or JsonValueKind.Undefined)
+                && !(pattern.ValueKind == JsonValueKind.String && pattern.GetString() == "layer")
+                && !(pattern.ValueKind == JsonValueKind.Array && pattern.EnumerateArray().Select(p => p.GetString()).SequenceEqual(["layer"])))
+                throw new InvalidDataException($"{file}: layers_pattern {pattern} is not RoBERTa's \"layer\"");
+            foreach (var unsupported in new[] { "rank_pattern", "alpha_pattern" })
                 if (root.TryGetProperty(unsupported, out var value) && value.ValueKind is not (JsonValueKind.Null or JsonValueKind.Undefined)
                     && !(value.ValueKind == JsonValueKind.Object && !value.EnumerateObject().Any()))
-                    throw new InvalidDataException($"{file}: {unsupported} is not supported (every layer must have one rank and alpha)");
+                    throw new InvalidDataException($"{file}: {unsupported} is not supported (every adapted layer must have one rank and alpha)");
             var modules = root.GetProperty("target_modules");
-            var targets = modules.ValueKind == JsonValueKind.String
+            // PEFT applies layers_to_transform to listed names only; a pattern carries its own layers.
+            var (targets, layers) = modules.ValueKind == JsonValueKind.String
                 ? PeftTargetModules.FromPattern(modules.GetString()!)
-                : PeftTargetModules.FromNames(modules.EnumerateArray().Select(t => t.GetString()!).ToArray());
+                : (PeftTargetModules.FromNames(modules.EnumerateArray().Select(t => t.GetString()!).ToArray()), LayersToTransform(root));
             return new LoraConfig
             {
                 Rank = root.GetProperty("r").GetInt32(),
                 UseRsLora = root.TryGetProperty("use_rslora", out var rsLora) && rsLora.ValueKind == JsonValueKind.True,
                 UseDora = root.TryGetProperty("use_dora", out var dora) && dora.ValueKind == JsonValueKind.True,
+                Layers = layers,
                 Alpha = root.GetProperty("lora_alpha").GetDouble(),
                 Dropout = root.TryGetProperty("lora_dropout", out var dropout) ? dropout.GetDouble() : 0,
                 Targets = targets,
@@ -61,6 +69,15 @@ internal static partial class PeftLoraImport
             throw new InvalidDataException($"{file}: not a PEFT LoRA adapter config ({e.Message})", e);
         }
     }
+
+    /// <summary>PEFT's layers_to_transform: one layer index, a list, or null (every layer).</summary>
+    private static int[]? LayersToTransform(JsonElement root) =>
+        !root.TryGetProperty("layers_to_transform", out var layers) ? null : layers.ValueKind switch
+        {
+            JsonValueKind.Number => [layers.GetInt32()],
+            JsonValueKind.Array when layers.GetArrayLength() > 0 => layers.EnumerateArray().Select(l => l.GetInt32()).ToArray(),
+            _ => null, // PEFT reads an empty list as every layer too
+        };
 
     public static void LoadPeftAdapter(this PeftModel model, string adapterFile)
     {

@@ -9,7 +9,7 @@ namespace MlNetPeft.Adapters.Lora;
 /// </summary>
 internal static class PeftTargetModules
 {
-    private const string Layer0 = "roberta.encoder.layer.0.";
+    private const int LayersTried = 256; // more than any RoBERTa has
 
     /// <summary>The targets a PEFT list of module names selects; a name that selects nothing is a FormatException.</summary>
     public static string[] FromNames(IReadOnlyList<string> names)
@@ -20,21 +20,31 @@ internal static class PeftTargetModules
         return AdapterTargets.All.Where(t => names.Any(name => Selects(name, t))).ToArray();
     }
 
-    /// <summary>The targets a PEFT regular expression selects (matched against the whole module path).</summary>
-    public static string[] FromPattern(string pattern)
+    /// <summary>The targets a PEFT regular expression selects (matched against the whole module path), and the layers
+    /// it selects them in (null: every layer); a pattern that selects targets in differing layers is a FormatException.</summary>
+    public static (string[] Targets, int[]? Layers) FromPattern(string pattern)
     {
-        string[] targets;
-        try { targets = AdapterTargets.All.Where(t => Regex.IsMatch(Layer0 + AdapterTargets.ModulePath(t), $"^(?:{pattern})$")).ToArray(); }
+        Regex regex;
+        try { regex = new Regex($"^(?:{pattern})$"); }
         catch (ArgumentException e) { throw new FormatException($"target_modules: '{pattern}' is not a regular expression ({e.Message})", e); }
-        return targets.Length > 0 ? targets : throw new FormatException($"target_modules: pattern '{pattern}' matches no projection of a RoBERTa block");
+        var layersOf = AdapterTargets.All.ToDictionary(t => t, t => Enumerable.Range(0, LayersTried)
+            .Where(i => regex.IsMatch($"roberta.encoder.layer.{i}.{AdapterTargets.ModulePath(t)}")).ToArray());
+        var targets = AdapterTargets.All.Where(t => layersOf[t].Length > 0).ToArray();
+        if (targets.Length == 0) throw new FormatException($"target_modules: pattern '{pattern}' matches no projection of a RoBERTa block");
+        var layers = layersOf[targets[0]];
+        if (targets.Any(t => !layersOf[t].SequenceEqual(layers)))
+            throw new FormatException($"target_modules: pattern '{pattern}' adapts its projections in differing layers, which is not supported");
+        return (targets, layers.Length == LayersTried ? null : layers);
     }
 
-    /// <summary>What PEFT needs to adapt exactly <paramref name="targets"/>: the names themselves where PEFT's suffix rule
-    /// selects no more than them (always for query, key and value), else a pattern naming each path.</summary>
-    public static object ToPeft(IReadOnlyList<string> targets)
+    /// <summary>What PEFT needs to adapt exactly <paramref name="targets"/> (in <paramref name="layers"/> only, when given):
+    /// the names themselves where PEFT's suffix rule selects no more than them (always for query, key and value; the
+    /// layers then go in layers_to_transform), else a pattern naming each path and the layers.</summary>
+    public static object ToPeft(IReadOnlyList<string> targets, IReadOnlyList<int>? layers = null)
     {
         if (FromNames(targets).Length == targets.Count) return targets;
-        return @".*\.layer\.\d+\.(" + string.Join("|", targets.Select(t => Regex.Escape(AdapterTargets.ModulePath(t)))) + ")";
+        var index = layers is null ? @"\d+" : "(?:" + string.Join("|", layers) + ")";
+        return @".*\.layer\." + index + @"\.(" + string.Join("|", targets.Select(t => Regex.Escape(AdapterTargets.ModulePath(t)))) + ")";
     }
 
     private static bool Selects(string name, string target)
