@@ -28,7 +28,7 @@ static int Usage(TextWriter to, int exitCode)
 {
     to.WriteLine("""
         usage:
-          quality --task sst2|mrpc|cola|qnli|rte|stsb|all --method lora,dora,msplora,lorasquared,adalora,full
+          quality --task sst2|mrpc|cola|qnli|rte|stsb|all --method lora,dora,loraplus,msplora,lorasquared,adalora,full
                   [--backbone DIR] [--seeds N] [--epochs E] [--max-train-rows K] [--lr X] [--batch B] [--max-len L]
                   [--accumulate K] [--checkpoint]   (each step's batch in K parts, gradients summed; blocks
                   recomputed in the backward: each less memory)

@@ -153,11 +153,12 @@ internal static class QualityBenchmark
     {
         "lora" => new LoraOptions(),
         "dora" => new LoraOptions { UseDora = true },
+        "loraplus" => new LoraOptions { LoraPlusLearningRateRatio = 16 }, // the LoRA+ paper's ratio for roberta-base
         "msplora" => new MsploraOptions(),
         "lorasquared" => new LoraSquaredOptions(),
         "adalora" => new AdaLoraOptions(),
         "full" => new FullFineTuningOptions(),
-        _ => throw new ArgumentException($"unknown method '{method}' (lora, dora, msplora, lorasquared, adalora, full)"),
+        _ => throw new ArgumentException($"unknown method '{method}' (lora, dora, loraplus, msplora, lorasquared, adalora, full)"),
     };
 
     private static IEstimator<PeftTextTransformer> Trainer(MLContext ml, PeftTextTrainerOptions options, bool regression)

@@ -32,6 +32,9 @@ public abstract record AdapterConfig
     /// <summary>Method name as reported ("lora", "msplora", "lorasquared", "adalora", "full").</summary>
     [JsonIgnore] public abstract string MethodName { get; }
 
+    /// <summary>True when the updates are LoRA pairs B·A, B on the output side (what LoRA+ speeds up).</summary>
+    internal virtual bool HasLoraPairs => false;
+
     /// <summary>True when the backbone weights themselves train (full fine-tuning).</summary>
     internal virtual bool TrainsBackbone => false;
 

@@ -60,6 +60,11 @@ public abstract class PeftTextTrainerOptions
     /// <summary>Head learning rate as a fraction of <see cref="LearningRate"/> (the MSPLoRA authors use 0.5).</summary>
     public double HeadLearningRateRatio = 0.5;
 
+    /// <summary>LoRA+ (Hayou et al. 2024, PEFT's create_loraplus_optimizer loraplus_lr_ratio): the adapters' B factors
+    /// train at LearningRate × this (the paper suggests 16 for roberta-base GLUE), their 1-D vectors (DoRA's magnitudes)
+    /// at that rate without weight decay. 1 = off. For methods with LoRA pairs: LoRA, DoRA, MSPLoRA.</summary>
+    public double LoraPlusLearningRateRatio = 1;
+
     /// <summary>AdamW decoupled weight decay.</summary>
     public double WeightDecay = 0.1;
 
@@ -143,6 +148,7 @@ public abstract class PeftTextTrainerOptions
         MaxEpochs = MaxEpochs,
         LearningRate = LearningRate,
         HeadLearningRateRatio = HeadLearningRateRatio,
+        LoraPlusLearningRateRatio = LoraPlusLearningRateRatio,
         WeightDecay = WeightDecay,
         WarmupRatio = WarmupRatio,
         GradientClipNorm = GradientClipNorm,

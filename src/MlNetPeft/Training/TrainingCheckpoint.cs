@@ -83,6 +83,7 @@ internal sealed class TrainingCheckpoint
             ["MaxEpochs"] = s.MaxEpochs.ToString(CultureInfo.InvariantCulture),
             ["LearningRate"] = Number(s.LearningRate),
             ["HeadLearningRateRatio"] = Number(s.HeadLearningRateRatio),
+            ["LoraPlusLearningRateRatio"] = Number(s.LoraPlusLearningRateRatio),
             ["WeightDecay"] = Number(s.WeightDecay),
             ["WarmupRatio"] = Number(s.WarmupRatio),
             ["GradientClipNorm"] = Number(s.GradientClipNorm),

@@ -9,6 +9,8 @@ internal sealed record TrainingSettings
     public int MaxEpochs { get; init; } = 10;
     public double LearningRate { get; init; } = 5e-4;
     public double HeadLearningRateRatio { get; init; } = 0.5;
+    /// <summary>LoRA+ (Hayou et al. 2024): the B factors (and 1-D adapter vectors) train at LearningRate × this; 1 = off.</summary>
+    public double LoraPlusLearningRateRatio { get; init; } = 1;
     public double WeightDecay { get; init; } = 0.1;
     public double WarmupRatio { get; init; } = 0.06;
     public double GradientClipNorm { get; init; } = 1.0;
@@ -33,6 +35,8 @@ internal sealed record TrainingSettings
         if (MaxEpochs <= 0) throw new ArgumentException($"MaxEpochs must be positive, got {MaxEpochs}");
         if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) throw new ArgumentException($"LearningRate must be positive, got {LearningRate}");
         if (!(HeadLearningRateRatio > 0)) throw new ArgumentException($"HeadLearningRateRatio must be positive, got {HeadLearningRateRatio}");
+        if (!(LoraPlusLearningRateRatio > 0) || double.IsInfinity(LoraPlusLearningRateRatio))
+            throw new ArgumentException($"LoraPlusLearningRateRatio must be positive (1 = plain LoRA), got {LoraPlusLearningRateRatio}");
         if (WeightDecay < 0) throw new ArgumentException($"WeightDecay must not be negative, got {WeightDecay}");
         if (WarmupRatio is < 0 or >= 1) throw new ArgumentException($"WarmupRatio must be in [0, 1), got {WarmupRatio}");
         if (GradientClipNorm < 0) throw new ArgumentException($"GradientClipNorm must not be negative (0 turns clipping off), got {GradientClipNorm}");

@@ -24,14 +24,32 @@ internal sealed class TrainingStepper : IDisposable
         _task = task;
         // Memory for compute: blocks recomputed in the backward (see Backbone/GradientCheckpoint).
         model.Network.Encoder.GradientCheckpointing = settings.GradientCheckpointing;
-        _optimizer = new FlatAdamW(
-        [
-            new(model.BodyParameters().ToList(), settings.LearningRate, settings.WeightDecay, model.BodyMasters()),
-            new(model.HeadParameters().ToList(), settings.LearningRate * settings.HeadLearningRateRatio, settings.WeightDecay),
-        ]);
+        _optimizer = new FlatAdamW(ParameterGroups(model, settings));
         _schedule = LearningRateSchedule.LinearWithWarmup(totalSteps, settings.WarmupRatio);
         _optimizer.ScaleLearningRates(_schedule(0));
         _hooks = model.Config.CreateHooks(model.Adapters, totalSteps);
+    }
+
+    /// <summary>The body (adapters, or the backbone) at LearningRate and the head at LearningRate·HeadLearningRateRatio;
+    /// with LoRA+, the adapters' B factors apart at LearningRate·LoraPlusLearningRateRatio, and their 1-D vectors (DoRA's
+    /// magnitudes) at that rate without weight decay, as PEFT's create_loraplus_optimizer groups them.</summary>
+    private static List<FlatAdamW.ParameterGroup> ParameterGroups(Adapters.PeftModel model, TrainingSettings s)
+    {
+        var head = new FlatAdamW.ParameterGroup(model.HeadParameters().ToList(), s.LearningRate * s.HeadLearningRateRatio, s.WeightDecay);
+        if (s.LoraPlusLearningRateRatio == 1)
+            return [new(model.BodyParameters().ToList(), s.LearningRate, s.WeightDecay, model.BodyMasters()), head];
+        if (!model.Config.HasLoraPairs)
+            throw new ArgumentException($"LoraPlusLearningRateRatio is for LoRA pairs (LoRA, DoRA, MSPLoRA), not {model.Config.MethodName}");
+        var adapters = model.Adapters.named_parameters().ToList();
+        bool IsB(string name) => name.EndsWith(".lora_B", StringComparison.Ordinal);
+        double fast = s.LearningRate * s.LoraPlusLearningRateRatio;
+        return
+        [
+            new(adapters.Where(p => !IsB(p.name) && p.parameter.dim() > 1).Select(p => p.parameter).ToList(), s.LearningRate, s.WeightDecay),
+            head,
+            new(adapters.Where(p => IsB(p.name)).Select(p => p.parameter).ToList(), fast, s.WeightDecay),
+            new(adapters.Where(p => !IsB(p.name) && p.parameter.dim() == 1).Select(p => p.parameter).ToList(), fast, 0),
+        ];
     }
 
     /// <summary>Optimizer steps done.</summary>

@@ -2,6 +2,7 @@ using MlNetPeft.Adapters;
 using MlNetPeft.Backbone;
 using MlNetPeft.Adapters.Lora;
 using MlNetPeft.Adapters.LoraSquared;
+using MlNetPeft.Adapters.Msplora;
 using MlNetPeft.Tests.Adapters;
 using MlNetPeft.Training;
 using static TorchSharp.torch;
@@ -127,5 +128,45 @@ public sealed class TrainingLoopTests
             Assert.IsLessThan(1e-4, Difference(byWeight.Weights, byRepeat.Weights), $"{task}: weights 0-3 = rows left out or repeated");
             Assert.IsGreaterThan(1e-3, Difference(byWeight.Weights, unweighted.Weights), $"{task}: the weights change the model");
         }
+    }
+
+    /// <summary>LoRA+: one AdamW step from the same start moves the B factors by exactly the ratio times what plain LoRA
+    /// moves them (AdamW's first step is the rate times a function of the gradient alone), and A and the head alike.</summary>
+    [TestMethod]
+    [DataRow(false)]
+    [DataRow(true)]
+    public void LoraPlusStepsTheBFactorsAtItsRatio(bool msplora)
+    {
+        AdapterConfig adapters = msplora ? new MsploraConfig { Dropout = 0, GroupCount = 2 } : new LoraConfig { Dropout = 0 };
+        Dictionary<string, Tensor> Step(double ratio)
+        {
+            manual_seed(7);
+            using var model = AdapterTests.Tiny(adapters);
+            var settings = new TrainingSettings { LearningRate = 1e-3, WarmupRatio = 0, LoraPlusLearningRateRatio = ratio };
+            using var stepper = new TrainingStepper(model, settings, TaskKind.Classification, totalSteps: 10);
+            model.Train();
+            using (NewDisposeScope()) stepper.Run(new Batch(AdapterTests.Ids, AdapterTests.Mask, tensor(new long[] { 0, 1, 2 }), 3));
+            return model.TrainableState();
+        }
+        var start = Step(1e-30); // B factors that do not move: the starting point, to rounding
+        var plain = Step(1);
+        var plus = Step(16);
+        int bs = 0;
+        foreach (var name in plain.Keys)
+        {
+            var moved = plain[name] - start[name];
+            var movedPlus = plus[name] - start[name];
+            if (name.EndsWith(".lora_B", StringComparison.Ordinal))
+            {
+                bs++;
+                Assert.IsGreaterThan(1e-4, moved.abs().max().item<float>(), $"{name} moves");
+                Assert.IsLessThan(1e-4 * movedPlus.abs().max().item<float>(), (movedPlus - moved.mul(16)).abs().max().item<float>(), $"{name}: 16 times");
+            }
+            else Assert.IsLessThan(1e-9, (movedPlus - moved).abs().max().item<float>(), $"{name} moves as without LoRA+");
+        }
+        Assert.IsGreaterThan(0, bs);
+        using var adaLora = AdapterTests.Tiny(new SvdConfig { Variant = SvdVariant.AdaLora });
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() =>
+            new TrainingStepper(adaLora, new TrainingSettings { LoraPlusLearningRateRatio = 16 }, TaskKind.Classification, 10)).Message, "LoraPlusLearningRateRatio");
     }
 }

@@ -21,6 +21,8 @@ public sealed record LoraConfig : AdapterConfig
 
     public override string MethodName => UseDora ? "dora" : "lora";
 
+    internal override bool HasLoraPairs => true;
+
     /// <summary>Component name of the pair on a layer's projection (also how PEFT adapter files are mapped).</summary>
     internal static string ComponentName(int layer, string target) => $"layer{layer}_{target}";
 

@@ -21,6 +21,8 @@ public sealed record MsploraConfig : AdapterConfig
 
     public override string MethodName => "msplora";
 
+    internal override bool HasLoraPairs => true;
+
     /// <summary>Group of a layer, as the authors split N layers into equal float ranges.</summary>
     public int GroupOf(int layer, int layers) => Math.Min(layer * GroupCount / layers, GroupCount - 1);
 
