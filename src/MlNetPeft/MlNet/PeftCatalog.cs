@@ -21,12 +21,13 @@ public static class PeftCatalog
     /// <param name="maxEpochs">Passes over the data.</param>
     /// <param name="learningRate">Peak adapter learning rate.</param>
     /// <param name="validationSet">Optional validation data, scored each epoch; the best epoch is kept.</param>
+    /// <param name="exampleWeightColumnName">Optional Single column weighting each training row's loss.</param>
     public static MsploraTextClassificationTrainer Msplora(this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
         string backboneDirectory, string labelColumnName = "Label", string sentence1ColumnName = "Sentence1",
         string? sentence2ColumnName = null, int batchSize = 32, int maxEpochs = 10, double learningRate = 5e-4,
-        IDataView? validationSet = null) =>
+        IDataView? validationSet = null, string? exampleWeightColumnName = null) =>
         catalog.Msplora(Common(new MsploraOptions(), backboneDirectory, labelColumnName, sentence1ColumnName, sentence2ColumnName,
-            batchSize, maxEpochs, learningRate, validationSet));
+            batchSize, maxEpochs, learningRate, validationSet, exampleWeightColumnName));
 
     /// <summary>MSPLoRA fine-tuning for text classification, with every option.</summary>
     public static MsploraTextClassificationTrainer Msplora(this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
@@ -42,12 +43,13 @@ public static class PeftCatalog
     /// <param name="maxEpochs">Passes over the data.</param>
     /// <param name="learningRate">Peak adapter learning rate.</param>
     /// <param name="validationSet">Optional validation data (scored by Pearson r each epoch).</param>
+    /// <param name="exampleWeightColumnName">Optional Single column weighting each training row's loss.</param>
     public static MsploraRegressionTrainer Msplora(this RegressionCatalog.RegressionTrainers catalog,
         string backboneDirectory, string labelColumnName = "Label", string sentence1ColumnName = "Sentence1",
         string? sentence2ColumnName = null, int batchSize = 32, int maxEpochs = 10, double learningRate = 5e-4,
-        IDataView? validationSet = null) =>
+        IDataView? validationSet = null, string? exampleWeightColumnName = null) =>
         catalog.Msplora(Common(new MsploraOptions(), backboneDirectory, labelColumnName, sentence1ColumnName, sentence2ColumnName,
-            batchSize, maxEpochs, learningRate, validationSet));
+            batchSize, maxEpochs, learningRate, validationSet, exampleWeightColumnName));
 
     /// <summary>MSPLoRA fine-tuning for regression on text, with every option.</summary>
     public static MsploraRegressionTrainer Msplora(this RegressionCatalog.RegressionTrainers catalog, MsploraOptions options) =>
@@ -64,12 +66,13 @@ public static class PeftCatalog
     /// <param name="maxEpochs">Passes over the data.</param>
     /// <param name="learningRate">Peak adapter learning rate.</param>
     /// <param name="validationSet">Optional validation data.</param>
+    /// <param name="exampleWeightColumnName">Optional Single column weighting each training row's loss.</param>
     public static LoraTextClassificationTrainer Lora(this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
         string backboneDirectory, string labelColumnName = "Label", string sentence1ColumnName = "Sentence1",
         string? sentence2ColumnName = null, int rank = 8, int batchSize = 32, int maxEpochs = 10, double learningRate = 5e-4,
-        IDataView? validationSet = null) =>
+        IDataView? validationSet = null, string? exampleWeightColumnName = null) =>
         catalog.Lora(Common(new LoraOptions { Rank = rank }, backboneDirectory, labelColumnName, sentence1ColumnName,
-            sentence2ColumnName, batchSize, maxEpochs, learningRate, validationSet));
+            sentence2ColumnName, batchSize, maxEpochs, learningRate, validationSet, exampleWeightColumnName));
 
     /// <summary>Plain LoRA fine-tuning for text classification, with every option.</summary>
     public static LoraTextClassificationTrainer Lora(this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
@@ -86,12 +89,13 @@ public static class PeftCatalog
     /// <param name="maxEpochs">Passes over the data.</param>
     /// <param name="learningRate">Peak adapter learning rate.</param>
     /// <param name="validationSet">Optional validation data.</param>
+    /// <param name="exampleWeightColumnName">Optional Single column weighting each training row's loss.</param>
     public static LoraRegressionTrainer Lora(this RegressionCatalog.RegressionTrainers catalog,
         string backboneDirectory, string labelColumnName = "Label", string sentence1ColumnName = "Sentence1",
         string? sentence2ColumnName = null, int rank = 8, int batchSize = 32, int maxEpochs = 10, double learningRate = 5e-4,
-        IDataView? validationSet = null) =>
+        IDataView? validationSet = null, string? exampleWeightColumnName = null) =>
         catalog.Lora(Common(new LoraOptions { Rank = rank }, backboneDirectory, labelColumnName, sentence1ColumnName,
-            sentence2ColumnName, batchSize, maxEpochs, learningRate, validationSet));
+            sentence2ColumnName, batchSize, maxEpochs, learningRate, validationSet, exampleWeightColumnName));
 
     /// <summary>Plain LoRA fine-tuning for regression on text, with every option.</summary>
     public static LoraRegressionTrainer Lora(this RegressionCatalog.RegressionTrainers catalog, LoraOptions options) =>
@@ -109,12 +113,13 @@ public static class PeftCatalog
     /// <param name="maxEpochs">Passes over the data.</param>
     /// <param name="learningRate">Peak adapter learning rate.</param>
     /// <param name="validationSet">Optional validation data.</param>
+    /// <param name="exampleWeightColumnName">Optional Single column weighting each training row's loss.</param>
     public static LoraSquaredTrainer LoraSquared(this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
         string backboneDirectory, string labelColumnName = "Label", string sentence1ColumnName = "Sentence1",
         string? sentence2ColumnName = null, int initialRank = 8, int targetRank = 2, int batchSize = 32, int maxEpochs = 10,
-        double learningRate = 5e-4, IDataView? validationSet = null) =>
+        double learningRate = 5e-4, IDataView? validationSet = null, string? exampleWeightColumnName = null) =>
         catalog.LoraSquared(Common(new LoraSquaredOptions { InitialRank = initialRank, TargetRank = targetRank }, backboneDirectory,
-            labelColumnName, sentence1ColumnName, sentence2ColumnName, batchSize, maxEpochs, learningRate, validationSet));
+            labelColumnName, sentence1ColumnName, sentence2ColumnName, batchSize, maxEpochs, learningRate, validationSet, exampleWeightColumnName));
 
     /// <summary>LoRA² fine-tuning for text classification, with every option.</summary>
     public static LoraSquaredTrainer LoraSquared(this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
@@ -136,12 +141,13 @@ public static class PeftCatalog
     /// <param name="maxEpochs">Passes over the data.</param>
     /// <param name="learningRate">Peak adapter learning rate.</param>
     /// <param name="validationSet">Optional validation data.</param>
+    /// <param name="exampleWeightColumnName">Optional Single column weighting each training row's loss.</param>
     public static AdaLoraTrainer AdaLora(this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
         string backboneDirectory, string labelColumnName = "Label", string sentence1ColumnName = "Sentence1",
         string? sentence2ColumnName = null, int initialRank = 12, int targetRank = 8, int batchSize = 32, int maxEpochs = 10,
-        double learningRate = 5e-4, IDataView? validationSet = null) =>
+        double learningRate = 5e-4, IDataView? validationSet = null, string? exampleWeightColumnName = null) =>
         catalog.AdaLora(Common(new AdaLoraOptions { InitialRank = initialRank, TargetRank = targetRank }, backboneDirectory,
-            labelColumnName, sentence1ColumnName, sentence2ColumnName, batchSize, maxEpochs, learningRate, validationSet));
+            labelColumnName, sentence1ColumnName, sentence2ColumnName, batchSize, maxEpochs, learningRate, validationSet, exampleWeightColumnName));
 
     /// <summary>AdaLoRA fine-tuning for text classification, with every option.</summary>
     public static AdaLoraTrainer AdaLora(this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
@@ -160,8 +166,8 @@ public static class PeftCatalog
         new(Env(catalog), options);
 
     private static T Common<T>(T options, string backboneDirectory, string labelColumnName, string sentence1ColumnName,
-        string? sentence2ColumnName, int batchSize, int maxEpochs, double learningRate, IDataView? validationSet)
-        where T : PeftTextTrainerOptions
+        string? sentence2ColumnName, int batchSize, int maxEpochs, double learningRate, IDataView? validationSet,
+        string? exampleWeightColumnName) where T : PeftTextTrainerOptions
     {
         options.BackboneDirectory = backboneDirectory;
         options.LabelColumnName = labelColumnName;
@@ -171,6 +177,7 @@ public static class PeftCatalog
         options.MaxEpochs = maxEpochs;
         options.LearningRate = learningRate;
         options.ValidationSet = validationSet;
+        options.ExampleWeightColumnName = exampleWeightColumnName;
         return options;
     }
 

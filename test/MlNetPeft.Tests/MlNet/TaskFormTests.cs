@@ -135,4 +135,37 @@ public sealed class TaskFormTests
             if (precision == ComputePrecision.Float32) CollectionAssert.AreEqual(expected[i], actual[i]);
             else for (int c = 0; c < expected[i].Length; c++) Assert.AreEqual(expected[i][c], actual[i][c], 0.03, $"row {i}, class {c}");
     }
+
+    /// <summary>The catalog's short forms put each argument in its option (the long forms take the options themselves).</summary>
+    [TestMethod]
+    public void CatalogShortFormsFillTheirOptions()
+    {
+        var ml = new MLContext();
+        var (c, r) = (ml.MulticlassClassification.Trainers, ml.Regression.Trainers);
+        var dev = ml.Data.LoadFromEnumerable(ToyText.Rows(4, seed: 1));
+        PeftTextTrainerOptions[] made =
+        [
+            c.Msplora("bb", "L", "S1", "S2", 8, 2, 1e-3, dev, "W").TrainerOptions,
+            r.Msplora("bb", "L", "S1", "S2", 8, 2, 1e-3, dev, "W").TrainerOptions,
+            c.Lora("bb", "L", "S1", "S2", 4, 8, 2, 1e-3, dev, "W").TrainerOptions,
+            r.Lora("bb", "L", "S1", "S2", 4, 8, 2, 1e-3, dev, "W").TrainerOptions,
+            c.LoraSquared("bb", "L", "S1", "S2", 8, 2, 8, 2, 1e-3, dev, "W").TrainerOptions,
+            c.AdaLora("bb", "L", "S1", "S2", 12, 8, 8, 2, 1e-3, dev, "W").TrainerOptions,
+        ];
+        foreach (var o in made)
+        {
+            var what = o.GetType().Name;
+            Assert.AreEqual("bb", o.BackboneDirectory, what);
+            Assert.AreEqual("L", o.LabelColumnName, what);
+            Assert.AreEqual("S1", o.Sentence1ColumnName, what);
+            Assert.AreEqual("S2", o.Sentence2ColumnName, what);
+            Assert.AreEqual(8, o.BatchSize, what);
+            Assert.AreEqual(2, o.MaxEpochs, what);
+            Assert.AreEqual(1e-3, o.LearningRate, what);
+            Assert.AreSame(dev, o.ValidationSet, what);
+            Assert.AreEqual("W", o.ExampleWeightColumnName, what);
+        }
+        Assert.AreEqual(4, ((LoraOptions)made[2]).Rank);
+        Assert.AreEqual(12, ((AdaLoraOptions)made[5]).InitialRank);
+    }
 }
