@@ -31,14 +31,7 @@ public static class SafeTensors
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"safetensors file not found: {path}", path);
         using var file = File.OpenRead(path);
-        Span<byte> prefix = stackalloc byte[8];
-        if (file.ReadAtLeast(prefix, 8, throwOnEndOfStream: false) < 8) throw new InvalidDataException($"{path}: too short to be a safetensors file");
-        long headerLength = BinaryPrimitives.ReadInt64LittleEndian(prefix);
-        if (headerLength <= 0 || 8 + headerLength > file.Length)
-            throw new InvalidDataException($"{path}: corrupt safetensors header length {headerLength}");
-        var json = new byte[headerLength];
-        file.ReadExactly(json);
-        var entries = ParseHeader(json, 8 + headerLength, file.Length, path, out metadata);
+        var entries = ReadHeader(file, path, out metadata);
         var result = new Dictionary<string, Tensor>();
         try
         {
@@ -143,6 +136,27 @@ public static class SafeTensors
             using var t = tensors[name].detach().cpu().contiguous();
             stream.Write(t.bytes);
         }
+    }
+
+    /// <summary>Reads only the header of a safetensors file and returns its metadata block (empty when absent).</summary>
+    public static IReadOnlyDictionary<string, string> ReadMetadata(string path)
+    {
+        using var file = File.OpenRead(path);
+        ReadHeader(file, path, out var metadata);
+        return metadata;
+    }
+
+    /// <summary>The header of a safetensors file, read from its start: its tensors' places and its metadata.</summary>
+    private static List<Entry> ReadHeader(FileStream file, string path, out IReadOnlyDictionary<string, string> metadata)
+    {
+        Span<byte> prefix = stackalloc byte[8];
+        if (file.ReadAtLeast(prefix, 8, throwOnEndOfStream: false) < 8) throw new InvalidDataException($"{path}: too short to be a safetensors file");
+        long headerLength = BinaryPrimitives.ReadInt64LittleEndian(prefix);
+        if (headerLength <= 0 || 8 + headerLength > file.Length)
+            throw new InvalidDataException($"{path}: corrupt safetensors header length {headerLength}");
+        var json = new byte[headerLength];
+        file.ReadExactly(json);
+        return ParseHeader(json, 8 + headerLength, file.Length, path, out metadata);
     }
 
     /// <summary>Reads only the metadata block of a safetensors file (empty when absent).</summary>

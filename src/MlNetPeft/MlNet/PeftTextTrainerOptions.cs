@@ -95,7 +95,8 @@ public abstract class PeftTextTrainerOptions
     /// <summary>Directory where the run saves its whole training state (weights, optimizer, random generator, position)
     /// at the end of every epoch, and from which a run with the same settings and data resumes: after a crash or a
     /// cancellation, Fit again goes on from the last save and ends with the model the uninterrupted run would have
-    /// given. Null: nothing saved.</summary>
+    /// given. Each distinct run (settings, adapters, backbone, data) keeps its own file there, so the folds of a
+    /// CrossValidate resume their own. Null: nothing saved.</summary>
     public string? TrainingStateDirectory;
 
     /// <summary>Also save the training state every this many optimizer steps (0: at the end of each epoch only).</summary>

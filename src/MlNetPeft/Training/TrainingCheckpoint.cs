@@ -37,16 +37,19 @@ internal sealed class LoopPosition
 /// <summary>
 /// A training run's whole state in one file of a directory (HF Trainer's save_steps and resume_from_checkpoint): the
 /// trainable weights, AdamW's averages and step count, the method's hook state (AdaLoRA's importance scores), the
-/// CPU random generator, the loop's position and its early-stopping record. A run that finds the file goes on from it
+/// CPU random generator, the loop's position and its early-stopping record. A run that finds its file goes on from it
 /// and ends where the uninterrupted run would have: the shuffles of the epochs done are drawn again, the steps of the
 /// epoch under way skipped. The file is written whole and then renamed over the previous one, so a crash while saving
-/// leaves the previous state. It also records what the run was (settings, adapters, backbone, data), and a run that
-/// differs refuses to resume from it, naming the differences. TorchSharp cannot read the CUDA generator's state, so
-/// each save reseeds it from the seed and step, and a resumed run does the same.
+/// leaves the previous state. Its name is a hash of what the run is (settings, adapters, backbone, data, starting
+/// weights), so the runs of a cross-validation, or of other settings, keep their own files side by side; a run with no
+/// file of its own starts afresh and logs how the directory's latest state differs from it.
+/// TorchSharp cannot read the CUDA generator's state, so each save reseeds it from the seed and step, and a resumed run
+/// does the same.
 /// </summary>
 internal sealed class TrainingCheckpoint
 {
-    public const string FileName = "training-state.safetensors";
+    /// <summary>The state files' names: this, then a hash of the run's identity.</summary>
+    public const string FilePrefix = "training-state-";
     private const string PositionKey = "position";
 
     private readonly int _every;
@@ -56,16 +59,18 @@ internal sealed class TrainingCheckpoint
     /// <param name="directory">Created on the first save if need be.</param>
     /// <param name="saveEveryNSteps">Also save every this many steps (0: at the end of each epoch only).</param>
     /// <param name="seed">The run's seed (the CUDA generator is reseeded from it).</param>
-    /// <param name="identity">What the run is, by name; a saved state with other values is refused.</param>
+    /// <param name="identity">What the run is, by name: it names the state file, and a file of that name with other values is refused.</param>
     public TrainingCheckpoint(string directory, int saveEveryNSteps, int seed, IReadOnlyDictionary<string, string> identity)
     {
-        Path = System.IO.Path.Combine(directory, FileName);
+        var key = string.Join("\n", identity.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}={kv.Value}"));
+        var hash = Convert.ToHexStringLower(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(key)))[..16];
+        Path = System.IO.Path.Combine(directory, $"{FilePrefix}{hash}.safetensors");
         _every = saveEveryNSteps;
         _seed = seed;
         _identity = identity;
     }
 
-    /// <summary>The state file.</summary>
+    /// <summary>This run's state file.</summary>
     public string Path { get; }
 
     /// <summary>Whether the state is saved after <paramref name="step"/> (besides each epoch's end).</summary>
@@ -142,10 +147,17 @@ internal sealed class TrainingCheckpoint
     /// <summary>Restores a saved state into the model, the stepper, the running loss and the CPU generator, and returns
     /// the loop's position; null (and nothing changed) when there is none. <paramref name="best"/> gets the best epoch's
     /// weights when the state has them.</summary>
-    public LoopPosition? TryResume(PeftModel model, TrainingStepper stepper, Tensor runningLoss, out Dictionary<string, Tensor>? best)
+    public LoopPosition? TryResume(PeftModel model, TrainingStepper stepper, Tensor runningLoss, out Dictionary<string, Tensor>? best,
+        Action<string>? log = null)
     {
         best = null;
-        if (!File.Exists(Path)) return null;
+        if (!File.Exists(Path))
+        {
+            if (log is not null && LatestOtherState() is { } other)
+                log($"No saved state of this run in {System.IO.Path.GetDirectoryName(Path)}; training from the start. The latest state there, " +
+                    $"{System.IO.Path.GetFileName(other)}, is of another run ({string.Join("; ", Differences(SafeTensors.ReadMetadata(other)))}).");
+            return null;
+        }
         var tensors = SafeTensors.Load(Path, out var metadata);
         try
         {
@@ -175,7 +187,27 @@ internal sealed class TrainingCheckpoint
         }
     }
 
+    /// <summary>The newest state file of another run in the directory, or null.</summary>
+    private string? LatestOtherState()
+    {
+        var directory = System.IO.Path.GetDirectoryName(Path)!;
+        if (!Directory.Exists(directory)) return null;
+        return Directory.GetFiles(directory, FilePrefix + "*.safetensors").Where(f => f != Path)
+            .OrderByDescending(File.GetLastWriteTimeUtc).FirstOrDefault();
+    }
+
+    /// <summary>A file of this run's name must hold this run's state (a hash collision or a file copied by hand).</summary>
     private void CheckIdentity(IReadOnlyDictionary<string, string> saved)
+    {
+        var differences = Differences(saved);
+        if (differences.Count > 0)
+            throw new InvalidOperationException(
+                $"{Path} holds the state of another training run ({string.Join("; ", differences)}). Delete it, or set " +
+                "another TrainingStateDirectory, to train from the start.");
+    }
+
+    /// <summary>How a saved run's identity differs from this one's, one phrase per setting.</summary>
+    private List<string> Differences(IReadOnlyDictionary<string, string> saved)
     {
         var differences = new List<string>();
         foreach (var name in _identity.Keys.Union(saved.Keys.Where(k => k != PositionKey)))
@@ -187,10 +219,7 @@ internal sealed class TrainingCheckpoint
                 ? $"the {name} differ"
                 : $"{name} was {then ?? "not set"}, is {now ?? "not set"}");
         }
-        if (differences.Count > 0)
-            throw new InvalidOperationException(
-                $"{Path} holds the state of another training run ({string.Join("; ", differences)}). Delete it, or set " +
-                "another TrainingStateDirectory, to train from the start.");
+        return differences;
     }
 
     private Tensor Required(IReadOnlyDictionary<string, Tensor> tensors, string name) =>

@@ -56,7 +56,7 @@ internal sealed class TrainingLoop
 
         try
         {
-            var at = checkpoint?.TryResume(_model, stepper, runningLoss, out bestState) ?? new LoopPosition();
+            var at = checkpoint?.TryResume(_model, stepper, runningLoss, out bestState, _log) ?? new LoopPosition();
             if (at.Step > 0)
                 _log(at.Stopped || at.Epoch > s.MaxEpochs
                     ? $"{checkpoint!.Path}: that run has finished ({at.Step} steps); its weights are the result."

@@ -45,17 +45,28 @@ public sealed class TrainerTests
         Assert.AreEqual("fruit", engine.Predict(new ToyText.Row { Sentence1 = "peach melon apple cherry" }).PredictedLabel);
     }
 
-    /// <summary>ML.NET's CrossValidate fits and scores the estimator once per fold (split, Transform, Evaluate).</summary>
+    /// <summary>ML.NET's CrossValidate fits and scores the estimator once per fold (split, Transform, Evaluate). With a
+    /// TrainingStateDirectory each fold keeps its own state, so a second CrossValidate finds every fold finished and
+    /// scores the same.</summary>
     [TestMethod]
     public void CrossValidatesLikeAnyMlNetTrainer()
     {
         var ml = new MLContext(seed: 1);
+        var log = PeftTrainerFixture.LogMessages(ml, Microsoft.ML.Runtime.ChannelMessageKind.Info);
         var data = ml.Data.LoadFromEnumerable(ToyText.Rows(240, seed: 3));
-        var pipeline = ToyText.KeyLabel(ml).Append(PeftTrainerFixture.Classifier(ml, PeftTrainerFixture.Lora()));
+        var options = PeftTrainerFixture.Lora();
+        options.TrainingStateDirectory = Directory.CreateTempSubdirectory("mlnetpeft-cv-state-").FullName;
+        var pipeline = ToyText.KeyLabel(ml).Append(PeftTrainerFixture.Classifier(ml, options));
         var folds = ml.MulticlassClassification.CrossValidate(data, pipeline, numberOfFolds: 3);
         Assert.HasCount(3, folds);
         foreach (var fold in folds)
             Assert.IsGreaterThan(0.8, fold.Metrics.MicroAccuracy, $"fold {fold.Fold}: {fold.Metrics.MicroAccuracy:F3} (chance 0.33)");
+
+        Assert.HasCount(3, Directory.GetFiles(options.TrainingStateDirectory, TrainingCheckpoint.FilePrefix + "*"), "a state per fold");
+        var again = ml.MulticlassClassification.CrossValidate(data, pipeline, numberOfFolds: 3);
+        Assert.AreEqual(3, log.Count(m => m.Contains("that run has finished")), "every fold found its own finished state");
+        CollectionAssert.AreEqual(folds.Select(f => f.Metrics.LogLoss).ToArray(), again.Select(f => f.Metrics.LogLoss).ToArray());
+        Directory.Delete(options.TrainingStateDirectory, recursive: true);
     }
 
     /// <summary>MLContext.CancelExecution stops training at the next batch, as it stops ML.NET's own trainers (it is
@@ -259,7 +270,7 @@ public sealed class TrainerTests
             Assert.ThrowsExactly<OperationCanceledException>(() => FitAndScore(directory, stopAfter: 5));
             var log = new List<string>();
             var resumed = FitAndScore(directory, null, log);
-            Assert.IsTrue(log.Any(m => m.Contains($"Resuming from {Path.Combine(directory, TrainingCheckpoint.FileName)}: epoch 2, step 4 of 9")),
+            Assert.IsTrue(log.Any(m => m.Contains($"Resuming from {Path.Combine(directory, TrainingCheckpoint.FilePrefix)}") && m.Contains(": epoch 2, step 4 of 9")),
                 "resumed from the save after step 4 (saved every 2 steps and at epoch ends; step 5 was not saved)");
             for (int row = 0; row < whole.Length; row++) CollectionAssert.AreEqual(whole[row], resumed[row], $"scores of row {row}");
         }

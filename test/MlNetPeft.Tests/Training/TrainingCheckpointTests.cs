@@ -44,7 +44,7 @@ public sealed class TrainingCheckpointTests
         [new LoraConfig { Dropout = 0.1, UseDora = true }, false], // DoRA's magnitudes
     ];
 
-    private sealed record Run(Dictionary<string, Tensor> Weights, TrainingResult Result, List<int> StepsReported);
+    private sealed record Run(Dictionary<string, Tensor> Weights, TrainingResult Result, List<int> StepsReported, List<string> Log);
 
     /// <summary>Trains the tiny model (dropout on: the random generator matters) from seed 7; with
     /// <paramref name="stopAfter"/>, the run is interrupted once that step has been reported.</summary>
@@ -55,6 +55,7 @@ public sealed class TrainingCheckpointTests
         using var model = AdapterTests.Tiny(adapters, backboneDropout: 0.1);
         if (bfloat16) model.To(CPU, ScalarType.BFloat16);
         var steps = new List<int>();
+        var log = new List<string>();
         settings = settings with
         {
             Progress = p =>
@@ -64,9 +65,9 @@ public sealed class TrainingCheckpointTests
                 if (p.Step == stopAfter) throw new Interrupted();
             },
         };
-        var result = new TrainingLoop(model, settings, TaskKind.Classification, padId: 1, _ => { })
+        var result = new TrainingLoop(model, settings, TaskKind.Classification, padId: 1, log.Add)
             .Run(train ?? TrainRows, ValidationRows);
-        return new Run(model.TrainableState(), result, steps);
+        return new Run(model.TrainableState(), result, steps, log);
     }
 
     /// <summary>A new empty directory, deleted with everything in it on Dispose.</summary>
@@ -123,28 +124,36 @@ public sealed class TrainingCheckpointTests
         Assert.AreEqual(0f, LargestDifference(whole.Weights, resumed.Weights));
     }
 
+    private static string[] StateFiles(string directory) =>
+        Directory.GetFiles(directory, TrainingCheckpoint.FilePrefix + "*.safetensors").Order().ToArray();
+
+    /// <summary>Runs of other settings, adapters or data keep their own state files in one directory (a
+    /// cross-validation's folds, say): a run without one trains from the start and logs how the latest state there
+    /// differs from it, and each run still resumes from its own.</summary>
     [TestMethod]
-    public void AStateOfAnotherRunIsRefusedNamingWhatDiffers()
+    public void OtherRunsKeepTheirOwnStatesAndTheirDifferencesAreLogged()
     {
         var adapters = new LoraConfig { Dropout = 0.1 };
         using var scratch = new ScratchDirectory();
         var directory = scratch.Path;
         Assert.ThrowsExactly<Interrupted>(() => Train(adapters, Settings(directory), stopAfter: 5));
-        var file = Path.Combine(directory, TrainingCheckpoint.FileName);
-        Assert.IsTrue(File.Exists(file));
+        var first = StateFiles(directory).Single();
 
-        var rate = Assert.ThrowsExactly<InvalidOperationException>(() => Train(adapters, Settings(directory) with { LearningRate = 2e-2 })).Message;
-        StringAssert.Contains(rate, file);
-        StringAssert.Contains(rate, "LearningRate was 0.01, is 0.02");
+        var rate = Train(adapters, Settings(directory) with { LearningRate = 2e-2 });
+        Assert.AreEqual(1, rate.StepsReported[0], "another learning rate trains from the start");
+        Assert.IsTrue(rate.Log.Any(m => m.Contains("LearningRate was 0.01, is 0.02") && m.Contains(Path.GetFileName(first))), string.Join("\n", rate.Log));
+        var data = Train(adapters, Settings(directory), train: TrainRows.Skip(1).ToList());
+        Assert.AreEqual(1, data.StepsReported[0]);
+        Assert.IsTrue(data.Log.Any(m => m.Contains("the training data differ")), string.Join("\n", data.Log));
+        var method = Train(new LoraConfig { Dropout = 0.1, Rank = 4 }, Settings(directory));
+        Assert.IsTrue(method.Log.Any(m => m.Contains("the adapters differ")), string.Join("\n", method.Log));
+        Assert.HasCount(4, StateFiles(directory), "one state file per run");
 
-        var data = Assert.ThrowsExactly<InvalidOperationException>(() => Train(adapters, Settings(directory), train: TrainRows.Skip(1).ToList())).Message;
-        StringAssert.Contains(data, "the training data differ");
+        var resumed = Train(adapters, Settings(directory));
+        Assert.AreEqual(5, resumed.StepsReported[0], "the first run goes on from its own state (saved after step 4)");
 
-        var method = Assert.ThrowsExactly<InvalidOperationException>(() => Train(new LoraConfig { Dropout = 0.1, Rank = 4 }, Settings(directory))).Message;
-        StringAssert.Contains(method, "the adapters differ");
-
-        File.WriteAllBytes(file, [1, 2, 3]);
-        StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => Train(adapters, Settings(directory))).Message, file);
+        File.WriteAllBytes(first, [1, 2, 3]);
+        StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => Train(adapters, Settings(directory))).Message, first);
     }
 
     [TestMethod]
