@@ -60,28 +60,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         var adapterConfig = o.ToAdapterConfig();
         adapterConfig.Validate(config.NumHiddenLayers);
 
-        var columns = TextColumns.Bind(input.Schema, o.Sentence1ColumnName, o.Sentence2ColumnName, "training data");
-        var label = TextColumns.Label(input.Schema, o.LabelColumnName, _task, "training data");
-        int outputs = _task == TaskKind.Regression ? 1 : (int)((KeyDataViewType)label.Type).Count;
-        var weight = o.ExampleWeightColumnName is { } weightName ? TextColumns.Weight(input.Schema, weightName, "training data") : (DataViewSchema.Column?)null;
-        var train = columns.ReadExamples(input, label, _task, tokenizer, maxLength, "training data", weight);
-        if (o.BalanceClasses)
-        {
-            if (_task == TaskKind.Regression) throw new ArgumentException("BalanceClasses is for classification; a regression label has no classes");
-            train = Examples.BalanceClasses(train);
-        }
-        if (weight is not null && train.Count > 0 && train.All(e => e.Weight == 0))
-            throw new InvalidDataException($"training data: every row's example weight ('{o.ExampleWeightColumnName}') is 0, so there is nothing to learn from");
-        List<Example>? validation = null;
-        if (o.ValidationSet is { } validationSet)
-        {
-            var validationColumns = TextColumns.Bind(validationSet.Schema, o.Sentence1ColumnName, o.Sentence2ColumnName, "validation set");
-            var validationLabel = TextColumns.Label(validationSet.Schema, o.LabelColumnName, _task, "validation set");
-            if (_task == TaskKind.Classification && ((KeyDataViewType)validationLabel.Type).Count != (ulong)outputs)
-                throw new ArgumentOutOfRangeException(nameof(input), $"validation set: label column '{o.LabelColumnName}' has " +
-                    $"{((KeyDataViewType)validationLabel.Type).Count} classes, the training data {outputs}; map both with the same fitted MapValueToKey");
-            validation = validationColumns.ReadExamples(validationSet, validationLabel, _task, tokenizer, maxLength, "validation set");
-        }
+        var (train, validation, label, outputs) = ReadData(input, tokenizer, maxLength);
         Log($"{train.Count} training rows{(validation is null ? "" : $", {validation.Count} validation rows")}, " +
             $"{outputs} {(_task == TaskKind.Regression ? "output" : "classes")}, backbone {backbone.Path}");
 
@@ -135,23 +114,54 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         return new PeftTextTransformer(_host, info, model, tokenizer, KeyValues.Of(label), o.EmbedBackbone ? bytes : null);
     }
 
+    /// <summary>The tokenized training rows (weighted as the options say) and validation rows, the label column and the
+    /// number of outputs; bad columns and rows are errors that name them.</summary>
+    private (List<Example> Train, List<Example>? Validation, DataViewSchema.Column Label, int Outputs) ReadData(
+        IDataView input, RobertaTokenizer tokenizer, int maxLength)
+    {
+        var o = TrainerOptions;
+        var columns = TextColumns.Bind(input.Schema, o.Sentence1ColumnName, o.Sentence2ColumnName, "training data");
+        var label = TextColumns.Label(input.Schema, o.LabelColumnName, _task, "training data");
+        int outputs = _task == TaskKind.Regression ? 1 : (int)((KeyDataViewType)label.Type).Count;
+        var weight = o.ExampleWeightColumnName is { } weightName ? TextColumns.Weight(input.Schema, weightName, "training data") : (DataViewSchema.Column?)null;
+        var train = columns.ReadExamples(input, label, _task, tokenizer, maxLength, "training data", weight);
+        if (o.BalanceClasses)
+        {
+            if (_task == TaskKind.Regression) throw new ArgumentException("BalanceClasses is for classification; a regression label has no classes");
+            train = Examples.BalanceClasses(train);
+        }
+        if (weight is not null && train.Count > 0 && train.All(e => e.Weight == 0))
+            throw new InvalidDataException($"training data: every row's example weight ('{o.ExampleWeightColumnName}') is 0, so there is nothing to learn from");
+        List<Example>? validation = null;
+        if (o.ValidationSet is { } validationSet)
+        {
+            var validationColumns = TextColumns.Bind(validationSet.Schema, o.Sentence1ColumnName, o.Sentence2ColumnName, "validation set");
+            var validationLabel = TextColumns.Label(validationSet.Schema, o.LabelColumnName, _task, "validation set");
+            if (_task == TaskKind.Classification && ((KeyDataViewType)validationLabel.Type).Count != (ulong)outputs)
+                throw new ArgumentOutOfRangeException(nameof(input), $"validation set: label column '{o.LabelColumnName}' has " +
+                    $"{((KeyDataViewType)validationLabel.Type).Count} classes, the training data {outputs}; map both with the same fitted MapValueToKey");
+            validation = validationColumns.ReadExamples(validationSet, validationLabel, _task, tokenizer, maxLength, "validation set");
+        }
+        return (train, validation, label, outputs);
+    }
+
     /// <summary>Copies a trained model's weights into the fresh <paramref name="model"/> after checking that they fit:
     /// same task, adapters, backbone and classes. Returns what the run starts from.</summary>
     private string StartFrom(PeftTextTransformer initial, PeftModel model, string backboneSha256, DataViewSchema.Column label, int outputs)
     {
         var info = initial.Info;
-        string Refuse(string what) => throw new ArgumentException($"initialModel: {what}; it can only be trained further as it was made", nameof(initial));
+        ArgumentException Refusal(string what) => new($"initialModel: {what}; it can only be trained further as it was made", nameof(initial));
         if (TrainerOptions is LoraOptions { InitialPeftAdapter: { } adapter })
-            Refuse($"LoraOptions.InitialPeftAdapter ({adapter}) is also set: start from one or the other");
-        if (info.Task != _task) Refuse($"it is a {info.Task} model and this trainer trains {_task}");
+            throw Refusal($"LoraOptions.InitialPeftAdapter ({adapter}) is also set: start from one or the other");
+        if (info.Task != _task) throw Refusal($"it is a {info.Task} model and this trainer trains {_task}");
         if (info.Adapter.ToJson() != model.Config.ToJson())
-            Refuse($"its adapters are {info.Adapter.ToJson()}, this trainer's {model.Config.ToJson()}");
+            throw Refusal($"its adapters are {info.Adapter.ToJson()}, this trainer's {model.Config.ToJson()}");
         if (info.BackboneSha256 != backboneSha256)
-            Refuse($"it was trained on a backbone of SHA-256 {info.BackboneSha256}, and {TrainerOptions.BackboneDirectory} holds {backboneSha256}");
-        if (info.Outputs != outputs) Refuse($"it has {info.Outputs} {(_task == TaskKind.Regression ? "outputs" : "classes")}, this data {outputs}");
+            throw Refusal($"it was trained on a backbone of SHA-256 {info.BackboneSha256}, and {TrainerOptions.BackboneDirectory} holds {backboneSha256}");
+        if (info.Outputs != outputs) throw Refusal($"it has {info.Outputs} {(_task == TaskKind.Regression ? "outputs" : "classes")}, this data {outputs}");
         if (_task == TaskKind.Classification && initial.LabelValues is { } before && KeyValues.Of(label) is { } now
             && !before.Names().SequenceEqual(now.Names()))
-            Refuse($"its classes are [{string.Join(", ", before.Names())}] and this data's label '{label.Name}' has " +
+            throw Refusal($"its classes are [{string.Join(", ", before.Names())}] and this data's label '{label.Name}' has " +
                 $"[{string.Join(", ", now.Names())}]: map the label with the MapValueToKey fitted for the model");
         var state = initial.TrainableState();
         try { model.LoadTrainableState(state, "initialModel"); }
