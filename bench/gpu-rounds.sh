@@ -20,6 +20,8 @@ export LD_PRELOAD=$lib/libtorch_cuda.so
 bench="$app/$(cat $app/.entry)"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 $bench parity --fixture test/MlNetPeft.Tests/Fixtures/hf-parity
+# A run interrupted and resumed from its training state against one straight through (CUDA's generator reseeded at saves).
+timeout 300 $bench resume --device cuda --shape mini
 timeout 150 $bench stacking --device cuda --shape base --batch 32 --seq 128 --steps 60
 # Padded batches of changing length: cuDNN attention's per-shape plans off (our default), then on.
 timeout 300 $bench first-steps --device cuda --shape base --steps 30

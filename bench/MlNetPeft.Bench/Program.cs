@@ -14,8 +14,9 @@ try
         "latency" => LatencyBenchmark.Run(args0),
         "score" => LatencyBenchmark.Score(args0),
         "first-steps" => FirstStepsBenchmark.Run(args0),
+        "resume" => ResumeCheck.Run(args0),
         "help" or "--help" or "-h" => Usage(Console.Out, 0),
-        _ => throw new ArgumentException($"unknown command '{args0.Command}' (quality, speed, first-steps, latency, score, parity, stacking, peft-export, help)"),
+        _ => throw new ArgumentException($"unknown command '{args0.Command}' (quality, speed, first-steps, latency, score, parity, stacking, peft-export, resume, help)"),
     };
 }
 catch (ArgumentException e)
@@ -43,6 +44,8 @@ static int Usage(TextWriter to, int exitCode)
           parity  [--fixture DIR] [--device auto|cpu]   (the HF fixture's logits, loss and gradients on this device)
           stacking [--shape 12x64x4x128] [--method lora,msplora] [--batch 2] [--seq 16] [--steps 400] [--threads 1]
                   [--device cpu|cuda]   (training steps with and without stacked adapter factors, alternated)
+          resume  [--shape mini] [--method lora,dora,msplora,adalora] [--device auto|cpu|cuda] [--precision fp32|bf16]
+                  (a run interrupted and resumed from its training state against one straight through)
           peft-export [--method lora,dora,msplora,lorasquared,adalora] [--layers 1,3] [--out DIR]   (adapters as PEFT LoRA files with
                   their logits, for bench/check_peft_export.py)
         """);

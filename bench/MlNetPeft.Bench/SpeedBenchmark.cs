@@ -82,13 +82,14 @@ internal static class SpeedBenchmark
 
     /// <summary>A two-class model of the shape with random backbone weights and the method's adapters (on
     /// <paramref name="targets"/>, else its default ones), on the CPU in fp32; the same every call (seeded).</summary>
-    internal static PeftModel RandomModel(string shape, string method, string[]? targets = null)
+    internal static PeftModel RandomModel(string shape, string method, string[]? targets = null, double? adapterDropout = null)
     {
         manual_seed(0);
         var config = ConfigFor(shape);
         using var donor = new RobertaForSequenceClassification(config, 2);
         var adapters = MethodConfig(method);
         if (targets is not null) adapters = adapters with { Targets = targets };
+        if (adapterDropout is { } dropout && !adapters.TrainsBackbone) adapters = adapters with { Dropout = dropout };
         return PeftModel.Create(config, 2, adapters, donor.state_dict(), "random " + shape);
     }
 
