@@ -142,14 +142,15 @@ public sealed class TrainerTests
     }
 
     [TestMethod]
-    [DataRow(1, false)]
-    [DataRow(2, false)] // gradient accumulation: a dispose scope per batch inside the step
-    [DataRow(1, true)]  // gradient checkpointing: each block's forward and replay in scopes of their own
-    public void MemoryStaysFlatAcrossEpochs(int accumulation, bool checkpointing)
+    [DataRow(1, false, false)]
+    [DataRow(2, false, false)] // gradient accumulation: a dispose scope per batch inside the step
+    [DataRow(1, true, false)]  // gradient checkpointing: each block's forward and replay in scopes of their own
+    [DataRow(1, false, true)]  // DoRA: its norms and rescaled rows made in every forward
+    public void MemoryStaysFlatAcrossEpochs(int accumulation, bool checkpointing, bool dora)
     {
         var ml = new MLContext(seed: 1);
         var data = ml.Data.LoadFromEnumerable(ToyText.Rows(64, seed: 3));
-        var options = PeftTrainerFixture.Msplora(4);
+        PeftTextTrainerOptions options = dora ? PeftTrainerFixture.Dora(4) : PeftTrainerFixture.Msplora(4);
         options.GradientAccumulationSteps = accumulation;
         options.GradientCheckpointing = checkpointing;
         int stepsPerEpoch = 64 / options.BatchSize / accumulation;
@@ -158,8 +159,7 @@ public sealed class TrainerTests
         {
             if (p.ValidationMetric is null && p.Step == p.Epoch * stepsPerEpoch) live.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount);
         };
-        var trainer = ml.MulticlassClassification.Trainers.Msplora(options);
-        ToyText.KeyLabel(ml).Append(trainer).Fit(data);
+        ToyText.KeyLabel(ml).Append(PeftTrainerFixture.Classifier(ml, options)).Fit(data);
         Assert.HasCount(4, live);
         Assert.IsTrue(live.Skip(1).All(n => n == live[0]), $"live tensors at each epoch end: {string.Join(", ", live)}");
     }
