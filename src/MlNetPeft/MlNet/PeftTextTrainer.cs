@@ -48,6 +48,8 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         ArgumentNullException.ThrowIfNull(input);
         var o = TrainerOptions;
         o.Validate();
+        if (o.BalanceClasses && _task == TaskKind.Regression)
+            throw new ArgumentException("BalanceClasses is for classification; a regression label has no classes");
         using var ch = _host.Start("Training");
         void Log(string message) => ch.Info(MessageSensitivity.None, message);
 
@@ -125,11 +127,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         int outputs = _task == TaskKind.Regression ? 1 : (int)((KeyDataViewType)label.Type).Count;
         var weight = o.ExampleWeightColumnName is { } weightName ? TextColumns.Weight(input.Schema, weightName, "training data") : (DataViewSchema.Column?)null;
         var train = columns.ReadExamples(input, label, _task, tokenizer, maxLength, "training data", weight);
-        if (o.BalanceClasses)
-        {
-            if (_task == TaskKind.Regression) throw new ArgumentException("BalanceClasses is for classification; a regression label has no classes");
-            train = Examples.BalanceClasses(train);
-        }
+        if (o.BalanceClasses) train = Examples.BalanceClasses(train);
         if (weight is not null && train.Count > 0 && train.All(e => e.Weight == 0))
             throw new InvalidDataException($"training data: every row's example weight ('{o.ExampleWeightColumnName}') is 0, so there is nothing to learn from");
         List<Example>? validation = null;
