@@ -15,11 +15,27 @@ public enum ValidationMetric
     Pearson,
     /// <summary>Spearman rank correlation.</summary>
     Spearman,
+    /// <summary>The task's loss on the validation rows (cross-entropy, or mean squared error): lower is better, as HF's
+    /// default metric_for_best_model.</summary>
+    Loss,
 }
 
 /// <summary>Task metrics over predictions and gold values, as GLUE defines them.</summary>
 public static class Metrics
 {
+    /// <summary>Whether a larger value of <paramref name="metric"/> is better (all but the loss).</summary>
+    public static bool HigherIsBetter(ValidationMetric metric) => metric != ValidationMetric.Loss;
+
+    /// <summary>Mean cross-entropy of class probabilities (one row per example) against the gold class indices, or for
+    /// regression (one value per row) the mean squared error.</summary>
+    public static double Loss(IReadOnlyList<float[]> outputs, IReadOnlyList<double> gold, TaskKind task)
+    {
+        if (outputs.Count != gold.Count) throw new ArgumentException($"{outputs.Count} outputs against {gold.Count} gold values");
+        return outputs.Zip(gold).Average(p => task == TaskKind.Regression
+            ? (p.First[0] - p.Second) * (p.First[0] - p.Second)
+            : -Math.Log(Math.Max(p.First[(int)p.Second], float.Epsilon)));
+    }
+
     public static double Compute(ValidationMetric metric, IReadOnlyList<double> predicted, IReadOnlyList<double> gold, TaskKind task) => metric switch
     {
         ValidationMetric.Accuracy => Accuracy(predicted, gold),

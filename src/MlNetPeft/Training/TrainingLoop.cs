@@ -100,7 +100,7 @@ internal sealed class TrainingLoop
                     double metric = Evaluate(validation);
                     Report(new TrainingProgress { Epoch = at.Epoch, Step = at.Step, TotalSteps = totalSteps, Loss = at.LastLoss,
                         LearningRate = stepper.LearningRate, ValidationMetric = metric });
-                    if (at.Best is null || metric > at.Best)
+                    if (at.Best is not { } best || (Metrics.HigherIsBetter(s.ValidationMetric) ? metric > best : metric < best))
                     {
                         at.Best = metric;
                         at.BestEpoch = at.Epoch;
@@ -133,25 +133,23 @@ internal sealed class TrainingLoop
         }
     }
 
-    /// <summary>The settings' validation metric (accuracy or Pearson r by default) of the model's predictions.</summary>
-    public double Evaluate(IReadOnlyList<Example> examples) =>
-        Metrics.Compute(_settings.ValidationMetric, Predict(examples), examples.Select(e => (double)e.Label).ToArray(), _task);
+    /// <summary>The settings' validation metric (accuracy or Pearson r by default, or the loss) of the model's outputs.</summary>
+    public double Evaluate(IReadOnlyList<Example> examples)
+    {
+        var outputs = Outputs(examples);
+        var gold = examples.Select(e => (double)e.Label).ToArray();
+        if (_settings.ValidationMetric == ValidationMetric.Loss) return Metrics.Loss(outputs, gold, _task);
+        var predicted = outputs.Select(o => _task == TaskKind.Regression ? o[0] : (double)Array.IndexOf(o, o.Max())).ToArray();
+        return Metrics.Compute(_settings.ValidationMetric, predicted, gold, _task);
+    }
 
-    /// <summary>Predicted class index (classification) or value (regression) per example, in order.</summary>
-    public double[] Predict(IReadOnlyList<Example> examples)
+    /// <summary>Class probabilities (classification) or the value (regression) per example, in order, in evaluation mode.</summary>
+    private float[][] Outputs(IReadOnlyList<Example> examples)
     {
         bool wasTraining = _model.Network.training;
         _model.Train(false);
-        try
-        {
-            return BatchScorer.Outputs(_model, examples, _settings.BatchSize, _padId, _task)
-                .Select(o => _task == TaskKind.Regression ? o[0] : (double)Array.IndexOf(o, o.Max()))
-                .ToArray();
-        }
-        finally
-        {
-            _model.Train(wasTraining);
-        }
+        try { return BatchScorer.Outputs(_model, examples, _settings.BatchSize, _padId, _task); }
+        finally { _model.Train(wasTraining); }
     }
 
     private double ReadLoss(Tensor running, int steps, int epoch, int step)

@@ -38,4 +38,15 @@ public sealed class MetricsTests
         Assert.AreEqual(Metrics.Accuracy(Predicted, Gold), Metrics.Compute(ValidationMetric.Default, Predicted, Gold, TaskKind.Classification));
         Assert.AreEqual(Metrics.Pearson(Predicted, Gold), Metrics.Compute(ValidationMetric.Default, Predicted, Gold, TaskKind.Regression));
     }
+
+    [TestMethod]
+    public void LossIsTheMeanCrossEntropyOrSquaredError()
+    {
+        float[][] probabilities = [[0.7f, 0.2f, 0.1f], [0.25f, 0.25f, 0.5f]];
+        double expected = -(Math.Log(0.7f) + Math.Log(0.25f)) / 2;
+        Assert.AreEqual(expected, Metrics.Loss(probabilities, [0, 1], TaskKind.Classification), 1e-12);
+        Assert.AreEqual((0.25 + 4) / 2, Metrics.Loss([[1.5f], [0f]], [1, 2], TaskKind.Regression), 1e-12);
+        Assert.IsFalse(Metrics.HigherIsBetter(ValidationMetric.Loss));
+        Assert.IsTrue(Metrics.HigherIsBetter(ValidationMetric.Accuracy));
+    }
 }

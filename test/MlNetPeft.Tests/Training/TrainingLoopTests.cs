@@ -169,4 +169,29 @@ public sealed class TrainingLoopTests
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() =>
             new TrainingStepper(adaLora, new TrainingSettings { LoraPlusLearningRateRatio = 16 }, TaskKind.Classification, 10)).Message, "LoraPlusLearningRateRatio");
     }
+
+    /// <summary>With ValidationMetric.Loss the best epoch is the one of the lowest validation loss (and the loop keeps
+    /// its weights); the loss reported is the mean cross-entropy of the validation rows.</summary>
+    [TestMethod]
+    public void ValidationLossPicksTheEpochOfTheLowestLoss()
+    {
+        var random = new Random(8);
+        List<Example> Rows(int n) => Enumerable.Range(0, n)
+            .Select(i => new Example(Enumerable.Range(0, random.Next(3, 13)).Select(_ => random.Next(3, 100)).ToArray(), i % 3, i)).ToList();
+        var (train, validation) = (Rows(24), Rows(9));
+        manual_seed(7);
+        using var model = AdapterTests.Tiny(new LoraConfig { Dropout = 0 });
+        var losses = new List<double>();
+        var settings = new TrainingSettings
+        {
+            BatchSize = 8, MaxEpochs = 6, LearningRate = 5e-2, ValidationMetric = ValidationMetric.Loss,
+            Progress = p => { if (p.ValidationMetric is { } v) losses.Add(v); },
+        };
+        var loop = new TrainingLoop(model, settings, TaskKind.Classification, padId: 1, _ => { });
+        var result = loop.Run(train, validation);
+        Assert.HasCount(6, losses);
+        Assert.AreEqual(losses.IndexOf(losses.Min()) + 1, result.BestEpoch, $"validation losses {string.Join(", ", losses)}");
+        Assert.AreEqual(losses.Min(), loop.Evaluate(validation), 1e-6, "the model returned is the best epoch's");
+        Assert.IsTrue(losses.All(l => l > 0 && double.IsFinite(l)));
+    }
 }
