@@ -13,18 +13,21 @@ internal sealed record TextColumns(DataViewSchema.Column Sentence1, DataViewSche
 
     private static DataViewSchema.Column Text(DataViewSchema schema, string name, string what)
     {
-        var column = schema.GetColumnOrNull(name)
-            ?? throw new ArgumentOutOfRangeException(nameof(schema), $"{what}: text column '{name}' not found (columns: {string.Join(", ", schema.Select(c => c.Name))})");
+        var column = Find(schema, name, "text", what);
         if (column.Type is not TextDataViewType)
             throw new ArgumentOutOfRangeException(nameof(schema), $"{what}: column '{name}' must be text, but is {column.Type}");
         return column;
     }
 
+    /// <summary>The column <paramref name="name"/>; missing, an error naming it, its role and the columns there are.</summary>
+    private static DataViewSchema.Column Find(DataViewSchema schema, string name, string role, string what) =>
+        schema.GetColumnOrNull(name)
+            ?? throw new ArgumentOutOfRangeException(nameof(schema), $"{what}: {role} column '{name}' not found (columns: {string.Join(", ", schema.Select(c => c.Name))})");
+
     /// <summary>The label column, checked for the task: a key type with at least 2 values, or Single for regression.</summary>
     public static DataViewSchema.Column Label(DataViewSchema schema, string name, TaskKind task, string what)
     {
-        var column = schema.GetColumnOrNull(name)
-            ?? throw new ArgumentOutOfRangeException(nameof(schema), $"{what}: label column '{name}' not found (columns: {string.Join(", ", schema.Select(c => c.Name))})");
+        var column = Find(schema, name, "label", what);
         if (task == TaskKind.Regression)
         {
             if (column.Type != NumberDataViewType.Single)
@@ -45,8 +48,7 @@ internal sealed record TextColumns(DataViewSchema.Column Sentence1, DataViewSche
     /// <summary>The example weight column: Single, as ML.NET's trainers take it.</summary>
     public static DataViewSchema.Column Weight(DataViewSchema schema, string name, string what)
     {
-        var column = schema.GetColumnOrNull(name)
-            ?? throw new ArgumentOutOfRangeException(nameof(schema), $"{what}: example weight column '{name}' not found (columns: {string.Join(", ", schema.Select(c => c.Name))})");
+        var column = Find(schema, name, "example weight", what);
         if (column.Type != NumberDataViewType.Single)
             throw new ArgumentOutOfRangeException(nameof(schema), $"{what}: example weight column '{name}' must be Single (float), but is {column.Type}");
         return column;
