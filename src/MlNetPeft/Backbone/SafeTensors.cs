@@ -56,12 +56,8 @@ public static class SafeTensors
     /// <summary>Reads every tensor from the bytes of a safetensors file; <paramref name="source"/> names it in errors.</summary>
     public static Dictionary<string, Tensor> Load(byte[] bytes, string source)
     {
-        if (bytes.Length < 8) throw new InvalidDataException($"{source}: too short to be a safetensors file");
-        long headerLength = BinaryPrimitives.ReadInt64LittleEndian(bytes);
-        if (headerLength <= 0 || 8 + headerLength > bytes.Length)
-            throw new InvalidDataException($"{source}: corrupt safetensors header length {headerLength}");
         var result = new Dictionary<string, Tensor>();
-        foreach (var e in ParseHeader(bytes.AsMemory(8, (int)headerLength), 8 + headerLength, bytes.Length, source, out _))
+        foreach (var e in ReadHeader(new MemoryStream(bytes, writable: false), source, out _))
         {
             var tensor = result[e.Name] = torch.empty(e.Shape, e.Type);
             if (e.Length > 0) tensor.bytes = bytes.AsSpan((int)e.Begin, (int)e.Length);
@@ -72,7 +68,7 @@ public static class SafeTensors
     private sealed record Entry(string Name, ScalarType Type, long[] Shape, long Begin, long Length);
 
     /// <summary>The tensors a header describes, with their data's place in the file, checked against the file's size.</summary>
-    private static List<Entry> ParseHeader(ReadOnlyMemory<byte> json, long dataStart, long fileLength, string source,
+    private static List<Entry> ParseHeader(byte[] json, long dataStart, long fileLength, string source,
         out IReadOnlyDictionary<string, string> metadata)
     {
         using var header = JsonDocument.Parse(json);
@@ -146,24 +142,24 @@ public static class SafeTensors
         return metadata;
     }
 
-    /// <summary>The header of a safetensors file, read from its start: its tensors' places and its metadata.</summary>
-    private static List<Entry> ReadHeader(FileStream file, string path, out IReadOnlyDictionary<string, string> metadata)
+    /// <summary>The header of a safetensors file (or its bytes), read from its start: its tensors' places and its
+    /// metadata; <paramref name="source"/> names it in errors.</summary>
+    private static List<Entry> ReadHeader(Stream file, string source, out IReadOnlyDictionary<string, string> metadata)
     {
         Span<byte> prefix = stackalloc byte[8];
-        if (file.ReadAtLeast(prefix, 8, throwOnEndOfStream: false) < 8) throw new InvalidDataException($"{path}: too short to be a safetensors file");
+        if (file.ReadAtLeast(prefix, 8, throwOnEndOfStream: false) < 8) throw new InvalidDataException($"{source}: too short to be a safetensors file");
         long headerLength = BinaryPrimitives.ReadInt64LittleEndian(prefix);
         if (headerLength <= 0 || 8 + headerLength > file.Length)
-            throw new InvalidDataException($"{path}: corrupt safetensors header length {headerLength}");
+            throw new InvalidDataException($"{source}: corrupt safetensors header length {headerLength}");
         var json = new byte[headerLength];
         file.ReadExactly(json);
-        return ParseHeader(json, 8 + headerLength, file.Length, path, out metadata);
+        return ParseHeader(json, 8 + headerLength, file.Length, source, out metadata);
     }
 
     /// <summary>Reads only the metadata block of a safetensors file (empty when absent).</summary>
     public static IReadOnlyDictionary<string, string> ReadMetadata(byte[] bytes)
     {
-        long headerLength = BinaryPrimitives.ReadInt64LittleEndian(bytes);
-        ParseHeader(bytes.AsMemory(8, (int)headerLength), 8 + headerLength, bytes.Length, "safetensors bytes", out var metadata);
+        ReadHeader(new MemoryStream(bytes, writable: false), "safetensors bytes", out var metadata);
         return metadata;
     }
 }
