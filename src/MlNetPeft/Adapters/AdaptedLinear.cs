@@ -122,10 +122,8 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>, IAdaptedProject
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var weight = base_layer.weight!;
-        if (_magnitude is null)
-            foreach (var update in _updates) weight.add_(update.DeltaWeight().to(weight.dtype));
-        else
-            weight.copy_(MergedWeight(weight.to(ScalarType.Float32)));
+        // DoRA's row norms in fp32; additive updates in the weight's own precision, as they were always added.
+        weight.copy_(MergedWeight(_magnitude is null ? weight : weight.to(ScalarType.Float32)));
         _merged = true;
     }
 

@@ -171,7 +171,14 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
     private static string StateFingerprint(PeftModel model)
     {
         var state = model.TrainableState();
-        try { return Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(SafeTensors.Save(state))); }
+        try
+        {
+            // Streamed into the hash: a fully fine-tuned backbone's state is too large to serialise in memory first.
+            using var sha = System.Security.Cryptography.SHA256.Create();
+            using (var hashing = new System.Security.Cryptography.CryptoStream(Stream.Null, sha, System.Security.Cryptography.CryptoStreamMode.Write))
+                SafeTensors.Write(hashing, state);
+            return Convert.ToHexStringLower(sha.Hash!);
+        }
         finally { foreach (var t in state.Values) t.Dispose(); }
     }
 
