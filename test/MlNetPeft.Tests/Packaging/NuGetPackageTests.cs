@@ -13,7 +13,9 @@ namespace MlNetPeft.Tests.Packaging;
 public sealed class NuGetPackageTests
 {
     [TestMethod]
-    public void PackedLibraryTrainsSavesAndLoadsInAnApplicationOutsideTheRepository()
+    [DataRow(null, null)]        // the ML.NET and Tokenizers versions the package was built against
+    [DataRow("6.0.0", "3.0.0")]  // an application on the next major versions
+    public void PackedLibraryTrainsSavesAndLoadsInAnApplicationOutsideTheRepository(string? mlNet, string? tokenizers)
     {
         var work = Directory.CreateTempSubdirectory("mlnetpeft-package").FullName;
         var feed = Path.Combine(work, "feed");
@@ -41,13 +43,20 @@ public sealed class NuGetPackageTests
         foreach (var file in new[] { "PackageConsumer.csproj", "Program.cs" })
             File.Copy(Path.Combine(TestData.RepoRoot, "test", "PackageConsumer", file), Path.Combine(app, file));
         File.WriteAllText(Path.Combine(app, "nuget.config"), NuGetConfig(feed, Path.Combine(work, "packages")));
-        Dotnet(app, "build", "-c", "Release", $"-p:MlNetPeftVersion={version}");
+        Dotnet(app, ["build", "-c", "Release", $"-p:MlNetPeftVersion={version}",
+            .. mlNet is null ? Array.Empty<string>() : [$"-p:MlNetVersion={mlNet}", $"-p:TokenizersVersion={tokenizers}"]]);
+        if (mlNet is not null)
+            Assert.AreEqual(new Version(mlNet).Major, FileMajorVersionIn(app, "Microsoft.ML.Data.dll"), "the application did not get the newer ML.NET");
 
         var output = Dotnet(app, Path.Combine(app, "bin", "Release", "net10.0", "PackageConsumer.dll"),
             TestData.TinyBackbone, Path.Combine(work, "model.zip"));
         StringAssert.Contains(output, "same scores after Model.Load: True");
         Directory.Delete(work, recursive: true);
     }
+
+    // ML.NET's assembly versions stay 1.0.0.0; the file version carries the package's.
+    private static int FileMajorVersionIn(string app, string file) =>
+        FileVersionInfo.GetVersionInfo(Path.Combine(app, "bin", "Release", "net10.0", file)).FileMajorPart;
 
     /// <summary>The local feed first, then the usual source; packages already in this machine's NuGet cache are
     /// read from there (a fallback folder), so only MlNetPeft itself is extracted.</summary>
@@ -66,9 +75,12 @@ public sealed class NuGetPackageTests
     }
 
     /// <summary>Runs dotnet in <paramref name="directory"/>; fails the test with its output unless it exits 0.</summary>
-    private static string Dotnet(string directory, params string[] args)
+    private static string Dotnet(string directory, params string[] args) => Run("dotnet", directory, args);
+
+    /// <summary>Runs <paramref name="program"/> in <paramref name="directory"/>; fails the test with its output unless it exits 0.</summary>
+    internal static string Run(string program, string directory, params string[] args)
     {
-        var psi = new ProcessStartInfo("dotnet") { WorkingDirectory = directory, RedirectStandardOutput = true, RedirectStandardError = true };
+        var psi = new ProcessStartInfo(program) { WorkingDirectory = directory, RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var arg in args) psi.ArgumentList.Add(arg);
         // dotnet test's own MSBuild settings must not leak into this separate build.
         foreach (var name in psi.Environment.Keys.Where(k => k.StartsWith("MSBuild", StringComparison.OrdinalIgnoreCase)).ToList())
@@ -78,7 +90,7 @@ public sealed class NuGetPackageTests
         var stdout = process.StandardOutput.ReadToEnd();
         process.WaitForExit();
         var output = stdout + stderr.Result;
-        Assert.AreEqual(0, process.ExitCode, $"dotnet {string.Join(' ', args)} failed:\n{output}");
+        Assert.AreEqual(0, process.ExitCode, $"{program} {string.Join(' ', args)} failed:\n{output}");
         return output;
     }
 }
