@@ -12,7 +12,7 @@ public sealed class SelfContainedPackTests
     public void TrimmedSelfContainedBenchPassesTheParityCheck()
     {
         var dir = Directory.CreateTempSubdirectory("mlnetpeft-selfcontained").FullName;
-        NuGetPackageTests.Run("dotnet", TestData.RepoRoot, "publish", "bench/MlNetPeft.Bench/MlNetPeft.Bench.csproj", "-c", "Release",
+        ChildProcess.Run("dotnet", TestData.RepoRoot, "publish", "bench/MlNetPeft.Bench/MlNetPeft.Bench.csproj", "-c", "Release",
             "-r", "linux-x64", "--self-contained", "true", "-o", dir);
 
         // Without libtorch (the GPU machine brings its own), untrimmed it is about 91 MB; trimmed about 41 MB.
@@ -21,7 +21,7 @@ public sealed class SelfContainedPackTests
             .Sum(f => f.Length);
         Assert.IsLessThan(50_000_000L, managed, $"published bench without libtorch is {managed:N0} bytes: not trimmed?");
 
-        var output = NuGetPackageTests.Run(Path.Combine(dir, "MlNetPeft.Bench"), dir, "parity", "--fixture", TestData.Fixtures);
+        var output = ChildProcess.Run(Path.Combine(dir, "MlNetPeft.Bench"), dir, "parity", "--fixture", TestData.Fixtures);
         StringAssert.Contains(output, "CPU Float32: LoRA logits");
         Assert.DoesNotContain("FAIL", output);
         Directory.Delete(dir, recursive: true);
