@@ -5,8 +5,8 @@ using MlNetPeft.MlNet;
 namespace Microsoft.ML;
 
 /// <summary>
-/// MlNetPeft trainers on ML.NET's catalogs, e.g. <c>mlContext.MulticlassClassification.Trainers.Msplora(...)</c> and
-/// <c>mlContext.Regression.Trainers.Msplora(...)</c>. Each has a short form with the common arguments and a form
+/// MlNetPeft trainers on ML.NET's catalogs, e.g. <c>mlContext.MulticlassClassification.Trainers.Msplora(...)</c>,
+/// <c>mlContext.BinaryClassification.Trainers.Msplora(...)</c> and <c>mlContext.Regression.Trainers.Msplora(...)</c>. Each has a short form with the common arguments and a form
 /// that takes the method's options object.
 /// </summary>
 public static class PeftCatalog
@@ -55,6 +55,29 @@ public static class PeftCatalog
     public static MsploraRegressionTrainer Msplora(this RegressionCatalog.RegressionTrainers catalog, MsploraOptions options) =>
         new(Env(catalog), options);
 
+    /// <summary>MSPLoRA fine-tuning of a RoBERTa checkpoint for binary text classification (a Boolean label; Score is
+    /// the log-odds of true, with Probability and a Boolean PredictedLabel, for <c>BinaryClassification.Evaluate</c>).</summary>
+    /// <param name="catalog">The binary classification trainers.</param>
+    /// <param name="backboneDirectory">HF RoBERTa checkpoint directory.</param>
+    /// <param name="labelColumnName">Boolean label column.</param>
+    /// <param name="sentence1ColumnName">Text column.</param>
+    /// <param name="sentence2ColumnName">Second text column for sentence pairs, or null.</param>
+    /// <param name="batchSize">Rows per step.</param>
+    /// <param name="maxEpochs">Passes over the data.</param>
+    /// <param name="learningRate">Peak adapter learning rate.</param>
+    /// <param name="validationSet">Optional validation data, scored each epoch; the best epoch is kept.</param>
+    /// <param name="exampleWeightColumnName">Optional Single column weighting each training row's loss.</param>
+    public static MsploraBinaryClassificationTrainer Msplora(this BinaryClassificationCatalog.BinaryClassificationTrainers catalog,
+        string backboneDirectory, string labelColumnName = "Label", string sentence1ColumnName = "Sentence1",
+        string? sentence2ColumnName = null, int batchSize = 32, int maxEpochs = 10, double learningRate = 5e-4,
+        IDataView? validationSet = null, string? exampleWeightColumnName = null) =>
+        catalog.Msplora(Common(new MsploraOptions(), backboneDirectory, labelColumnName, sentence1ColumnName, sentence2ColumnName,
+            batchSize, maxEpochs, learningRate, validationSet, exampleWeightColumnName));
+
+    /// <summary>MSPLoRA fine-tuning for binary text classification, with every option.</summary>
+    public static MsploraBinaryClassificationTrainer Msplora(this BinaryClassificationCatalog.BinaryClassificationTrainers catalog,
+        MsploraOptions options) => new(Env(catalog), options);
+
     /// <summary>Plain LoRA fine-tuning of a RoBERTa checkpoint for text classification (the baseline).</summary>
     /// <param name="catalog">The multiclass classification trainers.</param>
     /// <param name="backboneDirectory">HF RoBERTa checkpoint directory.</param>
@@ -101,6 +124,29 @@ public static class PeftCatalog
     public static LoraRegressionTrainer Lora(this RegressionCatalog.RegressionTrainers catalog, LoraOptions options) =>
         new(Env(catalog), options);
 
+    /// <summary>Plain LoRA fine-tuning for binary text classification (a Boolean label).</summary>
+    /// <param name="catalog">The binary classification trainers.</param>
+    /// <param name="backboneDirectory">HF RoBERTa checkpoint directory.</param>
+    /// <param name="labelColumnName">Boolean label column.</param>
+    /// <param name="sentence1ColumnName">Text column.</param>
+    /// <param name="sentence2ColumnName">Second text column for sentence pairs, or null.</param>
+    /// <param name="rank">LoRA rank.</param>
+    /// <param name="batchSize">Rows per step.</param>
+    /// <param name="maxEpochs">Passes over the data.</param>
+    /// <param name="learningRate">Peak adapter learning rate.</param>
+    /// <param name="validationSet">Optional validation data.</param>
+    /// <param name="exampleWeightColumnName">Optional Single column weighting each training row's loss.</param>
+    public static LoraBinaryClassificationTrainer Lora(this BinaryClassificationCatalog.BinaryClassificationTrainers catalog,
+        string backboneDirectory, string labelColumnName = "Label", string sentence1ColumnName = "Sentence1",
+        string? sentence2ColumnName = null, int rank = 8, int batchSize = 32, int maxEpochs = 10, double learningRate = 5e-4,
+        IDataView? validationSet = null, string? exampleWeightColumnName = null) =>
+        catalog.Lora(Common(new LoraOptions { Rank = rank }, backboneDirectory, labelColumnName, sentence1ColumnName,
+            sentence2ColumnName, batchSize, maxEpochs, learningRate, validationSet, exampleWeightColumnName));
+
+    /// <summary>Plain LoRA fine-tuning for binary text classification, with every option.</summary>
+    public static LoraBinaryClassificationTrainer Lora(this BinaryClassificationCatalog.BinaryClassificationTrainers catalog, LoraOptions options) =>
+        new(Env(catalog), options);
+
     /// <summary>LoRA² fine-tuning (SVD-form adapters whose factors are LoRAs, pruned to a rank budget) for text classification.</summary>
     /// <param name="catalog">The multiclass classification trainers.</param>
     /// <param name="backboneDirectory">HF RoBERTa checkpoint directory.</param>
@@ -127,6 +173,10 @@ public static class PeftCatalog
 
     /// <summary>LoRA² fine-tuning for regression on text, with every option.</summary>
     public static LoraSquaredRegressionTrainer LoraSquared(this RegressionCatalog.RegressionTrainers catalog, LoraSquaredOptions options) =>
+        new(Env(catalog), options);
+
+    /// <summary>LoRA² fine-tuning for binary text classification (a Boolean label), with every option.</summary>
+    public static LoraSquaredBinaryTrainer LoraSquared(this BinaryClassificationCatalog.BinaryClassificationTrainers catalog, LoraSquaredOptions options) =>
         new(Env(catalog), options);
 
     /// <summary>AdaLoRA fine-tuning (SVD-form adapters pruned to a rank budget) for text classification: LoRA²'s baseline.</summary>
@@ -157,6 +207,10 @@ public static class PeftCatalog
     public static AdaLoraRegressionTrainer AdaLora(this RegressionCatalog.RegressionTrainers catalog, AdaLoraOptions options) =>
         new(Env(catalog), options);
 
+    /// <summary>AdaLoRA fine-tuning for binary text classification (a Boolean label), with every option.</summary>
+    public static AdaLoraBinaryTrainer AdaLora(this BinaryClassificationCatalog.BinaryClassificationTrainers catalog, AdaLoraOptions options) =>
+        new(Env(catalog), options);
+
     /// <summary>Full fine-tuning (every backbone weight trains) for text classification: the baseline adapters are compared with.</summary>
     public static FullFineTuningTextClassificationTrainer FullFineTuning(this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
         FullFineTuningOptions options) => new(Env(catalog), options);
@@ -164,6 +218,10 @@ public static class PeftCatalog
     /// <summary>Full fine-tuning for regression on text.</summary>
     public static FullFineTuningRegressionTrainer FullFineTuning(this RegressionCatalog.RegressionTrainers catalog, FullFineTuningOptions options) =>
         new(Env(catalog), options);
+
+    /// <summary>Full fine-tuning for binary text classification (a Boolean label).</summary>
+    public static FullFineTuningBinaryClassificationTrainer FullFineTuning(this BinaryClassificationCatalog.BinaryClassificationTrainers catalog,
+        FullFineTuningOptions options) => new(Env(catalog), options);
 
     private static T Common<T>(T options, string backboneDirectory, string labelColumnName, string sentence1ColumnName,
         string? sentence2ColumnName, int batchSize, int maxEpochs, double learningRate, IDataView? validationSet,

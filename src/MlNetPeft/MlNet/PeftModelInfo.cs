@@ -16,6 +16,10 @@ internal sealed record PeftModelInfo
     public required string LabelColumn { get; init; }
     public required string ScoreColumn { get; init; }
     public required string PredictedLabelColumn { get; init; }
+    /// <summary>Binary classification on a Boolean label: two logits inside, as HF's binary heads have; ML.NET's binary
+    /// columns outside (Score, the log-odds of true; Probability; a Boolean PredictedLabel).</summary>
+    public bool Binary { get; init; }
+    public string ProbabilityColumn { get; init; } = "Probability";
     public required int MaxSequenceLength { get; init; }
     public required AdapterConfig Adapter { get; init; }
     public required RobertaConfig Backbone { get; init; }
@@ -25,9 +29,11 @@ internal sealed record PeftModelInfo
     public required string BackboneSha256 { get; init; }
     public bool MergeAdapters { get; init; } = true;
 
-    /// <summary>The columns the transformer adds, in schema order: Score, then PredictedLabel for classification.</summary>
+    /// <summary>The columns the transformer adds, in schema order: Score, then Probability for binary classification,
+    /// then PredictedLabel for classification.</summary>
     [JsonIgnore]
-    public IReadOnlyList<string> OutputColumnNames => Task == TaskKind.Classification ? [ScoreColumn, PredictedLabelColumn] : [ScoreColumn];
+    public IReadOnlyList<string> OutputColumnNames =>
+        Task == TaskKind.Regression ? [ScoreColumn] : Binary ? [ScoreColumn, ProbabilityColumn, PredictedLabelColumn] : [ScoreColumn, PredictedLabelColumn];
 
     private static readonly JsonSerializerOptions Json = new() { Converters = { new JsonStringEnumConverter() } };
 

@@ -18,17 +18,24 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
     private readonly IHostEnvironment _env;
     private readonly IHost _host;
     private readonly TaskKind _task;
+    private readonly bool _binary;
 
-    private protected PeftTextTrainer(IHostEnvironment env, TOptions options, TaskKind task)
+    private protected PeftTextTrainer(IHostEnvironment env, TOptions options, TaskKind task, bool binary = false)
     {
         _env = Contracts.CheckRef(env, nameof(env));
         _host = env.Register(GetType().Name);
         TrainerOptions = options ?? throw new ArgumentNullException(nameof(options));
         _task = task;
+        _binary = binary;
     }
 
-    /// <summary>Classification (a key label, class probabilities) or regression (a Single label, one value).</summary>
+    /// <summary>Classification (a key label, class probabilities; or, <see cref="IsBinary"/>, a Boolean label) or
+    /// regression (a Single label, one value).</summary>
     public TaskKind Task => _task;
+
+    /// <summary>Binary classification: a Boolean label, and ML.NET's binary outputs (Score as the log-odds of true,
+    /// Probability, a Boolean PredictedLabel), for <c>mlContext.BinaryClassification.Evaluate</c>.</summary>
+    public bool IsBinary => _binary;
 
     /// <summary>The options this trainer was made with.</summary>
     public TOptions TrainerOptions { get; }
@@ -106,6 +113,8 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
             LabelColumn = o.LabelColumnName,
             ScoreColumn = o.ScoreColumnName,
             PredictedLabelColumn = o.PredictedLabelColumnName,
+            Binary = _binary,
+            ProbabilityColumn = o.ProbabilityColumnName,
             MaxSequenceLength = maxLength,
             Adapter = adapterConfig,
             Backbone = config,
@@ -123,8 +132,8 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
     {
         var o = TrainerOptions;
         var columns = TextColumns.Bind(input.Schema, o.Sentence1ColumnName, o.Sentence2ColumnName, "training data");
-        var label = TextColumns.Label(input.Schema, o.LabelColumnName, _task, "training data");
-        int outputs = _task == TaskKind.Regression ? 1 : (int)((KeyDataViewType)label.Type).Count;
+        var label = TextColumns.Label(input.Schema, o.LabelColumnName, _task, _binary, "training data");
+        int outputs = _task == TaskKind.Regression ? 1 : _binary ? 2 : (int)((KeyDataViewType)label.Type).Count;
         var weight = o.ExampleWeightColumnName is { } weightName ? TextColumns.Weight(input.Schema, weightName, "training data") : (DataViewSchema.Column?)null;
         var train = columns.ReadExamples(input, label, _task, tokenizer, maxLength, "training data", weight);
         if (o.BalanceClasses) train = Examples.BalanceClasses(train);
@@ -134,10 +143,10 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         if (o.ValidationSet is { } validationSet)
         {
             var validationColumns = TextColumns.Bind(validationSet.Schema, o.Sentence1ColumnName, o.Sentence2ColumnName, "validation set");
-            var validationLabel = TextColumns.Label(validationSet.Schema, o.LabelColumnName, _task, "validation set");
-            if (_task == TaskKind.Classification && ((KeyDataViewType)validationLabel.Type).Count != (ulong)outputs)
+            var validationLabel = TextColumns.Label(validationSet.Schema, o.LabelColumnName, _task, _binary, "validation set");
+            if (validationLabel.Type is KeyDataViewType validationKey && validationKey.Count != (ulong)outputs)
                 throw new ArgumentOutOfRangeException(nameof(input), $"validation set: label column '{o.LabelColumnName}' has " +
-                    $"{((KeyDataViewType)validationLabel.Type).Count} classes, the training data {outputs}; map both with the same fitted MapValueToKey");
+                    $"{validationKey.Count} classes, the training data {outputs}; map both with the same fitted MapValueToKey");
             validation = validationColumns.ReadExamples(validationSet, validationLabel, _task, tokenizer, maxLength, "validation set");
         }
         return (train, validation, label, outputs);
@@ -152,6 +161,8 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         if (TrainerOptions is LoraOptions { InitialPeftAdapter: { } adapter })
             throw Refusal($"LoraOptions.InitialPeftAdapter ({adapter}) is also set: start from one or the other");
         if (info.Task != _task) throw Refusal($"it is a {info.Task} model and this trainer trains {_task}");
+        if (info.Binary != _binary)
+            throw Refusal(info.Binary ? "it is a binary model (Boolean label) and this trainer is multiclass" : "it is a multiclass model and this trainer is binary (Boolean label)");
         if (info.Adapter.ToJson() != model.Config.ToJson())
             throw Refusal($"its adapters are {info.Adapter.ToJson()}, this trainer's {model.Config.ToJson()}");
         if (info.BackboneSha256 != backboneSha256)
@@ -182,7 +193,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         finally { foreach (var t in state.Values) t.Dispose(); }
     }
 
-    /// <summary>Checks the input columns and describes the Score (and PredictedLabel) columns the model adds.</summary>
+    /// <summary>Checks the input columns and describes the Score (and Probability, PredictedLabel) columns the model adds.</summary>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         var o = TrainerOptions;
@@ -210,6 +221,17 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
                 throw new ArgumentOutOfRangeException(nameof(inputSchema), $"label column '{o.LabelColumnName}' must be Single, but is {label.GetTypeString()}");
             columns[o.ScoreColumnName] = new SchemaShape.Column(o.ScoreColumnName, SchemaShape.Column.VectorKind.Scalar,
                 NumberDataViewType.Single, false, new SchemaShape(AnnotationUtils.GetTrainerOutputAnnotation()));
+        }
+        else if (_binary)
+        {
+            if (label.Kind != SchemaShape.Column.VectorKind.Scalar || label.ItemType is not BooleanDataViewType)
+                throw new ArgumentOutOfRangeException(nameof(inputSchema), $"label column '{o.LabelColumnName}' must be Boolean, but is {label.GetTypeString()}");
+            columns[o.ScoreColumnName] = new SchemaShape.Column(o.ScoreColumnName, SchemaShape.Column.VectorKind.Scalar,
+                NumberDataViewType.Single, false, new SchemaShape(AnnotationUtils.GetTrainerOutputAnnotation()));
+            columns[o.ProbabilityColumnName] = new SchemaShape.Column(o.ProbabilityColumnName, SchemaShape.Column.VectorKind.Scalar,
+                NumberDataViewType.Single, false, new SchemaShape(AnnotationUtils.GetTrainerOutputAnnotation(isNormalized: true)));
+            columns[o.PredictedLabelColumnName] = new SchemaShape.Column(o.PredictedLabelColumnName, SchemaShape.Column.VectorKind.Scalar,
+                BooleanDataViewType.Instance, false, new SchemaShape(AnnotationUtils.GetTrainerOutputAnnotation()));
         }
         else
         {

@@ -7,7 +7,8 @@ namespace MlNetPeft.MlNet;
 /// <summary>Options every MlNetPeft text trainer shares: columns, backbone, training loop, compute.</summary>
 public abstract class PeftTextTrainerOptions
 {
-    /// <summary>Label column: a key type for classification (use MapValueToKey), Single for regression.</summary>
+    /// <summary>Label column: a key type for multiclass classification (use MapValueToKey), Boolean for binary
+    /// classification, Single for regression.</summary>
     public string LabelColumnName = "Label";
 
     /// <summary>First (or only) text column.</summary>
@@ -25,11 +26,14 @@ public abstract class PeftTextTrainerOptions
     /// the example weights when there are any.</summary>
     public bool BalanceClasses;
 
-    /// <summary>Output column with the class probabilities or the regression value.</summary>
+    /// <summary>Output column with the class probabilities, the regression value, or (binary) the log-odds of true.</summary>
     public string ScoreColumnName = "Score";
 
-    /// <summary>Output column with the predicted label key (classification only).</summary>
+    /// <summary>Output column with the predicted label: a key (multiclass) or Boolean (binary); not for regression.</summary>
     public string PredictedLabelColumnName = "PredictedLabel";
+
+    /// <summary>Output column with the probability of true (binary classification only).</summary>
+    public string ProbabilityColumnName = "Probability";
 
     /// <summary>HuggingFace RoBERTa checkpoint directory: config.json, model.safetensors, vocab.json, merges.txt.</summary>
     public string? BackboneDirectory;

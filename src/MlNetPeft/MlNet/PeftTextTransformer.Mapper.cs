@@ -25,6 +25,7 @@ public sealed partial class PeftTextTransformer
         {
             var info = _transformer._info;
             uint setId = checked(InputSchema.GetMaxAnnotationKind(out _, AnnotationUtils.Kinds.ScoreColumnSetId) + 1);
+            if (info.Binary) return BinaryColumns(info, setId);
             var kind = IsClassification ? AnnotationUtils.Const.ScoreColumnKind.MulticlassClassification : AnnotationUtils.Const.ScoreColumnKind.Regression;
 
             var score = Annotations(setId, kind, AnnotationUtils.Const.ScoreValueKind.Score);
@@ -39,6 +40,20 @@ public sealed partial class PeftTextTransformer
             [
                 new(info.ScoreColumn, new VectorDataViewType(NumberDataViewType.Single, info.Outputs), score.ToAnnotations()),
                 new(info.PredictedLabelColumn, new KeyDataViewType(typeof(uint), info.Outputs), predicted.ToAnnotations()),
+            ];
+        }
+
+        /// <summary>ML.NET's binary classifier columns: Score (log-odds of true), Probability, Boolean PredictedLabel.</summary>
+        private static DataViewSchema.DetachedColumn[] BinaryColumns(PeftModelInfo info, uint setId)
+        {
+            const string kind = AnnotationUtils.Const.ScoreColumnKind.BinaryClassification;
+            var probability = Annotations(setId, kind, AnnotationUtils.Const.ScoreValueKind.Probability);
+            probability.Add(AnnotationUtils.Kinds.IsNormalized, BooleanDataViewType.Instance, (ref bool v) => v = true);
+            return
+            [
+                new(info.ScoreColumn, NumberDataViewType.Single, Annotations(setId, kind, AnnotationUtils.Const.ScoreValueKind.Score).ToAnnotations()),
+                new(info.ProbabilityColumn, NumberDataViewType.Single, probability.ToAnnotations()),
+                new(info.PredictedLabelColumn, BooleanDataViewType.Instance, Annotations(setId, kind, AnnotationUtils.Const.ScoreValueKind.PredictedLabel).ToAnnotations()),
             ];
         }
 

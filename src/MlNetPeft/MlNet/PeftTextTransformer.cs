@@ -20,7 +20,8 @@ namespace MlNetPeft.MlNet;
 
 /// <summary>
 /// A fine-tuned RoBERTa text model (any adapter method) as an ML.NET transformer: reads the sentence column(s)
-/// and adds Score (class probabilities, or the regression value) and, for classification, PredictedLabel. Saved with
+/// and adds Score (class probabilities, the regression value, or a binary model's log-odds of true), a binary model's
+/// Probability, and, for classification, PredictedLabel. Saved with
 /// <c>mlContext.Model.Save</c>; the zip holds adapters, head, tokenizer files, the backbone config and the
 /// SHA-256 of the backbone weights (or the weights themselves with EmbedBackbone).
 /// </summary>
@@ -84,7 +85,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         ThrowIfDisposed();
         Directory.CreateDirectory(directory);
         File.WriteAllBytes(Path.Combine(directory, "model.safetensors"), MergedCheckpoint.Save(_model));
-        var names = _info.Task == TaskKind.Regression ? ["LABEL_0"]
+        var names = _info.Task == TaskKind.Regression ? ["LABEL_0"] : _info.Binary ? ["False", "True"]
             : _labelValues?.Names() ?? Enumerable.Range(0, _info.Outputs).Select(i => $"LABEL_{i}").ToList();
         var config = JsonNode.Parse(_info.Backbone.ToJson())!.AsObject();
         config["architectures"] = new JsonArray("RobertaForSequenceClassification");
@@ -234,11 +235,12 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         return BatchScorer.Outputs(_model, rows.Select((ids, i) => new Example(ids, 0, i)).ToList(), ScoringBatchSize, _tokenizer.PadId, _info.Task);
     }
 
-    /// <summary>The getter of output column <paramref name="output"/> (0 Score, 1 PredictedLabel) over the current
-    /// row's model outputs.</summary>
+    /// <summary>The getter of output column <paramref name="output"/> (in <see cref="PeftModelInfo.OutputColumnNames"/>
+    /// order) over the current row's model outputs.</summary>
     internal Delegate OutputGetter(int output, Func<float[]> outputs)
     {
         if (output == 0 && _info.Task == TaskKind.Regression) return (ValueGetter<float>)((ref float dst) => dst = outputs()[0]);
+        if (_info.Binary) return BinaryGetter(output, outputs);
         if (output == 0)
             return (ValueGetter<VBuffer<float>>)((ref VBuffer<float> dst) =>
             {
@@ -255,6 +257,16 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
             dst = (uint)best + 1; // keys are 1-based; 0 means missing
         });
     }
+
+    /// <summary>A binary model's columns from its two class probabilities: Score is the log-odds of true (the two
+    /// logits' difference: log p1 − log p0, each accurate where 1 − p would round to 0), Probability p1, and
+    /// PredictedLabel whether p1 is the larger (Score &gt; 0, as ML.NET's binary classifiers decide).</summary>
+    private static Delegate BinaryGetter(int output, Func<float[]> outputs) => output switch
+    {
+        0 => (ValueGetter<float>)((ref float dst) => dst = (float)(Math.Log(outputs()[1]) - Math.Log(outputs()[0]))),
+        1 => (ValueGetter<float>)((ref float dst) => dst = outputs()[1]),
+        _ => (ValueGetter<bool>)((ref bool dst) => dst = outputs()[1] > outputs()[0]),
+    };
 
     /// <summary>Frees the TorchSharp model (CPU or GPU memory) now rather than at garbage collection. ML.NET disposes
     /// it too when a pipeline holding it is disposed, and when a PredictionEngine made with default options is.</summary>

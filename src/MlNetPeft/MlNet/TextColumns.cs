@@ -24,8 +24,9 @@ internal sealed record TextColumns(DataViewSchema.Column Sentence1, DataViewSche
         schema.GetColumnOrNull(name)
             ?? throw new ArgumentOutOfRangeException(nameof(schema), $"{what}: {role} column '{name}' not found (columns: {string.Join(", ", schema.Select(c => c.Name))})");
 
-    /// <summary>The label column, checked for the task: a key type with at least 2 values, or Single for regression.</summary>
-    public static DataViewSchema.Column Label(DataViewSchema schema, string name, TaskKind task, string what)
+    /// <summary>The label column, checked for the task: a key type with at least 2 values, Boolean for binary
+    /// classification, or Single for regression.</summary>
+    public static DataViewSchema.Column Label(DataViewSchema schema, string name, TaskKind task, bool binary, string what)
     {
         var column = Find(schema, name, "label", what);
         if (task == TaskKind.Regression)
@@ -33,10 +34,17 @@ internal sealed record TextColumns(DataViewSchema.Column Sentence1, DataViewSche
             if (column.Type != NumberDataViewType.Single)
                 throw new ArgumentOutOfRangeException(nameof(schema), $"{what}: label column '{name}' must be Single (float) for regression, but is {column.Type}");
         }
+        else if (binary)
+        {
+            if (column.Type is not BooleanDataViewType)
+                throw new ArgumentOutOfRangeException(nameof(schema), $"{what}: label column '{name}' must be Boolean for binary classification, " +
+                    $"but is {column.Type}; for class names or numbers use mlContext.MulticlassClassification.Trainers with MapValueToKey(\"{name}\")");
+        }
         else if (column.Type is not KeyDataViewType key)
         {
+            var binaryHint = column.Type is BooleanDataViewType ? " (or, for a Boolean label, mlContext.BinaryClassification.Trainers)" : "";
             throw new ArgumentOutOfRangeException(nameof(schema),
-                $"{what}: label column '{name}' must be a key type, but is {column.Type}; add mlContext.Transforms.Conversion.MapValueToKey(\"{name}\") before the trainer");
+                $"{what}: label column '{name}' must be a key type, but is {column.Type}; add mlContext.Transforms.Conversion.MapValueToKey(\"{name}\") before the trainer{binaryHint}");
         }
         else if (key.Count < 2 || key.Count > 100_000)
         {
@@ -55,7 +63,7 @@ internal sealed record TextColumns(DataViewSchema.Column Sentence1, DataViewSche
     }
 
     /// <summary>Tokenizes every row; empty text, missing labels, unseen label values and negative or non-finite weights
-    /// are errors naming row and column.</summary>
+    /// are errors naming row and column. A Boolean label is class 1 when true.</summary>
     public List<Example> ReadExamples(IDataView data, DataViewSchema.Column label, TaskKind task, RobertaTokenizer tokenizer,
         int maxLength, string what, DataViewSchema.Column? weight = null)
     {
@@ -65,11 +73,13 @@ internal sealed record TextColumns(DataViewSchema.Column Sentence1, DataViewSche
         var examples = new List<Example>();
         using var cursor = data.GetRowCursor(active);
         var texts = new TextReader(cursor, this, what);
-        var getLabel = task == TaskKind.Regression ? null : cursor.GetGetter<uint>(label);
+        var getLabel = label.Type is KeyDataViewType ? cursor.GetGetter<uint>(label) : null;
+        var getTruth = label.Type is BooleanDataViewType ? cursor.GetGetter<bool>(label) : null;
         var getValue = task == TaskKind.Regression ? cursor.GetGetter<float>(label) : null;
         var getWeight = weight is { } column ? cursor.GetGetter<float>(column) : null;
         uint key = 0;
         float value = 0, rowWeight = 1;
+        bool truth = false;
         while (cursor.MoveNext())
         {
             var (first, second) = texts.Read();
@@ -81,6 +91,11 @@ internal sealed record TextColumns(DataViewSchema.Column Sentence1, DataViewSche
                     throw new InvalidDataException($"{what}, row {cursor.Position}: label column '{label.Name}' is missing (key 0). " +
                         "MapValueToKey gives 0 to empty values and to values it did not see when it was fitted.");
                 target = key - 1;
+            }
+            else if (getTruth is not null)
+            {
+                getTruth(ref truth);
+                target = truth ? 1 : 0;
             }
             else
             {

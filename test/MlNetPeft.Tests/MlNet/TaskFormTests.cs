@@ -141,7 +141,7 @@ public sealed class TaskFormTests
     public void CatalogShortFormsFillTheirOptions()
     {
         var ml = new MLContext();
-        var (c, r) = (ml.MulticlassClassification.Trainers, ml.Regression.Trainers);
+        var (c, b, r) = (ml.MulticlassClassification.Trainers, ml.BinaryClassification.Trainers, ml.Regression.Trainers);
         var dev = ml.Data.LoadFromEnumerable(ToyText.Rows(4, seed: 1));
         PeftTextTrainerOptions[] made =
         [
@@ -151,6 +151,8 @@ public sealed class TaskFormTests
             r.Lora("bb", "L", "S1", "S2", 4, 8, 2, 1e-3, dev, "W").TrainerOptions,
             c.LoraSquared("bb", "L", "S1", "S2", 8, 2, 8, 2, 1e-3, dev, "W").TrainerOptions,
             c.AdaLora("bb", "L", "S1", "S2", 12, 8, 8, 2, 1e-3, dev, "W").TrainerOptions,
+            b.Msplora("bb", "L", "S1", "S2", 8, 2, 1e-3, dev, "W").TrainerOptions,
+            b.Lora("bb", "L", "S1", "S2", 4, 8, 2, 1e-3, dev, "W").TrainerOptions,
         ];
         foreach (var o in made)
         {
@@ -166,6 +168,7 @@ public sealed class TaskFormTests
             Assert.AreEqual("W", o.ExampleWeightColumnName, what);
         }
         Assert.AreEqual(4, ((LoraOptions)made[2]).Rank);
+        Assert.AreEqual(4, ((LoraOptions)made[7]).Rank);
         Assert.AreEqual(12, ((AdaLoraOptions)made[5]).InitialRank);
     }
 }

@@ -1,0 +1,120 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Transforms;
+using MlNetPeft.MlNet;
+
+namespace MlNetPeft.Tests.MlNet;
+
+/// <summary>mlContext.BinaryClassification.Trainers: a Boolean label in, ML.NET's binary columns out.</summary>
+[TestClass]
+public sealed class BinaryClassificationTests
+{
+    public sealed class Row
+    {
+        public string Sentence1 { get; set; } = "";
+        public bool Label { get; set; }
+    }
+
+    public sealed class Prediction
+    {
+        public float Score { get; set; }
+        public float Probability { get; set; }
+        public bool PredictedLabel { get; set; }
+    }
+
+    /// <summary>The toy set's fruit and animal rows; the label is true for fruit.</summary>
+    private static List<Row> Rows(int count, int seed) =>
+        ToyText.Rows(count, seed, classes: 2).Select(r => new Row { Sentence1 = r.Sentence1, Label = r.Label == "fruit" }).ToList();
+
+    /// <summary>
+    /// A binary model is a two-class model underneath: trained on the same rows as the multiclass trainer given the
+    /// same label mapped to keys false, true, it gives exactly that model's probability of true, its Score is those two
+    /// logits' difference, and ML.NET's binary evaluator reads its columns. Saved and loaded, it scores the same.
+    /// </summary>
+    [TestMethod]
+    public void BinaryModelIsTheTwoClassModelWithMlNetsBinaryColumns()
+    {
+        var ml = new MLContext(seed: 1);
+        var train = ml.Data.LoadFromEnumerable(Rows(240, 1));
+        var test = ml.Data.LoadFromEnumerable(Rows(90, 2));
+        var trainer = ml.BinaryClassification.Trainers.Msplora(PeftTrainerFixture.Msplora(6));
+        var binary = trainer.Fit(train);
+        var twoClass = ml.Transforms.Conversion.MapValueToKey("Label", keyOrdinality: ValueToKeyMappingEstimator.KeyOrdinality.ByValue)
+            .Append(ml.MulticlassClassification.Trainers.Msplora(PeftTrainerFixture.Msplora(6))).Fit(train);
+
+        var predictions = ml.Data.CreateEnumerable<Prediction>(binary.Transform(test), reuseRowObject: false).ToList();
+        var classProbabilities = PeftTrainerFixture.Scores(twoClass, test, ml);
+        for (int i = 0; i < predictions.Count; i++)
+        {
+            var (p, classes) = (predictions[i], classProbabilities[i]);
+            Assert.AreEqual(classes[1], p.Probability, $"row {i}: probability of true");
+            Assert.AreEqual(Math.Log(classes[1]) - Math.Log(classes[0]), p.Score, 1e-5, $"row {i}: log-odds");
+            Assert.AreEqual(1 / (1 + Math.Exp(-p.Score)), p.Probability, 1e-6, $"row {i}: Probability = σ(Score)");
+            Assert.AreEqual(p.Score > 0, p.PredictedLabel, $"row {i}: predicted label");
+        }
+
+        // The estimator describes the columns the model adds: Single Score and Probability, Boolean PredictedLabel.
+        // (SchemaShape.Create is internal to ML.NET; estimators receive shapes built by it.)
+        var inputShape = (SchemaShape)typeof(SchemaShape).GetMethod("Create", System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.NonPublic)!
+            .Invoke(null, [train.Schema])!;
+        var described = trainer.GetOutputSchema(inputShape);
+        var actual = binary.GetOutputSchema(train.Schema);
+        foreach (var (name, type) in new[] { ("Score", NumberDataViewType.Single), ("Probability", NumberDataViewType.Single), ("PredictedLabel", (DataViewType)BooleanDataViewType.Instance) })
+        {
+            Assert.AreEqual(type, actual[name].Type, name);
+            Assert.AreEqual(type, described.Single(c => c.Name == name).ItemType, name);
+        }
+
+        var metrics = ml.BinaryClassification.Evaluate(binary.Transform(test));
+        Assert.IsGreaterThan(0.9, metrics.Accuracy, $"accuracy {metrics.Accuracy:F3}");
+        Assert.IsGreaterThan(0.95, metrics.AreaUnderRocCurve, $"AUC {metrics.AreaUnderRocCurve:F3}");
+        Assert.IsLessThan(0.5, metrics.LogLoss);
+
+        var zip = Path.Combine(Directory.CreateTempSubdirectory().FullName, "binary.zip");
+        ml.Model.Save(binary, train.Schema, zip);
+        var fresh = new MLContext();
+        var loaded = fresh.Model.Load(zip, out _);
+        var again = fresh.Data.CreateEnumerable<Prediction>(loaded.Transform(test), reuseRowObject: false).ToList();
+        for (int i = 0; i < predictions.Count; i++)
+        {
+            Assert.AreEqual(predictions[i].Score, again[i].Score, $"row {i}");
+            Assert.AreEqual(predictions[i].Probability, again[i].Probability, $"row {i}");
+            Assert.AreEqual(predictions[i].PredictedLabel, again[i].PredictedLabel, $"row {i}");
+        }
+        var engine = fresh.Model.CreatePredictionEngine<Row, Prediction>(loaded);
+        Assert.IsTrue(engine.Predict(new() { Sentence1 = "apple cherry melon" }).PredictedLabel);
+        Assert.IsFalse(engine.Predict(new() { Sentence1 = "zebra owl wolf" }).PredictedLabel);
+
+        // Exported as a HF checkpoint, the two classes are named for the label's values.
+        var dir = Directory.CreateTempSubdirectory("binary-checkpoint").FullName;
+        binary.SaveMergedCheckpoint(dir);
+        using var config = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "config.json")));
+        Assert.AreEqual("False", config.RootElement.GetProperty("id2label").GetProperty("0").GetString());
+        Assert.AreEqual("True", config.RootElement.GetProperty("id2label").GetProperty("1").GetString());
+
+        // Trained further only as the binary model it is.
+        var e = Assert.ThrowsExactly<ArgumentException>(() => ml.MulticlassClassification.Trainers.Msplora(PeftTrainerFixture.Msplora(1))
+            .Fit(twoClass.Transform(train), binary));
+        StringAssert.Contains(e.Message, "binary");
+        var further = ml.BinaryClassification.Trainers.Msplora(PeftTrainerFixture.Msplora(1)).Fit(train, binary);
+        Assert.IsGreaterThan(0.9, ml.BinaryClassification.Evaluate(further.Transform(test)).Accuracy);
+    }
+
+    [TestMethod]
+    public void BinaryTrainerNeedsABooleanLabelAndMulticlassPointsToIt()
+    {
+        var ml = new MLContext();
+        var strings = ml.Data.LoadFromEnumerable(ToyText.Rows(10, seed: 1, classes: 2));
+        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.BinaryClassification.Trainers.Msplora(PeftTrainerFixture.Msplora(1)).Fit(strings));
+        StringAssert.Contains(e.Message, "label column 'Label' must be Boolean");
+
+        var booleans = ml.Data.LoadFromEnumerable(Rows(10, 1));
+        e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.MulticlassClassification.Trainers.Msplora(PeftTrainerFixture.Msplora(1)).Fit(booleans));
+        StringAssert.Contains(e.Message, "mlContext.BinaryClassification.Trainers");
+
+        var options = PeftTrainerFixture.Lora(1);
+        options.ValidationSet = strings;
+        e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.BinaryClassification.Trainers.Lora(options).Fit(booleans));
+        StringAssert.Contains(e.Message, "validation set: label column 'Label' must be Boolean");
+    }
+}
