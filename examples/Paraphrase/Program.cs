@@ -1,4 +1,4 @@
-// Paraphrase detection (GLUE MRPC) with MSPLoRA on sentence pairs: train, evaluate on dev, save, reload, predict.
+// Paraphrase detection (GLUE MRPC) with MSPLoRA on sentence pairs, a binary classifier: train, evaluate on dev, save, reload, predict.
 // Usage: dotnet run --project examples/Paraphrase -- [--backbone DIR] [--max-train-rows N] [--epochs E] [--learning-rate LR] [--precision fp32|bf16]
 using MlNetPeft.Examples;
 

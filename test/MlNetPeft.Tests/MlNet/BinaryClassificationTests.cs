@@ -69,6 +69,9 @@ public sealed class BinaryClassificationTests
         Assert.IsGreaterThan(0.9, metrics.Accuracy, $"accuracy {metrics.Accuracy:F3}");
         Assert.IsGreaterThan(0.95, metrics.AreaUnderRocCurve, $"AUC {metrics.AreaUnderRocCurve:F3}");
         Assert.IsLessThan(0.5, metrics.LogLoss);
+        var goldLabels = test.GetColumn<bool>("Label").ToArray();
+        double nats = predictions.Select((p, i) => -Math.Log(goldLabels[i] ? p.Probability : 1 - p.Probability)).Average();
+        Assert.AreEqual(nats / Math.Log(2), metrics.LogLoss, 1e-6, "ML.NET's binary log-loss, in bits, of our Probability");
 
         var zip = Path.Combine(Directory.CreateTempSubdirectory().FullName, "binary.zip");
         ml.Model.Save(binary, train.Schema, zip);
