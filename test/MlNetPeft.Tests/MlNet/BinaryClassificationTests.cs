@@ -103,6 +103,34 @@ public sealed class BinaryClassificationTests
         Assert.IsGreaterThan(0.9, ml.BinaryClassification.Evaluate(further.Transform(test)).Accuracy);
     }
 
+    /// <summary>ML.NET's binary CrossValidate (split, fit, Evaluate with its calibrated-classifier metrics) runs on
+    /// the binary trainer; BalanceClasses weighs a Boolean label's two classes equally and raises the rare one's
+    /// probability.</summary>
+    [TestMethod]
+    public void CrossValidatesAndBalancesTwoClasses()
+    {
+        var ml = new MLContext(seed: 1);
+        var folds = ml.BinaryClassification.CrossValidate(ml.Data.LoadFromEnumerable(Rows(180, 3)),
+            ml.BinaryClassification.Trainers.Lora(PeftTrainerFixture.Lora(6)), numberOfFolds: 3);
+        Assert.HasCount(3, folds);
+        foreach (var fold in folds)
+            Assert.IsGreaterThan(0.95, fold.Metrics.AreaUnderRocCurve, $"fold {fold.Fold}: AUC {fold.Metrics.AreaUnderRocCurve:F3}");
+
+        // Nine animal rows to each fruit row: balanced, the fruit rows' mean probability of true goes up.
+        var rows = Rows(400, 4);
+        var skewed = ml.Data.LoadFromEnumerable(rows.Where(r => !r.Label).Take(180).Concat(rows.Where(r => r.Label).Take(20)));
+        var test = ml.Data.LoadFromEnumerable(Rows(60, 5).Where(r => r.Label));
+        float MeanProbability(bool balance)
+        {
+            var options = PeftTrainerFixture.Lora(2);
+            options.BalanceClasses = balance;
+            var model = ml.BinaryClassification.Trainers.Lora(options).Fit(skewed);
+            return ml.Data.CreateEnumerable<Prediction>(model.Transform(test), reuseRowObject: false).Average(p => p.Probability);
+        }
+        float plain = MeanProbability(false), balanced = MeanProbability(true);
+        Assert.IsGreaterThan(plain + 0.2f, balanced, $"fruit rows' mean probability: plain {plain:F3}, balanced {balanced:F3}");
+    }
+
     [TestMethod]
     public void BinaryTrainerNeedsABooleanLabelAndMulticlassPointsToIt()
     {
