@@ -228,11 +228,12 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     IDataView ITransformer.Transform(IDataView input) => Transform(input);
 
     /// <summary>Model outputs for tokenized inputs, scored in batches: class probabilities (softmax, as ML.NET's
-    /// multiclass Score is, so Evaluate's log-loss is right), or one regression value per row.</summary>
+    /// multiclass Score is, so Evaluate's log-loss is right), a binary model's two logits, or one regression value per row.</summary>
     internal float[][] Predict(IReadOnlyList<int[]> rows)
     {
         ThrowIfDisposed();
-        return BatchScorer.Outputs(_model, rows.Select((ids, i) => new Example(ids, 0, i)).ToList(), ScoringBatchSize, _tokenizer.PadId, _info.Task);
+        return BatchScorer.Outputs(_model, rows.Select((ids, i) => new Example(ids, 0, i)).ToList(), ScoringBatchSize, _tokenizer.PadId,
+            _info.Task, logits: _info.Binary);
     }
 
     /// <summary>The getter of output column <paramref name="output"/> (in <see cref="PeftModelInfo.OutputColumnNames"/>
@@ -258,15 +259,17 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         });
     }
 
-    /// <summary>A binary model's columns from its two class probabilities: Score is the log-odds of true (the two
-    /// logits' difference: log p1 − log p0, each accurate where 1 − p would round to 0), Probability p1, and
-    /// PredictedLabel whether p1 is the larger (Score &gt; 0, as ML.NET's binary classifiers decide).</summary>
-    private static Delegate BinaryGetter(int output, Func<float[]> outputs) => output switch
+    /// <summary>A binary model's columns from its two logits: Score is the log-odds of true (their difference, finite
+    /// however confident the model is), Probability σ(Score) (the softmax probability of true), and PredictedLabel
+    /// Score &gt; 0, as ML.NET's binary classifiers decide.</summary>
+    internal static Delegate BinaryGetter(int output, Func<float[]> logits) => output switch
     {
-        0 => (ValueGetter<float>)((ref float dst) => dst = (float)(Math.Log(outputs()[1]) - Math.Log(outputs()[0]))),
-        1 => (ValueGetter<float>)((ref float dst) => dst = outputs()[1]),
-        _ => (ValueGetter<bool>)((ref bool dst) => dst = outputs()[1] > outputs()[0]),
+        0 => (ValueGetter<float>)((ref float dst) => dst = LogOdds(logits())),
+        1 => (ValueGetter<float>)((ref float dst) => dst = (float)(1 / (1 + Math.Exp(-(double)LogOdds(logits()))))),
+        _ => (ValueGetter<bool>)((ref bool dst) => dst = LogOdds(logits()) > 0),
     };
+
+    private static float LogOdds(float[] logits) => logits[1] - logits[0];
 
     /// <summary>Frees the TorchSharp model (CPU or GPU memory) now rather than at garbage collection. ML.NET disposes
     /// it too when a pipeline holding it is disposed, and when a PredictionEngine made with default options is.</summary>

@@ -28,7 +28,7 @@ public sealed class BinaryClassificationTests
 
     /// <summary>
     /// A binary model is a two-class model underneath: trained on the same rows as the multiclass trainer given the
-    /// same label mapped to keys false, true, it gives exactly that model's probability of true, its Score is those two
+    /// same label mapped to keys false, true, it gives that model's probability of true (to 1e-6), its Score is those two
     /// logits' difference, and ML.NET's binary evaluator reads its columns. Saved and loaded, it scores the same.
     /// </summary>
     [TestMethod]
@@ -47,7 +47,7 @@ public sealed class BinaryClassificationTests
         for (int i = 0; i < predictions.Count; i++)
         {
             var (p, classes) = (predictions[i], classProbabilities[i]);
-            Assert.AreEqual(classes[1], p.Probability, $"row {i}: probability of true");
+            Assert.AreEqual(classes[1], p.Probability, 1e-6, $"row {i}: probability of true");
             Assert.AreEqual(Math.Log(classes[1]) - Math.Log(classes[0]), p.Score, 1e-5, $"row {i}: log-odds");
             Assert.AreEqual(1 / (1 + Math.Exp(-p.Score)), p.Probability, 1e-6, $"row {i}: Probability = σ(Score)");
             Assert.AreEqual(p.Score > 0, p.PredictedLabel, $"row {i}: predicted label");
@@ -101,6 +101,32 @@ public sealed class BinaryClassificationTests
         StringAssert.Contains(e.Message, "binary");
         var further = ml.BinaryClassification.Trainers.Msplora(PeftTrainerFixture.Msplora(1)).Fit(train, binary);
         Assert.IsGreaterThan(0.9, ml.BinaryClassification.Evaluate(further.Transform(test)).Accuracy);
+    }
+
+    /// <summary>Score is the logits' difference, not log p1 − log p0 of fp32 probabilities: a certain model's Score stays
+    /// finite (softmax of logits 120 apart rounds the smaller probability to 0, whose log is −∞).</summary>
+    [TestMethod]
+    public void ScoreIsTheLogitDifferenceEvenWhereAProbabilityRoundsToZero()
+    {
+        float Read(int output, float[] logits)
+        {
+            float value = 0;
+            ((ValueGetter<float>)PeftTextTransformer.BinaryGetter(output, () => logits))(ref value);
+            return value;
+        }
+        bool Label(float[] logits)
+        {
+            bool value = false;
+            ((ValueGetter<bool>)PeftTextTransformer.BinaryGetter(2, () => logits))(ref value);
+            return value;
+        }
+        foreach (var logits in new[] { new[] { -60f, 60f }, new[] { 50f, -70f }, new[] { 0.25f, -0.5f } })
+        {
+            float gap = logits[1] - logits[0];
+            Assert.AreEqual(gap, Read(0, logits), $"Score of {logits[0]}, {logits[1]}");
+            Assert.AreEqual((float)(1 / (1 + Math.Exp(-gap))), Read(1, logits), $"Probability of {logits[0]}, {logits[1]}");
+            Assert.AreEqual(gap > 0, Label(logits));
+        }
     }
 
     /// <summary>ML.NET's binary CrossValidate (split, fit, Evaluate with its calibrated-classifier metrics) runs on
