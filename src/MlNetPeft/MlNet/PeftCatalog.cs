@@ -171,9 +171,49 @@ public static class PeftCatalog
     public static LoraSquaredTrainer LoraSquared(this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
         LoraSquaredOptions options) => new(Env(catalog), options);
 
+    /// <summary>LoRA² fine-tuning for regression on text (one Single label, MSE loss).</summary>
+    /// <param name="catalog">The regression trainers.</param>
+    /// <param name="backboneDirectory">HF RoBERTa checkpoint directory.</param>
+    /// <param name="labelColumnName">Single-typed label column.</param>
+    /// <param name="sentence1ColumnName">Text column.</param>
+    /// <param name="sentence2ColumnName">Second text column for sentence pairs, or null.</param>
+    /// <param name="initialRank">Initial rank r of every adapted matrix.</param>
+    /// <param name="targetRank">Average rank left after pruning.</param>
+    /// <param name="batchSize">Rows per step.</param>
+    /// <param name="maxEpochs">Passes over the data.</param>
+    /// <param name="learningRate">Peak adapter learning rate.</param>
+    /// <param name="validationSet">Optional validation data.</param>
+    /// <param name="exampleWeightColumnName">Optional Single column weighting each training row's loss.</param>
+    public static LoraSquaredRegressionTrainer LoraSquared(this RegressionCatalog.RegressionTrainers catalog,
+        string backboneDirectory, string labelColumnName = "Label", string sentence1ColumnName = "Sentence1",
+        string? sentence2ColumnName = null, int initialRank = 8, int targetRank = 2, int batchSize = 32, int maxEpochs = 10,
+        double learningRate = 5e-4, IDataView? validationSet = null, string? exampleWeightColumnName = null) =>
+        catalog.LoraSquared(Common(new LoraSquaredOptions { InitialRank = initialRank, TargetRank = targetRank }, backboneDirectory,
+            labelColumnName, sentence1ColumnName, sentence2ColumnName, batchSize, maxEpochs, learningRate, validationSet, exampleWeightColumnName));
+
     /// <summary>LoRA² fine-tuning for regression on text, with every option.</summary>
     public static LoraSquaredRegressionTrainer LoraSquared(this RegressionCatalog.RegressionTrainers catalog, LoraSquaredOptions options) =>
         new(Env(catalog), options);
+
+    /// <summary>LoRA² fine-tuning for binary text classification (a Boolean label).</summary>
+    /// <param name="catalog">The binary classification trainers.</param>
+    /// <param name="backboneDirectory">HF RoBERTa checkpoint directory.</param>
+    /// <param name="labelColumnName">Boolean label column.</param>
+    /// <param name="sentence1ColumnName">Text column.</param>
+    /// <param name="sentence2ColumnName">Second text column for sentence pairs, or null.</param>
+    /// <param name="initialRank">Initial rank r of every adapted matrix.</param>
+    /// <param name="targetRank">Average rank left after pruning.</param>
+    /// <param name="batchSize">Rows per step.</param>
+    /// <param name="maxEpochs">Passes over the data.</param>
+    /// <param name="learningRate">Peak adapter learning rate.</param>
+    /// <param name="validationSet">Optional validation data.</param>
+    /// <param name="exampleWeightColumnName">Optional Single column weighting each training row's loss.</param>
+    public static LoraSquaredBinaryTrainer LoraSquared(this BinaryClassificationCatalog.BinaryClassificationTrainers catalog,
+        string backboneDirectory, string labelColumnName = "Label", string sentence1ColumnName = "Sentence1",
+        string? sentence2ColumnName = null, int initialRank = 8, int targetRank = 2, int batchSize = 32, int maxEpochs = 10,
+        double learningRate = 5e-4, IDataView? validationSet = null, string? exampleWeightColumnName = null) =>
+        catalog.LoraSquared(Common(new LoraSquaredOptions { InitialRank = initialRank, TargetRank = targetRank }, backboneDirectory,
+            labelColumnName, sentence1ColumnName, sentence2ColumnName, batchSize, maxEpochs, learningRate, validationSet, exampleWeightColumnName));
 
     /// <summary>LoRA² fine-tuning for binary text classification (a Boolean label), with every option.</summary>
     public static LoraSquaredBinaryTrainer LoraSquared(this BinaryClassificationCatalog.BinaryClassificationTrainers catalog, LoraSquaredOptions options) =>
@@ -203,9 +243,49 @@ public static class PeftCatalog
     public static AdaLoraTrainer AdaLora(this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
         AdaLoraOptions options) => new(Env(catalog), options);
 
+    /// <summary>AdaLoRA fine-tuning for regression on text (one Single label, MSE loss).</summary>
+    /// <param name="catalog">The regression trainers.</param>
+    /// <param name="backboneDirectory">HF RoBERTa checkpoint directory.</param>
+    /// <param name="labelColumnName">Single-typed label column.</param>
+    /// <param name="sentence1ColumnName">Text column.</param>
+    /// <param name="sentence2ColumnName">Second text column for sentence pairs, or null.</param>
+    /// <param name="initialRank">Initial rank r of every adapted matrix.</param>
+    /// <param name="targetRank">Average rank left after pruning.</param>
+    /// <param name="batchSize">Rows per step.</param>
+    /// <param name="maxEpochs">Passes over the data.</param>
+    /// <param name="learningRate">Peak adapter learning rate.</param>
+    /// <param name="validationSet">Optional validation data.</param>
+    /// <param name="exampleWeightColumnName">Optional Single column weighting each training row's loss.</param>
+    public static AdaLoraRegressionTrainer AdaLora(this RegressionCatalog.RegressionTrainers catalog,
+        string backboneDirectory, string labelColumnName = "Label", string sentence1ColumnName = "Sentence1",
+        string? sentence2ColumnName = null, int initialRank = 12, int targetRank = 8, int batchSize = 32, int maxEpochs = 10,
+        double learningRate = 5e-4, IDataView? validationSet = null, string? exampleWeightColumnName = null) =>
+        catalog.AdaLora(Common(new AdaLoraOptions { InitialRank = initialRank, TargetRank = targetRank }, backboneDirectory,
+            labelColumnName, sentence1ColumnName, sentence2ColumnName, batchSize, maxEpochs, learningRate, validationSet, exampleWeightColumnName));
+
     /// <summary>AdaLoRA fine-tuning for regression on text, with every option.</summary>
     public static AdaLoraRegressionTrainer AdaLora(this RegressionCatalog.RegressionTrainers catalog, AdaLoraOptions options) =>
         new(Env(catalog), options);
+
+    /// <summary>AdaLoRA fine-tuning for binary text classification (a Boolean label).</summary>
+    /// <param name="catalog">The binary classification trainers.</param>
+    /// <param name="backboneDirectory">HF RoBERTa checkpoint directory.</param>
+    /// <param name="labelColumnName">Boolean label column.</param>
+    /// <param name="sentence1ColumnName">Text column.</param>
+    /// <param name="sentence2ColumnName">Second text column for sentence pairs, or null.</param>
+    /// <param name="initialRank">Initial rank r of every adapted matrix.</param>
+    /// <param name="targetRank">Average rank left after pruning.</param>
+    /// <param name="batchSize">Rows per step.</param>
+    /// <param name="maxEpochs">Passes over the data.</param>
+    /// <param name="learningRate">Peak adapter learning rate.</param>
+    /// <param name="validationSet">Optional validation data.</param>
+    /// <param name="exampleWeightColumnName">Optional Single column weighting each training row's loss.</param>
+    public static AdaLoraBinaryTrainer AdaLora(this BinaryClassificationCatalog.BinaryClassificationTrainers catalog,
+        string backboneDirectory, string labelColumnName = "Label", string sentence1ColumnName = "Sentence1",
+        string? sentence2ColumnName = null, int initialRank = 12, int targetRank = 8, int batchSize = 32, int maxEpochs = 10,
+        double learningRate = 5e-4, IDataView? validationSet = null, string? exampleWeightColumnName = null) =>
+        catalog.AdaLora(Common(new AdaLoraOptions { InitialRank = initialRank, TargetRank = targetRank }, backboneDirectory,
+            labelColumnName, sentence1ColumnName, sentence2ColumnName, batchSize, maxEpochs, learningRate, validationSet, exampleWeightColumnName));
 
     /// <summary>AdaLoRA fine-tuning for binary text classification (a Boolean label), with every option.</summary>
     public static AdaLoraBinaryTrainer AdaLora(this BinaryClassificationCatalog.BinaryClassificationTrainers catalog, AdaLoraOptions options) =>

@@ -153,6 +153,10 @@ public sealed class TaskFormTests
             c.AdaLora("bb", "L", "S1", "S2", 12, 8, 8, 2, 1e-3, dev, "W").TrainerOptions,
             b.Msplora("bb", "L", "S1", "S2", 8, 2, 1e-3, dev, "W").TrainerOptions,
             b.Lora("bb", "L", "S1", "S2", 4, 8, 2, 1e-3, dev, "W").TrainerOptions,
+            r.LoraSquared("bb", "L", "S1", "S2", 6, 3, 8, 2, 1e-3, dev, "W").TrainerOptions,
+            b.LoraSquared("bb", "L", "S1", "S2", 6, 3, 8, 2, 1e-3, dev, "W").TrainerOptions,
+            r.AdaLora("bb", "L", "S1", "S2", 10, 5, 8, 2, 1e-3, dev, "W").TrainerOptions,
+            b.AdaLora("bb", "L", "S1", "S2", 10, 5, 8, 2, 1e-3, dev, "W").TrainerOptions,
         ];
         foreach (var o in made)
         {
@@ -170,5 +174,9 @@ public sealed class TaskFormTests
         Assert.AreEqual(4, ((LoraOptions)made[2]).Rank);
         Assert.AreEqual(4, ((LoraOptions)made[7]).Rank);
         Assert.AreEqual(12, ((AdaLoraOptions)made[5]).InitialRank);
+        foreach (var o in made[8..10].Cast<LoraSquaredOptions>()) Assert.AreEqual((6, 3), (o.InitialRank, o.TargetRank));
+        foreach (var o in made[10..].Cast<AdaLoraOptions>()) Assert.AreEqual((10, 5), (o.InitialRank, o.TargetRank));
+        Assert.IsInstanceOfType<LoraSquaredRegressionTrainer>(r.LoraSquared("bb"));
+        Assert.IsInstanceOfType<AdaLoraBinaryTrainer>(b.AdaLora("bb"));
     }
 }
