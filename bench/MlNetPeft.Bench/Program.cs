@@ -36,7 +36,8 @@ static int Usage(TextWriter to, int exitCode)
                   [--reference [--reference-seeds N]] [--out DIR]
           speed   --shape tiny,mini,base,large --method lora,dora,msplora,lorasquared,adalora,full [--batch 32] [--seq 128]
                   [--accumulate K] [--checkpoint] [--steps 10] [--device auto|cpu|cuda] [--precision fp32|bf16] [--threads N]
-                  [--reference] [--out DIR]   (--checkpoint: blocks recomputed in the backward: less memory)
+                  [--reference] [--warm-up 30] [--out DIR]   (--checkpoint: blocks recomputed in the backward: less memory;
+                  --warm-up: at most this many seconds of untimed steps, ended sooner once .NET's JIT is quiet)
           first-steps [--shape mini] [--method lora] [--batch 32] [--seq 128] [--steps 30] [--device auto|cpu|cuda]
                   (training steps on padded batches of changing length: per-shape first-use costs)
           latency --model ZIP [--precision fp32|bf16] [--rows 400]   (one PredictionEngine, one sentence per call)

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime;
 using System.Text.Json;
 using MlNetPeft.Adapters;
 using MlNetPeft.Adapters.Full;
@@ -51,7 +52,8 @@ internal static class SpeedBenchmark
         foreach (var shape in shapes)
             foreach (var method in methods)
             {
-                var run = Measure(shape, method, batch, seq, steps, device, precision, peak, a.Flag("phases"), accumulation, a.Flag("checkpoint"), targets);
+                var run = Measure(shape, method, batch, seq, steps, device, precision, peak, a.Flag("phases"), accumulation, a.Flag("checkpoint"), targets,
+                    a.Double("warm-up", 30));
                 if (a.Flag("reference") && accumulation == 1 && !run.GradientCheckpointing && targets is null && device.type == DeviceType.CPU && method is "lora" or "msplora" or "full")
                 {
                     var (train, infer) = Reference(a.Text("reference-script", Path.Combine(BenchArgs.RepositoryRoot(), "bench", "reference.py")),
@@ -121,7 +123,7 @@ internal static class SpeedBenchmark
     };
 
     internal static SpeedRun Measure(string shape, string method, int batch, int seq, int steps, Device device, ScalarType precision, double peak,
-        bool phases = false, int accumulation = 1, bool checkpointing = false, string[]? targets = null)
+        bool phases = false, int accumulation = 1, bool checkpointing = false, string[]? targets = null, double maxWarmUpSeconds = 30)
     {
         using var model = RandomModel(shape, method, targets);
         var config = model.Network.Config;
@@ -139,7 +141,7 @@ internal static class SpeedBenchmark
         // is long enough that warm-up and timed steps all fall inside it.
         using var stepper = new TrainingStepper(model, new TrainingSettings { BatchSize = batch, LearningRate = 1e-4, GradientCheckpointing = checkpointing }, TaskKind.Classification, steps + 100_000);
         model.Train();
-        WarmUp(() => stepper.Run(stepBatches), device);
+        WarmUp(() => stepper.Run(stepBatches), device, $"{shape} {method}: training", maxWarmUpSeconds);
         var clock = Stopwatch.StartNew();
         for (int i = 0; i < steps; i++)
         {
@@ -157,7 +159,7 @@ internal static class SpeedBenchmark
         double infer;
         using (inference_mode())
         {
-            WarmUp(() => model.Forward(ids, null), device);
+            WarmUp(() => model.Forward(ids, null), device, $"{shape} {method}: inference", maxWarmUpSeconds);
             clock.Restart();
             for (int i = 0; i < steps; i++)
             {
@@ -211,14 +213,36 @@ internal static class SpeedBenchmark
             $"{GC.CollectionCount(0) - gen0} gen0 / {GC.CollectionCount(2) - gen2} gen2 collections");
     }
 
-    /// <summary>Runs <paramref name="step"/> at least twice and for at least a second, so that the timed steps see
-    /// .NET's optimised (tier-1) code and a warm allocator rather than the first calls' JIT and page faults.</summary>
-    private static void WarmUp(Func<Tensor> step, Device device)
+    /// <summary>
+    /// Runs <paramref name="step"/> until .NET's JIT has gone quiet, so that the timed steps run the optimised code a
+    /// long training run runs, on a warm allocator. Tiered compilation recompiles a method in the background once it
+    /// has been called 30 times, and with dynamic PGO twice, so a method called once per step is final only after
+    /// some 60 steps. A fixed second of warm-up was not enough: measured 2026-12-06 (12x64x4x128, batch 2, sequence 16,
+    /// CPU, 30 to 600 timed steps), the first run in a process still compiled 67–307 methods in its timed steps; with
+    /// this warm-up 6–15, most of them finalizers on the finalizer thread. Stops after at least two steps and a
+    /// second, once no method was compiled in the last 40 steps or 3 seconds (slow steps), or after
+    /// <paramref name="maxSeconds"/>; then collects garbage.
+    /// </summary>
+    private static void WarmUp(Func<Tensor> step, Device device, string label, double maxSeconds)
     {
         var clock = Stopwatch.StartNew();
-        for (int i = 0; i < 2 || clock.Elapsed.TotalSeconds < 1; i++)
+        long compiled = JitInfo.GetCompiledMethodCount();
+        var quietSince = TimeSpan.Zero;
+        for (int i = 0, quietSteps = 0; ; i++)
+        {
             using (NewDisposeScope()) step();
+            Console.Error.Write($"\r  {label}: warm-up step {i + 1}   ");
+            if (JitInfo.GetCompiledMethodCount() is var now && now != compiled)
+                (compiled, quietSince, quietSteps) = (now, clock.Elapsed, 0);
+            else quietSteps++;
+            bool quiet = quietSteps >= 40 || (clock.Elapsed - quietSince).TotalSeconds >= 3;
+            if ((i >= 1 && clock.Elapsed.TotalSeconds >= 1 && quiet) || clock.Elapsed.TotalSeconds >= maxSeconds) break;
+        }
         Sync(device);
+        // Timed steps start with no garbage and no finalizers pending (TorchSharp's Scalars and pinned arrays are
+        // finalized rather than disposed).
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
     }
 
     internal static void Sync(Device device)
