@@ -108,24 +108,18 @@ public sealed class BinaryClassificationTests
     [TestMethod]
     public void ScoreIsTheLogitDifferenceEvenWhereAProbabilityRoundsToZero()
     {
-        float Read(int output, float[] logits)
+        static T Read<T>(int output, float[] logits)
         {
-            float value = 0;
-            ((ValueGetter<float>)PeftTextTransformer.BinaryGetter(output, () => logits))(ref value);
-            return value;
-        }
-        bool Label(float[] logits)
-        {
-            bool value = false;
-            ((ValueGetter<bool>)PeftTextTransformer.BinaryGetter(2, () => logits))(ref value);
+            T value = default!;
+            ((ValueGetter<T>)PeftTextTransformer.BinaryGetter(output, () => logits))(ref value);
             return value;
         }
         foreach (var logits in new[] { new[] { -60f, 60f }, new[] { 50f, -70f }, new[] { 0.25f, -0.5f } })
         {
             float gap = logits[1] - logits[0];
-            Assert.AreEqual(gap, Read(0, logits), $"Score of {logits[0]}, {logits[1]}");
-            Assert.AreEqual((float)(1 / (1 + Math.Exp(-gap))), Read(1, logits), $"Probability of {logits[0]}, {logits[1]}");
-            Assert.AreEqual(gap > 0, Label(logits));
+            Assert.AreEqual(gap, Read<float>(0, logits), $"Score of {logits[0]}, {logits[1]}");
+            Assert.AreEqual((float)(1 / (1 + Math.Exp(-gap))), Read<float>(1, logits), $"Probability of {logits[0]}, {logits[1]}");
+            Assert.AreEqual(gap > 0, Read<bool>(2, logits));
         }
     }
 
