@@ -1,3 +1,4 @@
+using System.Text.Json;
 using MlNetPeft.Backbone;
 
 namespace MlNetPeft.Tests.Backbone;
@@ -19,6 +20,25 @@ public sealed class RobertaTokenizerTests
             Tokenizer.Value.EncodeText("It's a wonderful, heart-warming film!").ToArray());
         // HF's \s+(?!\S) rule: the extra space becomes its own token.
         CollectionAssert.AreEqual(new[] { 31414, 1437, 232 }, Tokenizer.Value.EncodeText("Hello  world").ToArray());
+    }
+
+    /// <summary>
+    /// Fixtures/tokenizer/ids.jsonl (made by its make_ids.py with bench/reference.py's GPT-2 BPE): whitespace runs,
+    /// contractions, combining marks, letters and emoji outside the BMP, control characters, and GLUE cells covering
+    /// every non-ASCII character GLUE has.
+    /// </summary>
+    [TestMethod]
+    public void MatchesTheReferenceBpeOnHardTextsAndGlueCells()
+    {
+        var path = Path.Combine(AppContext.BaseDirectory, "Fixtures", "tokenizer", "ids.jsonl");
+        var rows = File.ReadLines(path).Select(l => JsonDocument.Parse(l).RootElement).ToArray();
+        var differ = rows
+            .Select(r => (Text: r.GetProperty("text").GetString()!, Ids: r.GetProperty("ids").EnumerateArray().Select(i => i.GetInt32()).ToArray()))
+            .Where(r => !r.Ids.SequenceEqual(Tokenizer.Value.EncodeText(r.Text)))
+            .Select(r => JsonSerializer.Serialize(r.Text))
+            .ToArray();
+        Assert.IsGreaterThan(500, rows.Length);
+        Assert.IsEmpty(differ, $"{differ.Length} of {rows.Length} texts tokenize differently: {string.Join(", ", differ.Take(5))}");
     }
 
     [TestMethod]
