@@ -4,8 +4,9 @@ using System.Security.Cryptography;
 namespace MlNetPeft.Backbone;
 
 /// <summary>
-/// A HuggingFace RoBERTa checkpoint on local disk: config.json, model.safetensors, vocab.json, merges.txt.
-/// Nothing is ever downloaded; a missing file is reported by its full path.
+/// A HuggingFace RoBERTa checkpoint on local disk: config.json, model.safetensors (or, where a checkpoint has none,
+/// the older pytorch_model.bin), vocab.json, merges.txt. Nothing is ever downloaded; a missing file is reported by its
+/// full path.
 /// </summary>
 public sealed class CheckpointDirectory
 {
@@ -16,13 +17,19 @@ public sealed class CheckpointDirectory
         if (string.IsNullOrWhiteSpace(path)) throw new ArgumentException("A backbone checkpoint directory is required.", nameof(path));
         Path = System.IO.Path.GetFullPath(path);
         if (!Directory.Exists(Path)) throw new DirectoryNotFoundException($"Backbone directory not found: {Path}");
-        foreach (var file in new[] { ConfigFile, WeightsFile, VocabFile, MergesFile })
+        foreach (var file in new[] { ConfigFile, VocabFile, MergesFile })
             if (!File.Exists(file)) throw new FileNotFoundException($"Backbone directory {Path} lacks {System.IO.Path.GetFileName(file)}", file);
+        var safetensors = System.IO.Path.Combine(Path, "model.safetensors");
+        WeightsFile = TensorFile.Find(Path, "model.safetensors", "pytorch_model.bin")
+            ?? throw new FileNotFoundException(File.Exists(safetensors + ".index.json")
+                ? $"Backbone directory {Path} holds a sharded model.safetensors, which is not supported: save it as one file (RoBERTa fits in one)"
+                : $"Backbone directory {Path} lacks model.safetensors (or pytorch_model.bin)", safetensors);
     }
 
     public string Path { get; }
     public string ConfigFile => System.IO.Path.Combine(Path, "config.json");
-    public string WeightsFile => System.IO.Path.Combine(Path, "model.safetensors");
+    /// <summary>model.safetensors, or pytorch_model.bin where there is no model.safetensors.</summary>
+    public string WeightsFile { get; }
     public string VocabFile => System.IO.Path.Combine(Path, "vocab.json");
     public string MergesFile => System.IO.Path.Combine(Path, "merges.txt");
 
@@ -30,7 +37,10 @@ public sealed class CheckpointDirectory
 
     public RobertaTokenizer LoadTokenizer() => RobertaTokenizer.FromDirectory(Path);
 
-    /// <summary>SHA-256 of model.safetensors (hex), cached per file size and write time.</summary>
+    /// <summary>Every tensor of <see cref="WeightsFile"/>, on the CPU in its stored dtype.</summary>
+    internal Dictionary<string, TorchSharp.torch.Tensor> LoadWeights() => TensorFile.Load(WeightsFile);
+
+    /// <summary>SHA-256 of the weights file (hex), cached per file size and write time.</summary>
     public string Fingerprint() => FingerprintOf(WeightsFile);
 
     internal static string FingerprintOf(string file)

@@ -5,7 +5,7 @@ namespace MlNetPeft.MlNet;
 /// <summary>
 /// Finds the backbone of a loaded model zip that does not embed it. Tried in order: <see cref="OverrideDirectory"/>,
 /// the <c>MLNETPEFT_BACKBONE_DIR</c> environment variable, then the directory used at training time. A directory
-/// is accepted only if its model.safetensors has the SHA-256 recorded at training time.
+/// is accepted only if its weights file (model.safetensors, or pytorch_model.bin) has the SHA-256 recorded at training time.
 /// </summary>
 public static class BackboneLocator
 {
@@ -28,10 +28,10 @@ public static class BackboneLocator
             catch (IOException e) { tried.Add($"{source} {path}: {e.Message}"); continue; }
             var found = dir.Fingerprint();
             if (found == sha256) return dir;
-            tried.Add($"{source} {dir.Path}: model.safetensors has SHA-256 {found}");
+            tried.Add($"{source} {dir.Path}: {Path.GetFileName(dir.WeightsFile)} has SHA-256 {found}");
         }
         throw new InvalidOperationException(
-            $"The model was trained on a backbone whose model.safetensors has SHA-256 {sha256} (at {trainedPath}), and no such backbone was found. " +
+            $"The model was trained on a backbone whose weights file has SHA-256 {sha256} (at {trainedPath}), and no such backbone was found. " +
             $"Tried: {string.Join("; ", tried)}. Point BackboneLocator.OverrideDirectory or the {EnvironmentVariable} environment variable " +
             "at that checkpoint directory, or train with EmbedBackbone = true for a self-contained zip.");
     }

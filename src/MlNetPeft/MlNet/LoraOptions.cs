@@ -1,5 +1,6 @@
 using MlNetPeft.Adapters;
 using MlNetPeft.Adapters.Lora;
+using MlNetPeft.Backbone;
 
 namespace MlNetPeft.MlNet;
 
@@ -19,7 +20,7 @@ public sealed class LoraOptions : PeftTextTrainerOptions
     /// <summary>The layers (0-based) that get adapters, PEFT's layers_to_transform; null: every layer.</summary>
     public int[]? Layers;
 
-    /// <summary>A HF PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors) to start from: its
+    /// <summary>A HF PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors or .bin) to start from: its
     /// r, lora_alpha, use_rslora, use_dora, layers_to_transform and target_modules replace <see cref="Rank"/>, LoraAlpha,
     /// <see cref="UseRsLora"/>, <see cref="UseDora"/>, <see cref="Layers"/> and Targets, and its adapters and head
     /// the fresh ones. Training then continues from it; with MaxEpochs = 0 the model is the adapter as it was trained
@@ -35,7 +36,8 @@ public sealed class LoraOptions : PeftTextTrainerOptions
     internal override string? Initialize(PeftModel model)
     {
         if (InitialPeftAdapter is not { } adapter) return null;
-        model.LoadPeftAdapter(Path.Combine(adapter, "adapter_model.safetensors"));
+        model.LoadPeftAdapter(TensorFile.Find(adapter, "adapter_model.safetensors", "adapter_model.bin")
+            ?? throw new FileNotFoundException($"PEFT adapter directory {adapter} lacks adapter_model.safetensors (or adapter_model.bin)"));
         var lora = (LoraConfig)model.Config;
         return $"adapters and head of the PEFT adapter {adapter} (r {lora.Rank}, lora_alpha {lora.Alpha}{(lora.UseRsLora ? ", rsLoRA" : "")}{(lora.UseDora ? ", DoRA" : "")}, targets {string.Join(", ", lora.Targets)})";
     }

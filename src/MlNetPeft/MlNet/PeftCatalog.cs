@@ -13,7 +13,7 @@ public static class PeftCatalog
 {
     /// <summary>MSPLoRA fine-tuning of a RoBERTa checkpoint for text classification.</summary>
     /// <param name="catalog">The multiclass classification trainers.</param>
-    /// <param name="backboneDirectory">HF RoBERTa checkpoint directory (config.json, model.safetensors, vocab.json, merges.txt).</param>
+    /// <param name="backboneDirectory">HF RoBERTa checkpoint directory (config.json, model.safetensors or pytorch_model.bin, vocab.json, merges.txt).</param>
     /// <param name="labelColumnName">Key-typed label column (use MapValueToKey).</param>
     /// <param name="sentence1ColumnName">Text column.</param>
     /// <param name="sentence2ColumnName">Second text column for sentence pairs, or null.</param>

@@ -25,7 +25,7 @@ internal sealed record PeftModelInfo
     public required RobertaConfig Backbone { get; init; }
     /// <summary>Directory the backbone was loaded from when training (first place looked at on load).</summary>
     public required string BackbonePath { get; init; }
-    /// <summary>SHA-256 of the backbone's model.safetensors: the model only loads on these exact weights.</summary>
+    /// <summary>SHA-256 of the backbone's weights file (model.safetensors or pytorch_model.bin): the model only loads on these exact weights.</summary>
     public required string BackboneSha256 { get; init; }
     public bool MergeAdapters { get; init; } = true;
 

@@ -78,7 +78,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         cuda.manual_seed_all(o.Seed);
         var bytes = File.ReadAllBytes(backbone.WeightsFile);
         var backboneSha256 = CheckpointDirectory.FingerprintOf(bytes);
-        var weights = SafeTensors.Load(bytes, backbone.WeightsFile);
+        var weights = TensorFile.Load(bytes, backbone.WeightsFile);
         PeftModel model;
         try { model = PeftModel.Create(config, outputs, adapterConfig, weights, backbone.WeightsFile); }
         finally { foreach (var t in weights.Values) t.Dispose(); }

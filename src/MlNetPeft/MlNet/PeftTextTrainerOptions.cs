@@ -35,7 +35,7 @@ public abstract class PeftTextTrainerOptions
     /// <summary>Output column with the probability of true (binary classification only).</summary>
     public string ProbabilityColumnName = "Probability";
 
-    /// <summary>HuggingFace RoBERTa checkpoint directory: config.json, model.safetensors, vocab.json, merges.txt.</summary>
+    /// <summary>HuggingFace RoBERTa checkpoint directory: config.json, model.safetensors (or pytorch_model.bin), vocab.json, merges.txt.</summary>
     public string? BackboneDirectory;
 
     /// <summary>Longest input in tokens, special tokens included; longer inputs are truncated (longest side first).</summary>
@@ -170,7 +170,7 @@ public abstract class PeftTextTrainerOptions
     internal void Validate()
     {
         if (string.IsNullOrWhiteSpace(BackboneDirectory))
-            throw new ArgumentException("BackboneDirectory is required: a RoBERTa checkpoint directory (config.json, model.safetensors, vocab.json, merges.txt).");
+            throw new ArgumentException("BackboneDirectory is required: a RoBERTa checkpoint directory (config.json, model.safetensors or pytorch_model.bin, vocab.json, merges.txt).");
         if (string.IsNullOrWhiteSpace(Sentence1ColumnName)) throw new ArgumentException("Sentence1ColumnName is required.");
         if (string.IsNullOrWhiteSpace(LabelColumnName)) throw new ArgumentException("LabelColumnName is required.");
         if (MaxSequenceLength < 8) throw new ArgumentException($"MaxSequenceLength must be at least 8, got {MaxSequenceLength}");

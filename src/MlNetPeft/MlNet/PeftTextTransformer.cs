@@ -29,7 +29,9 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
 {
     internal const string UserName = "MlNetPeft text transformer";
     internal const string LoaderSignature = "MLNETPEFTTEXT";
-    private const string AdapterStream = "Adapters.safetensors", BackboneStream = "Backbone.safetensors";
+    private const string AdapterStream = "Adapters.safetensors";
+    // The embedded backbone keeps its file's bytes (so its SHA-256 is the recorded one) under its format's name.
+    private const string BackboneStream = "Backbone.safetensors", PickledBackboneStream = "Backbone.bin";
     private const int ScoringBatchSize = 32;
 
     private readonly PeftModelInfo _info;
@@ -118,7 +120,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         loaderAssemblyName: typeof(PeftTextTransformer).Assembly.FullName);
 
     // Binary format: string model-info JSON; bool has-label-values (+ type and values);
-    // streams Adapters.safetensors, vocab.json, merges.txt, and Backbone.safetensors when embedded.
+    // streams Adapters.safetensors, vocab.json, merges.txt, and Backbone.safetensors (or .bin) when embedded.
     public override void SaveModel(ModelSaveContext ctx)
     {
         ThrowIfDisposed();
@@ -132,7 +134,8 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         finally { foreach (var t in state.Values) t.Dispose(); }
         ctx.SaveBinaryStream("vocab.json", w => w.Write(_tokenizer.VocabJson));
         ctx.SaveBinaryStream("merges.txt", w => w.Write(_tokenizer.MergesTxt));
-        if (_embeddedBackbone is not null) ctx.SaveBinaryStream(BackboneStream, w => w.Write(_embeddedBackbone));
+        if (_embeddedBackbone is not null)
+            ctx.SaveBinaryStream(PyTorchCheckpoint.IsTorchSave(_embeddedBackbone) ? PickledBackboneStream : BackboneStream, w => w.Write(_embeddedBackbone));
     }
 
     // Factory for SignatureLoadModel.
@@ -148,7 +151,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         var tokenizer = new RobertaTokenizer(
             ReadStream(ctx, "vocab.json") ?? throw new InvalidDataException("model zip lacks vocab.json"),
             ReadStream(ctx, "merges.txt") ?? throw new InvalidDataException("model zip lacks merges.txt"), "model zip");
-        var embedded = ReadStream(ctx, BackboneStream);
+        var embedded = ReadStream(ctx, BackboneStream) ?? ReadStream(ctx, PickledBackboneStream);
 
         var state = SafeTensors.Load(adapters, "model zip " + AdapterStream);
         Dictionary<string, Tensor> weights;
@@ -164,13 +167,13 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
             source = "model zip (embedded backbone)";
             if (CheckpointDirectory.FingerprintOf(embedded) != info.BackboneSha256)
                 throw new InvalidDataException($"{source}: embedded backbone does not match its recorded SHA-256");
-            weights = SafeTensors.Load(embedded, source);
+            weights = TensorFile.Load(embedded, source);
         }
         else
         {
             var dir = BackboneLocator.Find(info.BackbonePath, info.BackboneSha256);
             source = dir.WeightsFile;
-            weights = SafeTensors.Load(dir.WeightsFile);
+            weights = dir.LoadWeights();
         }
 
         PeftModel model;

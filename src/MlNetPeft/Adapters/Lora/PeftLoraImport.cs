@@ -82,7 +82,7 @@ internal static partial class PeftLoraImport
     public static void LoadPeftAdapter(this PeftModel model, string adapterFile)
     {
         if (model.Config is not LoraConfig) throw new InvalidOperationException("A PEFT LoRA adapter needs a model built with LoraConfig.");
-        var tensors = SafeTensors.Load(adapterFile);
+        var tensors = TensorFile.Load(adapterFile);
         try
         {
             var state = tensors.ToDictionary(kv => FromPeftKey(kv.Key), kv => kv.Value);

@@ -1,0 +1,305 @@
+using System.Buffers.Binary;
+using System.IO.Compression;
+using System.Text;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Backbone;
+
+/// <summary>
+/// Reads a state dict saved by <c>torch.save</c>, as HF's pytorch_model.bin: since PyTorch 1.6 a zip holding
+/// <c>data.pkl</c>, a pickled dict of tensors, and one entry per storage under <c>data/</c>; before, the pickles and
+/// the storages' bytes one after another. Like
+/// <c>torch.load(weights_only=True)</c> it understands only the pickle opcodes and the few globals a state dict is
+/// made of (OrderedDict, PyTorch's tensor rebuild functions and storage types), so nothing in the file is run.
+/// </summary>
+internal static class PyTorchCheckpoint
+{
+    private static readonly Dictionary<string, (ScalarType Type, int Size)> StorageTypes = new()
+    {
+        ["FloatStorage"] = (ScalarType.Float32, 4),
+        ["HalfStorage"] = (ScalarType.Float16, 2),
+        ["BFloat16Storage"] = (ScalarType.BFloat16, 2),
+        ["DoubleStorage"] = (ScalarType.Float64, 8),
+        ["LongStorage"] = (ScalarType.Int64, 8),
+        ["IntStorage"] = (ScalarType.Int32, 4),
+        ["ByteStorage"] = (ScalarType.Byte, 1),
+        ["BoolStorage"] = (ScalarType.Bool, 1),
+    };
+
+    // What torch.save wrote before PyTorch 1.6: the pickled magic number 0x1950a86a20f9469cfc6c (protocol 2).
+    private static readonly byte[] LegacyMagic = [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, (byte)'.'];
+
+    /// <summary>Whether <paramref name="bytes"/> start as torch.save's output does: a zip archive (PyTorch 1.6 and
+    /// later) or the legacy format's magic number.</summary>
+    public static bool IsTorchSave(ReadOnlySpan<byte> bytes) => IsZip(bytes) || bytes.StartsWith(LegacyMagic);
+
+    /// <summary>Whether <paramref name="bytes"/> start as a zip archive does.</summary>
+    public static bool IsZip(ReadOnlySpan<byte> bytes) => bytes.StartsWith("PK\x03\x04"u8);
+
+    /// <summary>Every tensor of the state dict, on the CPU in its stored dtype; <paramref name="source"/> names the file in errors.</summary>
+    public static Dictionary<string, Tensor> Load(byte[] bytes, string source)
+    {
+        if (!IsTorchSave(bytes))
+            throw new InvalidDataException($"{source}: neither a zip archive nor a legacy file of torch.save, so not a PyTorch checkpoint");
+        // Storages are made empty as the pickle names them and filled after it. On an error every tensor made so far
+        // goes with the scope; on success the state dict's tensors (views that keep their storage alive) leave it.
+        using var scope = NewDisposeScope();
+        var storages = new Dictionary<string, Tensor>();
+        Tensor Storage(StorageRef s)
+        {
+            if (storages.TryGetValue(s.Key, out var made)) return made;
+            if (s.Numel > bytes.Length / s.Size) // no storage is larger than its file
+                throw new InvalidDataException($"{source}: storage {s.Key} claims {s.Numel} values, more than the file holds");
+            return storages[s.Key] = torch.empty(s.Numel, s.Type);
+        }
+        var root = IsZip(bytes) ? ReadZip(bytes, source, storages, Storage) : ReadLegacy(bytes, source, storages, Storage);
+        if (root is not PyDict dict)
+            throw new InvalidDataException($"{source}: holds a {root?.GetType().Name ?? "None"}, not a state dict");
+        var result = new Dictionary<string, Tensor>();
+        foreach (var (key, value) in dict)
+        {
+            if (key is not string name || value is not Tensor tensor)
+                throw new InvalidDataException($"{source}: entry '{key}' is not a named tensor, so this is not a state dict");
+            result[name] = tensor;
+        }
+        foreach (var tensor in result.Values) tensor.MoveToOuterDisposeScope();
+        return result;
+    }
+
+    /// <summary>PyTorch 1.6 and later: <c>archive/data.pkl</c>, then each storage's bytes in <c>archive/data/key</c>.</summary>
+    private static object? ReadZip(byte[] bytes, string source, Dictionary<string, Tensor> storages, Func<StorageRef, Tensor> storage)
+    {
+        using var zip = new ZipArchive(new MemoryStream(bytes, writable: false), ZipArchiveMode.Read);
+        var pickle = zip.Entries.FirstOrDefault(e => e.FullName == "data.pkl" || e.FullName.EndsWith("/data.pkl", StringComparison.Ordinal))
+            ?? throw new InvalidDataException($"{source}: the zip has no data.pkl, so it is not a torch.save checkpoint");
+        var prefix = pickle.FullName[..^"data.pkl".Length];
+        if (zip.GetEntry(prefix + "byteorder") is { } byteOrder && Encoding.ASCII.GetString(ReadAll(byteOrder)) != "little")
+            throw new InvalidDataException($"{source}: saved on a big-endian machine, which this reader does not support");
+        var root = new Unpickler(ReadAll(pickle), 0, source, storage).Next();
+        foreach (var (key, tensor) in storages)
+        {
+            var entry = zip.GetEntry($"{prefix}data/{key}") ?? throw new InvalidDataException($"{source}: storage data/{key} is missing");
+            Fill(tensor, ReadAll(entry), $"{source}: storage data/{key}");
+        }
+        return root;
+    }
+
+    /// <summary>Before PyTorch 1.6: pickles of the magic number, the format version, the machine's facts, the object
+    /// and the sorted storage keys, then per key its element count (int64) and bytes.</summary>
+    private static object? ReadLegacy(byte[] bytes, string source, Dictionary<string, Tensor> storages, Func<StorageRef, Tensor> storage)
+    {
+        var pickles = new Unpickler(bytes, LegacyMagic.Length, source, storage);
+        pickles.Next(); // format version 1001
+        if (pickles.Next() is PyDict facts && facts.Any(f => f is ("little_endian", false)))
+            throw new InvalidDataException($"{source}: saved on a big-endian machine, which this reader does not support");
+        var root = pickles.Next();
+        if (pickles.Next() is not List<object?> keys || keys.Any(k => k is not string))
+            throw new InvalidDataException($"{source}: the storage keys after the pickled object are missing");
+        long at = pickles.Position;
+        foreach (var key in keys.Cast<string>())
+        {
+            if (at + 8 > bytes.Length) throw new InvalidDataException($"{source}: storage {key} is cut short");
+            long numel = BinaryPrimitives.ReadInt64LittleEndian(bytes.AsSpan((int)at, 8));
+            if (!storages.TryGetValue(key, out var tensor) || numel != tensor.numel())
+                throw new InvalidDataException($"{source}: storage {key} holds {numel} values where the pickle names {(tensor is null ? "none" : tensor.numel())}");
+            long length = numel * tensor.ElementSize;
+            if (at + 8 + length > bytes.Length) throw new InvalidDataException($"{source}: storage {key} is cut short");
+            Fill(tensor, bytes.AsSpan((int)at + 8, (int)length), $"{source}: storage {key}");
+            at += 8 + length;
+        }
+        return root;
+    }
+
+    private static void Fill(Tensor storage, Span<byte> data, string what)
+    {
+        if (data.Length != storage.ElementSize * storage.numel())
+            throw new InvalidDataException($"{what} holds {data.Length} bytes, not {storage.numel()} {storage.dtype} values");
+        if (data.Length > 0) storage.bytes = data;
+    }
+
+    private static byte[] ReadAll(ZipArchiveEntry entry)
+    {
+        using var stream = entry.Open();
+        var data = new byte[entry.Length];
+        stream.ReadExactly(data);
+        return data;
+    }
+
+    private sealed record Global(string Module, string Name)
+    {
+        public override string ToString() => $"{Module}.{Name}";
+    }
+
+    private sealed record StorageRef(ScalarType Type, int Size, string Key, long Numel);
+
+    /// <summary>A pickled dict or OrderedDict: its items in order.</summary>
+    private sealed class PyDict : List<(object? Key, object? Value)>;
+
+    /// <summary>The subset of Python's pickle machine (protocols 2–5) that state dicts use, reading the pickles that
+    /// follow each other in <paramref name="code"/> from <paramref name="start"/> on.</summary>
+    private sealed class Unpickler(byte[] code, int start, string source, Func<StorageRef, Tensor> storage)
+    {
+        private static readonly object Mark = new();
+        private readonly List<object?> _stack = [];
+        private readonly Dictionary<long, object?> _memo = [];
+        private int _at = start;
+
+        /// <summary>Where the next pickle (or whatever follows the last one) starts.</summary>
+        public int Position => _at;
+
+        /// <summary>The next pickle's object.</summary>
+        public object? Next()
+        {
+            _stack.Clear();
+            _memo.Clear();
+            while (true)
+            {
+                if (_at >= code.Length) throw Corrupt("ends without STOP");
+                byte op = code[_at++];
+                switch (op)
+                {
+                    case 0x80: _at++; break;                               // PROTO
+                    case 0x95: _at += 8; break;                            // FRAME
+                    case (byte)'.': return Pop();                          // STOP
+                    case (byte)'(': _stack.Add(Mark); break;               // MARK
+                    case (byte)'}': _stack.Add(new PyDict()); break;       // EMPTY_DICT
+                    case (byte)']': _stack.Add(new List<object?>()); break; // EMPTY_LIST
+                    case (byte)')': _stack.Add(Array.Empty<object?>()); break; // EMPTY_TUPLE
+                    case (byte)'t': _stack.Add(PopToMark().ToArray()); break; // TUPLE
+                    case 0x85: _stack.Add(new[] { Pop() }); break;         // TUPLE1
+                    case 0x86: { var b = Pop(); var a = Pop(); _stack.Add(new[] { a, b }); break; } // TUPLE2
+                    case 0x87: { var c = Pop(); var b = Pop(); var a = Pop(); _stack.Add(new[] { a, b, c }); break; } // TUPLE3
+                    case (byte)'N': _stack.Add(null); break;               // NONE
+                    case 0x88: _stack.Add(true); break;                    // NEWTRUE
+                    case 0x89: _stack.Add(false); break;                   // NEWFALSE
+                    case (byte)'K': _stack.Add((long)Bytes(1)[0]); break;  // BININT1
+                    case (byte)'M': _stack.Add((long)BinaryPrimitives.ReadUInt16LittleEndian(Bytes(2))); break; // BININT2
+                    case (byte)'J': _stack.Add((long)BinaryPrimitives.ReadInt32LittleEndian(Bytes(4))); break;  // BININT
+                    case 0x8a: _stack.Add(Long(Bytes(Bytes(1)[0]))); break; // LONG1
+                    case (byte)'G': _stack.Add(BinaryPrimitives.ReadDoubleBigEndian(Bytes(8))); break; // BINFLOAT
+                    case 0x8c: _stack.Add(Text(Bytes(1)[0])); break;       // SHORT_BINUNICODE
+                    case (byte)'X': _stack.Add(Text(BinaryPrimitives.ReadUInt32LittleEndian(Bytes(4)))); break; // BINUNICODE
+                    case 0x8d: _stack.Add(Text(BinaryPrimitives.ReadInt64LittleEndian(Bytes(8)))); break; // BINUNICODE8
+                    case (byte)'q': _memo[Bytes(1)[0]] = Peek(); break;    // BINPUT
+                    case (byte)'r': _memo[BinaryPrimitives.ReadUInt32LittleEndian(Bytes(4))] = Peek(); break; // LONG_BINPUT
+                    case 0x94: _memo[_memo.Count] = Peek(); break;         // MEMOIZE
+                    case (byte)'h': _stack.Add(Memo(Bytes(1)[0])); break;  // BINGET
+                    case (byte)'j': _stack.Add(Memo(BinaryPrimitives.ReadUInt32LittleEndian(Bytes(4)))); break; // LONG_BINGET
+                    case (byte)'c': _stack.Add(new Global(Line(), Line())); break; // GLOBAL
+                    case 0x93: { var name = As<string>(Pop()); _stack.Add(new Global(As<string>(Pop()), name)); break; } // STACK_GLOBAL
+                    case (byte)'Q': _stack.Add(PersistentLoad(Pop())); break; // BINPERSID
+                    case (byte)'R': { var args = Pop(); _stack.Add(Call(Pop(), args)); break; } // REDUCE
+                    case (byte)'b': Build(Pop(), Peek()); break;           // BUILD
+                    case (byte)'s': { var v = Pop(); var k = Pop(); As<PyDict>(Peek()).Add((k, v)); break; } // SETITEM
+                    case (byte)'u':                                        // SETITEMS
+                    {
+                        var items = PopToMark();
+                        var dict = As<PyDict>(Peek());
+                        for (int i = 0; i + 1 < items.Count; i += 2) dict.Add((items[i], items[i + 1]));
+                        break;
+                    }
+                    case (byte)'a': { var v = Pop(); As<List<object?>>(Peek()).Add(v); break; } // APPEND
+                    case (byte)'e': { var items = PopToMark(); As<List<object?>>(Peek()).AddRange(items); break; } // APPENDS
+                    default: throw Corrupt($"uses pickle opcode 0x{op:x2} at byte {_at - 1}, which a state dict does not need");
+                }
+            }
+        }
+
+        /// <summary>The callables a state dict is rebuilt with; any other global is refused, not run.</summary>
+        private object? Call(object? callable, object? args)
+        {
+            var a = As<object?[]>(args);
+            switch (callable)
+            {
+                case Global { Module: "collections", Name: "OrderedDict" } when a.Length == 0:
+                    return new PyDict();
+                case Global { Module: "torch._utils", Name: "_rebuild_tensor_v2" } when a.Length >= 4:
+                {
+                    var (data, offset, size, stride) = (As<Tensor>(a[0]), As<long>(a[1]), Longs(a[2]), Longs(a[3]));
+                    bool empty = size.Any(n => n == 0);
+                    long last = offset + size.Zip(stride, (n, s) => (n - 1) * s).Sum();
+                    if (size.Length != stride.Length || offset < 0 || stride.Any(s => s < 0) || (!empty && last >= data.numel()))
+                        throw Corrupt($"has a tensor of shape [{string.Join(",", size)}] that does not fit its storage");
+                    return data.as_strided(size, stride, offset);
+                }
+                case Global { Module: "torch._utils", Name: "_rebuild_parameter" } when a.Length >= 1:
+                    return As<Tensor>(a[0]);
+                default:
+                    throw Corrupt($"calls {callable}, which a state dict does not need (refused, as torch.load(weights_only=True) does)");
+            }
+        }
+
+        private void Build(object? state, object? target)
+        {
+            // An OrderedDict's state is its _metadata (module versions): not needed for the weights.
+            if (target is not PyDict) throw Corrupt($"sets the state of a {target?.GetType().Name ?? "None"}, which a state dict does not need");
+        }
+
+        private Tensor PersistentLoad(object? pid)
+        {
+            // ('storage', torch.<Type>Storage, key, location, numel), the legacy format adding a view of it (or None)
+            if (pid is not object?[] { Length: 5 or 6 } t || t[0] is not "storage" || t[1] is not Global type || t[2] is not string key
+                || t[4] is not long numel || numel < 0 || (t.Length == 6 && t[5] is not null))
+                throw Corrupt("has a persistent id that is not a whole storage");
+            if (type.Module != "torch" || !StorageTypes.TryGetValue(type.Name, out var dtype))
+                throw Corrupt($"has a storage of type {type}, which this reader does not support");
+            return storage(new StorageRef(dtype.Type, dtype.Size, key, numel));
+        }
+
+        private long[] Longs(object? tuple) => As<object?[]>(tuple).Select(As<long>).ToArray();
+
+        private long Long(ReadOnlySpan<byte> littleEndian)
+        {
+            if (littleEndian.Length > 8) throw Corrupt("has an integer wider than 64 bits");
+            long v = littleEndian.Length > 0 && (littleEndian[^1] & 0x80) != 0 ? -1 : 0;
+            for (int i = littleEndian.Length - 1; i >= 0; i--) v = (v << 8) | littleEndian[i];
+            return v;
+        }
+
+        private T As<T>(object? o) =>
+            o is T t ? t : throw Corrupt($"has a {o?.GetType().Name ?? "None"} where a state dict has a {typeof(T).Name}");
+
+        private ReadOnlySpan<byte> Bytes(long n)
+        {
+            if (n < 0 || _at + n > code.Length) throw Corrupt("is cut short");
+            var span = code.AsSpan(_at, (int)n);
+            _at += (int)n;
+            return span;
+        }
+
+        private string Text(long n) => Encoding.UTF8.GetString(Bytes(n));
+
+        private string Line()
+        {
+            int end = Array.IndexOf(code, (byte)'\n', _at);
+            if (end < 0) throw Corrupt("is cut short");
+            var line = Encoding.UTF8.GetString(code, _at, end - _at);
+            _at = end + 1;
+            return line;
+        }
+
+        private object? Memo(long key) => _memo.TryGetValue(key, out var v) ? v : throw Corrupt($"reads memo {key} before it is written");
+
+        private object? Peek() => _stack.Count > 0 ? _stack[^1] : throw Corrupt("pops an empty stack");
+
+        private object? Pop()
+        {
+            var top = Peek();
+            _stack.RemoveAt(_stack.Count - 1);
+            if (ReferenceEquals(top, Mark)) throw Corrupt("pops a mark");
+            return top;
+        }
+
+        private List<object?> PopToMark()
+        {
+            int mark = _stack.LastIndexOf(Mark);
+            if (mark < 0) throw Corrupt("has no mark to pop to");
+            var items = _stack.GetRange(mark + 1, _stack.Count - mark - 1);
+            _stack.RemoveRange(mark, _stack.Count - mark);
+            return items;
+        }
+
+        private InvalidDataException Corrupt(string what) => new($"{source}: data.pkl {what}");
+    }
+}
