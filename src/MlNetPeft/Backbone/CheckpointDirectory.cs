@@ -17,14 +17,18 @@ public sealed class CheckpointDirectory
         if (string.IsNullOrWhiteSpace(path)) throw new ArgumentException("A backbone checkpoint directory is required.", nameof(path));
         Path = System.IO.Path.GetFullPath(path);
         if (!Directory.Exists(Path)) throw new DirectoryNotFoundException($"Backbone directory not found: {Path}");
-        foreach (var file in new[] { ConfigFile, VocabFile, MergesFile })
-            if (!File.Exists(file)) throw new FileNotFoundException($"Backbone directory {Path} lacks {System.IO.Path.GetFileName(file)}", file);
+        if (!File.Exists(ConfigFile)) throw Lacks(ConfigFile);
         var safetensors = System.IO.Path.Combine(Path, "model.safetensors");
         WeightsFile = TensorFile.Find(Path, "model.safetensors", "pytorch_model.bin")
-            ?? throw new FileNotFoundException(File.Exists(safetensors + ".index.json")
-                ? $"Backbone directory {Path} holds a sharded model.safetensors, which is not supported: save it as one file (RoBERTa fits in one)"
-                : $"Backbone directory {Path} lacks model.safetensors (or pytorch_model.bin)", safetensors);
+            ?? throw (File.Exists(safetensors + ".index.json")
+                ? new FileNotFoundException($"Backbone directory {Path} holds a sharded model.safetensors, which is not supported: save it as one file (RoBERTa fits in one)", safetensors)
+                : Lacks(safetensors, " (or pytorch_model.bin)"));
+        foreach (var file in new[] { VocabFile, MergesFile })
+            if (!File.Exists(file)) throw Lacks(file);
     }
+
+    private FileNotFoundException Lacks(string file, string orElse = "") =>
+        new($"Backbone directory {Path} lacks {System.IO.Path.GetFileName(file)}{orElse}", file);
 
     public string Path { get; }
     public string ConfigFile => System.IO.Path.Combine(Path, "config.json");
