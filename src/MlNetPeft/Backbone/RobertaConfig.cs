@@ -22,6 +22,9 @@ public sealed record RobertaConfig
     [JsonPropertyName("bos_token_id")] public int BosTokenId { get; init; } = 0;
     [JsonPropertyName("eos_token_id")] public int EosTokenId { get; init; } = 2;
     [JsonPropertyName("model_type")] public string ModelType { get; init; } = "roberta";
+    // Read only to refuse what this encoder does not implement, rather than give other numbers than transformers.
+    [JsonPropertyName("position_embedding_type")] public string PositionEmbeddingType { get; init; } = "absolute";
+    [JsonPropertyName("is_decoder")] public bool IsDecoder { get; init; }
 
     /// <summary>Longest input the position table allows: RoBERTa positions start after the padding index.</summary>
     [JsonIgnore] public int MaxSequenceLength => MaxPositionEmbeddings - PadTokenId - 1;
@@ -54,5 +57,9 @@ public sealed record RobertaConfig
             throw new InvalidDataException($"{source}: layer, vocabulary or position sizes are not positive");
         if (HiddenAct != "gelu")
             throw new InvalidDataException($"{source}: hidden_act '{HiddenAct}' is not supported (only 'gelu')");
+        if (PositionEmbeddingType != "absolute")
+            throw new InvalidDataException($"{source}: position_embedding_type '{PositionEmbeddingType}' is not supported (only 'absolute')");
+        if (IsDecoder)
+            throw new InvalidDataException($"{source}: is_decoder is true: a causal decoder, not the bidirectional encoder a classifier needs");
     }
 }

@@ -77,6 +77,12 @@ public sealed class CheckpointTests
         var e = Assert.ThrowsExactly<InvalidDataException>(() => RobertaConfig.FromJson("""{"hidden_size": 100, "num_attention_heads": 12}""", "cfg.json"));
         StringAssert.Contains(e.Message, "cfg.json");
         Assert.ThrowsExactly<InvalidDataException>(() => RobertaConfig.FromJson("""{"model_type": "bert"}""", "cfg.json"));
+        // Settings the encoder does not implement are refused by name, not run as if absent.
+        StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(
+            () => RobertaConfig.FromJson("""{"position_embedding_type": "relative_key"}""", "cfg.json")).Message, "position_embedding_type 'relative_key'");
+        StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(
+            () => RobertaConfig.FromJson("""{"is_decoder": true}""", "cfg.json")).Message, "is_decoder");
+        Assert.AreEqual("absolute", RobertaConfig.FromJson("""{"position_embedding_type": "absolute", "is_decoder": false}""", "cfg.json").PositionEmbeddingType);
     }
 
     [TestMethod]
