@@ -39,6 +39,19 @@ public sealed class CheckpointDirectory
 
     public RobertaConfig LoadConfig() => RobertaConfig.Load(ConfigFile);
 
+    /// <summary>The names config.json's id2label gives the head's classes, in class order; null where it has none or
+    /// only transformers' placeholders (LABEL_0, LABEL_1, …).</summary>
+    public IReadOnlyList<string>? ReadClassNames()
+    {
+        using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(ConfigFile));
+        if (!json.RootElement.TryGetProperty("id2label", out var map) || map.ValueKind != System.Text.Json.JsonValueKind.Object) return null;
+        var byClass = new SortedDictionary<int, string>();
+        foreach (var entry in map.EnumerateObject())
+            if (int.TryParse(entry.Name, out int i) && entry.Value.GetString() is { } name) byClass[i] = name;
+        var names = byClass.Values.ToList();
+        return byClass.Keys.SequenceEqual(Enumerable.Range(0, names.Count)) && names.Where((n, i) => n != $"LABEL_{i}").Any() ? names : null;
+    }
+
     public RobertaTokenizer LoadTokenizer() => RobertaTokenizer.FromDirectory(Path);
 
     /// <summary>Every tensor of <see cref="WeightsFile"/>, on the CPU in its stored dtype.</summary>

@@ -8,7 +8,7 @@ internal static class CheckpointLoader
 {
     /// <summary>
     /// Loads every <c>roberta.*</c> weight (a missing or mis-shaped one is an error naming the tensor and
-    /// file) and, when <paramref name="loadHead"/> and the checkpoint has a matching one, the classifier.
+    /// file) and, when <paramref name="loadHead"/>, the classifier (which must be there, with the model's classes).
     /// Keys saved from a bare RobertaModel (no <c>roberta.</c> prefix) are accepted too. F16/BF16 weights
     /// are converted to the model's dtype.
     /// </summary>
@@ -20,24 +20,21 @@ internal static class CheckpointLoader
             bool isHead = name.StartsWith("classifier.", StringComparison.Ordinal);
             if (!checkpoint.TryGetValue(name, out var tensor) && !isHead)
                 checkpoint.TryGetValue(name["roberta.".Length..], out tensor);
-            if (isHead)
-            {
-                if (!loadHead || tensor is null) continue;
-            }
-            else if (tensor is null)
-            {
-                throw new InvalidDataException($"{source}: missing tensor '{name}'");
-            }
+            if (isHead && !loadHead) continue;
+            if (tensor is null)
+                throw new InvalidDataException(isHead
+                    ? $"{source}: missing tensor '{name}': the checkpoint has no classification head (not a RobertaForSequenceClassification)"
+                    : $"{source}: missing tensor '{name}'");
             if (!tensor.shape.SequenceEqual(target.shape))
-                throw new InvalidDataException(
-                    $"{source}: tensor '{name}' has shape [{string.Join(",", tensor.shape)}], the config needs [{string.Join(",", target.shape)}]");
+                throw new InvalidDataException($"{source}: tensor '{name}' has shape [{string.Join(",", tensor.shape)}], " +
+                    (isHead ? "this data's head needs" : "the config needs") + $" [{string.Join(",", target.shape)}]");
             target.copy_(tensor);
         }
     }
 
     public static void Load(RobertaForSequenceClassification model, string weightsFile, bool loadHead)
     {
-        var tensors = SafeTensors.Load(weightsFile);
+        var tensors = TensorFile.Load(weightsFile);
         try { Load(model, tensors, weightsFile, loadHead); }
         finally { foreach (var t in tensors.Values) t.Dispose(); }
     }

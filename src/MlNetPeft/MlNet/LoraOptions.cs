@@ -27,7 +27,7 @@ public sealed class LoraOptions : PeftTextTrainerOptions
     /// (e.g. in Python), packaged for ML.NET. The head's class i must be the label's key i+1.</summary>
     public string? InitialPeftAdapter;
 
-    internal override bool StartsTrained => InitialPeftAdapter is not null;
+    internal override bool StartsTrained => InitialPeftAdapter is not null || base.StartsTrained;
 
     internal override AdapterConfig ToAdapterConfig() => InitialPeftAdapter is { } adapter
         ? PeftLoraImport.ReadConfig(adapter) with { Dropout = LoraDropout }
@@ -35,7 +35,8 @@ public sealed class LoraOptions : PeftTextTrainerOptions
 
     internal override string? Initialize(PeftModel model)
     {
-        if (InitialPeftAdapter is not { } adapter) return null;
+        if (InitialPeftAdapter is not { } adapter) return base.Initialize(model);
+        if (UseCheckpointHead) throw new ArgumentException("InitialPeftAdapter and UseCheckpointHead both give the head: set one of them");
         model.LoadPeftAdapter(TensorFile.Find(adapter, "adapter_model.safetensors", "adapter_model.bin")
             ?? throw new FileNotFoundException($"PEFT adapter directory {adapter} lacks adapter_model.safetensors (or adapter_model.bin)"));
         var lora = (LoraConfig)model.Config;

@@ -70,6 +70,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         adapterConfig.Validate(config.NumHiddenLayers);
 
         var (train, validation, label, outputs) = ReadData(input, tokenizer, maxLength);
+        if (o.UseCheckpointHead) CheckHeadClasses(backbone, label);
         Log($"{train.Count} training rows{(validation is null ? "" : $", {validation.Count} validation rows")}, " +
             $"{outputs} {(_task == TaskKind.Regression ? "output" : "classes")}, backbone {backbone.Path}");
 
@@ -80,7 +81,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         var backboneSha256 = CheckpointDirectory.FingerprintOf(bytes);
         var weights = TensorFile.Load(bytes, backbone.WeightsFile);
         PeftModel model;
-        try { model = PeftModel.Create(config, outputs, adapterConfig, weights, backbone.WeightsFile); }
+        try { model = PeftModel.Create(config, outputs, adapterConfig, weights, backbone.WeightsFile, loadHead: o.UseCheckpointHead); }
         finally { foreach (var t in weights.Values) t.Dispose(); }
 
         try
@@ -160,6 +161,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         ArgumentException Refusal(string what) => new($"initialModel: {what}; it can only be trained further as it was made", nameof(initial));
         if (TrainerOptions is LoraOptions { InitialPeftAdapter: { } adapter })
             throw Refusal($"LoraOptions.InitialPeftAdapter ({adapter}) is also set: start from one or the other");
+        if (TrainerOptions.UseCheckpointHead) throw Refusal("UseCheckpointHead is also set: start from one or the other");
         if (info.Task != _task) throw Refusal($"it is a {info.Task} model and this trainer trains {_task}");
         if (info.Binary != _binary)
             throw Refusal(info.Binary ? "it is a binary model (Boolean label) and this trainer is multiclass" : "it is a multiclass model and this trainer is binary (Boolean label)");
@@ -176,6 +178,18 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         try { model.LoadTrainableState(state, "initialModel"); }
         finally { foreach (var t in state.Values) t.Dispose(); }
         return $"the given model ({info.Adapter.MethodName}, {model.TrainableCount:N0} trained parameters)";
+    }
+
+    /// <summary>With <see cref="PeftTextTrainerOptions.UseCheckpointHead"/>: where the checkpoint names its classes, the
+    /// label's key values must be those names in the head's order (a multiclass label; a binary one is false, true).</summary>
+    private void CheckHeadClasses(CheckpointDirectory backbone, DataViewSchema.Column label)
+    {
+        if (_task != TaskKind.Classification || _binary || backbone.ReadClassNames() is not { } names || KeyValues.Of(label) is not { } keys) return;
+        var ours = keys.Names();
+        if (!ours.SequenceEqual(names))
+            throw new ArgumentException($"UseCheckpointHead: {backbone.ConfigFile} names the head's classes [{string.Join(", ", names)}] (id2label), " +
+                $"and the label '{label.Name}' has [{string.Join(", ", ours)}] in key order. Map the label so that key i+1 is class i, " +
+                "e.g. MapValueToKey with keyData listing the classes in the head's order.");
     }
 
     /// <summary>SHA-256 of the model's trainable state: what a run starts from, when it is not a fresh initialisation.</summary>

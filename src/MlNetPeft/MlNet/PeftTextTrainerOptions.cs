@@ -113,6 +113,13 @@ public abstract class PeftTextTrainerOptions
     /// master weights and computes with a bf16 copy of them.</summary>
     public ComputePrecision Precision = ComputePrecision.Auto;
 
+    /// <summary>Start from the backbone checkpoint's own classification head (<c>classifier.dense</c>,
+    /// <c>classifier.out_proj</c>: a RobertaForSequenceClassification fine-tuned elsewhere) instead of a fresh one. Its
+    /// class i must be the label's key i+1 (for a binary label, class 1 is true); where the checkpoint's config.json
+    /// names its classes (id2label), the label's key values must be those names in that order. With MaxEpochs = 0
+    /// nothing trains and the model scores as transformers does with that checkpoint.</summary>
+    public bool UseCheckpointHead;
+
     /// <summary>Store the backbone weights inside the model zip (self-contained, but as large as the backbone).</summary>
     public bool EmbedBackbone;
 
@@ -139,11 +146,11 @@ public abstract class PeftTextTrainerOptions
     internal abstract AdapterConfig ToAdapterConfig();
 
     /// <summary>Whether the model starts from trained weights (then MaxEpochs may be 0).</summary>
-    internal virtual bool StartsTrained => false;
+    internal virtual bool StartsTrained => UseCheckpointHead;
 
     /// <summary>Sets the starting weights of a freshly built model and says what they are, or keeps the fresh
     /// initialisation and returns null.</summary>
-    internal virtual string? Initialize(PeftModel model) => null;
+    internal virtual string? Initialize(PeftModel model) => UseCheckpointHead ? "the checkpoint's classification head" : null;
 
     internal TrainingSettings ToTrainingSettings() => new()
     {
@@ -175,7 +182,7 @@ public abstract class PeftTextTrainerOptions
         if (string.IsNullOrWhiteSpace(LabelColumnName)) throw new ArgumentException("LabelColumnName is required.");
         if (MaxSequenceLength < 8) throw new ArgumentException($"MaxSequenceLength must be at least 8, got {MaxSequenceLength}");
         if (MaxEpochs == 0 && !StartsTrained)
-            throw new ArgumentException("MaxEpochs must be positive (0, no training, only for a model that starts trained: LoraOptions.InitialPeftAdapter)");
+            throw new ArgumentException("MaxEpochs must be positive (0, no training, only for a model that starts trained: UseCheckpointHead or LoraOptions.InitialPeftAdapter)");
         (MaxEpochs == 0 ? ToTrainingSettings() with { MaxEpochs = 1 } : ToTrainingSettings()).Validate();
     }
 }

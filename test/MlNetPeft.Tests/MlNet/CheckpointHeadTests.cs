@@ -1,0 +1,117 @@
+using System.Text.Json.Nodes;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MlNetPeft.MlNet;
+using MlNetPeft.Tests.Adapters;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Tests.MlNet;
+
+/// <summary><see cref="PeftTextTrainerOptions.UseCheckpointHead"/>: starting from the head of a RobertaForSequenceClassification
+/// checkpoint (the parity fixture's, made by transformers).</summary>
+[TestClass]
+public sealed class CheckpointHeadTests
+{
+    private static PeftTextTransformer Fit(MLContext ml, PeftTextTrainerOptions options, IEstimator<ITransformer>? keyLabel = null)
+    {
+        var data = ml.Data.LoadFromEnumerable(ToyText.Rows(40, seed: 1));
+        return (keyLabel ?? ToyText.KeyLabel(ml)).Append(PeftTrainerFixture.Classifier(ml, options)).Fit(data).LastTransformer;
+    }
+
+    public static IEnumerable<object[]> Methods() =>
+    [
+        [new LoraOptions()], [new MsploraOptions()], [new AdaLoraOptions()], [new FullFineTuningOptions()],
+    ];
+
+    [TestMethod]
+    [DynamicData(nameof(Methods))]
+    public void WithoutTrainingItScoresAsTransformersAndSurvivesSaveAndLoad(PeftTextTrainerOptions options)
+    {
+        options = PeftTrainerFixture.Tiny(options);
+        options.UseCheckpointHead = true;
+        options.MaxEpochs = 0;
+        var ml = new MLContext(seed: 1);
+        var model = Fit(ml, options);
+
+        // transformers' logits of the fixture's model for these inputs, as probabilities.
+        var expected = tensor(TestData.Parity.GetProperty("base_logits").EnumerateArray()
+            .SelectMany(r => r.EnumerateArray().Select(v => v.GetSingle())).ToArray()).view(-1, 3).softmax(-1);
+        var rows = AdapterTests.Rows();
+        var scores = model.Predict(rows);
+        var zip = Path.Combine(Directory.CreateTempSubdirectory("checkpoint-head").FullName, "model.zip");
+        ml.Model.Save(model, null, zip);
+        var reloaded = ((PeftTextTransformer)new MLContext(seed: 2).Model.Load(zip, out _)).Predict(rows);
+        for (int r = 0; r < rows.Count; r++)
+        {
+            CollectionAssert.AreEqual(scores[r], reloaded[r], $"row {r} after reload");
+            for (int c = 0; c < 3; c++) Assert.AreEqual(expected[r, c].item<float>(), scores[r][c], 1e-5, $"row {r}, class {c}");
+        }
+    }
+
+    [TestMethod]
+    public void TrainingStartsFromTheHead()
+    {
+        PeftTextTransformer Run(bool useHead, int epochs)
+        {
+            var options = PeftTrainerFixture.Lora(epochs);
+            options.UseCheckpointHead = useHead;
+            return Fit(new MLContext(seed: 1), options);
+        }
+        var rows = AdapterTests.Rows();
+        var headOnly = Run(useHead: true, epochs: 0).Predict(rows);
+        var fresh = Run(useHead: false, epochs: 1).Predict(rows);
+        var fromHead = Run(useHead: true, epochs: 1).Predict(rows);
+        double Distance(float[][] a, float[][] b) => a.Zip(b).Max(p => p.First.Zip(p.Second).Max(v => Math.Abs(v.First - v.Second)));
+        // One epoch from the checkpoint's head is another model than one epoch from a fresh head, and it moved.
+        Assert.IsGreaterThan(1e-3, Distance(fromHead, fresh));
+        Assert.IsGreaterThan(1e-3, Distance(fromHead, headOnly));
+    }
+
+    [TestMethod]
+    public void ClassNamesMustFollowTheCheckpointsId2Label()
+    {
+        // The data's classes are fruit, animal, number; a checkpoint that names them in another order.
+        var backbone = Directory.CreateTempSubdirectory("named-head").FullName;
+        foreach (var f in Directory.GetFiles(TestData.TinyBackbone)) File.Copy(f, Path.Combine(backbone, Path.GetFileName(f)));
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(backbone, "config.json")))!.AsObject();
+        config["id2label"] = new JsonObject { ["0"] = "number", ["1"] = "fruit", ["2"] = "animal" };
+        File.WriteAllText(Path.Combine(backbone, "config.json"), config.ToJsonString());
+        var options = PeftTrainerFixture.Tiny(new LoraOptions { BackboneDirectory = backbone, UseCheckpointHead = true, MaxEpochs = 0 });
+        var ml = new MLContext(seed: 1);
+
+        var e = Assert.ThrowsExactly<ArgumentException>(() => Fit(ml, options));
+        StringAssert.Contains(e.Message, "[number, fruit, animal]");
+        StringAssert.Contains(e.Message, "'Label'");
+
+        // Keys in the head's order: accepted, and the predicted names follow id2label.
+        var order = ml.Data.LoadFromEnumerable(new[] { "number", "fruit", "animal" }.Select(n => new LabelRow { Label = n }));
+        var model = Fit(ml, options, ml.Transforms.Conversion.MapValueToKey("Label", keyData: order));
+        CollectionAssert.AreEqual(new[] { "number", "fruit", "animal" }, model.LabelValues!.Names().ToArray());
+    }
+
+    private sealed class LabelRow
+    {
+        public string Label { get; set; } = "";
+    }
+
+    [TestMethod]
+    public void AMissingOrMisfitHeadIsNamed()
+    {
+        var ml = new MLContext(seed: 1);
+        // roberta-mini is a masked-LM checkpoint: no classifier.
+        var noHead = PeftTrainerFixture.Tiny(new LoraOptions { BackboneDirectory = TestData.RobertaMini, UseCheckpointHead = true, MaxEpochs = 0 });
+        var e = Assert.ThrowsExactly<InvalidDataException>(() => Fit(ml, noHead));
+        StringAssert.Contains(e.Message, "model.safetensors");
+        StringAssert.Contains(e.Message, "no classification head");
+
+        // The fixture's head has 3 classes, this data 2.
+        var twoClasses = ml.Data.LoadFromEnumerable(ToyText.Rows(20, seed: 1, classes: 2));
+        var misfit = PeftTrainerFixture.Tiny(new LoraOptions { UseCheckpointHead = true, MaxEpochs = 0 });
+        e = Assert.ThrowsExactly<InvalidDataException>(() => PeftTrainerFixture.Fit(ml, twoClasses, misfit));
+        StringAssert.Contains(e.Message, "classifier.out_proj");
+        StringAssert.Contains(e.Message, "this data's head needs [2");
+
+        var both = PeftTrainerFixture.Tiny(new LoraOptions { UseCheckpointHead = true, InitialPeftAdapter = TestData.TinyLora, MaxEpochs = 0 });
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => Fit(ml, both)).Message, "set one of them");
+    }
+}
