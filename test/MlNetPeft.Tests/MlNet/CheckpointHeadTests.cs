@@ -84,14 +84,9 @@ public sealed class CheckpointHeadTests
         StringAssert.Contains(e.Message, "'Label'");
 
         // Keys in the head's order: accepted, and the predicted names follow id2label.
-        var order = ml.Data.LoadFromEnumerable(new[] { "number", "fruit", "animal" }.Select(n => new LabelRow { Label = n }));
+        var order = ml.Data.LoadFromEnumerable(new[] { "number", "fruit", "animal" }.Select(n => new { Label = n }));
         var model = Fit(ml, options, ml.Transforms.Conversion.MapValueToKey("Label", keyData: order));
         CollectionAssert.AreEqual(new[] { "number", "fruit", "animal" }, model.LabelValues!.Names().ToArray());
-    }
-
-    private sealed class LabelRow
-    {
-        public string Label { get; set; } = "";
     }
 
     [TestMethod]
