@@ -5,12 +5,18 @@ using Microsoft.ML.Tokenizers;
 namespace MlNetPeft.Backbone;
 
 /// <summary>
-/// RoBERTa byte-level BPE (vocab.json + merges.txt) through Microsoft.ML.Tokenizers, with HF's special-token
-/// layout: <c>&lt;s&gt; A &lt;/s&gt;</c> or <c>&lt;s&gt; A &lt;/s&gt;&lt;/s&gt; B &lt;/s&gt;</c>.
+/// RoBERTa byte-level BPE (vocab.json + merges.txt) through Microsoft.ML.Tokenizers, giving the ids transformers'
+/// RobertaTokenizerFast gives: special tokens written in the text are those tokens, and model inputs are laid out
+/// <c>&lt;s&gt; A &lt;/s&gt;</c> or <c>&lt;s&gt; A &lt;/s&gt;&lt;/s&gt; B &lt;/s&gt;</c>, cut longest-first.
 /// </summary>
 public sealed class RobertaTokenizer
 {
     private readonly BpeTokenizer _bpe;
+    private readonly SpecialToken[] _specials;
+
+    /// <summary>A special token as HF's tokenizers find it in a text; <paramref name="StripLeft"/>: it also takes the
+    /// whitespace before it (RoBERTa's &lt;mask&gt;, lstrip).</summary>
+    private sealed record SpecialToken(string Text, int Id, bool StripLeft);
 
     /// <summary>Builds the tokenizer from the bytes of vocab.json and merges.txt (kept, so a model zip can carry them).</summary>
     public RobertaTokenizer(byte[] vocabJson, byte[] mergesTxt, string source = "tokenizer")
@@ -30,6 +36,8 @@ public sealed class RobertaTokenizer
         PadId = Special("<pad>");
         EosId = Special("</s>");
         VocabSize = vocab.Values.Max() + 1;
+        _specials = new[] { "<s>", "<pad>", "</s>", "<unk>", "<mask>" }
+            .Where(vocab.ContainsKey).Select(t => new SpecialToken(t, vocab[t], StripLeft: t == "<mask>")).ToArray();
 
         var merges = Encoding.UTF8.GetString(mergesTxt).TrimStart('\uFEFF').Split('\n')
             .Select(l => l.TrimEnd('\r'))
@@ -59,12 +67,42 @@ public sealed class RobertaTokenizer
     public int EosId { get; }
     public int VocabSize { get; }
 
-    /// <summary>Token ids of a text, without special tokens ("Hello world" → 31414, 232).</summary>
-    public IReadOnlyList<int> EncodeText(string text) => _bpe.EncodeToIds(text);
+    /// <summary>Token ids of a text, without added special tokens ("Hello world" → 31414, 232). As in transformers,
+    /// a special token written in the text ("&lt;/s&gt;", "&lt;mask&gt;") is that token, and the text either side of
+    /// it is encoded on its own.</summary>
+    public IReadOnlyList<int> EncodeText(string text)
+    {
+        if (!text.Contains('<')) return _bpe.EncodeToIds(text);
+        var ids = new List<int>();
+        int start = 0;
+        while (NextSpecial(text, start) is var (at, special) && special is not null)
+        {
+            var before = text.AsSpan(start, at - start);
+            if (special.StripLeft) before = before.TrimEnd();
+            if (!before.IsEmpty) ids.AddRange(_bpe.EncodeToIds(before));
+            ids.Add(special.Id);
+            start = at + special.Text.Length;
+        }
+        if (start < text.Length) ids.AddRange(_bpe.EncodeToIds(text.AsSpan(start)));
+        return ids;
+    }
+
+    /// <summary>The leftmost special token at or after <paramref name="start"/> (the longest, where several start there).</summary>
+    private (int At, SpecialToken? Token) NextSpecial(string text, int start)
+    {
+        (int At, SpecialToken? Token) next = (text.Length, null);
+        foreach (var special in _specials)
+        {
+            int at = text.IndexOf(special.Text, start, StringComparison.Ordinal);
+            if (at >= 0 && (at < next.At || (at == next.At && special.Text.Length > next.Token!.Text.Length))) next = (at, special);
+        }
+        return next;
+    }
 
     /// <summary>
-    /// Model input for one example. Pairs are joined as HF does (B gets no added leading space), and when
-    /// too long the longer side is truncated first, one token at a time (HF "longest_first").
+    /// Model input for one example. Pairs are joined as HF does (B gets no added leading space), and when too long
+    /// they are cut as HF's tokenizers cut them ("longest_first"): the longer text alone where that is enough, else
+    /// both to half the room, the longer keeping the odd token.
     /// </summary>
     public int[] Encode(string first, string? second, int maxLength)
     {
@@ -72,11 +110,7 @@ public sealed class RobertaTokenizer
         var b = second is null ? null : EncodeText(second);
         int room = maxLength - (b is null ? 2 : 4);
         if (room < 2) throw new ArgumentOutOfRangeException(nameof(maxLength), $"MaxSequenceLength {maxLength} leaves no room for text");
-        int keepA = a.Count, keepB = b?.Count ?? 0;
-        while (keepA + keepB > room)
-        {
-            if (keepB > keepA) keepB--; else keepA--;
-        }
+        var (keepA, keepB) = LongestFirst(a.Count, b?.Count ?? 0, room);
         var ids = new int[keepA + keepB + (b is null ? 2 : 4)];
         int n = 0;
         ids[n++] = BosId;
@@ -89,5 +123,15 @@ public sealed class RobertaTokenizer
             ids[n++] = EosId;
         }
         return ids;
+    }
+
+    /// <summary>How many tokens of each text fit in <paramref name="room"/>, as HF's tokenizers (truncation.rs) decide.</summary>
+    private static (int First, int Second) LongestFirst(int first, int second, int room)
+    {
+        if (first + second <= room) return (first, second);
+        int shorter = Math.Min(first, second), longer = Math.Max(first, second);
+        longer = shorter > room ? shorter : Math.Max(shorter, room - shorter);
+        if (shorter + longer > room) (shorter, longer) = (room / 2, room / 2 + room % 2);
+        return first > second ? (longer, shorter) : (shorter, longer);
     }
 }
