@@ -5,7 +5,7 @@ namespace MlNetPeft.Backbone;
 
 /// <summary>
 /// A HuggingFace RoBERTa checkpoint on local disk: config.json, model.safetensors (or, where a checkpoint has none,
-/// the older pytorch_model.bin), vocab.json, merges.txt. Nothing is ever downloaded; a missing file is reported by its
+/// the older pytorch_model.bin), vocab.json and merges.txt (or a tokenizer.json that holds them). Nothing is ever downloaded; a missing file is reported by its
 /// full path.
 /// </summary>
 public sealed class CheckpointDirectory
@@ -23,8 +23,9 @@ public sealed class CheckpointDirectory
             ?? throw (File.Exists(safetensors + ".index.json")
                 ? new FileNotFoundException($"Backbone directory {Path} holds a sharded model.safetensors, which is not supported: save it as one file (RoBERTa fits in one)", safetensors)
                 : Lacks(safetensors, " (or pytorch_model.bin)"));
-        foreach (var file in new[] { VocabFile, MergesFile })
-            if (!File.Exists(file)) throw Lacks(file);
+        if (!File.Exists(System.IO.Path.Combine(Path, "tokenizer.json")))
+            foreach (var file in new[] { VocabFile, MergesFile })
+                if (!File.Exists(file)) throw Lacks(file, " (or a tokenizer.json)");
     }
 
     private FileNotFoundException Lacks(string file, string orElse = "") =>

@@ -51,13 +51,56 @@ public sealed class RobertaTokenizer
         });
     }
 
-    /// <summary>Loads vocab.json and merges.txt from a checkpoint directory.</summary>
+    /// <summary>Loads vocab.json and merges.txt from a checkpoint directory or, where it has neither, the vocabulary
+    /// and merges of its tokenizer.json.</summary>
     public static RobertaTokenizer FromDirectory(string directory)
     {
         string vocab = Path.Combine(directory, "vocab.json"), merges = Path.Combine(directory, "merges.txt");
+        string tokenizerJson = Path.Combine(directory, "tokenizer.json");
+        if ((!File.Exists(vocab) || !File.Exists(merges)) && File.Exists(tokenizerJson))
+            return FromTokenizerJson(File.ReadAllBytes(tokenizerJson), tokenizerJson);
         foreach (var f in new[] { vocab, merges })
-            if (!File.Exists(f)) throw new FileNotFoundException($"tokenizer file not found: {f}", f);
+            if (!File.Exists(f)) throw new FileNotFoundException($"tokenizer file not found: {f} (nor a tokenizer.json in its place)", f);
         return new RobertaTokenizer(File.ReadAllBytes(vocab), File.ReadAllBytes(merges), directory);
+    }
+
+    /// <summary>
+    /// The tokenizer a HF tokenizer.json describes, where that is a byte-level BPE (RoBERTa's): its model's vocabulary
+    /// and merges (written as "a b" strings or, by newer tokenizers, as [a, b] pairs) become the vocab.json and
+    /// merges.txt a model zip keeps.
+    /// </summary>
+    public static RobertaTokenizer FromTokenizerJson(byte[] tokenizerJson, string source)
+    {
+        InvalidDataException Bad(string what) => new($"{source}: {what}");
+        JsonDocument document;
+        try { document = JsonDocument.Parse(tokenizerJson); }
+        catch (JsonException e) { throw new InvalidDataException($"{source}: not JSON ({e.Message})", e); }
+        using (document)
+        {
+            var root = document.RootElement;
+            if (!root.TryGetProperty("model", out var model) || !model.TryGetProperty("type", out var type) || type.GetString() != "BPE")
+                throw Bad("its model is not a BPE, so it is not a RoBERTa tokenizer");
+            // RoBERTa's pre-tokenizer: ByteLevel with GPT-2's split rule and no added prefix space.
+            if (!root.TryGetProperty("pre_tokenizer", out var pre) || pre.ValueKind != JsonValueKind.Object
+                || !pre.TryGetProperty("type", out var preType) || preType.GetString() != "ByteLevel"
+                || (pre.TryGetProperty("use_regex", out var regex) && regex.ValueKind == JsonValueKind.False))
+                throw Bad("its pre-tokenizer is not RoBERTa's (ByteLevel, splitting as GPT-2)");
+            if (pre.TryGetProperty("add_prefix_space", out var prefix) && prefix.ValueKind == JsonValueKind.True)
+                throw Bad("its pre-tokenizer adds a prefix space, which RoBERTa's tokenizer (and this one) does not");
+            if (!model.TryGetProperty("vocab", out var vocab) || vocab.ValueKind != JsonValueKind.Object
+                || !model.TryGetProperty("merges", out var merges) || merges.ValueKind != JsonValueKind.Array)
+                throw Bad("its model has no vocab object or merges list");
+            var lines = new StringBuilder("#version: 0.2\n");
+            foreach (var merge in merges.EnumerateArray())
+            {
+                string[] parts = merge.ValueKind == JsonValueKind.String ? merge.GetString()!.Split(' ')
+                    : merge.ValueKind == JsonValueKind.Array ? merge.EnumerateArray().Select(p => p.GetString() ?? "").ToArray() : [];
+                if (parts.Length != 2 || parts.Any(p => p.Length == 0 || p.Contains(' ')))
+                    throw Bad($"merge {merge} is not two symbols");
+                lines.Append(parts[0]).Append(' ').Append(parts[1]).Append('\n');
+            }
+            return new RobertaTokenizer(Encoding.UTF8.GetBytes(vocab.GetRawText()), Encoding.UTF8.GetBytes(lines.ToString()), source);
+        }
     }
 
     public byte[] VocabJson { get; }

@@ -64,7 +64,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         var config = backbone.LoadConfig();
         var tokenizer = backbone.LoadTokenizer();
         if (tokenizer.VocabSize > config.VocabSize)
-            throw new InvalidDataException($"{backbone.VocabFile} has {tokenizer.VocabSize} tokens but {backbone.ConfigFile} says vocab_size {config.VocabSize}");
+            throw new InvalidDataException($"the tokenizer of {backbone.Path} has {tokenizer.VocabSize} tokens but {backbone.ConfigFile} says vocab_size {config.VocabSize}");
         int maxLength = Math.Min(o.MaxSequenceLength, config.MaxSequenceLength);
         var adapterConfig = o.ToAdapterConfig();
         adapterConfig.Validate(config.NumHiddenLayers);

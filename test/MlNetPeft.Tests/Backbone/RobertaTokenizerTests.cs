@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using MlNetPeft.Backbone;
 
 namespace MlNetPeft.Tests.Backbone;
@@ -46,6 +47,60 @@ public sealed class RobertaTokenizerTests
         Assert.IsGreaterThan(600, rows.Length);
         Assert.IsGreaterThan(80, rows.Count(r => r.TryGetProperty("max", out _)));
         Assert.IsEmpty(differ, $"{differ.Count} of {rows.Length} rows tokenize differently: {string.Join(", ", differ.Take(5))}");
+    }
+
+    /// <summary>A HF tokenizer.json of a checkpoint's vocab.json and merges.txt, its merges as [a, b] pairs (as
+    /// tokenizers 0.23 saves them) or as "a b" strings (as older versions did).</summary>
+    internal static string TokenizerJson(string checkpoint, bool mergesAsPairs, string preTokenizer =
+        """{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true}""", string model = "BPE")
+    {
+        var merges = File.ReadAllLines(Path.Combine(checkpoint, "merges.txt")).Where(l => l.Length > 0 && !l.StartsWith("#version"))
+            .Select(l => mergesAsPairs ? (JsonNode)new JsonArray(l.Split(' ').Select(p => (JsonNode)p!).ToArray()) : l);
+        return new JsonObject
+        {
+            ["version"] = "1.0",
+            ["pre_tokenizer"] = JsonNode.Parse(preTokenizer),
+            ["model"] = new JsonObject
+            {
+                ["type"] = model,
+                ["vocab"] = JsonNode.Parse(File.ReadAllText(Path.Combine(checkpoint, "vocab.json"))),
+                ["merges"] = new JsonArray(merges.ToArray()),
+            },
+        }.ToJsonString();
+    }
+
+    [TestMethod]
+    [DataRow(true, DisplayName = "merges as pairs")]
+    [DataRow(false, DisplayName = "merges as strings")]
+    public void ACheckpointWithOnlyATokenizerJsonTokenizesTheSame(bool mergesAsPairs)
+    {
+        var dir = Directory.CreateTempSubdirectory("tokenizer-json").FullName;
+        File.WriteAllText(Path.Combine(dir, "tokenizer.json"), TokenizerJson(TestData.RobertaMini, mergesAsPairs));
+        var fromJson = RobertaTokenizer.FromDirectory(dir);
+        // What a model zip keeps of it (vocab.json and merges.txt bytes) rebuilds the same tokenizer.
+        var rebuilt = new RobertaTokenizer(fromJson.VocabJson, fromJson.MergesTxt);
+        var path = Path.Combine(AppContext.BaseDirectory, "Fixtures", "tokenizer", "ids.jsonl");
+        foreach (var text in File.ReadLines(path).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("text").GetString()!))
+        {
+            var expected = Tokenizer.Value.EncodeText(text);
+            CollectionAssert.AreEqual(expected.ToArray(), fromJson.EncodeText(text).ToArray(), text);
+            CollectionAssert.AreEqual(expected.ToArray(), rebuilt.EncodeText(text).ToArray(), text);
+        }
+    }
+
+    [TestMethod]
+    public void ATokenizerJsonThatIsNotRobertasIsRefusedByName()
+    {
+        void Refused(string json, string why)
+        {
+            var e = Assert.ThrowsExactly<InvalidDataException>(() => RobertaTokenizer.FromTokenizerJson(System.Text.Encoding.UTF8.GetBytes(json), "x/tokenizer.json"));
+            StringAssert.Contains(e.Message, "x/tokenizer.json");
+            StringAssert.Contains(e.Message, why);
+        }
+        Refused(TokenizerJson(TestData.RobertaMini, true, model: "WordPiece"), "not a BPE");
+        Refused(TokenizerJson(TestData.RobertaMini, true, preTokenizer: """{"type":"Metaspace"}"""), "not RoBERTa's");
+        Refused(TokenizerJson(TestData.RobertaMini, true, preTokenizer: """{"type":"ByteLevel","add_prefix_space":true}"""), "prefix space");
+        Refused("{", "not JSON");
     }
 
     [TestMethod]

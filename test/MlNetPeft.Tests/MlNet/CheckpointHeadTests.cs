@@ -90,6 +90,28 @@ public sealed class CheckpointHeadTests
     }
 
     [TestMethod]
+    public void ABackboneWithATokenizerJsonInsteadOfVocabAndMergesScoresTheSame()
+    {
+        var backbone = Directory.CreateTempSubdirectory("tokenizer-json-backbone").FullName;
+        foreach (var f in new[] { "config.json", "model.safetensors" })
+            File.Copy(Path.Combine(TestData.TinyBackbone, f), Path.Combine(backbone, f));
+        File.WriteAllText(Path.Combine(backbone, "tokenizer.json"), Backbone.RobertaTokenizerTests.TokenizerJson(TestData.TinyBackbone, mergesAsPairs: true));
+        PeftTextTransformer Start(string directory) =>
+            Fit(new MLContext(seed: 1), PeftTrainerFixture.Tiny(new LoraOptions { BackboneDirectory = directory, UseCheckpointHead = true, MaxEpochs = 0 }));
+
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(ToyText.Rows(12, seed: 3));
+        var keyed = ToyText.KeyLabel(ml).Fit(data).Transform(data);
+        float[] Scores(ITransformer model) => PeftTrainerFixture.Scores(model, keyed, ml).SelectMany(s => s).ToArray();
+        var fromJson = Start(backbone);
+        var zip = Path.Combine(backbone, "model.zip");
+        ml.Model.Save(fromJson, null, zip);
+        var expected = Scores(Start(TestData.TinyBackbone));
+        CollectionAssert.AreEqual(expected, Scores(fromJson));
+        CollectionAssert.AreEqual(expected, Scores(ml.Model.Load(zip, out _)));
+    }
+
+    [TestMethod]
     public void AMissingOrMisfitHeadIsNamed()
     {
         var ml = new MLContext(seed: 1);
