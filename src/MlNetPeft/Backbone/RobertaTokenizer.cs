@@ -145,7 +145,7 @@ public sealed class RobertaTokenizer
     /// <summary>
     /// Model input for one example. Pairs are joined as HF does (B gets no added leading space), and when too long
     /// they are cut as HF's tokenizers cut them ("longest_first"): the longer text alone where that is enough, else
-    /// both to half the room, the longer keeping the odd token.
+    /// both to half the room, an odd token going to the longer (to the second where they are as long).
     /// </summary>
     public int[] Encode(string first, string? second, int maxLength)
     {
