@@ -217,9 +217,7 @@ internal static class PyTorchCheckpoint
                 case Global { Module: "torch._utils", Name: "_rebuild_tensor_v2" } when a.Length >= 4:
                 {
                     var (data, offset, size, stride) = (As<Tensor>(a[0]), As<long>(a[1]), Longs(a[2]), Longs(a[3]));
-                    bool empty = size.Any(n => n == 0);
-                    long last = offset + size.Zip(stride, (n, s) => (n - 1) * s).Sum();
-                    if (size.Length != stride.Length || offset < 0 || stride.Any(s => s < 0) || (!empty && last >= data.numel()))
+                    if (size.Length != stride.Length || offset < 0 || size.Any(n => n < 0) || stride.Any(s => s < 0) || !FitsIn(data.numel(), offset, size, stride))
                         throw Corrupt($"has a tensor of shape [{string.Join(",", size)}] that does not fit its storage");
                     return data.as_strided(size, stride, offset);
                 }
@@ -228,6 +226,14 @@ internal static class PyTorchCheckpoint
                 default:
                     throw Corrupt($"calls {callable}, which a state dict does not need (refused, as torch.load(weights_only=True) does)");
             }
+        }
+
+        /// <summary>Whether every element of a view lies inside a storage of <paramref name="numel"/> elements.</summary>
+        private static bool FitsIn(long numel, long offset, long[] size, long[] stride)
+        {
+            if (size.Contains(0)) return true;
+            try { return checked(offset + size.Zip(stride, (n, s) => (n - 1) * s).Sum()) < numel; }
+            catch (OverflowException) { return false; }
         }
 
         private void Build(object? state, object? target)
