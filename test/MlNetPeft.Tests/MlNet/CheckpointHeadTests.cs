@@ -1,9 +1,7 @@
 using System.Text.Json.Nodes;
 using Microsoft.ML;
-using Microsoft.ML.Data;
 using MlNetPeft.MlNet;
 using MlNetPeft.Tests.Adapters;
-using static TorchSharp.torch;
 
 namespace MlNetPeft.Tests.MlNet;
 
@@ -31,21 +29,7 @@ public sealed class CheckpointHeadTests
         options.UseCheckpointHead = true;
         options.MaxEpochs = 0;
         var ml = new MLContext(seed: 1);
-        var model = Fit(ml, options);
-
-        // transformers' logits of the fixture's model for these inputs, as probabilities.
-        var expected = tensor(TestData.Parity.GetProperty("base_logits").EnumerateArray()
-            .SelectMany(r => r.EnumerateArray().Select(v => v.GetSingle())).ToArray()).view(-1, 3).softmax(-1);
-        var rows = AdapterTests.Rows();
-        var scores = model.Predict(rows);
-        var zip = Path.Combine(Directory.CreateTempSubdirectory("checkpoint-head").FullName, "model.zip");
-        ml.Model.Save(model, null, zip);
-        var reloaded = ((PeftTextTransformer)new MLContext(seed: 2).Model.Load(zip, out _)).Predict(rows);
-        for (int r = 0; r < rows.Count; r++)
-        {
-            CollectionAssert.AreEqual(scores[r], reloaded[r], $"row {r} after reload");
-            for (int c = 0; c < 3; c++) Assert.AreEqual(expected[r, c].item<float>(), scores[r][c], 1e-5, $"row {r}, class {c}");
-        }
+        PeftTrainerFixture.ScoresAsFixtureLogits(ml, Fit(ml, options), "base_logits"); // transformers' own
     }
 
     [TestMethod]

@@ -2,7 +2,6 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using MlNetPeft.MlNet;
 using MlNetPeft.Tests.Adapters;
-using static TorchSharp.torch;
 
 namespace MlNetPeft.Tests.MlNet;
 
@@ -29,20 +28,7 @@ public sealed class PeftAdapterStartTests
         Assert.AreEqual((4, 8.0), (lora.Rank, lora.Alpha));
         CollectionAssert.AreEquivalent(new[] { "query", "value" }, lora.Targets);
 
-        // transformers + peft's logits for these inputs, as probabilities.
-        var expected = tensor(TestData.Parity.GetProperty("lora_logits").EnumerateArray()
-            .SelectMany(r => r.EnumerateArray().Select(v => v.GetSingle())).ToArray()).view(-1, 3).softmax(-1);
-        var rows = AdapterTests.Rows();
-        var scores = peft.Predict(rows);
-        var zip = Path.Combine(Directory.CreateTempSubdirectory("peft-start").FullName, "model.zip");
-        ml.Model.Save(peft, null, zip);
-        var reloaded = (PeftTextTransformer)new MLContext(seed: 2).Model.Load(zip, out _);
-        var reloadedScores = reloaded.Predict(rows);
-        for (int r = 0; r < rows.Count; r++)
-        {
-            CollectionAssert.AreEqual(scores[r], reloadedScores[r], $"row {r} after reload");
-            for (int c = 0; c < 3; c++) Assert.AreEqual(expected[r, c].item<float>(), scores[r][c], 1e-5, $"row {r}, class {c}");
-        }
+        PeftTrainerFixture.ScoresAsFixtureLogits(ml, peft, "lora_logits"); // transformers + peft's
     }
 
     [TestMethod]

@@ -97,4 +97,23 @@ internal static class PeftTrainerFixture
         foreach (var file in Directory.GetFiles(TestData.TinyBackbone)) File.Copy(file, Path.Combine(dir, Path.GetFileName(file)));
         return dir;
     }
+
+    /// <summary>Asserts that <paramref name="model"/> scores the parity fixture's inputs as the fixture's logits
+    /// <paramref name="logitsKey"/> (made by transformers), as probabilities, to 1e-5, and identically after a save
+    /// and a load in a fresh MLContext.</summary>
+    public static void ScoresAsFixtureLogits(MLContext ml, PeftTextTransformer model, string logitsKey)
+    {
+        var expected = TorchSharp.torch.tensor(TestData.Parity.GetProperty(logitsKey).EnumerateArray()
+            .SelectMany(r => r.EnumerateArray().Select(v => v.GetSingle())).ToArray()).view(-1, 3).softmax(-1);
+        var rows = Adapters.AdapterTests.Rows();
+        var scores = model.Predict(rows);
+        var zip = Path.Combine(Directory.CreateTempSubdirectory("fixture-logits").FullName, "model.zip");
+        ml.Model.Save(model, null, zip);
+        var reloaded = ((PeftTextTransformer)new MLContext(seed: 2).Model.Load(zip, out _)).Predict(rows);
+        for (int r = 0; r < rows.Count; r++)
+        {
+            CollectionAssert.AreEqual(scores[r], reloaded[r], $"row {r} after reload");
+            for (int c = 0; c < 3; c++) Assert.AreEqual(expected[r, c].item<float>(), scores[r][c], 1e-5, $"row {r}, class {c}");
+        }
+    }
 }
