@@ -5,8 +5,8 @@ namespace MlNetPeft.Backbone;
 
 /// <summary>
 /// A HuggingFace RoBERTa checkpoint on local disk: config.json, model.safetensors (or, where a checkpoint has none,
-/// the older pytorch_model.bin), vocab.json and merges.txt (or a tokenizer.json that holds them). Nothing is ever downloaded; a missing file is reported by its
-/// full path.
+/// the older pytorch_model.bin), vocab.json and merges.txt (or a tokenizer.json that holds them). Nothing is ever
+/// downloaded; a missing file is reported by its full path.
 /// </summary>
 public sealed class CheckpointDirectory
 {
