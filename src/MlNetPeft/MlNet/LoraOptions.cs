@@ -33,10 +33,15 @@ public sealed class LoraOptions : PeftTextTrainerOptions
         ? PeftLoraImport.ReadConfig(adapter) with { Dropout = LoraDropout }
         : new LoraConfig { Rank = Rank, UseRsLora = UseRsLora, UseDora = UseDora, Layers = Layers, Targets = Targets, Alpha = LoraAlpha, Dropout = LoraDropout };
 
+    internal override void ValidateMethod()
+    {
+        if (InitialPeftAdapter is not null && UseCheckpointHead)
+            throw new ArgumentException("InitialPeftAdapter and UseCheckpointHead both give the head: set one of them");
+    }
+
     internal override string? Initialize(PeftModel model)
     {
         if (InitialPeftAdapter is not { } adapter) return base.Initialize(model);
-        if (UseCheckpointHead) throw new ArgumentException("InitialPeftAdapter and UseCheckpointHead both give the head: set one of them");
         model.LoadPeftAdapter(TensorFile.Find(adapter, "adapter_model.safetensors", "adapter_model.bin")
             ?? throw new FileNotFoundException($"PEFT adapter directory {adapter} lacks adapter_model.safetensors (or adapter_model.bin)"));
         var lora = (LoraConfig)model.Config;

@@ -55,6 +55,9 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         ArgumentNullException.ThrowIfNull(input);
         var o = TrainerOptions;
         o.Validate();
+        if (initialModel is not null && (o.UseCheckpointHead ? "UseCheckpointHead" : o is LoraOptions { InitialPeftAdapter: { } adapter }
+                ? $"LoraOptions.InitialPeftAdapter ({adapter})" : null) is { } otherStart)
+            throw new ArgumentException($"initialModel: {otherStart} is also set: start from one or the other", nameof(initialModel));
         if (o.BalanceClasses && _task == TaskKind.Regression)
             throw new ArgumentException("BalanceClasses is for classification; a regression label has no classes");
         using var ch = _host.Start("Training");
@@ -159,9 +162,6 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
     {
         var info = initial.Info;
         ArgumentException Refusal(string what) => new($"initialModel: {what}; it can only be trained further as it was made", nameof(initial));
-        if (TrainerOptions is LoraOptions { InitialPeftAdapter: { } adapter })
-            throw Refusal($"LoraOptions.InitialPeftAdapter ({adapter}) is also set: start from one or the other");
-        if (TrainerOptions.UseCheckpointHead) throw Refusal("UseCheckpointHead is also set: start from one or the other");
         if (info.Task != _task) throw Refusal($"it is a {info.Task} model and this trainer trains {_task}");
         if (info.Binary != _binary)
             throw Refusal(info.Binary ? "it is a binary model (Boolean label) and this trainer is multiclass" : "it is a multiclass model and this trainer is binary (Boolean label)");

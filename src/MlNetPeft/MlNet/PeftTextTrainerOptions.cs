@@ -184,5 +184,9 @@ public abstract class PeftTextTrainerOptions
         if (MaxEpochs == 0 && !StartsTrained)
             throw new ArgumentException("MaxEpochs must be positive (0, no training, only for a model that starts trained: UseCheckpointHead or LoraOptions.InitialPeftAdapter)");
         (MaxEpochs == 0 ? ToTrainingSettings() with { MaxEpochs = 1 } : ToTrainingSettings()).Validate();
+        ValidateMethod();
     }
+
+    /// <summary>Checks of one method's own options, before any data is read.</summary>
+    internal virtual void ValidateMethod() { }
 }

@@ -82,6 +82,13 @@ public sealed class RetrainingTests
         var alsoPeft = PeftTrainerFixture.Lora(1);
         alsoPeft.InitialPeftAdapter = TestData.TinyLora;
         StringAssert.Contains(Refusal(alsoPeft, keyed), "InitialPeftAdapter");
+        var alsoHead = PeftTrainerFixture.Lora(1);
+        alsoHead.UseCheckpointHead = true;
+        StringAssert.Contains(Refusal(alsoHead, keyed), "UseCheckpointHead is also set");
+        // Those two are refused before any data is read: this data has no text column.
+        var noText = ml.Data.LoadFromEnumerable(new[] { new { Other = 1f } });
+        StringAssert.Contains(Refusal(alsoPeft, noText), "InitialPeftAdapter");
+        StringAssert.Contains(Refusal(alsoHead, noText), "UseCheckpointHead is also set");
 
         var regression = ((dynamic)ml.Regression.Trainers.Lora(PeftTrainerFixture.Lora(1)));
         var scored = ml.Data.LoadFromEnumerable(rows.Select((r, i) => new { r.Sentence1, Label = (float)(i % 3) }).ToList());
