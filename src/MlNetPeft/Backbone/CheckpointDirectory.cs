@@ -5,7 +5,7 @@ namespace MlNetPeft.Backbone;
 
 /// <summary>
 /// A HuggingFace RoBERTa checkpoint on local disk: config.json, model.safetensors (or, where a checkpoint has none,
-/// the older pytorch_model.bin), vocab.json and merges.txt (or a tokenizer.json that holds them). Nothing is ever
+/// the older pytorch_model.bin), and tokenizer.json (or vocab.json and merges.txt). Nothing is ever
 /// downloaded; a missing file is reported by its full path.
 /// </summary>
 public sealed class CheckpointDirectory
@@ -23,9 +23,7 @@ public sealed class CheckpointDirectory
             ?? throw (File.Exists(safetensors + ".index.json")
                 ? new FileNotFoundException($"Backbone directory {Path} holds a sharded model.safetensors, which is not supported: save it as one file (RoBERTa fits in one)", safetensors)
                 : Lacks(safetensors, " (or pytorch_model.bin)"));
-        if (!File.Exists(System.IO.Path.Combine(Path, "tokenizer.json")))
-            foreach (var file in new[] { VocabFile, MergesFile })
-                if (!File.Exists(file)) throw Lacks(file, " (or a tokenizer.json)");
+        TokenizerFiles = RobertaTokenizer.FilesIn(Path);
     }
 
     private FileNotFoundException Lacks(string file, string orElse = "") =>
@@ -35,8 +33,8 @@ public sealed class CheckpointDirectory
     public string ConfigFile => System.IO.Path.Combine(Path, "config.json");
     /// <summary>model.safetensors, or pytorch_model.bin where there is no model.safetensors.</summary>
     public string WeightsFile { get; }
-    public string VocabFile => System.IO.Path.Combine(Path, "vocab.json");
-    public string MergesFile => System.IO.Path.Combine(Path, "merges.txt");
+    /// <summary>tokenizer.json, or vocab.json and merges.txt where there is no tokenizer.json.</summary>
+    public IReadOnlyList<string> TokenizerFiles { get; }
 
     public RobertaConfig LoadConfig() => RobertaConfig.Load(ConfigFile);
 

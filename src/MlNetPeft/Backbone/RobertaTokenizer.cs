@@ -1,25 +1,24 @@
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Microsoft.ML.Tokenizers;
 
 namespace MlNetPeft.Backbone;
 
 /// <summary>
-/// RoBERTa byte-level BPE (vocab.json + merges.txt) through Microsoft.ML.Tokenizers, giving the ids transformers'
-/// RobertaTokenizerFast gives: special tokens written in the text are those tokens, and model inputs are laid out
+/// RoBERTa byte-level BPE (vocab.json + merges.txt, or tokenizer.json) through Microsoft.ML.Tokenizers, giving the ids
+/// transformers' RobertaTokenizerFast gives: added tokens written in the text are those tokens, and model inputs are laid out
 /// <c>&lt;s&gt; A &lt;/s&gt;</c> or <c>&lt;s&gt; A &lt;/s&gt;&lt;/s&gt; B &lt;/s&gt;</c>, cut longest-first.
 /// </summary>
 public sealed class RobertaTokenizer
 {
     private readonly BpeTokenizer _bpe;
-    private readonly SpecialToken[] _specials;
+    private readonly AddedVocabulary _added;
 
-    /// <summary>A special token as HF's tokenizers find it in a text; <paramref name="StripLeft"/>: it also takes the
-    /// whitespace before it (RoBERTa's &lt;mask&gt;, lstrip).</summary>
-    private sealed record SpecialToken(string Text, int Id, bool StripLeft);
-
-    /// <summary>Builds the tokenizer from the bytes of vocab.json and merges.txt (kept, so a model zip can carry them).</summary>
-    public RobertaTokenizer(byte[] vocabJson, byte[] mergesTxt, string source = "tokenizer")
+    /// <summary>Builds the tokenizer from the bytes of vocab.json and merges.txt (kept, so a model zip can carry them)
+    /// and the added tokens of its tokenizer.json, if any: RoBERTa's five special tokens are added where that list
+    /// lacks them.</summary>
+    public RobertaTokenizer(byte[] vocabJson, byte[] mergesTxt, string source = "tokenizer", IReadOnlyList<AddedToken>? addedTokens = null)
     {
         VocabJson = vocabJson;
         MergesTxt = mergesTxt;
@@ -30,14 +29,13 @@ public sealed class RobertaTokenizer
         catch (Exception e) when (e is JsonException or InvalidDataException)
         { throw new InvalidDataException($"{source}: vocab.json is not a JSON object of token ids ({e.Message})", e); }
 
-        int Special(string token) => vocab.TryGetValue(token, out var id) ? id
-            : throw new InvalidDataException($"{source}: vocab.json has no '{token}' token");
+        _added = new AddedVocabulary(AddedVocabulary.Assign(vocab, addedTokens ?? []));
+        int Special(string token) => _added.Tokens.FirstOrDefault(t => t.Content == token)?.Id
+            ?? throw new InvalidDataException($"{source}: vocab.json has no '{token}' token");
         BosId = Special("<s>");
         PadId = Special("<pad>");
         EosId = Special("</s>");
-        VocabSize = vocab.Values.Max() + 1;
-        _specials = new[] { "<s>", "<pad>", "</s>", "<unk>", "<mask>" }
-            .Where(vocab.ContainsKey).Select(t => new SpecialToken(t, vocab[t], StripLeft: t == "<mask>")).ToArray();
+        VocabSize = Math.Max(vocab.Values.Max(), _added.Tokens.Max(t => t.Id)) + 1;
 
         var merges = Encoding.UTF8.GetString(mergesTxt).TrimStart('\uFEFF').Split('\n')
             .Select(l => l.TrimEnd('\r'))
@@ -51,23 +49,30 @@ public sealed class RobertaTokenizer
         });
     }
 
-    /// <summary>Loads vocab.json and merges.txt from a checkpoint directory or, where it has neither, the vocabulary
-    /// and merges of its tokenizer.json.</summary>
-    public static RobertaTokenizer FromDirectory(string directory)
+    /// <summary>The files a checkpoint directory's tokenizer is read from: its tokenizer.json where it has one (as
+    /// transformers' fast tokenizer reads it), else vocab.json and merges.txt; the first one missing is named.</summary>
+    public static string[] FilesIn(string directory)
     {
-        string vocab = Path.Combine(directory, "vocab.json"), merges = Path.Combine(directory, "merges.txt");
         string tokenizerJson = Path.Combine(directory, "tokenizer.json");
-        if ((!File.Exists(vocab) || !File.Exists(merges)) && File.Exists(tokenizerJson))
-            return FromTokenizerJson(File.ReadAllBytes(tokenizerJson), tokenizerJson);
-        foreach (var f in new[] { vocab, merges })
+        if (File.Exists(tokenizerJson)) return [tokenizerJson];
+        string[] files = [Path.Combine(directory, "vocab.json"), Path.Combine(directory, "merges.txt")];
+        foreach (var f in files)
             if (!File.Exists(f)) throw new FileNotFoundException($"tokenizer file not found: {f} (nor a tokenizer.json in its place)", f);
-        return new RobertaTokenizer(File.ReadAllBytes(vocab), File.ReadAllBytes(merges), directory);
+        return files;
     }
+
+    /// <summary>The tokenizer of a checkpoint directory (see <see cref="FilesIn"/>).</summary>
+    public static RobertaTokenizer FromDirectory(string directory) => FilesIn(directory) switch
+    {
+        [var tokenizerJson] => FromTokenizerJson(File.ReadAllBytes(tokenizerJson), tokenizerJson),
+        [var vocab, var merges] => new RobertaTokenizer(File.ReadAllBytes(vocab), File.ReadAllBytes(merges), directory),
+        _ => throw new InvalidOperationException("unreachable"),
+    };
 
     /// <summary>
     /// The tokenizer a HF tokenizer.json describes, where that is a byte-level BPE (RoBERTa's): its model's vocabulary
     /// and merges (written as "a b" strings or, by newer tokenizers, as [a, b] pairs) become the vocab.json and
-    /// merges.txt a model zip keeps.
+    /// merges.txt a model zip keeps; its added tokens are kept as they are.
     /// </summary>
     public static RobertaTokenizer FromTokenizerJson(byte[] tokenizerJson, string source)
     {
@@ -87,6 +92,8 @@ public sealed class RobertaTokenizer
                 throw Bad("its pre-tokenizer is not RoBERTa's (ByteLevel, splitting as GPT-2)");
             if (pre.TryGetProperty("add_prefix_space", out var prefix) && prefix.ValueKind == JsonValueKind.True)
                 throw Bad("its pre-tokenizer adds a prefix space, which RoBERTa's tokenizer (and this one) does not");
+            if (root.TryGetProperty("normalizer", out var normalizer) && normalizer.ValueKind != JsonValueKind.Null)
+                throw Bad("it has a normalizer, which RoBERTa's tokenizer (and this one) does not");
             if (!model.TryGetProperty("vocab", out var vocab) || vocab.ValueKind != JsonValueKind.Object
                 || !model.TryGetProperty("merges", out var merges) || merges.ValueKind != JsonValueKind.Array)
                 throw Bad("its model has no vocab object or merges list");
@@ -99,10 +106,66 @@ public sealed class RobertaTokenizer
                     throw Bad($"merge {merge} is not two symbols");
                 lines.Append(parts[0]).Append(' ').Append(parts[1]).Append('\n');
             }
-            return new RobertaTokenizer(Encoding.UTF8.GetBytes(vocab.GetRawText()), Encoding.UTF8.GetBytes(lines.ToString()), source);
+            var added = root.TryGetProperty("added_tokens", out var list) && list.ValueKind != JsonValueKind.Null
+                ? AddedVocabulary.Read(list, source) : null;
+            return new RobertaTokenizer(Encoding.UTF8.GetBytes(vocab.GetRawText()), Encoding.UTF8.GetBytes(lines.ToString()), source, added);
         }
     }
 
+    /// <summary>This tokenizer as a HF tokenizer.json (RobertaTokenizerFast's layout), which transformers' AutoTokenizer
+    /// loads with the same vocabulary, merges and added tokens.</summary>
+    public byte[] ToTokenizerJson()
+    {
+        var merges = Encoding.UTF8.GetString(MergesTxt).TrimStart('\uFEFF').Split('\n').Select(l => l.TrimEnd('\r'))
+            .Where(l => l.Length > 0 && !l.StartsWith("#version", StringComparison.Ordinal))
+            .Select(l => (JsonNode)new JsonArray(l.Split(' ').Select(p => (JsonNode)p!).ToArray()));
+        var byteLevel = (bool prefix) => new JsonObject
+        {
+            ["type"] = "ByteLevel", ["add_prefix_space"] = prefix, ["trim_offsets"] = true, ["use_regex"] = true,
+        };
+        string Content(int id) => _added.Tokens.First(t => t.Id == id).Content;
+        return Encoding.UTF8.GetBytes(new JsonObject
+        {
+            ["version"] = "1.0",
+            ["truncation"] = null,
+            ["padding"] = null,
+            ["added_tokens"] = _added.ToJson(),
+            ["normalizer"] = null,
+            ["pre_tokenizer"] = byteLevel(false),
+            ["post_processor"] = new JsonObject
+            {
+                ["type"] = "RobertaProcessing",
+                ["sep"] = new JsonArray(Content(EosId), EosId),
+                ["cls"] = new JsonArray(Content(BosId), BosId),
+                ["trim_offsets"] = true,
+                ["add_prefix_space"] = false,
+            },
+            ["decoder"] = byteLevel(true),
+            ["model"] = new JsonObject
+            {
+                ["type"] = "BPE", ["dropout"] = null, ["unk_token"] = null, ["continuing_subword_prefix"] = "",
+                ["end_of_word_suffix"] = "", ["fuse_unk"] = false, ["byte_fallback"] = false, ["ignore_merges"] = false,
+                ["vocab"] = JsonNode.Parse(VocabJson.AsSpan().StartsWith(Encoding.UTF8.Preamble) ? VocabJson.AsSpan(Encoding.UTF8.Preamble.Length) : VocabJson),
+                ["merges"] = new JsonArray(merges.ToArray()),
+            },
+        }.ToJsonString());
+    }
+
+    /// <summary>The added tokens (RoBERTa's special tokens included) as tokenizer.json lists them, for a model zip.</summary>
+    public byte[] AddedTokensJson() => Encoding.UTF8.GetBytes(_added.ToJson().ToJsonString());
+
+    /// <summary>Reads <see cref="AddedTokensJson"/> back.</summary>
+    public static List<AddedToken> ReadAddedTokens(byte[] json, string source)
+    {
+        try
+        {
+            using var document = JsonDocument.Parse(json);
+            return AddedVocabulary.Read(document.RootElement, source);
+        }
+        catch (JsonException e) { throw new InvalidDataException($"{source}: added tokens are not JSON ({e.Message})", e); }
+    }
+
+    public IReadOnlyList<AddedToken> AddedTokens => _added.Tokens;
     public byte[] VocabJson { get; }
     public byte[] MergesTxt { get; }
     public int BosId { get; }
@@ -111,41 +174,22 @@ public sealed class RobertaTokenizer
     public int VocabSize { get; }
 
     /// <summary>Token ids of a text, without added special tokens ("Hello world" → 31414, 232). As in transformers,
-    /// a special token written in the text ("&lt;/s&gt;", "&lt;mask&gt;") is that token, and the text either side of
-    /// it is encoded on its own.</summary>
+    /// an added token written in the text ("&lt;/s&gt;", "&lt;mask&gt;", or one a user added) is that token, and the
+    /// text either side of it is encoded on its own.</summary>
     public IReadOnlyList<int> EncodeText(string text)
     {
-        if (!text.Contains('<')) return _bpe.EncodeToIds(text);
+        if (!_added.MayOccurIn(text)) return _bpe.EncodeToIds(text);
         var ids = new List<int>();
-        int start = 0;
-        while (NextSpecial(text, start) is var (at, special) && special is not null)
-        {
-            var before = text.AsSpan(start, at - start);
-            if (special.StripLeft) before = before.TrimEnd();
-            if (!before.IsEmpty) ids.AddRange(_bpe.EncodeToIds(before));
-            ids.Add(special.Id);
-            start = at + special.Text.Length;
-        }
-        if (start < text.Length) ids.AddRange(_bpe.EncodeToIds(text.AsSpan(start)));
+        foreach (var (start, end, id) in _added.Split(text))
+            if (id is int token) ids.Add(token);
+            else if (end > start) ids.AddRange(_bpe.EncodeToIds(text.AsSpan(start, end - start)));
         return ids;
-    }
-
-    /// <summary>The leftmost special token at or after <paramref name="start"/> (the longest, where several start there).</summary>
-    private (int At, SpecialToken? Token) NextSpecial(string text, int start)
-    {
-        (int At, SpecialToken? Token) next = (text.Length, null);
-        foreach (var special in _specials)
-        {
-            int at = text.IndexOf(special.Text, start, StringComparison.Ordinal);
-            if (at >= 0 && (at < next.At || (at == next.At && special.Text.Length > next.Token!.Text.Length))) next = (at, special);
-        }
-        return next;
     }
 
     /// <summary>
     /// Model input for one example. Pairs are joined as HF does (B gets no added leading space), and when too long
-    /// they are cut as HF's tokenizers cut them ("longest_first"): the longer text alone where that is enough, else
-    /// both to half the room, an odd token going to the longer (to the second where they are as long).
+    /// they are cut as HF's tokenizers (0.23) cut them ("longest_first"): the longer text alone where that is enough,
+    /// else both to half the room, an odd token going to the longer (to the second where they are as long).
     /// </summary>
     public int[] Encode(string first, string? second, int maxLength)
     {
@@ -153,7 +197,9 @@ public sealed class RobertaTokenizer
         var b = second is null ? null : EncodeText(second);
         int room = maxLength - (b is null ? 2 : 4);
         if (room < 2) throw new ArgumentOutOfRangeException(nameof(maxLength), $"MaxSequenceLength {maxLength} leaves no room for text");
-        var (keepA, keepB) = LongestFirst(a.Count, b?.Count ?? 0, room);
+        var (keepA, keepB) = b is not null && a.Count >= maxLength && b.Count >= maxLength
+            ? LongestFirst(CountUpTo(first, maxLength), CountUpTo(second!, maxLength), room)
+            : LongestFirst(a.Count, b?.Count ?? 0, room);
         var ids = new int[keepA + keepB + (b is null ? 2 : 4)];
         int n = 0;
         ids[n++] = BosId;
@@ -166,6 +212,25 @@ public sealed class RobertaTokenizer
             ids[n++] = EosId;
         }
         return ids;
+    }
+
+    /// <summary>
+    /// The length tokenizers 0.23 gives a text it will cut to <paramref name="limit"/>: it stops tokenizing after the
+    /// word that reaches the limit (an added token counts without stopping it), so which of two long texts counts as
+    /// the longer depends on where their words end. Only the side an odd token goes to depends on it.
+    /// </summary>
+    private int CountUpTo(string text, int limit)
+    {
+        int count = 0;
+        var pieces = _added.MayOccurIn(text) ? _added.Split(text) : [(0, text.Length, null)];
+        foreach (var (start, end, id) in pieces)
+        {
+            if (id is not null) { count++; continue; }
+            var piece = text.AsSpan(start, end - start);
+            foreach (var (offset, length) in RobertaPreTokenizer.Instance.PreTokenize(piece))
+                if ((count += _bpe.CountTokens(piece.Slice(offset, length))) >= limit) return count;
+        }
+        return count;
     }
 
     /// <summary>How many tokens of each text fit in <paramref name="room"/>, as HF's tokenizers (truncation.rs) decide.</summary>

@@ -30,6 +30,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     internal const string UserName = "MlNetPeft text transformer";
     internal const string LoaderSignature = "MLNETPEFTTEXT";
     private const string AdapterStream = "Adapters.safetensors";
+    private const string AddedTokensStream = "AddedTokens.json";
     // The embedded backbone keeps its file's bytes (so its SHA-256 is the recorded one) under its format's name.
     private const string BackboneStream = "Backbone.safetensors", PickledBackboneStream = "Backbone.bin";
     private const int ScoringBatchSize = 32;
@@ -76,7 +77,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     }
 
     /// <summary>
-    /// Writes the whole model as a HF checkpoint directory (config.json, model.safetensors, vocab.json, merges.txt) that
+    /// Writes the whole model as a HF checkpoint directory (config.json, model.safetensors, vocab.json, merges.txt, tokenizer.json) that
     /// <c>AutoModelForSequenceClassification.from_pretrained</c> loads without PEFT, and that MlNetPeft takes as a
     /// backbone: the adapters merged into the backbone's weights (PEFT's merge_and_unload), or the fully fine-tuned
     /// backbone, and the head; fp32, with the class names as id2label. A model running a bf16 backbone (CUDA) merged its
@@ -97,6 +98,8 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         File.WriteAllText(Path.Combine(directory, "config.json"), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         File.WriteAllBytes(Path.Combine(directory, "vocab.json"), _tokenizer.VocabJson);
         File.WriteAllBytes(Path.Combine(directory, "merges.txt"), _tokenizer.MergesTxt);
+        // transformers' AutoTokenizer reads this one first; it alone carries the added tokens and their flags.
+        File.WriteAllBytes(Path.Combine(directory, "tokenizer.json"), _tokenizer.ToTokenizerJson());
     }
 
     internal PeftModelInfo Info => _info;
@@ -120,7 +123,8 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         loaderAssemblyName: typeof(PeftTextTransformer).Assembly.FullName);
 
     // Binary format: string model-info JSON; bool has-label-values (+ type and values);
-    // streams Adapters.safetensors, vocab.json, merges.txt, and Backbone.safetensors (or .bin) when embedded.
+    // streams Adapters.safetensors, vocab.json, merges.txt, AddedTokens.json (absent in zips before it: RoBERTa's
+// special tokens), and Backbone.safetensors (or .bin) when embedded.
     public override void SaveModel(ModelSaveContext ctx)
     {
         ThrowIfDisposed();
@@ -134,6 +138,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         finally { foreach (var t in state.Values) t.Dispose(); }
         ctx.SaveBinaryStream("vocab.json", w => w.Write(_tokenizer.VocabJson));
         ctx.SaveBinaryStream("merges.txt", w => w.Write(_tokenizer.MergesTxt));
+        ctx.SaveBinaryStream(AddedTokensStream, w => w.Write(_tokenizer.AddedTokensJson()));
         if (_embeddedBackbone is not null)
             ctx.SaveBinaryStream(PyTorchCheckpoint.IsTorchSave(_embeddedBackbone) ? PickledBackboneStream : BackboneStream, w => w.Write(_embeddedBackbone));
     }
@@ -150,7 +155,8 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         var adapters = ReadStream(ctx, AdapterStream) ?? throw new InvalidDataException($"model zip lacks {AdapterStream}");
         var tokenizer = new RobertaTokenizer(
             ReadStream(ctx, "vocab.json") ?? throw new InvalidDataException("model zip lacks vocab.json"),
-            ReadStream(ctx, "merges.txt") ?? throw new InvalidDataException("model zip lacks merges.txt"), "model zip");
+            ReadStream(ctx, "merges.txt") ?? throw new InvalidDataException("model zip lacks merges.txt"), "model zip",
+            ReadStream(ctx, AddedTokensStream) is { } added ? RobertaTokenizer.ReadAddedTokens(added, "model zip " + AddedTokensStream) : null);
         var embedded = ReadStream(ctx, BackboneStream) ?? ReadStream(ctx, PickledBackboneStream);
 
         var state = SafeTensors.Load(adapters, "model zip " + AdapterStream);

@@ -88,6 +88,61 @@ public sealed class RobertaTokenizerTests
         }
     }
 
+    /// <summary>roberta-mini's tokenizer.json with Fixtures/tokenizer/added_tokens.json (make_ids.js: new tokens, tokens
+    /// the vocabulary has, every flag) as its added tokens; ids from <paramref name="setIds"/> where given.</summary>
+    internal static byte[] TokenizerJsonWithAddedTokens(string checkpoint, Func<string, int?>? setIds = null)
+    {
+        var json = JsonNode.Parse(TokenizerJson(checkpoint, mergesAsPairs: true))!;
+        var added = JsonNode.Parse(File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "Fixtures", "tokenizer", "added_tokens.json")))!.AsArray();
+        foreach (var token in added)
+            if (setIds?.Invoke(token!["content"]!.GetValue<string>()) is int id) token!["id"] = id;
+        json["added_tokens"] = added;
+        return System.Text.Encoding.UTF8.GetBytes(json.ToJsonString());
+    }
+
+    /// <summary>
+    /// Fixtures/tokenizer/added_ids.jsonl, made by HF's tokenizers with those tokens added: single-word tokens next to
+    /// letters, digits and marks of other scripts, stripped whitespace (Unicode spaces too), overlapping and nested
+    /// tokens, the two passes (a non-normalized token found before a normalized one that contains it), and GLUE cells
+    /// with tokens put at random places, alone and in cut pairs. The tokenizer a model zip keeps (vocab, merges, added
+    /// tokens) and the tokenizer.json a merged checkpoint gets tokenize them the same.
+    /// </summary>
+    [TestMethod]
+    public void AddedTokensAreFoundAsHuggingFaceTokenizersFindThem()
+    {
+        var tokenizer = RobertaTokenizer.FromTokenizerJson(TokenizerJsonWithAddedTokens(TestData.RobertaMini), "added/tokenizer.json");
+        var fromZip = new RobertaTokenizer(tokenizer.VocabJson, tokenizer.MergesTxt, "zip",
+            RobertaTokenizer.ReadAddedTokens(tokenizer.AddedTokensJson(), "zip"));
+        var fromMerged = RobertaTokenizer.FromTokenizerJson(tokenizer.ToTokenizerJson(), "merged/tokenizer.json");
+        var rows = File.ReadLines(Path.Combine(AppContext.BaseDirectory, "Fixtures", "tokenizer", "added_ids.jsonl"))
+            .Select(l => JsonDocument.Parse(l).RootElement).ToArray();
+        foreach (var (name, tok) in new[] { ("tokenizer.json", tokenizer), ("zip", fromZip), ("merged", fromMerged) })
+        {
+            var differ = new List<string>();
+            foreach (var row in rows)
+            {
+                var text = row.GetProperty("text").GetString()!;
+                var expected = row.GetProperty("ids").EnumerateArray().Select(i => i.GetInt32()).ToArray();
+                var ours = row.TryGetProperty("max", out var max)
+                    ? tok.Encode(text, row.GetProperty("pair").GetString(), max.GetInt32()) : tok.EncodeText(text).ToArray();
+                if (!expected.SequenceEqual(ours)) differ.Add(JsonSerializer.Serialize(text));
+            }
+            Assert.IsEmpty(differ, $"{name}: {differ.Count} of {rows.Length} rows tokenize differently: {string.Join(", ", differ.Take(5))}");
+        }
+        Assert.IsGreaterThan(250, rows.Length);
+        Assert.AreEqual(50273, tokenizer.VocabSize, "ids up to the last added token's");
+    }
+
+    [TestMethod]
+    public void AddedTokensTakeTheIdsHuggingFaceGivesThemNotTheFilesIds()
+    {
+        // As tokenizers does on loading: a token of the vocabulary keeps its vocabulary id; new ones are numbered on
+        // from the vocabulary in the order listed (the fixture's [URL] is the first new one: 50265).
+        var tokenizer = RobertaTokenizer.FromTokenizerJson(TokenizerJsonWithAddedTokens(TestData.RobertaMini,
+            content => content switch { "world" => 999, "[URL]" => 60000, _ => null }), "x/tokenizer.json");
+        CollectionAssert.AreEqual(new[] { 42891, 1437, 8331, 1437, 50265 }, tokenizer.EncodeText("hello world [URL]").ToArray());
+    }
+
     [TestMethod]
     public void ATokenizerJsonThatIsNotRobertasIsRefusedByName()
     {

@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using Microsoft.ML;
+using MlNetPeft.Backbone;
 using MlNetPeft.MlNet;
 using MlNetPeft.Tests.Adapters;
 
@@ -95,6 +96,62 @@ public sealed class CheckpointHeadTests
         CollectionAssert.AreEqual(expected, Scores(ml.Model.Load(zip, out _)));
     }
 
+    /// <summary>A tiny backbone whose tokenizer.json adds tokens (ids 260 on, after its byte vocabulary) as a user's
+    /// fine-tuned checkpoint does: "[URL]", and "@@" taking the whitespace around it.</summary>
+    private static string BackboneWithAddedTokens(params string[] more)
+    {
+        var backbone = Directory.CreateTempSubdirectory("added-tokens-backbone").FullName;
+        foreach (var f in new[] { "config.json", "model.safetensors" })
+            File.Copy(Path.Combine(TestData.TinyBackbone, f), Path.Combine(backbone, f));
+        var json = JsonNode.Parse(Backbone.RobertaTokenizerTests.TokenizerJson(TestData.TinyBackbone, mergesAsPairs: true))!;
+        json["added_tokens"] = new JsonArray(new[] { ("[URL]", false), ("@@", true) }.Concat(more.Select(m => (m, false)))
+            .Select((t, i) => (JsonNode)new JsonObject
+            {
+                ["id"] = 260 + i, ["content"] = t.Item1, ["single_word"] = false, ["lstrip"] = t.Item2, ["rstrip"] = t.Item2,
+                ["normalized"] = true, ["special"] = false,
+            }).ToArray());
+        File.WriteAllText(Path.Combine(backbone, "tokenizer.json"), json.ToJsonString());
+        return backbone;
+    }
+
+    [TestMethod]
+    public void AddedTokensKeepTheirIdsInTheZipAndTheMergedCheckpoint()
+    {
+        var backbone = BackboneWithAddedTokens();
+        var ml = new MLContext(seed: 1);
+        var rows = ToyText.Rows(12, seed: 3).Select((r, i) => new ToyText.Row { Sentence1 = r.Sentence1 + (i % 2 == 0 ? " [URL]" : "  @@ x"), Label = r.Label });
+        var data = ml.Data.LoadFromEnumerable(rows);
+        var keyed = ToyText.KeyLabel(ml).Fit(data).Transform(data);
+        PeftTextTransformer Start(string directory) =>
+            Fit(new MLContext(seed: 1), PeftTrainerFixture.Tiny(new LoraOptions { BackboneDirectory = directory, UseCheckpointHead = true, MaxEpochs = 0 }));
+        float[] Scores(ITransformer model) => PeftTrainerFixture.Scores(model, keyed, ml).SelectMany(s => s).ToArray();
+
+        var model = Start(backbone);
+        int[] expected = [0, 101, 36, 260, 101, 261, 124, 2]; // <s> a Ġ [URL] a @@ x </s>: @@ takes the spaces around it, [URL] none
+        CollectionAssert.AreEqual(expected, model.Tokenizer.Encode("a [URL]a  @@ x", null, 32));
+        var zip = Path.Combine(backbone, "model.zip");
+        ml.Model.Save(model, null, zip);
+        var reloaded = (PeftTextTransformer)ml.Model.Load(zip, out _);
+        CollectionAssert.AreEqual(expected, reloaded.Tokenizer.Encode("a [URL]a  @@ x", null, 32));
+        CollectionAssert.AreEqual(Scores(model), Scores(reloaded));
+        CollectionAssert.AreNotEqual(Scores(Start(TestData.TinyBackbone)), Scores(model), "the added tokens are read");
+
+        var merged = Path.Combine(backbone, "merged");
+        model.SaveMergedCheckpoint(merged);
+        CollectionAssert.AreEqual(expected, RobertaTokenizer.FromDirectory(merged).Encode("a [URL]a  @@ x", null, 32));
+    }
+
+    [TestMethod]
+    public void AnAddedTokenBeyondTheEmbeddingsIsNamed()
+    {
+        // 741 added tokens number up to id 1000; the tiny config has vocab_size 1000.
+        var backbone = BackboneWithAddedTokens(Enumerable.Range(0, 739).Select(i => $"[T{i}]").ToArray());
+        var e = Assert.ThrowsExactly<InvalidDataException>(() =>
+            Fit(new MLContext(seed: 1), PeftTrainerFixture.Tiny(new LoraOptions { BackboneDirectory = backbone, UseCheckpointHead = true, MaxEpochs = 0 })));
+        StringAssert.Contains(e.Message, "1001 tokens");
+        StringAssert.Contains(e.Message, "vocab_size 1000");
+    }
+
     [TestMethod]
     public void AMissingOrMisfitHeadIsNamed()
     {
@@ -114,5 +171,7 @@ public sealed class CheckpointHeadTests
 
         var both = PeftTrainerFixture.Tiny(new LoraOptions { UseCheckpointHead = true, InitialPeftAdapter = TestData.TinyLora, MaxEpochs = 0 });
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => Fit(ml, both)).Message, "set one of them");
+        var noText = ml.Data.LoadFromEnumerable(new[] { new { Other = 1f } }); // refused before the data is read
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeftTrainerFixture.Classifier(ml, both).Fit(noText)).Message, "set one of them");
     }
 }

@@ -5,12 +5,14 @@
 // Rows { text, ids }: ids of the text alone, no special tokens: the hand-written cases below, the shortest GLUE cells
 // that between them hold every non-ASCII character of GLUE, and 400 ASCII cells drawn with a fixed seed.
 // Rows { text, pair, max, ids }: model input of a pair (or of one text where pair is null) cut to max tokens.
+// Also added_tokens.json and added_ids.jsonl: the same tokenizer with tokens added as users add them (new ids, one
+// already in the vocabulary, every flag), as tokenizers saves them in tokenizer.json, and ids of texts holding them.
 // Run from the repository root:
 //   npm install --prefix /tmp/hf tokenizers@0.23.2
 //   NODE_PATH=/tmp/hf/node_modules node test/MlNetPeft.Tests/Fixtures/tokenizer/make_ids.js
 const fs = require('fs');
 const path = require('path');
-const { Tokenizer } = require('tokenizers');
+const { Tokenizer, AddedToken } = require('tokenizers');
 
 const root = path.resolve(__dirname, '..', '..', '..', '..');
 const backbone = path.join(root, 'models', 'roberta-mini');
@@ -50,6 +52,9 @@ const PAIRS = [
   ['one two three four', 'alpha beta gamma delta', 8], ['one two three four', 'alpha beta gamma delta', 9],
   ['a b c d e f', 'g h i', 7], ['a b c d e f', 'g h i', 6], ['a b', 'c d e f g h', 9], ['a b c', 'd e f g h', 9],
   ['x', 'y', 6], ['one two three four five', null, 5], ['one two three four five', null, 7],
+  // tokenizers 0.23 stops tokenizing a text at the word that reaches max, so two long texts count as about max each.
+  ['a b c d e f g h i j k l', 'k l m n o p q r s t u', 11], ['a b c d e f g h i j k l m n o p', 'k l m n o p q r s t u v', 11],
+  ['a b c d e f g h i jxqzvwk l m n', 'k l m n o p q r s t u v', 13], ['a b c d e f g h i j k l', 'k l m n o p q r s <x> u v', 13],
 ];
 
 function cells() {
@@ -109,4 +114,47 @@ function seeded(seed) { // mulberry32
   }
   fs.writeFileSync(path.join(__dirname, 'ids.jsonl'), rows.map(r => JSON.stringify(r)).join('\n') + '\n');
   console.log(`${rows.length} rows`);
+  await writeAddedTokens(ascii.slice(400, 600), random);
 })();
+
+const ADDED = [
+  new AddedToken('[URL]', false), new AddedToken('<sep2>', true, { rightStrip: true }),
+  new AddedToken('qzq', false, { singleWord: true }), new AddedToken('@@', false, { leftStrip: true, rightStrip: true }),
+  new AddedToken('<x>', false), new AddedToken('<xy>', false), new AddedToken('world', false, { singleWord: true }),
+  new AddedToken('ABCD', false), new AddedToken('BC', false, { normalized: false }),
+  new AddedToken('\u{1F600}x', false, { singleWord: true, leftStrip: true }), new AddedToken('[EOT]', true, { singleWord: true }),
+];
+const ADDED_CASES = [
+  '[URL]', 'see [URL] now', 'see[URL]now', '[URL][URL]', '<sep2>   next', 'a <sep2>\tb', 'a<sep2>', 'lqzq qzq pqzq', 'qzq',
+  'qzq.', '_qzq', 'qzq_', '\u00e9qzq', 'e\u0301qzq', '\u24b6qzq', '\u0663qzq', 'qzq\u0663', '\u200dqzq', 'qzq\u00a0qzq',
+  ' qzq ', 'x @@ y', 'x   @@   y', '@@@@', '@@ @@', '\u2000@@\u2000', '<x><xy><xyz', '<x', 'hello world', 'helloworld',
+  'world!', 'worlds', 'ABCD', 'ABC', 'xBCx', 'ABCDBC', 'a \u{1F600}x b', 'a\u{1F600}x', '\u{1F600}xy', '\u{1D400}\u{1F600}x',
+  ' \u{1F600}x', '[EOT]', 'a[EOT]b', 'a [EOT] b', '<s>[URL]</s>', 'a <mask>@@<mask> b', '<mask>qzq', 'qzq<mask>',
+];
+
+/** added_tokens.json (as tokenizers saves them) and added_ids.jsonl (texts with them, alone and in cut pairs). */
+async function writeAddedTokens(cells, random) {
+  const tok = robertaTokenizer();
+  tok.addAddedTokens(ADDED);
+  const saved = path.join(require('os').tmpdir(), 'added-tokenizer.json');
+  tok.save(saved);
+  fs.writeFileSync(path.join(__dirname, 'added_tokens.json'),
+    JSON.stringify(JSON.parse(fs.readFileSync(saved, 'utf8')).added_tokens, null, 1) + '\n');
+  const pick = list => list[Math.floor(random() * list.length)];
+  const spaces = ['', ' ', '  ', '\t'];
+  const texts = [...ADDED_CASES, ...cells.map(cell => { // tokens put at random places, inside words too
+    const chars = [...cell]; // code points: never between the halves of a surrogate pair
+    for (let k = 0; k < 3; k++)
+      chars.splice(Math.floor(random() * (chars.length + 1)), 0, pick(spaces) + pick(ADDED).getContent() + pick(spaces));
+    return chars.join('');
+  })];
+  const rows = [];
+  for (const text of texts) rows.push({ text, ids: (await tok.encode(text, null, { addSpecialTokens: false })).getIds() });
+  for (let i = 0; i < 20; i++) {
+    const [text, pair, max] = [texts[ADDED_CASES.length + i], texts[ADDED_CASES.length + 100 + i], 12 + i];
+    tok.setTruncation(max, { strategy: 'LongestFirst' });
+    rows.push({ text, pair, max, ids: (await tok.encode(text, pair)).getIds() });
+  }
+  fs.writeFileSync(path.join(__dirname, 'added_ids.jsonl'), rows.map(r => JSON.stringify(r)).join('\n') + '\n');
+  console.log(`${rows.length} rows with added tokens`);
+}
