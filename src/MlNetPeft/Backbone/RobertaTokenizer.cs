@@ -7,8 +7,8 @@ namespace MlNetPeft.Backbone;
 
 /// <summary>
 /// RoBERTa byte-level BPE (vocab.json + merges.txt, or tokenizer.json) through Microsoft.ML.Tokenizers, giving the ids
-/// transformers' RobertaTokenizerFast gives: added tokens written in the text are those tokens, and model inputs are laid out
-/// <c>&lt;s&gt; A &lt;/s&gt;</c> or <c>&lt;s&gt; A &lt;/s&gt;&lt;/s&gt; B &lt;/s&gt;</c>, cut longest-first.
+/// transformers' RobertaTokenizerFast gives: added tokens written in the text are those tokens, and model inputs are
+/// laid out <c>&lt;s&gt; A &lt;/s&gt;</c> or <c>&lt;s&gt; A &lt;/s&gt;&lt;/s&gt; B &lt;/s&gt;</c>, cut longest-first.
 /// </summary>
 public sealed class RobertaTokenizer
 {
@@ -23,9 +23,7 @@ public sealed class RobertaTokenizer
         VocabJson = vocabJson;
         MergesTxt = mergesTxt;
         Dictionary<string, int> vocab;
-        var json = vocabJson.AsSpan();
-        if (json.StartsWith(Encoding.UTF8.Preamble)) json = json[Encoding.UTF8.Preamble.Length..];
-        try { vocab = JsonSerializer.Deserialize<Dictionary<string, int>>(json) ?? throw new InvalidDataException("empty"); }
+        try { vocab = JsonSerializer.Deserialize<Dictionary<string, int>>(WithoutBom(vocabJson)) ?? throw new InvalidDataException("empty"); }
         catch (Exception e) when (e is JsonException or InvalidDataException)
         { throw new InvalidDataException($"{source}: vocab.json is not a JSON object of token ids ({e.Message})", e); }
 
@@ -37,13 +35,9 @@ public sealed class RobertaTokenizer
         EosId = Special("</s>");
         VocabSize = Math.Max(vocab.Values.Max(), _added.Tokens.Max(t => t.Id)) + 1;
 
-        var merges = Encoding.UTF8.GetString(mergesTxt).TrimStart('\uFEFF').Split('\n')
-            .Select(l => l.TrimEnd('\r'))
-            .Where(l => l.Length > 0 && !l.StartsWith("#version", StringComparison.Ordinal))
-            .ToList();
         _bpe = BpeTokenizer.Create(new BpeOptions(vocab)
         {
-            Merges = merges,
+            Merges = MergeLines(mergesTxt).ToList(),
             ByteLevel = true,
             PreTokenizer = RobertaPreTokenizer.Instance,
         });
@@ -116,9 +110,7 @@ public sealed class RobertaTokenizer
     /// loads with the same vocabulary, merges and added tokens.</summary>
     public byte[] ToTokenizerJson()
     {
-        var merges = Encoding.UTF8.GetString(MergesTxt).TrimStart('\uFEFF').Split('\n').Select(l => l.TrimEnd('\r'))
-            .Where(l => l.Length > 0 && !l.StartsWith("#version", StringComparison.Ordinal))
-            .Select(l => (JsonNode)new JsonArray(l.Split(' ').Select(p => (JsonNode)p!).ToArray()));
+        var merges = MergeLines(MergesTxt).Select(l => (JsonNode)new JsonArray(l.Split(' ').Select(p => (JsonNode)p!).ToArray()));
         var byteLevel = (bool prefix) => new JsonObject
         {
             ["type"] = "ByteLevel", ["add_prefix_space"] = prefix, ["trim_offsets"] = true, ["use_regex"] = true,
@@ -145,11 +137,19 @@ public sealed class RobertaTokenizer
             {
                 ["type"] = "BPE", ["dropout"] = null, ["unk_token"] = null, ["continuing_subword_prefix"] = "",
                 ["end_of_word_suffix"] = "", ["fuse_unk"] = false, ["byte_fallback"] = false, ["ignore_merges"] = false,
-                ["vocab"] = JsonNode.Parse(VocabJson.AsSpan().StartsWith(Encoding.UTF8.Preamble) ? VocabJson.AsSpan(Encoding.UTF8.Preamble.Length) : VocabJson),
+                ["vocab"] = JsonNode.Parse(WithoutBom(VocabJson)),
                 ["merges"] = new JsonArray(merges.ToArray()),
             },
         }.ToJsonString());
     }
+
+    private static ReadOnlySpan<byte> WithoutBom(byte[] utf8) =>
+        utf8.AsSpan().StartsWith(Encoding.UTF8.Preamble) ? utf8.AsSpan(Encoding.UTF8.Preamble.Length) : utf8;
+
+    /// <summary>merges.txt's merges ("a b"), without its #version line.</summary>
+    private static IEnumerable<string> MergeLines(byte[] mergesTxt) =>
+        Encoding.UTF8.GetString(WithoutBom(mergesTxt)).Split('\n').Select(l => l.TrimEnd('\r'))
+            .Where(l => l.Length > 0 && !l.StartsWith("#version", StringComparison.Ordinal));
 
     /// <summary>The added tokens (RoBERTa's special tokens included) as tokenizer.json lists them, for a model zip.</summary>
     public byte[] AddedTokensJson() => Encoding.UTF8.GetBytes(_added.ToJson().ToJsonString());
