@@ -37,6 +37,8 @@ internal sealed class AddedVocabulary
 
     public IReadOnlyList<AddedToken> Tokens { get; }
 
+    public static bool IsRobertaSpecial(string content) => RobertaSpecials.Contains(content);
+
     /// <summary>
     /// <paramref name="listed"/> with the ids HF's tokenizers give them, whatever ids a file wrote: a token the
     /// vocabulary has keeps its id there, a new one takes the next id after the vocabulary and the tokens before it;

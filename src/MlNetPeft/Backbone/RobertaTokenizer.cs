@@ -52,7 +52,36 @@ public sealed class RobertaTokenizer
         string[] files = [Path.Combine(directory, "vocab.json"), Path.Combine(directory, "merges.txt")];
         foreach (var f in files)
             if (!File.Exists(f)) throw new FileNotFoundException($"tokenizer file not found: {f} (nor a tokenizer.json in its place)", f);
+        RefuseAddedTokensWithoutTokenizerJson(directory);
         return files;
+    }
+
+    /// <summary>A slow tokenizer's save lists added tokens in added_tokens.json or tokenizer_config.json, whose flags
+    /// transformers fills in by rules of its own; rather than guess them, such a directory is refused (RoBERTa's own
+    /// special tokens aside).</summary>
+    private static void RefuseAddedTokensWithoutTokenizerJson(string directory)
+    {
+        IEnumerable<string> Listed(string file, Func<JsonElement, IEnumerable<string>> contents)
+        {
+            if (!File.Exists(file)) return [];
+            try
+            {
+                using var json = JsonDocument.Parse(File.ReadAllBytes(file));
+                return contents(json.RootElement).ToList();
+            }
+            catch (Exception e) when (e is JsonException or InvalidOperationException)
+            { throw new InvalidDataException($"{file}: not the JSON transformers writes ({e.Message})", e); }
+        }
+        string addedTokens = Path.Combine(directory, "added_tokens.json"), config = Path.Combine(directory, "tokenizer_config.json");
+        var added = Listed(addedTokens, root => root.EnumerateObject().Select(p => p.Name))
+            .Concat(Listed(config, root => root.TryGetProperty("added_tokens_decoder", out var decoder) && decoder.ValueKind == JsonValueKind.Object
+                ? decoder.EnumerateObject().Select(p => p.Value.ValueKind == JsonValueKind.Object && p.Value.TryGetProperty("content", out var c) ? c.GetString() ?? "" : "")
+                : []))
+            .Where(t => t.Length > 0 && !AddedVocabulary.IsRobertaSpecial(t)).Distinct().ToList();
+        if (added.Count > 0)
+            throw new InvalidDataException($"{directory} lists added tokens ({string.Join(", ", added.Take(5))}{(added.Count > 5 ? ", …" : "")}) " +
+                "in added_tokens.json or tokenizer_config.json but has no tokenizer.json, which alone says how HF's tokenizers " +
+                "find them: save the tokenizer with transformers' fast tokenizer (save_pretrained writes tokenizer.json)");
     }
 
     /// <summary>The tokenizer of a checkpoint directory (see <see cref="FilesIn"/>).</summary>

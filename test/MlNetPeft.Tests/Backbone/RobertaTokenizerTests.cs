@@ -144,6 +144,32 @@ public sealed class RobertaTokenizerTests
     }
 
     [TestMethod]
+    public void AddedTokensListedWithoutATokenizerJsonAreRefused()
+    {
+        var dir = Directory.CreateTempSubdirectory("slow-tokenizer").FullName;
+        foreach (var f in new[] { "vocab.json", "merges.txt" }) File.Copy(Path.Combine(TestData.RobertaMini, f), Path.Combine(dir, f));
+        // RoBERTa's own special tokens, as a slow tokenizer's save lists them: read as usual.
+        File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"),
+            """{"added_tokens_decoder": {"0": {"content": "<s>", "special": true}, "50264": {"content": "<mask>", "lstrip": true, "special": true}}}""");
+        File.WriteAllText(Path.Combine(dir, "added_tokens.json"), """{"<mask>": 50264}""");
+        CollectionAssert.AreEqual(new[] { 0, 31414, 2 }, RobertaTokenizer.FromDirectory(dir).Encode("Hello", null, 8));
+
+        File.WriteAllText(Path.Combine(dir, "added_tokens.json"), """{"<mask>": 50264, "[URL]": 50265}""");
+        var e = Assert.ThrowsExactly<InvalidDataException>(() => RobertaTokenizer.FromDirectory(dir));
+        StringAssert.Contains(e.Message, dir);
+        StringAssert.Contains(e.Message, "([URL])");
+        StringAssert.Contains(e.Message, "tokenizer.json");
+
+        File.WriteAllText(Path.Combine(dir, "added_tokens.json"), "{}");
+        File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), """{"added_tokens_decoder": {"50265": {"content": "<new>", "special": true}}}""");
+        StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => RobertaTokenizer.FromDirectory(dir)).Message, "(<new>)");
+
+        // With a tokenizer.json, that file says it all.
+        File.WriteAllText(Path.Combine(dir, "tokenizer.json"), TokenizerJson(TestData.RobertaMini, mergesAsPairs: true));
+        CollectionAssert.AreEqual(new[] { 0, 31414, 2 }, RobertaTokenizer.FromDirectory(dir).Encode("Hello", null, 8));
+    }
+
+    [TestMethod]
     public void ATokenizerJsonThatIsNotRobertasIsRefusedByName()
     {
         void Refused(string json, string why)
