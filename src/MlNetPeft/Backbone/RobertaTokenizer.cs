@@ -131,8 +131,25 @@ public sealed class RobertaTokenizer
             }
             var added = root.TryGetProperty("added_tokens", out var list) && list.ValueKind != JsonValueKind.Null
                 ? AddedVocabulary.Read(list, source) : null;
-            return new RobertaTokenizer(Encoding.UTF8.GetBytes(vocab.GetRawText()), Encoding.UTF8.GetBytes(lines.ToString()), source, added);
+            var tokenizer = new RobertaTokenizer(Encoding.UTF8.GetBytes(vocab.GetRawText()), Encoding.UTF8.GetBytes(lines.ToString()), source, added);
+            if (root.TryGetProperty("post_processor", out var post)) tokenizer.CheckPostProcessor(post, source);
+            return tokenizer;
         }
+    }
+
+    /// <summary>The model input's layout is RoBERTa's (RobertaProcessing with &lt;s&gt; and &lt;/s&gt;); any other
+    /// post-processor would lay it out otherwise, so it is refused by name.</summary>
+    private void CheckPostProcessor(JsonElement post, string source)
+    {
+        string type = post.ValueKind == JsonValueKind.Object && post.TryGetProperty("type", out var t) ? t.GetString() ?? "?" : post.ValueKind.ToString();
+        if (type != "RobertaProcessing")
+            throw new InvalidDataException($"{source}: its post-processor is {type}, not RoBERTa's (RobertaProcessing: <s> A </s></s> B </s>)");
+        int? Id(string name) => post.TryGetProperty(name, out var pair) && pair.ValueKind == JsonValueKind.Array && pair.GetArrayLength() == 2
+            && pair[1].TryGetInt32(out int id) ? id : null;
+        string Written(string name) => post.TryGetProperty(name, out var pair) ? pair.GetRawText() : "missing";
+        if (Id("cls") != BosId || Id("sep") != EosId)
+            throw new InvalidDataException($"{source}: its post-processor's cls and sep are {Written("cls")} and {Written("sep")}, " +
+                $"not <s> ({BosId}) and </s> ({EosId})");
     }
 
     /// <summary>This tokenizer as a HF tokenizer.json (RobertaTokenizerFast's layout), which transformers' AutoTokenizer

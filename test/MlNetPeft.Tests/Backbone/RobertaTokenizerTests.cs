@@ -182,6 +182,17 @@ public sealed class RobertaTokenizerTests
         Refused(TokenizerJson(TestData.RobertaMini, true, preTokenizer: """{"type":"Metaspace"}"""), "not RoBERTa's");
         Refused(TokenizerJson(TestData.RobertaMini, true, preTokenizer: """{"type":"ByteLevel","add_prefix_space":true}"""), "prefix space");
         Refused("{", "not JSON");
+        string WithPostProcessor(string post)
+        {
+            var json = JsonNode.Parse(TokenizerJson(TestData.RobertaMini, true))!;
+            json["post_processor"] = JsonNode.Parse(post);
+            return json.ToJsonString();
+        }
+        Refused(WithPostProcessor("""{"type":"TemplateProcessing","single":[]}"""), "post-processor is TemplateProcessing");
+        Refused(WithPostProcessor("null"), "post-processor is Null");
+        Refused(WithPostProcessor("""{"type":"RobertaProcessing","sep":["</s>",2],"cls":["</s>",2]}"""), "not <s> (0) and </s> (2)");
+        var roberta = WithPostProcessor("""{"type":"RobertaProcessing","sep":["</s>",2],"cls":["<s>",0],"trim_offsets":true,"add_prefix_space":false}""");
+        CollectionAssert.AreEqual(new[] { 0, 31414, 2 }, RobertaTokenizer.FromTokenizerJson(System.Text.Encoding.UTF8.GetBytes(roberta), "x").Encode("Hello", null, 8));
     }
 
     [TestMethod]
