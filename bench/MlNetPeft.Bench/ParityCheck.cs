@@ -89,7 +89,7 @@ internal static class ParityCheck
         };
         var model = PeftModel.Create(config, 3, new LoraConfig { Rank = 4, Alpha = 8, Dropout = dropout, Targets = ["value", "query"] },
             SafeTensors.Load(Path.Combine(dir, "tiny-roberta", "model.safetensors")), "tiny-roberta");
-        model.LoadPeftAdapter(Path.Combine(dir, "tiny-lora", "adapter_model.safetensors"));
+        model.LoadPeftAdapter(Path.Combine(dir, "tiny-lora"));
         return model;
     }
 

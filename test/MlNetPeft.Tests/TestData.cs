@@ -11,6 +11,9 @@ internal static class TestData
     public static string TinyRoberta => Path.Combine(Fixtures, "tiny-roberta");
     public static string TinyLora => Path.Combine(Fixtures, "tiny-lora");
 
+    /// <summary>A PEFT AdaLoRA adapter for the tiny RoBERTa, pruned by rank_pattern (Fixtures/peft-adalora/make.py).</summary>
+    public static string TinyAdaLora => Path.Combine(AppContext.BaseDirectory, "Fixtures", "peft-adalora", "tiny-adalora");
+
     /// <summary>The repository root (holds models/ and data/).</summary>
     public static string RepoRoot
     {
@@ -57,4 +60,9 @@ internal static class TestData
 
     public static JsonElement Parity => ParityDoc.Value.RootElement;
     private static readonly Lazy<JsonDocument> ParityDoc = new(() => JsonDocument.Parse(File.ReadAllText(Path.Combine(Fixtures, "parity.json"))));
+
+    /// <summary>PEFT's logits with <see cref="TinyAdaLora"/> on the parity inputs, and its kept rank per module.</summary>
+    public static JsonElement AdaLoraExpected => AdaLoraDoc.Value.RootElement;
+    private static readonly Lazy<JsonDocument> AdaLoraDoc = new(() =>
+        JsonDocument.Parse(File.ReadAllText(Path.Combine(TinyAdaLora, "..", "expected.json"))));
 }

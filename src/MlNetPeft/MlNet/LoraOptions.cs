@@ -27,23 +27,16 @@ public sealed class LoraOptions : PeftTextTrainerOptions
     /// (e.g. in Python), packaged for ML.NET. The head's class i must be the label's key i+1.</summary>
     public string? InitialPeftAdapter;
 
-    internal override bool StartsTrained => InitialPeftAdapter is not null || base.StartsTrained;
+    internal override string? InitialPeftAdapterDirectory => InitialPeftAdapter;
 
     internal override AdapterConfig ToAdapterConfig() => InitialPeftAdapter is { } adapter
         ? PeftLoraImport.ReadConfig(adapter) with { Dropout = LoraDropout }
         : new LoraConfig { Rank = Rank, UseRsLora = UseRsLora, UseDora = UseDora, Layers = Layers, Targets = Targets, Alpha = LoraAlpha, Dropout = LoraDropout };
 
-    internal override void ValidateMethod()
-    {
-        if (InitialPeftAdapter is not null && UseCheckpointHead)
-            throw new ArgumentException("InitialPeftAdapter and UseCheckpointHead both give the head: set one of them");
-    }
-
     internal override string? Initialize(PeftModel model)
     {
         if (InitialPeftAdapter is not { } adapter) return base.Initialize(model);
-        model.LoadPeftAdapter(TensorFile.Find(adapter, "adapter_model.safetensors", "adapter_model.bin")
-            ?? throw new FileNotFoundException($"PEFT adapter directory {adapter} lacks adapter_model.safetensors (or adapter_model.bin)"));
+        model.LoadPeftAdapter(adapter);
         var lora = (LoraConfig)model.Config;
         return $"adapters and head of the PEFT adapter {adapter} (r {lora.Rank}, lora_alpha {lora.Alpha}{(lora.UseRsLora ? ", rsLoRA" : "")}{(lora.UseDora ? ", DoRA" : "")}, targets {string.Join(", ", lora.Targets)})";
     }

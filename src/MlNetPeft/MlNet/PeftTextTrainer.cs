@@ -55,8 +55,8 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         ArgumentNullException.ThrowIfNull(input);
         var o = TrainerOptions;
         o.Validate();
-        if (initialModel is not null && (o.UseCheckpointHead ? "UseCheckpointHead" : o is LoraOptions { InitialPeftAdapter: { } adapter }
-                ? $"LoraOptions.InitialPeftAdapter ({adapter})" : null) is { } otherStart)
+        if (initialModel is not null && (o.UseCheckpointHead ? "UseCheckpointHead" : o.InitialPeftAdapterDirectory is { } adapter
+                ? $"{o.GetType().Name}.InitialPeftAdapter ({adapter})" : null) is { } otherStart)
             throw new ArgumentException($"initialModel: {otherStart} is also set: start from one or the other", nameof(initialModel));
         if (o.BalanceClasses && _task == TaskKind.Regression)
             throw new ArgumentException("BalanceClasses is for classification; a regression label has no classes");

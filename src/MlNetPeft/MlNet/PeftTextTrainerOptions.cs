@@ -54,8 +54,8 @@ public abstract class PeftTextTrainerOptions
     /// time per step. Same gradients, same dropout masks.</summary>
     public bool GradientCheckpointing;
 
-    /// <summary>Passes over the training data (0: no training, for a model that starts trained, see
-    /// LoraOptions.InitialPeftAdapter).</summary>
+    /// <summary>Passes over the training data (0: no training, for a model that starts trained: UseCheckpointHead, or
+    /// InitialPeftAdapter of LoraOptions and AdaLoraOptions).</summary>
     public int MaxEpochs = 10;
 
     /// <summary>Peak AdamW learning rate of the adapters (the paper's roberta-base recipe uses 4e-4 to 5e-4).</summary>
@@ -145,8 +145,11 @@ public abstract class PeftTextTrainerOptions
     /// <summary>The adapter method these options describe.</summary>
     internal abstract AdapterConfig ToAdapterConfig();
 
+    /// <summary>The HF PEFT adapter directory the method starts from (its InitialPeftAdapter option), or null.</summary>
+    internal virtual string? InitialPeftAdapterDirectory => null;
+
     /// <summary>Whether the model starts from trained weights (then MaxEpochs may be 0).</summary>
-    internal virtual bool StartsTrained => UseCheckpointHead;
+    private bool StartsTrained => UseCheckpointHead || InitialPeftAdapterDirectory is not null;
 
     /// <summary>Sets the starting weights of a freshly built model and says what they are, or keeps the fresh
     /// initialisation and returns null.</summary>
@@ -182,11 +185,9 @@ public abstract class PeftTextTrainerOptions
         if (string.IsNullOrWhiteSpace(LabelColumnName)) throw new ArgumentException("LabelColumnName is required.");
         if (MaxSequenceLength < 8) throw new ArgumentException($"MaxSequenceLength must be at least 8, got {MaxSequenceLength}");
         if (MaxEpochs == 0 && !StartsTrained)
-            throw new ArgumentException("MaxEpochs must be positive (0, no training, only for a model that starts trained: UseCheckpointHead or LoraOptions.InitialPeftAdapter)");
+            throw new ArgumentException("MaxEpochs must be positive (0, no training, only for a model that starts trained: UseCheckpointHead or InitialPeftAdapter)");
+        if (InitialPeftAdapterDirectory is not null && UseCheckpointHead)
+            throw new ArgumentException("InitialPeftAdapter and UseCheckpointHead both give the head: set one of them");
         (MaxEpochs == 0 ? ToTrainingSettings() with { MaxEpochs = 1 } : ToTrainingSettings()).Validate();
-        ValidateMethod();
     }
-
-    /// <summary>Checks of one method's own options, before any data is read.</summary>
-    internal virtual void ValidateMethod() { }
 }

@@ -31,7 +31,7 @@ public sealed class PeftExportTests
         var fixture = PeftLoraImport.ReadConfig(TestData.TinyLora);
         using var model = AdapterTests.Tiny(fixture with { Dropout = 0 });
         var peftFile = Path.Combine(TestData.TinyLora, "adapter_model.safetensors");
-        model.LoadPeftAdapter(peftFile);
+        model.LoadPeftAdapter(TestData.TinyLora);
         var dir = NewDirectory();
         PeftLoraExport.Save(model, dir, "tiny-roberta");
 
@@ -60,7 +60,7 @@ public sealed class PeftExportTests
 
         var lora = PeftLoraImport.ReadConfig(dir);
         using var imported = AdapterTests.Tiny(lora);
-        imported.LoadPeftAdapter(Path.Combine(dir, "adapter_model.safetensors"));
+        imported.LoadPeftAdapter(dir);
         using var _ = no_grad();
         var expected = model.Forward(AdapterTests.Ids, AdapterTests.Mask);
         // DoRA keeps each row's length near the backbone's, which moves the tiny model's logits less.
@@ -127,14 +127,14 @@ public sealed class PeftExportTests
         var read = PeftLoraImport.ReadConfig(dir);
         Assert.IsTrue(read.UseRsLora);
         using var imported = AdapterTests.Tiny(read with { Dropout = 0 });
-        imported.LoadPeftAdapter(Path.Combine(dir, "adapter_model.safetensors"));
+        imported.LoadPeftAdapter(dir);
         using var asPlain = AdapterTests.Tiny(read with { Dropout = 0, UseRsLora = false, Alpha = read.Alpha * Math.Sqrt(read.Rank) });
-        asPlain.LoadPeftAdapter(Path.Combine(dir, "adapter_model.safetensors"));
+        asPlain.LoadPeftAdapter(dir);
         var exported = NewDirectory();
         PeftLoraExport.Save(imported, exported, null);
         var reread = PeftLoraImport.ReadConfig(exported);
         using var reimported = AdapterTests.Tiny(reread with { Dropout = 0 });
-        reimported.LoadPeftAdapter(Path.Combine(exported, "adapter_model.safetensors"));
+        reimported.LoadPeftAdapter(exported);
         using (no_grad())
         {
             var expected = imported.Forward(AdapterTests.Ids, AdapterTests.Mask);

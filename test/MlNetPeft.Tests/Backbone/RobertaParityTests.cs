@@ -35,7 +35,7 @@ public sealed class RobertaParityTests
         var weights = SafeTensors.Load(Path.Combine(TestData.TinyRoberta, "model.safetensors"));
         var model = PeftModel.Create(config, 3, new LoraConfig { Rank = 4, Alpha = 8, Dropout = 0, Targets = ["value", "query"] },
             weights, "tiny-roberta");
-        model.LoadPeftAdapter(Path.Combine(TestData.TinyLora, "adapter_model.safetensors"));
+        model.LoadPeftAdapter(TestData.TinyLora);
         model.Train(false);
         return model;
     }

@@ -30,7 +30,7 @@ public sealed class CheckpointHeadTests
         options.UseCheckpointHead = true;
         options.MaxEpochs = 0;
         var ml = new MLContext(seed: 1);
-        PeftTrainerFixture.ScoresAsFixtureLogits(ml, Fit(ml, options), "base_logits"); // transformers' own
+        PeftTrainerFixture.ScoresAsFixtureLogits(ml, Fit(ml, options), TestData.Parity.GetProperty("base_logits")); // transformers' own
     }
 
     [TestMethod]

@@ -28,7 +28,7 @@ public sealed class PeftAdapterStartTests
         Assert.AreEqual((4, 8.0), (lora.Rank, lora.Alpha));
         CollectionAssert.AreEquivalent(new[] { "query", "value" }, lora.Targets);
 
-        PeftTrainerFixture.ScoresAsFixtureLogits(ml, peft, "lora_logits"); // transformers + peft's
+        PeftTrainerFixture.ScoresAsFixtureLogits(ml, peft, TestData.Parity.GetProperty("lora_logits")); // transformers + peft's
     }
 
     [TestMethod]

@@ -235,7 +235,7 @@ public sealed class SaveLoadTests
         var dir = Directory.CreateTempSubdirectory("peft-adapter").FullName;
         loaded.SavePeftAdapter(dir); // its adapters are merged for prediction: the export reads the factors
         using var imported = AdapterTests.Tiny(PeftLoraImport.ReadConfig(dir));
-        imported.LoadPeftAdapter(Path.Combine(dir, "adapter_model.safetensors"));
+        imported.LoadPeftAdapter(dir);
         AssertScoresAs(loaded, imported);
     }
 

@@ -6,8 +6,9 @@ using static TorchSharp.torch;
 namespace MlNetPeft.Adapters.LoraSquared;
 
 /// <summary>
-/// SVD-form update ΔW = (α/r)·U·diag(λ ⊙ mask)·V with λ = lora_E initialised to 0 (so ΔW starts at zero) and a
-/// 0/1 mask that rank pruning writes. AdaLoRA: U = lora_B (out×r) and V = lora_A (r×in) are plain matrices.
+/// SVD-form update ΔW = α/(r + 1e-5)·U·diag(λ ⊙ mask)·V (the scale of PEFT's AdaLoRA and of the LoRA² code) with
+/// λ = lora_E initialised to 0 (so ΔW starts at zero) and a 0/1 mask that rank pruning writes. AdaLoRA:
+/// U = lora_B (out×r) and V = lora_A (r×in) are plain matrices.
 /// LoRA²: each factor is itself a LoRA of inner rank k, U = lora_bb·lora_aa (out×k·k×r) and
 /// V = lora_B·lora_A (r×k·k×in), the authors' parameter names. Factors start N(0, 0.02) as in both codebases.
 /// </summary>
@@ -25,7 +26,7 @@ internal sealed class SvdUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
         : base(nameof(SvdUpdate))
     {
         Rank = rank;
-        Scaling = alpha / rank;
+        Scaling = alpha / (rank + 1e-5); // both codebases: lora_alpha / (ranknum + 1e-5), ranknum = r
         static Parameter Normal(params long[] shape) => new(normal(0, 0.02, shape).DetachFromDisposeScope());
         using (no_grad())
         {

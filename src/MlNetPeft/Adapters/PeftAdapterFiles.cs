@@ -1,0 +1,105 @@
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using MlNetPeft.Adapters.Lora;
+
+namespace MlNetPeft.Adapters;
+
+/// <summary>
+/// What LoRA and AdaLoRA adapters saved by HF PEFT share: adapter_config.json's common settings (checked, with the
+/// file named in every refusal) and the state keys, "base_model.model.roberta.encoder.layer.N.&lt;module&gt;.lora_X[.weight]"
+/// and "base_model.model.classifier.*".
+/// </summary>
+internal static partial class PeftAdapterFiles
+{
+    public const string ConfigFile = "adapter_config.json";
+
+    /// <summary>The PEFT methods we read, by peft_type: their name and the option that starts from one.</summary>
+    private static readonly Dictionary<string, (string Name, string Option)> Methods = new()
+    {
+        ["LORA"] = ("LoRA", "LoraOptions.InitialPeftAdapter"),
+        ["ADALORA"] = ("AdaLoRA", "AdaLoraOptions.InitialPeftAdapter"),
+    };
+
+    /// <summary>The settings every supported PEFT adapter shares: its targets, and the layers they are in (null: all).</summary>
+    public sealed record Common(string[] Targets, int[]? Layers);
+
+    /// <summary>
+    /// Reads <paramref name="directory"/>'s adapter_config.json, refuses settings we cannot reproduce, and builds the
+    /// method's config from it. An adapter of another PEFT method is refused naming the option that takes it.
+    /// </summary>
+    public static T ReadConfig<T>(string directory, string peftType, Func<JsonElement, Common, string, T> build)
+    {
+        var file = Path.Combine(directory, ConfigFile);
+        if (!File.Exists(file)) throw new FileNotFoundException($"No PEFT adapter config at {file}", file);
+        try
+        {
+            using var json = JsonDocument.Parse(File.ReadAllText(file));
+            var root = json.RootElement;
+            var type = root.GetProperty("peft_type").GetString();
+            if (type != peftType)
+                throw new InvalidDataException($"{file}: a {type} adapter, not {peftType}"
+                    + (type is not null && Methods.TryGetValue(type, out var other) ? $" (a PEFT {other.Name} adapter goes to {other.Option})" : ""));
+            if (root.TryGetProperty("fan_in_fan_out", out var flag) && flag.ValueKind == JsonValueKind.True)
+                throw new InvalidDataException($"{file}: fan_in_fan_out is not supported");
+            if (root.TryGetProperty("bias", out var bias) && bias.ValueKind == JsonValueKind.String && bias.GetString() != "none")
+                throw new InvalidDataException($"{file}: bias \"{bias.GetString()}\" is not supported (the backbone's biases stay frozen: \"none\")");
+            if (root.TryGetProperty("layers_pattern", out var pattern) && pattern.ValueKind is not (JsonValueKind.Null or JsonValueKind.Undefined)
+                && !(pattern.ValueKind == JsonValueKind.String && pattern.GetString() == "layer")
+                && !(pattern.ValueKind == JsonValueKind.Array && pattern.EnumerateArray().Select(p => p.GetString()).SequenceEqual(["layer"])))
+                throw new InvalidDataException($"{file}: layers_pattern {pattern} is not RoBERTa's \"layer\"");
+            var modules = root.GetProperty("target_modules");
+            // PEFT applies layers_to_transform to listed names only; a pattern carries its own layers.
+            var (targets, layers) = modules.ValueKind == JsonValueKind.String
+                ? PeftTargetModules.FromPattern(modules.GetString()!)
+                : (PeftTargetModules.FromNames(modules.EnumerateArray().Select(t => t.GetString()!).ToArray()), LayersToTransform(root));
+            return build(root, new Common(targets, layers), file);
+        }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+        {
+            throw new InvalidDataException($"{file}: not a PEFT {Methods[peftType].Name} adapter config ({e.Message})", e);
+        }
+    }
+
+    /// <summary>PEFT's layers_to_transform: one layer index, a list, or null (every layer).</summary>
+    private static int[]? LayersToTransform(JsonElement root) =>
+        !root.TryGetProperty("layers_to_transform", out var layers) ? null : layers.ValueKind switch
+        {
+            JsonValueKind.Number => [layers.GetInt32()],
+            JsonValueKind.Array when layers.GetArrayLength() > 0 => layers.EnumerateArray().Select(l => l.GetInt32()).ToArray(),
+            _ => null, // PEFT reads an empty list as every layer too
+        };
+
+    [GeneratedRegex(@"^roberta\.encoder\.layer\.(\d+)\.(.+)\.(lora_[A-Za-z_]+(?:\.weight)?)$")]
+    private static partial Regex AdapterKey();
+
+    /// <summary>A PEFT state key without "base_model.model.", "modules_to_save." and the adapter name ".default".</summary>
+    public static string Normalize(string peftKey) =>
+        peftKey.Replace("base_model.model.", "").Replace("modules_to_save.", "").Replace(".default", "");
+
+    /// <summary>For a normalized key of an adapter tensor on one of a block's projections: its layer, target and tensor
+    /// name ("lora_A.weight", "lora_E", ...).</summary>
+    public static bool TryParseAdapterKey(string key, out int layer, out string target, out string tensor)
+    {
+        var m = AdapterKey().Match(key);
+        var found = m.Success ? AdapterTargets.All.FirstOrDefault(t => AdapterTargets.ModulePath(t) == m.Groups[2].Value) : null;
+        (layer, target, tensor) = found is null ? (-1, "", "") : (int.Parse(m.Groups[1].Value), found, m.Groups[3].Value);
+        return found is not null;
+    }
+
+    /// <summary>Loads the adapters and head of a PEFT adapter directory into <paramref name="model"/>, built with the
+    /// settings its adapter_config.json gives (PeftLoraImport.ReadConfig, PeftAdaLoraImport.ReadConfig).</summary>
+    public static void LoadPeftAdapter(this PeftModel model, string directory)
+    {
+        switch (model.Config)
+        {
+            case LoraConfig: PeftLoraImport.Load(model, directory); break;
+            case LoraSquared.SvdConfig { Variant: LoraSquared.SvdVariant.AdaLora }: LoraSquared.PeftAdaLoraImport.Load(model, directory); break;
+            default: throw new InvalidOperationException($"a PEFT adapter loads into a LoRA or AdaLoRA model, not {model.Config.MethodName}");
+        }
+    }
+
+    /// <summary>The adapter's tensor file in <paramref name="directory"/>: adapter_model.safetensors, else .bin.</summary>
+    public static string TensorFile(string directory) =>
+        Backbone.TensorFile.Find(directory, "adapter_model.safetensors", "adapter_model.bin")
+        ?? throw new FileNotFoundException($"PEFT adapter directory {directory} lacks adapter_model.safetensors (or adapter_model.bin)");
+}

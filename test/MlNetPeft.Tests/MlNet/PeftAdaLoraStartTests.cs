@@ -1,0 +1,135 @@
+using System.Text.Json.Nodes;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MlNetPeft.Adapters.LoraSquared;
+using MlNetPeft.MlNet;
+using MlNetPeft.Tests.Adapters;
+
+namespace MlNetPeft.Tests.MlNet;
+
+/// <summary>An AdaLoRA trainer that starts from a PEFT AdaLoRA adapter saved after rank allocation: its rank_pattern
+/// keeps 0 to 6 of init_r = 6 singular values per matrix (Fixtures/peft-adalora, logits by peft's AdaLoRA code).</summary>
+[TestClass]
+public sealed class PeftAdaLoraStartTests
+{
+    private static AdaLoraOptions FromFixtureAdapter(int epochs, string? adapter = null) => PeftTrainerFixture.Tiny(new AdaLoraOptions
+    {
+        InitialPeftAdapter = adapter ?? TestData.TinyAdaLora, MaxEpochs = epochs, LearningRate = 1e-2, BatchSize = 16,
+        LoraDropout = 0, MaskInterval = 2,
+        InitialRank = 12, TargetRank = 8, LoraAlpha = 16, Targets = ["query"], // replaced by the adapter's 6, 3, 10, its targets
+    });
+
+    private static PeftTextTransformer Fit(MLContext ml, AdaLoraOptions options) =>
+        ((TransformerChain<ITransformer>)PeftTrainerFixture.Fit(ml, ml.Data.LoadFromEnumerable(ToyText.Rows(40, seed: 1)), options).Model)
+            .OfType<PeftTextTransformer>().Single();
+
+    [TestMethod]
+    public void WithoutTrainingItScoresAsPeftDoesAndSurvivesSaveAndLoad()
+    {
+        var ml = new MLContext(seed: 1);
+        var peft = Fit(ml, FromFixtureAdapter(epochs: 0));
+        var svd = (SvdConfig)peft.Adapter;
+        Assert.AreEqual((SvdVariant.AdaLora, 6, 3, 10.0), (svd.Variant, svd.InitialRank, svd.TargetRank, svd.Alpha));
+        CollectionAssert.AreEqual(new[] { "query", "value", "intermediate.dense" }, svd.Targets.ToArray());
+
+        // Each matrix keeps the singular values its rank_pattern kept (one keeps none, one all six).
+        var kept = TestData.AdaLoraExpected.GetProperty("kept_ranks").EnumerateObject().ToDictionary(
+            e => e.Name.Replace("roberta.encoder.layer.", "layer").Replace(".attention.self.", "_").Replace(".", "_"), e => e.Value.GetInt32());
+        CollectionAssert.AreEquivalent(kept, peft.Parameters.Ranks.ToDictionary(r => r.Name, r => r.FinalRank));
+        CollectionAssert.Contains(kept.Values.ToList(), 0);
+        CollectionAssert.Contains(kept.Values.ToList(), 6);
+
+        PeftTrainerFixture.ScoresAsFixtureLogits(ml, peft, TestData.AdaLoraExpected.GetProperty("adalora_logits"));
+    }
+
+    /// <summary>Pruned slots are zero in λ, V's rows and U's columns, and masked; kept ones hold the saved values in
+    /// the slots rank_pattern names, in order.</summary>
+    [TestMethod]
+    public void KeptSingularValuesGoToTheSlotsOfTheRankPattern()
+    {
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(TestData.TinyAdaLora, "adapter_config.json")))!;
+        var pattern = config["rank_pattern"]!["roberta.encoder.layer.0.attention.self.query.lora_E"]!.AsArray().Select(v => v!.GetValue<bool>()).ToArray();
+        Assert.IsTrue(pattern.Contains(true) && pattern.Contains(false), "the fixture prunes part of layer 0's query");
+        using var model = AdapterTests.Tiny(PeftAdaLoraImport.ReadConfig(TestData.TinyAdaLora) with { Dropout = 0 });
+        MlNetPeft.Adapters.PeftAdapterFiles.LoadPeftAdapter(model, TestData.TinyAdaLora);
+        var state = model.TrainableState();
+        var saved = MlNetPeft.Backbone.SafeTensors.Load(Path.Combine(TestData.TinyAdaLora, "adapter_model.safetensors"));
+        var prefix = "base_model.model.roberta.encoder.layer.0.attention.self.query.";
+        int next = 0;
+        for (int slot = 0; slot < pattern.Length; slot++)
+        {
+            Assert.AreEqual(pattern[slot] ? 1f : 0f, state["adapters.layer0_query.rank_mask"][slot, 0].item<float>(), $"mask of slot {slot}");
+            var (a, e, b) = (state["adapters.layer0_query.lora_A"][slot], state["adapters.layer0_query.lora_E"][slot], state["adapters.layer0_query.lora_B"][.., slot]);
+            if (!pattern[slot])
+            {
+                Assert.AreEqual(0f, a.abs().sum().item<float>() + e.abs().sum().item<float>() + b.abs().sum().item<float>(), $"pruned slot {slot}");
+                continue;
+            }
+            Assert.IsTrue(a.eq(saved[prefix + "lora_A"][next]).all().item<bool>(), $"lora_A row of slot {slot}");
+            Assert.IsTrue(e.eq(saved[prefix + "lora_E"][next]).all().item<bool>(), $"lora_E of slot {slot}");
+            Assert.IsTrue(b.eq(saved[prefix + "lora_B"][.., next]).all().item<bool>(), $"lora_B column of slot {slot}");
+            next++;
+        }
+        Assert.AreEqual(saved[prefix + "lora_E"].shape[0], next);
+    }
+
+    [TestMethod]
+    public void TrainingContinuesFromTheAdapter()
+    {
+        var trained = Fit(new MLContext(seed: 1), FromFixtureAdapter(epochs: 2));
+        var start = Fit(new MLContext(seed: 1), FromFixtureAdapter(epochs: 0));
+        var rows = AdapterTests.Rows();
+        double moved = trained.Predict(rows).Zip(start.Predict(rows)).Max(p => p.First.Zip(p.Second).Max(v => Math.Abs(v.First - v.Second)));
+        Assert.IsGreaterThan(1e-3, moved, "two epochs changed the scores");
+        Assert.AreEqual(3 * 12, trained.Parameters.RankBudget, "pruned to the adapter's target_r on average");
+    }
+
+    [TestMethod]
+    public void BadAdaptersAreNamed()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(ToyText.Rows(20, seed: 1));
+
+        // A LoRA adapter for the AdaLoRA trainer, and the other way round: each names the option that takes it.
+        var e = Assert.ThrowsExactly<InvalidDataException>(() => PeftTrainerFixture.Fit(ml, data, FromFixtureAdapter(0, TestData.TinyLora)));
+        StringAssert.Contains(e.Message, "LoraOptions.InitialPeftAdapter");
+        var lora = PeftTrainerFixture.Tiny(new LoraOptions { InitialPeftAdapter = TestData.TinyAdaLora, MaxEpochs = 0 });
+        e = Assert.ThrowsExactly<InvalidDataException>(() => PeftTrainerFixture.Fit(ml, data, lora));
+        StringAssert.Contains(e.Message, "AdaLoraOptions.InitialPeftAdapter");
+
+        // A rank_pattern that does not fit the saved tensors names the tensor.
+        var flipped = AdapterWith(c =>
+        {
+            var entry = c["rank_pattern"]!["roberta.encoder.layer.0.attention.self.query.lora_E"]!.AsArray();
+            int slot = entry.Select(v => v!.GetValue<bool>()).ToList().IndexOf(false);
+            entry[slot] = true;
+        });
+        e = Assert.ThrowsExactly<InvalidDataException>(() => PeftTrainerFixture.Fit(ml, data, FromFixtureAdapter(0, flipped)));
+        StringAssert.Contains(e.Message, "layer.0.attention.self.query.lora_");
+        StringAssert.Contains(e.Message, "rank_pattern");
+
+        var shortPattern = AdapterWith(c => c["rank_pattern"]!["roberta.encoder.layer.1.attention.self.value.lora_E"] = new JsonArray(true, false));
+        e = Assert.ThrowsExactly<InvalidDataException>(() => PeftTrainerFixture.Fit(ml, data, FromFixtureAdapter(0, shortPattern)));
+        StringAssert.Contains(e.Message, "layer.1.attention.self.value.lora_E");
+
+        var someLayers = AdapterWith(c => c["layers_to_transform"] = new JsonArray(0, 1));
+        e = Assert.ThrowsExactly<InvalidDataException>(() => PeftTrainerFixture.Fit(ml, data, FromFixtureAdapter(0, someLayers)));
+        StringAssert.Contains(e.Message, "adapter_config.json");
+        StringAssert.Contains(e.Message, "layers_to_transform");
+
+        var withHead = FromFixtureAdapter(0);
+        withHead.UseCheckpointHead = true;
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeftTrainerFixture.Fit(ml, data, withHead)).Message, "UseCheckpointHead");
+    }
+
+    /// <summary>A copy of the fixture adapter whose adapter_config.json <paramref name="edit"/> changed.</summary>
+    private static string AdapterWith(Action<JsonObject> edit)
+    {
+        var dir = Directory.CreateTempSubdirectory("peft-adalora-").FullName;
+        File.Copy(Path.Combine(TestData.TinyAdaLora, "adapter_model.safetensors"), Path.Combine(dir, "adapter_model.safetensors"));
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(TestData.TinyAdaLora, "adapter_config.json")))!.AsObject();
+        edit(config);
+        File.WriteAllText(Path.Combine(dir, "adapter_config.json"), config.ToJsonString());
+        return dir;
+    }
+}
