@@ -11,8 +11,14 @@ internal static class TestData
     public static string TinyRoberta => Path.Combine(Fixtures, "tiny-roberta");
     public static string TinyLora => Path.Combine(Fixtures, "tiny-lora");
 
-    /// <summary>A PEFT AdaLoRA adapter for the tiny RoBERTa, pruned by rank_pattern (Fixtures/peft-adalora/make.py).</summary>
-    public static string TinyAdaLora => Path.Combine(AppContext.BaseDirectory, "Fixtures", "peft-adalora", "tiny-adalora");
+    /// <summary>PEFT adapters for the tiny RoBERTa written by following peft's code (Fixtures/peft-emulated/make.py).</summary>
+    public static string PeftEmulated => Path.Combine(AppContext.BaseDirectory, "Fixtures", "peft-emulated");
+
+    /// <summary>A PEFT AdaLoRA adapter, pruned by its rank_pattern.</summary>
+    public static string TinyAdaLora => Path.Combine(PeftEmulated, "tiny-adalora");
+
+    /// <summary>A PEFT LoRA adapter whose rank_pattern and alpha_pattern give its modules other ranks and alphas.</summary>
+    public static string TinyLoraPatterns => Path.Combine(PeftEmulated, "tiny-lora-patterns");
 
     /// <summary>The repository root (holds models/ and data/).</summary>
     public static string RepoRoot
@@ -61,8 +67,8 @@ internal static class TestData
     public static JsonElement Parity => ParityDoc.Value.RootElement;
     private static readonly Lazy<JsonDocument> ParityDoc = new(() => JsonDocument.Parse(File.ReadAllText(Path.Combine(Fixtures, "parity.json"))));
 
-    /// <summary>PEFT's logits with <see cref="TinyAdaLora"/> on the parity inputs, and its kept rank per module.</summary>
-    public static JsonElement AdaLoraExpected => AdaLoraDoc.Value.RootElement;
-    private static readonly Lazy<JsonDocument> AdaLoraDoc = new(() =>
-        JsonDocument.Parse(File.ReadAllText(Path.Combine(TinyAdaLora, "..", "expected.json"))));
+    /// <summary>PEFT's logits with each of <see cref="PeftEmulated"/>'s adapters on the parity inputs, and their ranks.</summary>
+    public static JsonElement PeftEmulatedExpected => PeftEmulatedDoc.Value.RootElement;
+    private static readonly Lazy<JsonDocument> PeftEmulatedDoc = new(() =>
+        JsonDocument.Parse(File.ReadAllText(Path.Combine(PeftEmulated, "expected.json"))));
 }

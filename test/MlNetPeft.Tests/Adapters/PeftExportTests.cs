@@ -161,7 +161,7 @@ public sealed class PeftExportTests
     public void UnsupportedPeftSettingsAreRefusedWithTheFileName()
     {
         foreach (var (field, value) in new (string, System.Text.Json.Nodes.JsonNode)[]
-                 { ("fan_in_fan_out", true), ("bias", "all"), ("layers_pattern", "blocks"), ("rank_pattern", new System.Text.Json.Nodes.JsonObject { ["query"] = 4 }), ("target_modules", "classifier") })
+                 { ("fan_in_fan_out", true), ("bias", "all"), ("layers_pattern", "blocks"), ("rank_pattern", new System.Text.Json.Nodes.JsonArray("query", 4)), ("target_modules", "classifier") })
         {
             var dir = FixtureAdapterWith(config => config[field] = value);
             var e = Assert.ThrowsExactly<InvalidDataException>(() => PeftLoraImport.ReadConfig(dir), field);

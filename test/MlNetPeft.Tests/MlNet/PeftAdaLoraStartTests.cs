@@ -8,7 +8,7 @@ using MlNetPeft.Tests.Adapters;
 namespace MlNetPeft.Tests.MlNet;
 
 /// <summary>An AdaLoRA trainer that starts from a PEFT AdaLoRA adapter saved after rank allocation: its rank_pattern
-/// keeps 0 to 6 of init_r = 6 singular values per matrix (Fixtures/peft-adalora, logits by peft's AdaLoRA code).</summary>
+/// keeps 0 to 6 of init_r = 6 singular values per matrix (Fixtures/peft-emulated, logits by peft's AdaLoRA code).</summary>
 [TestClass]
 public sealed class PeftAdaLoraStartTests
 {
@@ -33,13 +33,13 @@ public sealed class PeftAdaLoraStartTests
         CollectionAssert.AreEqual(new[] { "query", "value", "intermediate.dense" }, svd.Targets.ToArray());
 
         // Each matrix keeps the singular values its rank_pattern kept (one keeps none, one all six).
-        var kept = TestData.AdaLoraExpected.GetProperty("kept_ranks").EnumerateObject().ToDictionary(
+        var kept = TestData.PeftEmulatedExpected.GetProperty("kept_ranks").EnumerateObject().ToDictionary(
             e => e.Name.Replace("roberta.encoder.layer.", "layer").Replace(".attention.self.", "_").Replace(".", "_"), e => e.Value.GetInt32());
         CollectionAssert.AreEquivalent(kept, peft.Parameters.Ranks.ToDictionary(r => r.Name, r => r.FinalRank));
         CollectionAssert.Contains(kept.Values.ToList(), 0);
         CollectionAssert.Contains(kept.Values.ToList(), 6);
 
-        PeftTrainerFixture.ScoresAsFixtureLogits(ml, peft, TestData.AdaLoraExpected.GetProperty("adalora_logits"));
+        PeftTrainerFixture.ScoresAsFixtureLogits(ml, peft, TestData.PeftEmulatedExpected.GetProperty("adalora_logits"));
     }
 
     /// <summary>Pruned slots are zero in λ, V's rows and U's columns, and masked; kept ones hold the saved values in

@@ -41,6 +41,60 @@ public sealed class PeftAdapterStartTests
         Assert.IsGreaterThan(1e-3, moved, "two epochs changed the scores");
     }
 
+    /// <summary>A PEFT LoRA adapter whose rank_pattern and alpha_pattern give its projections ranks 2 to 6 and alphas 5
+    /// to 24, the first matching key applying as in PEFT (Fixtures/peft-emulated, written by following peft's code):
+    /// each projection gets its own pair, the model scores as PEFT does, and its export reads back the same.</summary>
+    [TestMethod]
+    public void RankAndAlphaPatternsGiveEachProjectionItsOwnPair()
+    {
+        var ml = new MLContext(seed: 1);
+        var peft = Fit(ml, PeftTrainerFixture.Tiny(new LoraOptions { InitialPeftAdapter = TestData.TinyLoraPatterns, MaxEpochs = 0 }));
+        var lora = (MlNetPeft.Adapters.Lora.LoraConfig)peft.Adapter;
+        var state = peft.TrainableState();
+        foreach (var module in TestData.PeftEmulatedExpected.GetProperty("lora_patterns_shapes").EnumerateObject())
+        {
+            var parts = module.Name["roberta.encoder.layer.".Length..].Split('.', 2);
+            var (layer, target) = (int.Parse(parts[0]), MlNetPeft.Adapters.AdapterTargets.All.Single(t => MlNetPeft.Adapters.AdapterTargets.ModulePath(t) == parts[1]));
+            var expected = (module.Value.GetProperty("r").GetInt32(), module.Value.GetProperty("lora_alpha").GetDouble());
+            Assert.AreEqual(expected, lora.RankAndAlphaOf(layer, target), module.Name);
+            Assert.AreEqual(expected.Item1, state[$"adapters.layer{layer}_{target.Replace('.', '_')}.lora_A"].shape[0], module.Name);
+        }
+        PeftTrainerFixture.ScoresAsFixtureLogits(ml, peft, TestData.PeftEmulatedExpected.GetProperty("lora_patterns_logits"));
+
+        var exported = Directory.CreateTempSubdirectory("lora-patterns-export").FullName;
+        peft.SavePeftAdapter(exported);
+        var again = Fit(new MLContext(seed: 1), PeftTrainerFixture.Tiny(new LoraOptions { InitialPeftAdapter = exported, MaxEpochs = 0 }));
+        var rows = AdapterTests.Rows();
+        foreach (var (a, b) in peft.Predict(rows).Zip(again.Predict(rows)))
+            for (int c = 0; c < a.Length; c++) Assert.AreEqual(a[c], b[c], 1e-6);
+    }
+
+    /// <summary>RankPattern and AlphaPattern as options (PEFT's rank_pattern, alpha_pattern): the first matching key
+    /// applies; such a model trains (its pairs of differing ranks do not stack) and bad keys are named.</summary>
+    [TestMethod]
+    public void RankPatternOptionsShapeThePairsAndTrain()
+    {
+        var options = PeftTrainerFixture.Lora(epochs: 1);
+        options.Targets = ["query", "value"];
+        options.RankPattern = new() { [@"layer\.1\..*query"] = 3, ["query"] = 2 };
+        options.AlphaPattern = new() { ["value"] = 4 };
+        var ml = new MLContext(seed: 1);
+        var (model, progress) = PeftTrainerFixture.Fit(ml, ml.Data.LoadFromEnumerable(ToyText.Rows(40, seed: 1)), options);
+        var peft = ((TransformerChain<ITransformer>)model).OfType<PeftTextTransformer>().Single();
+        var state = peft.TrainableState();
+        for (int layer = 0; layer < 4; layer++)
+        {
+            Assert.AreEqual(layer == 1 ? 3 : 2, state[$"adapters.layer{layer}_query.lora_A"].shape[0], $"layer {layer} query");
+            Assert.AreEqual(8, state[$"adapters.layer{layer}_value.lora_A"].shape[0], $"layer {layer} value");
+            Assert.AreEqual((8, 4.0), ((MlNetPeft.Adapters.Lora.LoraConfig)peft.Adapter).RankAndAlphaOf(layer, "value"));
+        }
+        Assert.IsTrue(progress.Count > 0 && progress.All(p => double.IsFinite(p.Loss)));
+
+        options.RankPattern = new() { ["("] = 2 };
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() =>
+            PeftTrainerFixture.Fit(ml, ml.Data.LoadFromEnumerable(ToyText.Rows(20, seed: 1)), options)).Message, "RankPattern");
+    }
+
     [TestMethod]
     public void BadStartsAreNamed()
     {

@@ -19,7 +19,24 @@ public sealed record LoraConfig : AdapterConfig
     /// <summary>The layers (0-based) whose projections get adapters, PEFT's layers_to_transform; null: every layer.</summary>
     public int[]? Layers { get; init; }
 
+    /// <summary>PEFT's rank_pattern: ranks other than <see cref="Rank"/> for the projections a key matches. Keys are
+    /// regular expressions over module paths ("roberta.encoder.layer.0.attention.self.query"); as in PEFT, the first
+    /// key (in the dictionary's order) that matches the end of a path after a '.' applies ("query",
+    /// "layer\.0\.attention\.self\.query").</summary>
+    public Dictionary<string, int>? RankPattern { get; init; }
+
+    /// <summary>PEFT's alpha_pattern: alphas other than <see cref="AdapterConfig.Alpha"/>, keyed as <see cref="RankPattern"/>.</summary>
+    public Dictionary<string, double>? AlphaPattern { get; init; }
+
     public override string MethodName => UseDora ? "dora" : "lora";
+
+    /// <summary>The rank and alpha of the pair on a layer's projection: the patterns' where a key matches its path.</summary>
+    internal (int Rank, double Alpha) RankAndAlphaOf(int layer, string target)
+    {
+        var path = $"roberta.encoder.layer.{layer}.{AdapterTargets.ModulePath(target)}";
+        return (RankPattern is { } ranks && PeftTargetModules.PatternKey(ranks.Keys, path) is { } r ? ranks[r] : Rank,
+                AlphaPattern is { } alphas && PeftTargetModules.PatternKey(alphas.Keys, path) is { } a ? alphas[a] : Alpha);
+    }
 
     internal override bool HasLoraPairs => true;
 
@@ -33,7 +50,10 @@ public sealed record LoraConfig : AdapterConfig
     {
         var set = new AdapterSet();
         set.Attach(encoder, Targets, (layer, target, inF, outF) =>
-            [set.Add(ComponentName(layer, target), new LowRankUpdate(inF, outF, Rank, Alpha, Dropout, UseRsLora))], layers: Layers);
+        {
+            var (rank, alpha) = RankAndAlphaOf(layer, AdapterTargets.All.Single(t => AdapterTargets.NamePart(t) == target));
+            return [set.Add(ComponentName(layer, target), new LowRankUpdate(inF, outF, rank, alpha, Dropout, UseRsLora))];
+        }, layers: Layers);
         if (UseDora)
             foreach (var (_, layer, target, linear) in set.Wrapped)
                 linear.UseMagnitude(set.Add(MagnitudeName(layer, AdapterTargets.NamePart(target)), new DoraMagnitude(linear.BaseLayer.weight!)));
@@ -44,6 +64,15 @@ public sealed record LoraConfig : AdapterConfig
     {
         base.Validate(layers);
         if (Rank <= 0) throw new ArgumentException($"Rank must be positive, got {Rank}");
+        foreach (var (key, rank) in RankPattern ?? [])
+            if (rank <= 0) throw new ArgumentException($"RankPattern: '{key}' must map to a positive rank, got {rank}");
+        foreach (var (key, alpha) in AlphaPattern ?? [])
+            if (alpha <= 0) throw new ArgumentException($"AlphaPattern: '{key}' must map to a positive alpha, got {alpha}");
+        foreach (var key in (RankPattern?.Keys ?? Enumerable.Empty<string>()).Concat(AlphaPattern?.Keys ?? Enumerable.Empty<string>()))
+        {
+            try { _ = new System.Text.RegularExpressions.Regex(key); }
+            catch (ArgumentException e) { throw new ArgumentException($"RankPattern/AlphaPattern: '{key}' is not a regular expression ({e.Message})", e); }
+        }
         if (Layers is not null && (Layers.Length == 0 || Layers.Any(l => l < 0 || l >= layers) || Layers.Distinct().Count() != Layers.Length))
             throw new ArgumentException($"Layers must list distinct layers of 0..{layers - 1}, got [{string.Join(", ", Layers)}]");
     }

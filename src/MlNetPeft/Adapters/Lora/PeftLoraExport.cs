@@ -9,7 +9,8 @@ namespace MlNetPeft.Adapters.Lora;
 /// adapter_model.safetensors, the files <c>PeftModel.from_pretrained</c> reads). Every method's update of a projection
 /// is a sum of low-rank pairs, so every method exports exactly: MSPLoRA's global, mid-level and layer pairs become one
 /// rank-14 LoRA per projection, and AdaLoRA's and LoRA²'s U·diag(λ⊙mask)·V one rank-r LoRA (pruned values as zero
-/// columns). DoRA's magnitudes go in as PEFT saves them (lora_magnitude_vector, use_dora).
+/// columns). DoRA's magnitudes go in as PEFT saves them (lora_magnitude_vector, use_dora); projections whose rank or
+/// scale differs from the others' (a LoRA with patterns) get PEFT's rank_pattern and alpha_pattern entries.
 /// </summary>
 internal static class PeftLoraExport
 {
@@ -25,20 +26,20 @@ internal static class PeftLoraExport
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var tensors = new Dictionary<string, Tensor>();
-        (int Rank, double Scaling)? shape = null;
+        var shapes = new List<(string Path, int Rank, double Alpha)>();
         foreach (var (path, _, _, linear) in model.Adapters.Wrapped)
         {
             var (down, up, scaling) = OnePair(linear.Updates);
-            (int Rank, double Scaling) here = ((int)down.shape[0], scaling);
-            // PEFT's rank_pattern/alpha_pattern could carry differing ones; no method here makes them differ.
-            if (shape is { } s && s != here)
-                throw new InvalidOperationException($"{path}: rank {here.Rank} and scaling {here.Scaling} differ from the other projections' {s.Rank} and {s.Scaling}");
-            shape = here;
+            shapes.Add((path, (int)down.shape[0], Math.Round(scaling * down.shape[0], 10))); // PEFT scales by lora_alpha / r
             tensors[$"{Prefix}{path}.lora_A.weight"] = Float32(down);
             tensors[$"{Prefix}{path}.lora_B.weight"] = Float32(up);
             if (linear.Magnitude is { } magnitude) tensors[$"{Prefix}{path}.lora_magnitude_vector"] = Float32(magnitude.Weight);
         }
-        if (shape is null) throw new InvalidOperationException("The model has no adapted projections.");
+        if (shapes.Count == 0) throw new InvalidOperationException("The model has no adapted projections.");
+        // The most common rank and alpha are r and lora_alpha; any other projection's go in PEFT's patterns, keyed by its path.
+        var (rank, alpha) = shapes.GroupBy(s => (s.Rank, s.Alpha)).MaxBy(g => g.Count())!.Key;
+        var rankPattern = shapes.Where(s => s.Rank != rank).ToDictionary(s => PeftTargetModules.PatternKeyFor(s.Path), s => s.Rank);
+        var alphaPattern = shapes.Where(s => s.Alpha != alpha).ToDictionary(s => PeftTargetModules.PatternKeyFor(s.Path), s => s.Alpha);
         foreach (var (name, parameter) in model.Network.Head.named_parameters())
             tensors[$"{Prefix}classifier.{name}"] = Float32(parameter);
 
@@ -52,8 +53,10 @@ internal static class PeftLoraExport
             ["peft_type"] = "LORA",
             ["task_type"] = "SEQ_CLS",
             ["base_model_name_or_path"] = baseModel,
-            ["r"] = shape.Value.Rank,
-            ["lora_alpha"] = Math.Round(shape.Value.Scaling * shape.Value.Rank, 10), // PEFT scales by lora_alpha / r
+            ["r"] = rank,
+            ["lora_alpha"] = alpha,
+            ["rank_pattern"] = rankPattern,
+            ["alpha_pattern"] = alphaPattern,
             ["lora_dropout"] = model.Config.Dropout,
             ["target_modules"] = targetModules,
             ["layers_to_transform"] = targetModules is string ? null : layers, // PEFT applies it to listed names only

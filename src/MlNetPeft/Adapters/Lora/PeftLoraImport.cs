@@ -18,14 +18,10 @@ internal static class PeftLoraImport
             : $"adapters.{LoraConfig.ComponentName(layer, part)}.{tensor.Replace(".weight", "")}";
     }
 
-    /// <summary>The LoRA settings of a PEFT adapter directory's adapter_config.json (rank, alpha, rsLoRA, DoRA, dropout,
-    /// targets).</summary>
+    /// <summary>The LoRA settings of a PEFT adapter directory's adapter_config.json (rank, alpha, their per-module
+    /// patterns, rsLoRA, DoRA, dropout, targets, layers).</summary>
     public static LoraConfig ReadConfig(string directory) => PeftAdapterFiles.ReadConfig(directory, "LORA", (root, common, file) =>
     {
-        foreach (var unsupported in new[] { "rank_pattern", "alpha_pattern" })
-            if (root.TryGetProperty(unsupported, out var value) && value.ValueKind is not (JsonValueKind.Null or JsonValueKind.Undefined)
-                && !(value.ValueKind == JsonValueKind.Object && !value.EnumerateObject().Any()))
-                throw new InvalidDataException($"{file}: {unsupported} is not supported (every adapted layer must have one rank and alpha)");
         return new LoraConfig
         {
             Rank = root.GetProperty("r").GetInt32(),
@@ -35,8 +31,20 @@ internal static class PeftLoraImport
             Alpha = root.GetProperty("lora_alpha").GetDouble(),
             Dropout = root.TryGetProperty("lora_dropout", out var dropout) ? dropout.GetDouble() : 0,
             Targets = common.Targets,
+            RankPattern = Pattern(root, "rank_pattern", v => v.GetInt32()),
+            AlphaPattern = Pattern(root, "alpha_pattern", v => v.GetDouble()),
         };
     });
+
+    /// <summary>rank_pattern or alpha_pattern in the file's order (the first matching key applies), or null when absent
+    /// or empty.</summary>
+    private static Dictionary<string, T>? Pattern<T>(JsonElement root, string name, Func<JsonElement, T> value)
+    {
+        if (!root.TryGetProperty(name, out var pattern) || pattern.ValueKind is JsonValueKind.Null) return null;
+        if (pattern.ValueKind != JsonValueKind.Object) throw new FormatException($"{name} is not an object of module patterns");
+        var entries = pattern.EnumerateObject().ToDictionary(e => e.Name, e => value(e.Value));
+        return entries.Count == 0 ? null : entries;
+    }
 
     /// <summary>Loads the adapter and head of <paramref name="directory"/> into <paramref name="model"/>, built with
     /// <see cref="ReadConfig"/>'s settings.</summary>

@@ -47,6 +47,14 @@ internal static class PeftTargetModules
         return @".*\.layer\." + index + @"\.(" + string.Join("|", targets.Select(t => Regex.Escape(AdapterTargets.ModulePath(t)))) + ")";
     }
 
+    /// <summary>PEFT's get_pattern_key: the first key of a rank_pattern or alpha_pattern whose regular expression
+    /// matches the end of <paramref name="path"/> after a '.' (or all of it), or null.</summary>
+    public static string? PatternKey(IEnumerable<string> keys, string path) =>
+        keys.FirstOrDefault(key => Regex.IsMatch(path, $@"^(?:.*\.)?(?:{key})$"));
+
+    /// <summary>A rank_pattern or alpha_pattern key that PEFT matches to exactly this module path.</summary>
+    public static string PatternKeyFor(string path) => Regex.Escape(path);
+
     private static bool Selects(string name, string target)
     {
         var path = AdapterTargets.ModulePath(target);
