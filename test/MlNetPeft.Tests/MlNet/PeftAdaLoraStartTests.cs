@@ -1,6 +1,5 @@
 using System.Text.Json.Nodes;
 using Microsoft.ML;
-using Microsoft.ML.Data;
 using MlNetPeft.Adapters.LoraSquared;
 using MlNetPeft.MlNet;
 using MlNetPeft.Tests.Adapters;
@@ -19,15 +18,11 @@ public sealed class PeftAdaLoraStartTests
         InitialRank = 12, TargetRank = 8, LoraAlpha = 16, Targets = ["query"], // replaced by the adapter's 6, 3, 10, its targets
     });
 
-    private static PeftTextTransformer Fit(MLContext ml, AdaLoraOptions options) =>
-        ((TransformerChain<ITransformer>)PeftTrainerFixture.Fit(ml, ml.Data.LoadFromEnumerable(ToyText.Rows(40, seed: 1)), options).Model)
-            .OfType<PeftTextTransformer>().Single();
-
     [TestMethod]
     public void WithoutTrainingItScoresAsPeftDoesAndSurvivesSaveAndLoad()
     {
         var ml = new MLContext(seed: 1);
-        var peft = Fit(ml, FromFixtureAdapter(epochs: 0));
+        var peft = PeftTrainerFixture.FitOnToyRows(ml, FromFixtureAdapter(epochs: 0));
         var svd = (SvdConfig)peft.Adapter;
         Assert.AreEqual((SvdVariant.AdaLora, 6, 3, 10.0), (svd.Variant, svd.InitialRank, svd.TargetRank, svd.Alpha));
         CollectionAssert.AreEqual(new[] { "query", "value", "intermediate.dense" }, svd.Targets.ToArray());
@@ -76,11 +71,9 @@ public sealed class PeftAdaLoraStartTests
     [TestMethod]
     public void TrainingContinuesFromTheAdapter()
     {
-        var trained = Fit(new MLContext(seed: 1), FromFixtureAdapter(epochs: 2));
-        var start = Fit(new MLContext(seed: 1), FromFixtureAdapter(epochs: 0));
-        var rows = AdapterTests.Rows();
-        double moved = trained.Predict(rows).Zip(start.Predict(rows)).Max(p => p.First.Zip(p.Second).Max(v => Math.Abs(v.First - v.Second)));
-        Assert.IsGreaterThan(1e-3, moved, "two epochs changed the scores");
+        var trained = PeftTrainerFixture.FitOnToyRows(new MLContext(seed: 1), FromFixtureAdapter(epochs: 2));
+        var start = PeftTrainerFixture.FitOnToyRows(new MLContext(seed: 1), FromFixtureAdapter(epochs: 0));
+        Assert.IsGreaterThan(1e-3, PeftTrainerFixture.LargestScoreDifference(trained, start), "two epochs changed the scores");
         Assert.AreEqual(3 * 12, trained.Parameters.RankBudget, "pruned to the adapter's target_r on average");
     }
 

@@ -74,6 +74,17 @@ internal static class PeftTrainerFixture
         return (model, progress);
     }
 
+    /// <summary>The trainer of <paramref name="options"/> fitted on 40 toy rows (after MapValueToKey).</summary>
+    public static PeftTextTransformer FitOnToyRows(MLContext ml, PeftTextTrainerOptions options) =>
+        ToyText.KeyLabel(ml).Append(Classifier(ml, options)).Fit(ml.Data.LoadFromEnumerable(ToyText.Rows(40, seed: 1))).LastTransformer;
+
+    /// <summary>The largest difference between two models' scores of the parity fixture's inputs.</summary>
+    public static double LargestScoreDifference(PeftTextTransformer a, PeftTextTransformer b)
+    {
+        var rows = Adapters.AdapterTests.Rows();
+        return a.Predict(rows).Zip(b.Predict(rows)).Max(p => p.First.Zip(p.Second).Max(v => Math.Abs(v.First - v.Second)));
+    }
+
     /// <summary>The messages of one kind that <paramref name="ml"/> logs from now on (collected from any thread).</summary>
     public static List<string> LogMessages(MLContext ml, Microsoft.ML.Runtime.ChannelMessageKind kind)
     {
