@@ -39,8 +39,9 @@ internal static partial class PeftAdapterFiles
             if (type != peftType)
                 throw new InvalidDataException($"{file}: a {type} adapter, not {peftType}"
                     + (type is not null && Methods.TryGetValue(type, out var other) ? $" (a PEFT {other.Name} adapter goes to {other.Option})" : ""));
-            if (root.TryGetProperty("fan_in_fan_out", out var flag) && flag.ValueKind == JsonValueKind.True)
-                throw new InvalidDataException($"{file}: fan_in_fan_out is not supported");
+            foreach (var setting in Unsupported)
+                if (root.TryGetProperty(setting, out var value) && IsSet(value))
+                    throw new InvalidDataException($"{file}: {setting} {value} is not supported");
             if (root.TryGetProperty("bias", out var bias) && bias.ValueKind == JsonValueKind.String && bias.GetString() != "none")
                 throw new InvalidDataException($"{file}: bias \"{bias.GetString()}\" is not supported (the backbone's biases stay frozen: \"none\")");
             if (root.TryGetProperty("layers_pattern", out var pattern) && pattern.ValueKind is not (JsonValueKind.Null or JsonValueKind.Undefined)
@@ -59,6 +60,26 @@ internal static partial class PeftAdapterFiles
             throw new InvalidDataException($"{file}: not a PEFT {Methods[peftType].Name} adapter config ({e.Message})", e);
         }
     }
+
+    /// <summary>Settings of PEFT's LoraConfig (AdaLoRA's extends it) that change what an adapter computes and that we do
+    /// not reproduce: an adapter with any of them set is refused rather than read wrong. (Settings of initialisation or
+    /// of the backward only, such as eva_config or velora_config, leave the saved adapter's meaning alone.)</summary>
+    private static readonly string[] Unsupported =
+    [
+        "fan_in_fan_out", "lora_bias", "exclude_modules", "layer_replication", "target_parameters", "trainable_token_indices",
+        "use_qalora", "alora_invocation_tokens", "monteclora_config", "use_bdlora", "arrow_config", "kasa_config",
+    ];
+
+    /// <summary>Whether a setting is on: not null, false, 0 or empty.</summary>
+    private static bool IsSet(JsonElement value) => value.ValueKind switch
+    {
+        JsonValueKind.Null or JsonValueKind.Undefined or JsonValueKind.False => false,
+        JsonValueKind.Array => value.GetArrayLength() > 0,
+        JsonValueKind.Object => value.EnumerateObject().Any(),
+        JsonValueKind.String => value.GetString()!.Length > 0,
+        JsonValueKind.Number => value.GetDouble() != 0,
+        _ => true,
+    };
 
     /// <summary>PEFT's layers_to_transform: one layer index, a list, or null (every layer).</summary>
     private static int[]? LayersToTransform(JsonElement root) =>

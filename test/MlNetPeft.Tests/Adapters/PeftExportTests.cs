@@ -161,7 +161,11 @@ public sealed class PeftExportTests
     public void UnsupportedPeftSettingsAreRefusedWithTheFileName()
     {
         foreach (var (field, value) in new (string, System.Text.Json.Nodes.JsonNode)[]
-                 { ("fan_in_fan_out", true), ("bias", "all"), ("layers_pattern", "blocks"), ("rank_pattern", new System.Text.Json.Nodes.JsonArray("query", 4)), ("target_modules", "classifier") })
+                 {
+                     ("fan_in_fan_out", true), ("bias", "all"), ("layers_pattern", "blocks"), ("rank_pattern", new System.Text.Json.Nodes.JsonArray("query", 4)),
+                     ("target_modules", "classifier"), ("lora_bias", true), ("exclude_modules", new System.Text.Json.Nodes.JsonArray("query")),
+                     ("alora_invocation_tokens", new System.Text.Json.Nodes.JsonArray(5, 6)), ("kasa_config", new System.Text.Json.Nodes.JsonObject { ["rank"] = 2 }),
+                 })
         {
             var dir = FixtureAdapterWith(config => config[field] = value);
             var e = Assert.ThrowsExactly<InvalidDataException>(() => PeftLoraImport.ReadConfig(dir), field);
