@@ -42,6 +42,10 @@ internal static partial class PeftAdapterFiles
             foreach (var setting in Unsupported)
                 if (root.TryGetProperty(setting, out var value) && IsSet(value))
                     throw new InvalidDataException($"{file}: {setting} {value} is not supported");
+            if (root.TryGetProperty("init_lora_weights", out var init) && init.ValueKind == JsonValueKind.String
+                && ResidualInits.FirstOrDefault(init.GetString()!.ToLowerInvariant().StartsWith) is { } residual)
+                throw new InvalidDataException($"{file}: init_lora_weights \"{init.GetString()}\" trains against {residual}'s changed base weights, so this adapter does not "
+                    + "apply to the checkpoint itself; save it from PEFT with path_initial_model_for_weight_conversion (a plain LoRA of the original weights)");
             if (root.TryGetProperty("bias", out var bias) && bias.ValueKind == JsonValueKind.String && bias.GetString() != "none")
                 throw new InvalidDataException($"{file}: bias \"{bias.GetString()}\" is not supported (the backbone's biases stay frozen: \"none\")");
             if (root.TryGetProperty("layers_pattern", out var pattern) && pattern.ValueKind is not (JsonValueKind.Null or JsonValueKind.Undefined)
@@ -69,6 +73,10 @@ internal static partial class PeftAdapterFiles
         "fan_in_fan_out", "lora_bias", "exclude_modules", "layer_replication", "target_parameters", "trainable_token_indices",
         "use_qalora", "alora_invocation_tokens", "monteclora_config", "use_bdlora", "arrow_config", "kasa_config",
     ];
+
+    /// <summary>init_lora_weights whose initialisation also changes the base weights (PiSSA, CorDA, OLoRA, LoRA-GA subtract
+    /// the initial update from them, LoftQ quantizes them): their adapters belong to that changed base.</summary>
+    private static readonly string[] ResidualInits = ["pissa", "corda", "olora", "lora_ga", "loftq"];
 
     /// <summary>Whether a setting is on: not null, false, 0 or empty.</summary>
     private static bool IsSet(JsonElement value) => value.ValueKind switch

@@ -164,7 +164,7 @@ public sealed class PeftExportTests
                  {
                      ("fan_in_fan_out", true), ("bias", "all"), ("layers_pattern", "blocks"), ("rank_pattern", new System.Text.Json.Nodes.JsonArray("query", 4)),
                      ("target_modules", "classifier"), ("lora_bias", true), ("exclude_modules", new System.Text.Json.Nodes.JsonArray("query")),
-                     ("alora_invocation_tokens", new System.Text.Json.Nodes.JsonArray(5, 6)), ("kasa_config", new System.Text.Json.Nodes.JsonObject { ["rank"] = 2 }),
+                     ("alora_invocation_tokens", new System.Text.Json.Nodes.JsonArray(5, 6)), ("kasa_config", new System.Text.Json.Nodes.JsonObject { ["rank"] = 2 }), ("init_lora_weights", "pissa_niter_4"),
                  })
         {
             var dir = FixtureAdapterWith(config => config[field] = value);
