@@ -1,3 +1,4 @@
+using System.Text.RegularExpressions;
 using MlNetPeft.Backbone;
 
 namespace MlNetPeft.Adapters.Lora;
@@ -70,7 +71,7 @@ public sealed record LoraConfig : AdapterConfig
             if (alpha <= 0) throw new ArgumentException($"AlphaPattern: '{key}' must map to a positive alpha, got {alpha}");
         foreach (var key in (RankPattern?.Keys ?? Enumerable.Empty<string>()).Concat(AlphaPattern?.Keys ?? Enumerable.Empty<string>()))
         {
-            try { _ = new System.Text.RegularExpressions.Regex(key); }
+            try { _ = new Regex(key); }
             catch (ArgumentException e) { throw new ArgumentException($"RankPattern/AlphaPattern: '{key}' is not a regular expression ({e.Message})", e); }
         }
         if (Layers is not null && (Layers.Length == 0 || Layers.Any(l => l < 0 || l >= layers) || Layers.Distinct().Count() != Layers.Length))

@@ -20,20 +20,17 @@ internal static class PeftLoraImport
 
     /// <summary>The LoRA settings of a PEFT adapter directory's adapter_config.json (rank, alpha, their per-module
     /// patterns, rsLoRA, DoRA, dropout, targets, layers).</summary>
-    public static LoraConfig ReadConfig(string directory) => PeftAdapterFiles.ReadConfig(directory, "LORA", (root, common, file) =>
+    public static LoraConfig ReadConfig(string directory) => PeftAdapterFiles.ReadConfig(directory, "LORA", (root, common, _) => new LoraConfig
     {
-        return new LoraConfig
-        {
-            Rank = root.GetProperty("r").GetInt32(),
-            UseRsLora = root.TryGetProperty("use_rslora", out var rsLora) && rsLora.ValueKind == JsonValueKind.True,
-            UseDora = root.TryGetProperty("use_dora", out var dora) && dora.ValueKind == JsonValueKind.True,
-            Layers = common.Layers,
-            Alpha = root.GetProperty("lora_alpha").GetDouble(),
-            Dropout = root.TryGetProperty("lora_dropout", out var dropout) ? dropout.GetDouble() : 0,
-            Targets = common.Targets,
-            RankPattern = Pattern(root, "rank_pattern", v => v.GetInt32()),
-            AlphaPattern = Pattern(root, "alpha_pattern", v => v.GetDouble()),
-        };
+        Rank = root.GetProperty("r").GetInt32(),
+        UseRsLora = root.TryGetProperty("use_rslora", out var rsLora) && rsLora.ValueKind == JsonValueKind.True,
+        UseDora = root.TryGetProperty("use_dora", out var dora) && dora.ValueKind == JsonValueKind.True,
+        Layers = common.Layers,
+        Alpha = root.GetProperty("lora_alpha").GetDouble(),
+        Dropout = root.TryGetProperty("lora_dropout", out var dropout) ? dropout.GetDouble() : 0,
+        Targets = common.Targets,
+        RankPattern = Pattern(root, "rank_pattern", v => v.GetInt32()),
+        AlphaPattern = Pattern(root, "alpha_pattern", v => v.GetDouble()),
     });
 
     /// <summary>rank_pattern or alpha_pattern in the file's order (the first matching key applies), or null when absent

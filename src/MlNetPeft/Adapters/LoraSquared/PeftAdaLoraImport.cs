@@ -70,7 +70,7 @@ internal static class PeftAdaLoraImport
         int keptCount = slots?.Count(k => k) ?? initialRank;
         if (slots is null || rank != keptCount)
             throw new InvalidDataException($"{source} has shape [{string.Join(",", saved.shape)}]: expected rank {keptCount} "
-                + (slots is null ? $"(init_r, as rank_pattern does not list it)" : "(the singular values its rank_pattern keeps)"));
+                + (slots is null ? "(init_r, as rank_pattern does not list it)" : "(the singular values its rank_pattern keeps)"));
         var shape = saved.shape.ToArray();
         shape[rankDim] = initialRank;
         var indices = tensor(Enumerable.Range(0, initialRank).Where(i => slots[i]).Select(i => (long)i).ToArray());
