@@ -68,6 +68,36 @@ public sealed class PeftAdaLoraStartTests
         Assert.AreEqual(saved[prefix + "lora_E"].shape[0], next);
     }
 
+    /// <summary>AdaLoRA's training loss, cross-entropy + orth_reg_weight · the mean of ‖A·Aᵀ − I‖_F and ‖Bᵀ·B − I‖_F over
+    /// all factors, and its gradients (training forward: stacked factors), as peft's AdaLoRA code computes them on an
+    /// unpruned adapter (Fixtures/peft-emulated/tiny-adalora-training).</summary>
+    [TestMethod]
+    public void TrainingLossAndGradientsMatchPeftsAdaLora()
+    {
+        var directory = Path.Combine(TestData.PeftEmulated, "tiny-adalora-training");
+        using var model = AdapterTests.Tiny(PeftAdaLoraImport.ReadConfig(directory) with { Dropout = 0, OrthogonalityWeight = 0.5 });
+        MlNetPeft.Adapters.PeftAdapterFiles.LoadPeftAdapter(model, directory);
+        model.Train(true);
+        var hooks = model.Config.CreateHooks(model.Adapters, totalSteps: 50)!;
+        var (ids, mask) = (AdapterTests.Ids, AdapterTests.Mask);
+        var labels = TorchSharp.torch.tensor(TestData.Parity.GetProperty("labels").EnumerateArray().Select(v => v.GetInt64()).ToArray());
+        var loss = TorchSharp.torch.nn.functional.cross_entropy(model.Forward(ids, mask), labels).add(hooks.ExtraLoss()!);
+        Assert.AreEqual(TestData.PeftEmulatedExpected.GetProperty("adalora_training_loss").GetDouble(), loss.item<float>(), 1e-5, "loss");
+
+        loss.backward();
+        var grads = model.TrainableParameters().ToDictionary(p => p.Name, p => p.Parameter.grad!.norm().item<float>());
+        foreach (var entry in TestData.PeftEmulatedExpected.GetProperty("adalora_training_grad_norms").EnumerateObject())
+        {
+            var key = MlNetPeft.Adapters.PeftAdapterFiles.Normalize(entry.Name);
+            var ours = MlNetPeft.Adapters.PeftAdapterFiles.TryParseAdapterKey(key, out int layer, out var target, out var name)
+                ? $"adapters.{SvdConfig.ComponentName(layer, MlNetPeft.Adapters.AdapterTargets.NamePart(target))}.{name}" : key;
+            double expected = entry.Value.GetDouble();
+            Assert.AreEqual(expected, grads[ours], 2e-5 * expected, $"gradient norm of {entry.Name}");
+            grads.Remove(ours);
+        }
+        Assert.IsEmpty(grads, "every trainable tensor has a reference gradient");
+    }
+
     [TestMethod]
     public void TrainingContinuesFromTheAdapter()
     {

@@ -14,18 +14,23 @@ tiny-adalora: an AdaLoRA adapter saved after rank allocation (src/peft/tuners/ad
 - Loading (resize_modules_by_rank_pattern): each module is rebuilt at its kept rank, and ranknum is copied back, so
   the scale stays lora_alpha / (init_r + 1e-5).
 
+tiny-adalora-training: an AdaLoRA adapter saved before any pruning (no rank_pattern), with the training loss PEFT
+computes on the parity inputs and labels (AdaLoraModel.forward: cross-entropy + orth_reg_weight · the mean over every
+lora_A of ||A·Aᵀ − I||_F and every lora_B of ||Bᵀ·B − I||_F) and the norm of each adapter and head gradient.
+
 tiny-lora-patterns: a LoRA adapter with rank_pattern and alpha_pattern (src/peft/tuners/lora/model.py
 _create_and_replace): each module's r and lora_alpha are those of the first pattern key k (in the config's order)
 for which re.match(rf"(.*\\.)?({k})$", module_path) matches (peft.utils.other.get_pattern_key), else r and
 lora_alpha; y = W0·x + (x @ A.T @ B.T) * lora_alpha / r.
 
-Writes tiny-adalora/ and tiny-lora-patterns/ (adapter_config.json, adapter_model.safetensors) and expected.json here.
+Writes tiny-adalora/, tiny-adalora-training/ and tiny-lora-patterns/ (adapter_config.json, adapter_model.safetensors) and expected.json here.
 Run from the repository root with PyTorch (apt-get install -y python3-torch libopenblas0-openmp python3-regex):
     /usr/bin/python3 test/MlNetPeft.Tests/Fixtures/peft-emulated/make.py
 """
 import json, os, re, sys
 
 import torch
+import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, *[".."] * 4))
@@ -150,6 +155,38 @@ def adalora(g):
     return load_and_score(model, paths, layer, saved), {p: sum(rank_pattern[f"{p}.lora_E"]) for p in paths}
 
 
+def adalora_training(g):
+    init_r, alpha, orth_reg_weight = 4, 8, 0.5
+    model, c = base_model()
+    paths = list(module_paths(c["num_hidden_layers"]))
+    saved = {}
+    for path in paths:
+        lin = model.get_submodule(path)
+        saved[f"base_model.model.{path}.lora_A"] = torch.randn(init_r, lin.in_features, generator=g) * 0.2
+        saved[f"base_model.model.{path}.lora_E"] = torch.randn(init_r, 1, generator=g)
+        saved[f"base_model.model.{path}.lora_B"] = torch.randn(lin.out_features, init_r, generator=g) * 0.2
+    saved.update(head(model, g))
+    write("tiny-adalora-training", saved, dict(peft_type="ADALORA", r=8, lora_alpha=alpha, target_modules=TARGETS,
+                                               init_r=init_r, target_r=2, tinit=0, tfinal=0, deltaT=1, beta1=0.85,
+                                               beta2=0.85, orth_reg_weight=orth_reg_weight, total_step=50,
+                                               rank_pattern=None, lora_dropout=0.0))
+    load_and_score(model, paths, lambda path, lin: SvdLinear(lin, init_r, alpha), saved)
+    for n, p in model.named_parameters():  # PEFT trains the adapters and the head (modules_to_save) only
+        p.requires_grad_("lora_" in n or n.startswith("classifier."))
+    d = json.load(open(os.path.join(PARITY, "parity.json")))
+    logits = model(torch.tensor(d["input_ids"]), torch.tensor(d["attention_mask"]))
+    loss = F.cross_entropy(logits, torch.tensor(d["labels"]))  # RobertaForSequenceClassification's loss
+    regu, count = 0, 0
+    for n, p in model.named_parameters():
+        if "lora_A" in n or "lora_B" in n:
+            cov = p @ p.T if "lora_A" in n else p.T @ p
+            regu, count = regu + torch.norm(cov - torch.eye(*cov.size()), p="fro"), count + 1
+    loss = loss + orth_reg_weight * (regu / count)
+    loss.backward()
+    norms = {f"base_model.model.{n}": p.grad.norm().item() for n, p in model.named_parameters() if p.grad is not None}
+    return loss.item(), norms
+
+
 def lora_with_patterns(g):
     r, alpha = 4, 8
     # Order matters: layer 1's query takes the first key, the other queries the second.
@@ -177,9 +214,11 @@ def main():
     g = torch.Generator().manual_seed(7)
     adalora_logits, kept = adalora(g)
     lora_logits, shapes = lora_with_patterns(g)
+    training_loss, training_grad_norms = adalora_training(g)
     with open(os.path.join(HERE, "expected.json"), "w") as f:
         json.dump({"torch": torch.__version__, "adalora_logits": adalora_logits, "kept_ranks": kept,
-                   "lora_patterns_logits": lora_logits, "lora_patterns_shapes": shapes}, f, indent=1)
+                   "lora_patterns_logits": lora_logits, "lora_patterns_shapes": shapes,
+                   "adalora_training_loss": training_loss, "adalora_training_grad_norms": training_grad_norms}, f, indent=1)
     print("AdaLoRA kept ranks", list(kept.values()), "logits", adalora_logits)
     print("LoRA shapes", list(shapes.values()), "logits", lora_logits)
 
