@@ -68,34 +68,72 @@ public sealed class PeftAdaLoraStartTests
         Assert.AreEqual(saved[prefix + "lora_E"].shape[0], next);
     }
 
-    /// <summary>AdaLoRA's training loss, cross-entropy + orth_reg_weight · the mean of ‖A·Aᵀ − I‖_F and ‖Bᵀ·B − I‖_F over
-    /// all factors, and its gradients (training forward: stacked factors), as peft's AdaLoRA code computes them on an
-    /// unpruned adapter (Fixtures/peft-emulated/tiny-adalora-training).</summary>
-    [TestMethod]
-    public void TrainingLossAndGradientsMatchPeftsAdaLora()
+    /// <summary>The unpruned fixture adapter (Fixtures/peft-emulated/tiny-adalora-training) in training mode, with its
+    /// allocator set as the fixture's (γ 0.5, 50 steps, no warm-up or final phase, pruning every step), after one
+    /// backward of the training loss on the parity inputs; returns that loss.</summary>
+    private static (MlNetPeft.Adapters.PeftModel Model, MlNetPeft.Training.ITrainingHooks Hooks, float Loss) AfterBackwardOnTrainingAdapter()
     {
         var directory = Path.Combine(TestData.PeftEmulated, "tiny-adalora-training");
-        using var model = AdapterTests.Tiny(PeftAdaLoraImport.ReadConfig(directory) with { Dropout = 0, OrthogonalityWeight = 0.5 });
+        var model = AdapterTests.Tiny(PeftAdaLoraImport.ReadConfig(directory) with
+        {
+            Dropout = 0, OrthogonalityWeight = 0.5, InitialWarmupSteps = 0, FinalSteps = 0, MaskInterval = 1,
+        });
         MlNetPeft.Adapters.PeftAdapterFiles.LoadPeftAdapter(model, directory);
         model.Train(true);
         var hooks = model.Config.CreateHooks(model.Adapters, totalSteps: 50)!;
-        var (ids, mask) = (AdapterTests.Ids, AdapterTests.Mask);
         var labels = TorchSharp.torch.tensor(TestData.Parity.GetProperty("labels").EnumerateArray().Select(v => v.GetInt64()).ToArray());
-        var loss = TorchSharp.torch.nn.functional.cross_entropy(model.Forward(ids, mask), labels).add(hooks.ExtraLoss()!);
-        Assert.AreEqual(TestData.PeftEmulatedExpected.GetProperty("adalora_training_loss").GetDouble(), loss.item<float>(), 1e-5, "loss");
-
+        var loss = TorchSharp.torch.nn.functional.cross_entropy(model.Forward(AdapterTests.Ids, AdapterTests.Mask), labels).add(hooks.ExtraLoss()!);
         loss.backward();
+        return (model, hooks, loss.item<float>());
+    }
+
+    /// <summary>AdaLoRA's training loss, cross-entropy + orth_reg_weight · the mean of ‖A·Aᵀ − I‖_F and ‖Bᵀ·B − I‖_F over
+    /// all factors, and its gradients (training forward: stacked factors), as peft's AdaLoRA code computes them.</summary>
+    [TestMethod]
+    public void TrainingLossAndGradientsMatchPeftsAdaLora()
+    {
+        var (model, _, loss) = AfterBackwardOnTrainingAdapter();
+        using var _ = model;
+        Assert.AreEqual(TestData.PeftEmulatedExpected.GetProperty("adalora_training_loss").GetDouble(), loss, 1e-5, "loss");
         var grads = model.TrainableParameters().ToDictionary(p => p.Name, p => p.Parameter.grad!.norm().item<float>());
         foreach (var entry in TestData.PeftEmulatedExpected.GetProperty("adalora_training_grad_norms").EnumerateObject())
         {
-            var key = MlNetPeft.Adapters.PeftAdapterFiles.Normalize(entry.Name);
-            var ours = MlNetPeft.Adapters.PeftAdapterFiles.TryParseAdapterKey(key, out int layer, out var target, out var name)
-                ? $"adapters.{SvdConfig.ComponentName(layer, MlNetPeft.Adapters.AdapterTargets.NamePart(target))}.{name}" : key;
+            var ours = OurName(entry.Name);
             double expected = entry.Value.GetDouble();
             Assert.AreEqual(expected, grads[ours], 2e-5 * expected, $"gradient norm of {entry.Name}");
             grads.Remove(ours);
         }
         Assert.IsEmpty(grads, "every trainable tensor has a reference gradient");
+    }
+
+    /// <summary>Three allocations on those gradients keep the singular values peft's RankAllocator keeps (importance
+    /// averages, triplet scores, cubic budget: 46, 45, 43 of 48).</summary>
+    [TestMethod]
+    public void PruningKeepsTheSingularValuesPeftKeeps()
+    {
+        var (model, hooks, _) = AfterBackwardOnTrainingAdapter();
+        using var _ = model;
+        int step = 0;
+        foreach (var allocation in TestData.PeftEmulatedExpected.GetProperty("adalora_allocations").EnumerateArray())
+        {
+            hooks.AfterOptimizerStep(++step);
+            Assert.AreEqual(allocation.GetProperty("budget").GetInt32(), model.Report().RankBudget, $"budget at step {step}");
+            var state = model.TrainableState();
+            foreach (var module in allocation.GetProperty("kept").EnumerateObject())
+            {
+                var expected = module.Value.EnumerateArray().Select(v => v.GetBoolean() ? 1f : 0f).ToArray();
+                var mask = state[OurName(module.Name + ".lora_E").Replace(".lora_E", ".rank_mask")].flatten().data<float>().ToArray();
+                CollectionAssert.AreEqual(expected, mask, $"{module.Name} at step {step}");
+            }
+        }
+    }
+
+    /// <summary>Our state name of a PEFT AdaLoRA tensor.</summary>
+    private static string OurName(string peftKey)
+    {
+        var key = MlNetPeft.Adapters.PeftAdapterFiles.Normalize(peftKey);
+        return MlNetPeft.Adapters.PeftAdapterFiles.TryParseAdapterKey(key, out int layer, out var target, out var name)
+            ? $"adapters.{SvdConfig.ComponentName(layer, MlNetPeft.Adapters.AdapterTargets.NamePart(target))}.{name}" : key;
     }
 
     [TestMethod]

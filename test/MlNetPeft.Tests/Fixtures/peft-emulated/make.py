@@ -16,7 +16,9 @@ tiny-adalora: an AdaLoRA adapter saved after rank allocation (src/peft/tuners/ad
 
 tiny-adalora-training: an AdaLoRA adapter saved before any pruning (no rank_pattern), with the training loss PEFT
 computes on the parity inputs and labels (AdaLoraModel.forward: cross-entropy + orth_reg_weight · the mean over every
-lora_A of ||A·Aᵀ − I||_F and every lora_B of ||Bᵀ·B − I||_F) and the norm of each adapter and head gradient.
+lora_A of ||A·Aᵀ − I||_F and every lora_B of ||Bᵀ·B − I||_F), the norm of each adapter and head gradient, and the
+singular values RankAllocator keeps in three allocations on those gradients (steps 1-3 of a 50-step budget from
+init_r 4 down to target_r 2 per matrix, tinit = tfinal = 0, deltaT = 1).
 
 tiny-lora-patterns: a LoRA adapter with rank_pattern and alpha_pattern (src/peft/tuners/lora/model.py
 _create_and_replace): each module's r and lora_alpha are those of the first pattern key k (in the config's order)
@@ -184,7 +186,31 @@ def adalora_training(g):
     loss = loss + orth_reg_weight * (regu / count)
     loss.backward()
     norms = {f"base_model.model.{n}": p.grad.norm().item() for n, p in model.named_parameters() if p.grad is not None}
-    return loss.item(), norms
+    return loss.item(), norms, allocate(model, steps=3, init_bgt=init_r * len(paths), target_bgt=2 * len(paths), total_step=50)
+
+
+def allocate(model, steps, init_bgt, target_bgt, total_step, beta1=0.85, beta2=0.85):
+    """peft's RankAllocator.update_and_allocate at steps 1.. (tinit = tfinal = 0, deltaT = 1) on the gradients as they
+    are (no optimizer step between): update_ipt, the cubic budget_schedule, mask_to_budget (which zeroes lora_E)."""
+    lora = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    avg_ipt = {n: torch.zeros_like(p) for n, p in lora.items()}
+    avg_unc = {n: torch.zeros_like(p) for n, p in lora.items()}
+    patterns = []
+    for step in range(1, steps + 1):
+        with torch.no_grad():
+            for n, p in lora.items():
+                ipt = (p * p.grad).abs()
+                avg_ipt[n] = beta1 * avg_ipt[n] + (1 - beta1) * ipt
+                avg_unc[n] = beta2 * avg_unc[n] + (1 - beta2) * (ipt - avg_ipt[n]).abs()
+            score = {n: avg_ipt[n] * avg_unc[n] for n in lora}
+            budget = int((init_bgt - target_bgt) * (1 - step / total_step) ** 3 + target_bgt)
+            triplet = {n[: -len(".lora_E")]: score[n].view(-1) + score[n.replace("lora_E", "lora_A")].mean(dim=1)
+                       + score[n.replace("lora_E", "lora_B")].mean(dim=0) for n in lora if n.endswith("lora_E")}
+            threshold = torch.kthvalue(torch.cat(list(triplet.values())), k=init_bgt - budget)[0].item()
+            for m, t in triplet.items():
+                lora[f"{m}.lora_E"].masked_fill_((t <= threshold).view(-1, 1), 0.0)
+            patterns.append({"budget": budget, "kept": {m: (t > threshold).tolist() for m, t in triplet.items()}})
+    return patterns
 
 
 def lora_with_patterns(g):
@@ -214,11 +240,12 @@ def main():
     g = torch.Generator().manual_seed(7)
     adalora_logits, kept = adalora(g)
     lora_logits, shapes = lora_with_patterns(g)
-    training_loss, training_grad_norms = adalora_training(g)
+    training_loss, training_grad_norms, allocations = adalora_training(g)
     with open(os.path.join(HERE, "expected.json"), "w") as f:
         json.dump({"torch": torch.__version__, "adalora_logits": adalora_logits, "kept_ranks": kept,
                    "lora_patterns_logits": lora_logits, "lora_patterns_shapes": shapes,
-                   "adalora_training_loss": training_loss, "adalora_training_grad_norms": training_grad_norms}, f, indent=1)
+                   "adalora_training_loss": training_loss, "adalora_training_grad_norms": training_grad_norms,
+                   "adalora_allocations": allocations}, f, indent=1)
     print("AdaLoRA kept ranks", list(kept.values()), "logits", adalora_logits)
     print("LoRA shapes", list(shapes.values()), "logits", lora_logits)
 
