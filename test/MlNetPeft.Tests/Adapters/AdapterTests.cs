@@ -345,6 +345,8 @@ public sealed class AdapterTests
     [
         [new LoraConfig { Dropout = 0 }],
         [new LoraConfig { Dropout = 0, Rank = 4, Targets = ["query", "key", "value"] }],
+        // PEFT's alpha_pattern: each pair's own alpha/r rides on its rows of the stack.
+        [new LoraConfig { Dropout = 0, Targets = ["query", "value"], AlphaPattern = new() { [@"layer\.[13]\..*value"] = 40, ["query"] = 4 } }],
         [new MsploraConfig { Dropout = 0 }],
         [new MsploraConfig { Dropout = 0, Ranks = [6, 3, 2, 1], GroupCount = 2, Alpha = 5, Targets = ["key", "value"] }],
         [new SvdConfig { Variant = SvdVariant.AdaLora, Dropout = 0 }],
