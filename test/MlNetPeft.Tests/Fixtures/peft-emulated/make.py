@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Writes two HF PEFT adapters for hf-parity/tiny-roberta as peft 0.21 saves them, and the logits PEFT gives with
-each on the parity fixture's inputs. transformers and peft are not installable here, so this follows peft 0.21's
-code step by step on the PyTorch reference's RoBERTa (bench/reference.py, equal to transformers on the fixture to
-1e-8). Both keep the head as "base_model.model.classifier.*" (modules_to_save, as the LoRA fixture made by peft 0.21
-has it).
+"""Writes three HF PEFT adapters for hf-parity/tiny-roberta as peft 0.21 saves them, with what PEFT computes with
+each on the parity fixture's inputs. transformers and peft are not installable here, so this follows peft 0.21's code
+step by step on the PyTorch reference's RoBERTa (bench/reference.py, equal to transformers on the fixture to 1e-8).
+Before writing anything it checks that this harness gives hf-parity/tiny-lora, made by peft 0.21 itself, the logits
+transformers + peft gave. Every adapter keeps the head as "base_model.model.classifier.*" (modules_to_save), as that
+fixture has it.
 
 tiny-adalora: an AdaLoRA adapter saved after rank allocation (src/peft/tuners/adalora/):
 - SVDLinear: lora_A (r×in), lora_E (r×1), lora_B (out×r), ranknum = float(init_r) (not saved);
@@ -236,7 +237,22 @@ def lora_with_patterns(g):
     return logits, {p: {"r": s[0], "lora_alpha": s[1]} for p, s in shapes.items()}
 
 
+def check_against_real_peft():
+    """This harness (RoBERTa, LoraLinear, the loader) on hf-parity/tiny-lora, made by peft 0.21 itself, must give the
+    logits transformers + peft gave."""
+    cfg = json.load(open(os.path.join(PARITY, "tiny-lora", "adapter_config.json")))
+    model, c = base_model()
+    paths = [f"roberta.encoder.layer.{i}.attention.self.{t}" for i in range(c["num_hidden_layers"]) for t in cfg["target_modules"]]
+    tensors = ref.load_safetensors(os.path.join(PARITY, "tiny-lora", "adapter_model.safetensors"))
+    logits = load_and_score(model, paths, lambda path, lin: LoraLinear(lin, cfg["r"], cfg["lora_alpha"]), tensors)
+    expected = json.load(open(os.path.join(PARITY, "parity.json")))["lora_logits"]
+    error = max(abs(a - b) for r1, r2 in zip(logits, expected) for a, b in zip(r1, r2))
+    assert error < 1e-6, f"the harness is off PEFT's own logits by {error}"
+    return error
+
+
 def main():
+    print("harness against peft's own LoRA fixture: max logit error", check_against_real_peft())
     g = torch.Generator().manual_seed(7)
     adalora_logits, kept = adalora(g)
     lora_logits, shapes = lora_with_patterns(g)
