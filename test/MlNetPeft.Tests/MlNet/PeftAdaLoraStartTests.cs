@@ -1,8 +1,11 @@
 using System.Text.Json.Nodes;
 using Microsoft.ML;
+using MlNetPeft.Adapters;
 using MlNetPeft.Adapters.LoraSquared;
 using MlNetPeft.MlNet;
 using MlNetPeft.Tests.Adapters;
+using MlNetPeft.Training;
+using static TorchSharp.torch;
 
 namespace MlNetPeft.Tests.MlNet;
 
@@ -46,7 +49,7 @@ public sealed class PeftAdaLoraStartTests
         var pattern = config["rank_pattern"]!["roberta.encoder.layer.0.attention.self.query.lora_E"]!.AsArray().Select(v => v!.GetValue<bool>()).ToArray();
         Assert.IsTrue(pattern.Contains(true) && pattern.Contains(false), "the fixture prunes part of layer 0's query");
         using var model = AdapterTests.Tiny(PeftAdaLoraImport.ReadConfig(TestData.TinyAdaLora) with { Dropout = 0 });
-        MlNetPeft.Adapters.PeftAdapterFiles.LoadPeftAdapter(model, TestData.TinyAdaLora);
+        PeftAdapterFiles.LoadPeftAdapter(model, TestData.TinyAdaLora);
         var state = model.TrainableState();
         var saved = MlNetPeft.Backbone.SafeTensors.Load(Path.Combine(TestData.TinyAdaLora, "adapter_model.safetensors"));
         var prefix = "base_model.model.roberta.encoder.layer.0.attention.self.query.";
@@ -71,18 +74,18 @@ public sealed class PeftAdaLoraStartTests
     /// <summary>The unpruned fixture adapter (Fixtures/peft-emulated/tiny-adalora-training) in training mode, with its
     /// allocator set as the fixture's (γ 0.5, 50 steps, no warm-up or final phase, pruning every step), after one
     /// backward of the training loss on the parity inputs; returns that loss.</summary>
-    private static (MlNetPeft.Adapters.PeftModel Model, MlNetPeft.Training.ITrainingHooks Hooks, float Loss) AfterBackwardOnTrainingAdapter()
+    private static (PeftModel Model, ITrainingHooks Hooks, float Loss) AfterBackwardOnTrainingAdapter()
     {
         var directory = Path.Combine(TestData.PeftEmulated, "tiny-adalora-training");
         var model = AdapterTests.Tiny(PeftAdaLoraImport.ReadConfig(directory) with
         {
             Dropout = 0, OrthogonalityWeight = 0.5, InitialWarmupSteps = 0, FinalSteps = 0, MaskInterval = 1,
         });
-        MlNetPeft.Adapters.PeftAdapterFiles.LoadPeftAdapter(model, directory);
+        PeftAdapterFiles.LoadPeftAdapter(model, directory);
         model.Train(true);
         var hooks = model.Config.CreateHooks(model.Adapters, totalSteps: 50)!;
-        var labels = TorchSharp.torch.tensor(TestData.Parity.GetProperty("labels").EnumerateArray().Select(v => v.GetInt64()).ToArray());
-        var loss = TorchSharp.torch.nn.functional.cross_entropy(model.Forward(AdapterTests.Ids, AdapterTests.Mask), labels).add(hooks.ExtraLoss()!);
+        var labels = tensor(TestData.Parity.GetProperty("labels").EnumerateArray().Select(v => v.GetInt64()).ToArray());
+        var loss = nn.functional.cross_entropy(model.Forward(AdapterTests.Ids, AdapterTests.Mask), labels).add(hooks.ExtraLoss()!);
         loss.backward();
         return (model, hooks, loss.item<float>());
     }
@@ -131,9 +134,9 @@ public sealed class PeftAdaLoraStartTests
     /// <summary>Our state name of a PEFT AdaLoRA tensor.</summary>
     private static string OurName(string peftKey)
     {
-        var key = MlNetPeft.Adapters.PeftAdapterFiles.Normalize(peftKey);
-        return MlNetPeft.Adapters.PeftAdapterFiles.TryParseAdapterKey(key, out int layer, out var target, out var name)
-            ? $"adapters.{SvdConfig.ComponentName(layer, MlNetPeft.Adapters.AdapterTargets.NamePart(target))}.{name}" : key;
+        var key = PeftAdapterFiles.Normalize(peftKey);
+        return PeftAdapterFiles.TryParseAdapterKey(key, out int layer, out var target, out var name)
+            ? $"adapters.{SvdConfig.ComponentName(layer, AdapterTargets.NamePart(target))}.{name}" : key;
     }
 
     [TestMethod]

@@ -1,5 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using MlNetPeft.Adapters;
+using MlNetPeft.Adapters.Lora;
 using MlNetPeft.MlNet;
 
 namespace MlNetPeft.Tests.MlNet;
@@ -19,7 +21,7 @@ public sealed class PeftAdapterStartTests
     {
         var ml = new MLContext(seed: 1);
         var peft = PeftTrainerFixture.FitOnToyRows(ml, FromFixtureAdapter(epochs: 0));
-        var lora = (MlNetPeft.Adapters.Lora.LoraConfig)peft.Adapter;
+        var lora = (LoraConfig)peft.Adapter;
         Assert.AreEqual((4, 8.0), (lora.Rank, lora.Alpha));
         CollectionAssert.AreEquivalent(new[] { "query", "value" }, lora.Targets);
 
@@ -42,12 +44,12 @@ public sealed class PeftAdapterStartTests
     {
         var ml = new MLContext(seed: 1);
         var peft = PeftTrainerFixture.FitOnToyRows(ml, PeftTrainerFixture.Tiny(new LoraOptions { InitialPeftAdapter = TestData.TinyLoraPatterns, MaxEpochs = 0 }));
-        var lora = (MlNetPeft.Adapters.Lora.LoraConfig)peft.Adapter;
+        var lora = (LoraConfig)peft.Adapter;
         var state = peft.TrainableState();
         foreach (var module in TestData.PeftEmulatedExpected.GetProperty("lora_patterns_shapes").EnumerateObject())
         {
             var parts = module.Name["roberta.encoder.layer.".Length..].Split('.', 2);
-            var (layer, target) = (int.Parse(parts[0]), MlNetPeft.Adapters.AdapterTargets.All.Single(t => MlNetPeft.Adapters.AdapterTargets.ModulePath(t) == parts[1]));
+            var (layer, target) = (int.Parse(parts[0]), AdapterTargets.All.Single(t => AdapterTargets.ModulePath(t) == parts[1]));
             var expected = (module.Value.GetProperty("r").GetInt32(), module.Value.GetProperty("lora_alpha").GetDouble());
             Assert.AreEqual(expected, lora.RankAndAlphaOf(layer, target), module.Name);
             Assert.AreEqual(expected.Item1, state[$"adapters.layer{layer}_{target.Replace('.', '_')}.lora_A"].shape[0], module.Name);
@@ -77,7 +79,7 @@ public sealed class PeftAdapterStartTests
         {
             Assert.AreEqual(layer == 1 ? 3 : 2, state[$"adapters.layer{layer}_query.lora_A"].shape[0], $"layer {layer} query");
             Assert.AreEqual(8, state[$"adapters.layer{layer}_value.lora_A"].shape[0], $"layer {layer} value");
-            Assert.AreEqual((8, 4.0), ((MlNetPeft.Adapters.Lora.LoraConfig)peft.Adapter).RankAndAlphaOf(layer, "value"));
+            Assert.AreEqual((8, 4.0), ((LoraConfig)peft.Adapter).RankAndAlphaOf(layer, "value"));
         }
         Assert.IsTrue(progress.Count > 0 && progress.All(p => double.IsFinite(p.Loss)));
 
