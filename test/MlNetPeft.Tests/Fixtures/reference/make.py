@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""What the PyTorch reference (bench/reference.py, equal to transformers on hf-parity to 1e-8) computes on the tiny
+fixture model, for the tests to hold our training forward and backward against.
+
+msplora: the reference's MSPLoRA (`inject(model, "msplora")`) wires the pairs as the authors' code does: for query and
+value, one rank-8 global pair shared by all 4 layers, one rank-4 pair per contiguous group of layers (3 groups:
+layers 0-1, 2, 3, as min(int(i·3/4), 2)), one rank-2 pair per layer, each scaled by alpha / its rank (alpha 16). Its
+factors get random values here (B nonzero, so the update is not zero), the head random values too; then the parity
+inputs are scored, the cross-entropy on the parity labels is taken, and autograd gives each factor's gradient: a
+shared pair's gradient sums over the layers that use it. msplora.safetensors holds the factors and head under our
+state names (adapters.query_global.lora_A, ..., classifier.*).
+
+full: full fine-tuning from the fixture checkpoint with its own head: the same loss and the gradient of every
+backbone and head weight (the pad rows of the word and position embeddings get none, as nn.Embedding's padding_idx
+has it).
+
+expected.json: logits, loss and gradient norms by our state names for each. Run from the repository root with PyTorch
+(apt-get install -y python3-torch libopenblas0-openmp python3-regex):
+    /usr/bin/python3 test/MlNetPeft.Tests/Fixtures/reference/make.py
+"""
+import json, os, sys
+
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, *[".."] * 4))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import reference as ref  # noqa: E402
+
+PARITY = os.path.join(HERE, "..", "hf-parity")
+
+
+def tiny():
+    c = json.load(open(os.path.join(PARITY, "tiny-roberta", "config.json")))
+    return ref.load_backbone(ref.RobertaForSequenceClassification(c, 3), os.path.join(PARITY, "tiny-roberta"))
+
+
+def loss_and_grads(model, names):
+    """Logits and cross-entropy on the parity inputs and labels, and the gradient norm of each named parameter."""
+    d = json.load(open(os.path.join(PARITY, "parity.json")))
+    model.eval()  # the fixture has no dropout; this fixes the reference's own dropout modules off too
+    logits = model(torch.tensor(d["input_ids"]), torch.tensor(d["attention_mask"]))
+    loss = F.cross_entropy(logits, torch.tensor(d["labels"]))
+    loss.backward()
+    return {"logits": logits.tolist(), "loss": loss.item(), "grad_norms": {ours: p.grad.norm().item() for ours, p in names.items()}}
+
+
+def msplora():
+    model = tiny()
+    ref.inject(model, "msplora", targets=("query", "value"), r=8, alpha=16, dropout=0.0, groups=3, levels=3)
+    g = torch.Generator().manual_seed(11)
+    names = {}  # the reference's LowRank module -> our component name
+    layers = model.roberta.encoder.layer
+    for i, layer in enumerate(layers):
+        for t in ("query", "value"):
+            glob, mid, own = getattr(layer.attention.self, t).parts
+            group = min(int(i * 3 / len(layers)), 2)
+            for part, name in ((glob, f"{t}_global"), (mid, f"{t}_mid1_group{group}"), (own, f"{t}_layer{i}")):
+                assert names.setdefault(part, name) == name, "one module per component"
+    assert len(names) == 2 * (1 + 3 + 4)
+    with torch.no_grad():
+        for part in names:
+            part.A.copy_(torch.randn(part.A.shape, generator=g) * 0.2)
+            part.B.copy_(torch.randn(part.B.shape, generator=g) * 0.2)
+        for p in model.classifier.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    params = {}
+    for part, name in names.items():
+        params[f"adapters.{name}.lora_A"], params[f"adapters.{name}.lora_B"] = part.A, part.B
+    params.update({f"classifier.{n}": p for n, p in model.classifier.named_parameters()})
+    ref.save_safetensors({n: p.detach().clone() for n, p in params.items()}, os.path.join(HERE, "msplora.safetensors"))
+    return loss_and_grads(model, params)
+
+
+def full():
+    model = tiny()
+    head = ref.load_safetensors(os.path.join(PARITY, "tiny-roberta", "model.safetensors"))
+    model.load_state_dict({k: v for k, v in head.items() if k.startswith("classifier.")}, strict=False)
+    return loss_and_grads(model, dict(model.named_parameters()))
+
+
+def main():
+    expected = {"torch": torch.__version__, "msplora": msplora(), "full": full()}
+    with open(os.path.join(HERE, "expected.json"), "w") as f:
+        json.dump(expected, f, indent=1)
+    for k in ("msplora", "full"):
+        print(k, "loss", expected[k]["loss"], "gradients", len(expected[k]["grad_norms"]))
+
+
+if __name__ == "__main__":
+    main()
