@@ -1,6 +1,7 @@
 using System.Text.Json;
 using MlNetPeft.Adapters;
 using MlNetPeft.Adapters.Full;
+using MlNetPeft.Adapters.LoraSquared;
 using MlNetPeft.Adapters.Msplora;
 using MlNetPeft.Backbone;
 using MlNetPeft.Tests.Adapters;
@@ -32,12 +33,33 @@ public sealed class ReferenceGradientTests
         model.To(CPU, ScalarType.Float32); // packs each layer's query|key|value, as training does
         model.Train(true);
         model.Adapters.StackingEnabled = stacked;
-        if (stacked)
-        {
-            Assert.IsTrue(model.Adapters.StackFactors(ScalarType.Float32), "MSPLoRA's factors stack");
-            model.Adapters.ReleaseStacks();
-        }
+        Assert.AreEqual(stacked, model.Adapters.StackFactors(ScalarType.Float32), "MSPLoRA's factors stack");
+        model.Adapters.ReleaseStacks();
         AssertLikeTheReference(model, Expected.Value.RootElement.GetProperty("msplora"));
+    }
+
+    /// <summary>LoRA² as the authors' SVDLinear computes it (U and V each a LoRA of inner rank k, λ masked, scaled by
+    /// alpha / (r + 1e-5)) and its regulariser as the paper means it (orthonormality of all four factors plus the cross
+    /// term between the planes), one singular value pruned: through the stacked training forward and each projection's
+    /// own factors.</summary>
+    [TestMethod]
+    [DataRow(true)]
+    [DataRow(false)]
+    public void LoraSquaredMatchesTheReference(bool stacked)
+    {
+        using var model = AdapterTests.Tiny(new SvdConfig
+        {
+            Variant = SvdVariant.LoraSquared, InitialRank = 4, InnerRank = 2, Alpha = 8, Dropout = 0,
+            OrthogonalityWeight = 0.1, CrossOrthogonalityWeight = 0.1,
+        });
+        model.LoadTrainableState(SafeTensors.Load(Fixture("lorasquared.safetensors")), "lorasquared.safetensors");
+        model.To(CPU, ScalarType.Float32);
+        model.Train(true);
+        model.Adapters.StackingEnabled = stacked;
+        Assert.AreEqual(stacked, model.Adapters.StackFactors(ScalarType.Float32), "LoRA²'s factors stack");
+        model.Adapters.ReleaseStacks();
+        var hooks = model.Config.CreateHooks(model.Adapters, totalSteps: 10)!;
+        AssertLikeTheReference(model, Expected.Value.RootElement.GetProperty("lorasquared"), hooks.ExtraLoss);
     }
 
     /// <summary>Full fine-tuning from the fixture checkpoint and its head: the gradient of every backbone weight
@@ -51,7 +73,9 @@ public sealed class ReferenceGradientTests
         AssertLikeTheReference(model, Expected.Value.RootElement.GetProperty("full"));
     }
 
-    private static void AssertLikeTheReference(PeftModel model, JsonElement expected)
+    /// <summary>Asserts logits, loss (cross-entropy, plus <paramref name="extraLoss"/>: a regulariser) and the gradient
+    /// norm of every trainable tensor against the reference's.</summary>
+    private static void AssertLikeTheReference(PeftModel model, JsonElement expected, Func<Tensor?>? extraLoss = null)
     {
         var logits = model.Forward(AdapterTests.Ids, AdapterTests.Mask);
         var reference = tensor(expected.GetProperty("logits").EnumerateArray()
@@ -59,6 +83,7 @@ public sealed class ReferenceGradientTests
         Assert.IsLessThan(1e-5, (logits.detach() - reference).abs().max().item<float>(), "logits");
         var labels = tensor(TestData.Parity.GetProperty("labels").EnumerateArray().Select(v => v.GetInt64()).ToArray());
         var loss = nn.functional.cross_entropy(logits, labels);
+        if (extraLoss?.Invoke() is { } extra) loss = loss.add(extra);
         Assert.AreEqual(expected.GetProperty("loss").GetDouble(), loss.item<float>(), 1e-6, "loss");
 
         loss.backward();

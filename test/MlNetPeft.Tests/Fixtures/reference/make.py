@@ -10,11 +10,18 @@ inputs are scored, the cross-entropy on the parity labels is taken, and autograd
 shared pair's gradient sums over the layers that use it. msplora.safetensors holds the factors and head under our
 state names (adapters.query_global.lora_A, ..., classifier.*).
 
+lorasquared: LoRA² on query and value (r 4, inner rank k 2, alpha 8), forward as the authors' SVDLinear
+(github Godz-z/LoRA-2, loralib/LoRA2.py): y = W0·x + x·Aᵀ·Bᵀ·diag(E ⊙ mask)·aaᵀ·bbᵀ · alpha / (r + 1e-5), with A k×in,
+B r×k, aa k×r, bb out×k; layer 1's query has its first singular value pruned (mask 0). Its loss adds the regulariser
+as the paper means it (the released code never adds its cross term): 0.1 · the mean over all factors of
+||M·Mᵀ − I||_F (A, aa) or ||Mᵀ·M − I||_F (B, bb), plus 0.1 · the mean over matrices of ||(bb·aa)·(B·A)||_F.
+lorasquared.safetensors holds its factors, masks and head under our state names.
+
 full: full fine-tuning from the fixture checkpoint with its own head: the same loss and the gradient of every
 backbone and head weight (the pad rows of the word and position embeddings get none, as nn.Embedding's padding_idx
 has it).
 
-expected.json: logits, loss and gradient norms by our state names for each. Run from the repository root with PyTorch
+expected.json: logits, loss (with lorasquared's regulariser) and gradient norms by our state names for each. Run from the repository root with PyTorch
 (apt-get install -y python3-torch libopenblas0-openmp python3-regex):
     /usr/bin/python3 test/MlNetPeft.Tests/Fixtures/reference/make.py
 """
@@ -36,12 +43,12 @@ def tiny():
     return ref.load_backbone(ref.RobertaForSequenceClassification(c, 3), os.path.join(PARITY, "tiny-roberta"))
 
 
-def loss_and_grads(model, names):
-    """Logits and cross-entropy on the parity inputs and labels, and the gradient norm of each named parameter."""
+def loss_and_grads(model, names, extra=0):
+    """Logits and cross-entropy (+ extra) on the parity inputs and labels, and the gradient norm of each named parameter."""
     d = json.load(open(os.path.join(PARITY, "parity.json")))
     model.eval()  # the fixture has no dropout; this fixes the reference's own dropout modules off too
     logits = model(torch.tensor(d["input_ids"]), torch.tensor(d["attention_mask"]))
-    loss = F.cross_entropy(logits, torch.tensor(d["labels"]))
+    loss = F.cross_entropy(logits, torch.tensor(d["labels"])) + extra
     loss.backward()
     return {"logits": logits.tolist(), "loss": loss.item(), "grad_norms": {ours: p.grad.norm().item() for ours, p in names.items()}}
 
@@ -73,6 +80,48 @@ def msplora():
     return loss_and_grads(model, params)
 
 
+class TwoPlane(torch.nn.Module):
+    """The authors' LoRA² SVDLinear, one adapter, no dropout."""
+
+    def __init__(self, base, r, k, alpha, g):
+        super().__init__()
+        self.base, self.scale = base, alpha / (r + 1e-5)
+        rnd = lambda *shape: torch.nn.Parameter(torch.randn(*shape, generator=g) * 0.3)
+        self.lora_A, self.lora_B, self.lora_E = rnd(k, base.in_features), rnd(r, k), rnd(r, 1)
+        self.lora_aa, self.lora_bb = rnd(k, r), rnd(base.out_features, k)
+        self.rank_mask = torch.ones(r, 1)
+
+    def forward(self, x):
+        h = x @ self.lora_A.T @ self.lora_B.T * (self.lora_E * self.rank_mask).view(-1) * self.scale
+        return self.base(x) + h @ self.lora_aa.T @ self.lora_bb.T
+
+
+def lorasquared():
+    model = tiny()
+    g = torch.Generator().manual_seed(13)
+    adapters = {}
+    for i, layer in enumerate(model.roberta.encoder.layer):
+        for t in ("query", "value"):
+            adapters[f"layer{i}_{t}"] = adapter = TwoPlane(getattr(layer.attention.self, t), 4, 2, 8, g)
+            setattr(layer.attention.self, t, adapter)
+    adapters["layer1_query"].rank_mask[0] = 0
+    with torch.no_grad():
+        for p in model.classifier.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    rows = [m for a in adapters.values() for m in (a.lora_A, a.lora_aa)]
+    columns = [m for a in adapters.values() for m in (a.lora_B, a.lora_bb)]
+    eye = lambda n: torch.eye(n)
+    orthogonality = torch.stack([torch.norm(m @ m.T - eye(m.shape[0])) for m in rows]
+                                + [torch.norm(m.T @ m - eye(m.shape[1])) for m in columns]).mean()
+    cross = torch.stack([torch.norm((a.lora_bb @ a.lora_aa) @ (a.lora_B @ a.lora_A)) for a in adapters.values()]).mean()
+    params = {f"adapters.{name}.{n}": p for name, a in adapters.items() for n, p in a.named_parameters() if n.startswith("lora_")}
+    params.update({f"classifier.{n}": p for n, p in model.classifier.named_parameters()})
+    saved = {n: p.detach().clone() for n, p in params.items()}
+    saved.update({f"adapters.{name}.rank_mask": a.rank_mask.clone() for name, a in adapters.items()})
+    ref.save_safetensors(saved, os.path.join(HERE, "lorasquared.safetensors"))
+    return loss_and_grads(model, params, extra=0.1 * orthogonality + 0.1 * cross)
+
+
 def full():
     model = tiny()
     head = ref.load_safetensors(os.path.join(PARITY, "tiny-roberta", "model.safetensors"))
@@ -81,10 +130,10 @@ def full():
 
 
 def main():
-    expected = {"torch": torch.__version__, "msplora": msplora(), "full": full()}
+    expected = {"torch": torch.__version__, "msplora": msplora(), "lorasquared": lorasquared(), "full": full()}
     with open(os.path.join(HERE, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1)
-    for k in ("msplora", "full"):
+    for k in ("msplora", "lorasquared", "full"):
         print(k, "loss", expected[k]["loss"], "gradients", len(expected[k]["grad_norms"]))
 
 
