@@ -4,6 +4,7 @@ using MlNetPeft.Adapters;
 using MlNetPeft.Adapters.LoraSquared;
 using MlNetPeft.MlNet;
 using MlNetPeft.Tests.Adapters;
+using MlNetPeft.Tests.Training;
 using MlNetPeft.Training;
 using static TorchSharp.torch;
 
@@ -72,22 +73,18 @@ public sealed class PeftAdaLoraStartTests
     }
 
     /// <summary>The unpruned fixture adapter (Fixtures/peft-emulated/tiny-adalora-training) in training mode, with its
-    /// allocator set as the fixture's (γ 0.5, 50 steps, no warm-up or final phase, pruning every step), after one
-    /// backward of the training loss on the parity inputs; returns that loss.</summary>
-    private static (PeftModel Model, ITrainingHooks Hooks, float Loss) AfterBackwardOnTrainingAdapter()
+    /// allocator set as the fixture's (γ 0.5, 50 steps, no warm-up or final phase, pruning every step).</summary>
+    private static (PeftModel Model, ITrainingHooks Hooks) TrainingAdapter()
     {
         var directory = Path.Combine(TestData.PeftEmulated, "tiny-adalora-training");
         var model = AdapterTests.Tiny(PeftAdaLoraImport.ReadConfig(directory) with
         {
             Dropout = 0, OrthogonalityWeight = 0.5, InitialWarmupSteps = 0, FinalSteps = 0, MaskInterval = 1,
         });
-        PeftAdapterFiles.LoadPeftAdapter(model, directory);
+        model.LoadPeftAdapter(directory);
+        model.To(CPU, ScalarType.Float32);
         model.Train(true);
-        var hooks = model.Config.CreateHooks(model.Adapters, totalSteps: 50)!;
-        var labels = tensor(TestData.Parity.GetProperty("labels").EnumerateArray().Select(v => v.GetInt64()).ToArray());
-        var loss = nn.functional.cross_entropy(model.Forward(AdapterTests.Ids, AdapterTests.Mask), labels).add(hooks.ExtraLoss()!);
-        loss.backward();
-        return (model, hooks, loss.item<float>());
+        return (model, model.Config.CreateHooks(model.Adapters, totalSteps: 50)!);
     }
 
     /// <summary>AdaLoRA's training loss, cross-entropy + orth_reg_weight · the mean of ‖A·Aᵀ − I‖_F and ‖Bᵀ·B − I‖_F over
@@ -95,18 +92,9 @@ public sealed class PeftAdaLoraStartTests
     [TestMethod]
     public void TrainingLossAndGradientsMatchPeftsAdaLora()
     {
-        var (model, _, loss) = AfterBackwardOnTrainingAdapter();
+        var (model, hooks) = TrainingAdapter();
         using var _ = model;
-        Assert.AreEqual(TestData.PeftEmulatedExpected.GetProperty("adalora_training_loss").GetDouble(), loss, 1e-5, "loss");
-        var grads = model.TrainableParameters().ToDictionary(p => p.Name, p => p.Parameter.grad!.norm().item<float>());
-        foreach (var entry in TestData.PeftEmulatedExpected.GetProperty("adalora_training_grad_norms").EnumerateObject())
-        {
-            var ours = OurName(entry.Name);
-            double expected = entry.Value.GetDouble();
-            Assert.AreEqual(expected, grads[ours], 2e-5 * expected, $"gradient norm of {entry.Name}");
-            grads.Remove(ours);
-        }
-        Assert.IsEmpty(grads, "every trainable tensor has a reference gradient");
+        ReferenceGradientTests.AssertLikeTheReference(model, TestData.PeftEmulatedExpected.GetProperty("adalora_training"), hooks.ExtraLoss, OurName);
     }
 
     /// <summary>Three allocations on those gradients keep the singular values peft's RankAllocator keeps (importance
@@ -114,8 +102,9 @@ public sealed class PeftAdaLoraStartTests
     [TestMethod]
     public void PruningKeepsTheSingularValuesPeftKeeps()
     {
-        var (model, hooks, _) = AfterBackwardOnTrainingAdapter();
+        var (model, hooks) = TrainingAdapter();
         using var _ = model;
+        ReferenceGradientTests.AssertLikeTheReference(model, TestData.PeftEmulatedExpected.GetProperty("adalora_training"), hooks.ExtraLoss, OurName);
         int step = 0;
         foreach (var allocation in TestData.PeftEmulatedExpected.GetProperty("adalora_allocations").EnumerateArray())
         {

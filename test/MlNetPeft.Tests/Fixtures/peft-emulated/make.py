@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes three HF PEFT adapters for hf-parity/tiny-roberta as peft 0.21 saves them, with what PEFT computes with
+"""Writes four HF PEFT adapters for hf-parity/tiny-roberta as peft 0.21 saves them, with what PEFT computes with
 each on the parity fixture's inputs. transformers and peft are not installable here, so this follows peft 0.21's code
 step by step on the PyTorch reference's RoBERTa (bench/reference.py, equal to transformers on the fixture to 1e-8).
 Before writing anything it checks that this harness gives hf-parity/tiny-lora, made by peft 0.21 itself, the logits
@@ -21,12 +21,17 @@ lora_A of ||A·Aᵀ − I||_F and every lora_B of ||Bᵀ·B − I||_F), the norm
 singular values RankAllocator keeps in three allocations on those gradients (steps 1-3 of a 50-step budget from
 init_r 4 down to target_r 2 per matrix, tinit = tfinal = 0, deltaT = 1).
 
+tiny-dora: a LoRA adapter with use_dora (r 4, lora_alpha 8), forward as peft's DoraLinearLayer
+(src/peft/tuners/lora/dora.py): with V = W + (lora_alpha/r)·B·A and its row norms ||V|| held constant (detached),
+y = W0·x + (m/||V|| − 1) ⊙ (x·Wᵀ) + (m/||V||) ⊙ (lora_alpha/r)·x·Aᵀ·Bᵀ, m = lora_magnitude_vector (saved without
+".weight"); with the cross-entropy on the parity labels and the norm of each adapter and head gradient.
+
 tiny-lora-patterns: a LoRA adapter with rank_pattern and alpha_pattern (src/peft/tuners/lora/model.py
 _create_and_replace): each module's r and lora_alpha are those of the first pattern key k (in the config's order)
 for which re.match(rf"(.*\\.)?({k})$", module_path) matches (peft.utils.other.get_pattern_key), else r and
 lora_alpha; y = W0·x + (x @ A.T @ B.T) * lora_alpha / r.
 
-Writes tiny-adalora/, tiny-adalora-training/ and tiny-lora-patterns/ (adapter_config.json, adapter_model.safetensors) and expected.json here.
+Writes tiny-adalora/, tiny-adalora-training/, tiny-dora/ and tiny-lora-patterns/ (adapter_config.json, adapter_model.safetensors) and expected.json here.
 Run from the repository root with PyTorch (apt-get install -y python3-torch libopenblas0-openmp python3-regex):
     /usr/bin/python3 test/MlNetPeft.Tests/Fixtures/peft-emulated/make.py
 """
@@ -75,6 +80,20 @@ class LoraLinear(torch.nn.Module):
 
     def forward(self, x):
         return self.base(x) + self.lora_B(self.lora_A(x)) * self.scaling
+
+
+class DoraLinear(LoraLinear):
+    """peft's LoRA Linear with use_dora, one adapter, no dropout."""
+
+    def __init__(self, base, r, alpha):
+        super().__init__(base, r, alpha)
+        self.lora_magnitude_vector = torch.nn.Parameter(torch.ones(base.out_features))
+
+    def forward(self, x):
+        norm = torch.linalg.norm(self.base.weight + self.scaling * (self.lora_B.weight @ self.lora_A.weight), dim=1).detach()
+        s = (self.lora_magnitude_vector / norm).view(1, -1)
+        lora = self.lora_B(self.lora_A(x)) * self.scaling
+        return self.base(x) + (s - 1) * F.linear(x, self.base.weight) + s * lora
 
 
 def get_pattern_key(pattern_keys, key_to_match):  # peft.utils.other.get_pattern_key
@@ -187,7 +206,7 @@ def adalora_training(g):
     loss = loss + orth_reg_weight * (regu / count)
     loss.backward()
     norms = {f"base_model.model.{n}": p.grad.norm().item() for n, p in model.named_parameters() if p.grad is not None}
-    return loss.item(), norms, allocate(model, steps=3, init_bgt=init_r * len(paths), target_bgt=2 * len(paths), total_step=50)
+    return {"logits": logits.tolist(), "loss": loss.item(), "grad_norms": norms}, allocate(model, steps=3, init_bgt=init_r * len(paths), target_bgt=2 * len(paths), total_step=50)
 
 
 def allocate(model, steps, init_bgt, target_bgt, total_step, beta1=0.85, beta2=0.85):
@@ -212,6 +231,31 @@ def allocate(model, steps, init_bgt, target_bgt, total_step, beta1=0.85, beta2=0
                 lora[f"{m}.lora_E"].masked_fill_((t <= threshold).view(-1, 1), 0.0)
             patterns.append({"budget": budget, "kept": {m: (t > threshold).tolist() for m, t in triplet.items()}})
     return patterns
+
+
+def dora(g):
+    r, alpha = 4, 8
+    model, c = base_model()
+    paths = list(module_paths(c["num_hidden_layers"]))
+    saved = {}
+    for path in paths:
+        lin = model.get_submodule(path)
+        A = torch.randn(r, lin.in_features, generator=g) * 0.3
+        B = torch.randn(lin.out_features, r, generator=g) * 0.3
+        norm = torch.linalg.norm(lin.weight.detach() + alpha / r * B @ A, dim=1)
+        saved[f"base_model.model.{path}.lora_A.weight"], saved[f"base_model.model.{path}.lora_B.weight"] = A, B
+        saved[f"base_model.model.{path}.lora_magnitude_vector"] = norm * (1 + 0.3 * torch.randn(norm.shape, generator=g))
+    saved.update(head(model, g))
+    write("tiny-dora", saved, dict(r=r, lora_alpha=alpha, target_modules=TARGETS, use_dora=True))
+    load_and_score(model, paths, lambda path, lin: DoraLinear(lin, r, alpha), saved)
+    for n, p in model.named_parameters():
+        p.requires_grad_("lora_" in n or n.startswith("classifier."))
+    d = json.load(open(os.path.join(PARITY, "parity.json")))
+    logits = model(torch.tensor(d["input_ids"]), torch.tensor(d["attention_mask"]))
+    loss = F.cross_entropy(logits, torch.tensor(d["labels"]))
+    loss.backward()
+    norms = {f"base_model.model.{n}": p.grad.norm().item() for n, p in model.named_parameters() if p.grad is not None}
+    return {"logits": logits.tolist(), "loss": loss.item(), "grad_norms": norms}
 
 
 def lora_with_patterns(g):
@@ -256,12 +300,12 @@ def main():
     g = torch.Generator().manual_seed(7)
     adalora_logits, kept = adalora(g)
     lora_logits, shapes = lora_with_patterns(g)
-    training_loss, training_grad_norms, allocations = adalora_training(g)
+    training, allocations = adalora_training(g)
+    dora_expected = dora(g)
     with open(os.path.join(HERE, "expected.json"), "w") as f:
         json.dump({"torch": torch.__version__, "adalora_logits": adalora_logits, "kept_ranks": kept,
                    "lora_patterns_logits": lora_logits, "lora_patterns_shapes": shapes,
-                   "adalora_training_loss": training_loss, "adalora_training_grad_norms": training_grad_norms,
-                   "adalora_allocations": allocations}, f, indent=1)
+                   "adalora_training": training, "adalora_allocations": allocations, "dora": dora_expected}, f, indent=1)
     print("AdaLoRA kept ranks", list(kept.values()), "logits", adalora_logits)
     print("LoRA shapes", list(shapes.values()), "logits", lora_logits)
 
