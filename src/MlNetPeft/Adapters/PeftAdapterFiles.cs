@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using MlNetPeft.Adapters.Lora;
+using MlNetPeft.Adapters.LoraSquared;
 
 namespace MlNetPeft.Adapters;
 
@@ -122,7 +123,7 @@ internal static partial class PeftAdapterFiles
         switch (model.Config)
         {
             case LoraConfig: PeftLoraImport.Load(model, directory); break;
-            case LoraSquared.SvdConfig { Variant: LoraSquared.SvdVariant.AdaLora }: LoraSquared.PeftAdaLoraImport.Load(model, directory); break;
+            case SvdConfig { Variant: SvdVariant.AdaLora }: PeftAdaLoraImport.Load(model, directory); break;
             default: throw new InvalidOperationException($"a PEFT adapter loads into a LoRA or AdaLoRA model, not {model.Config.MethodName}");
         }
     }
