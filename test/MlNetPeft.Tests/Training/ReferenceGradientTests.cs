@@ -71,7 +71,8 @@ public sealed class ReferenceGradientTests
         using var model = AdapterTests.Tiny(new FullFineTuningConfig());
         model.To(CPU, ScalarType.Float32);
         model.Train(true);
-        AssertLikeTheReference(model, Expected.Value.RootElement.GetProperty("full"));
+        // Sums over every token (the embeddings' gradients) round more: measured 8.7e-6 at worst.
+        AssertLikeTheReference(model, Expected.Value.RootElement.GetProperty("full"), relativeTolerance: 1e-4);
     }
 
     /// <summary>DoRA as peft's DoraLinearLayer computes it (the rows of W + scale·B·A rescaled to the trained magnitude,
@@ -92,7 +93,7 @@ public sealed class ReferenceGradientTests
     /// regulariser) and the gradient norm of every trainable tensor against <paramref name="expected"/>'s, whose
     /// tensors <paramref name="ourName"/> names as we do (where the reference's names are not ours).</summary>
     internal static void AssertLikeTheReference(PeftModel model, JsonElement expected, Func<Tensor?>? extraLoss = null,
-        Func<string, string>? ourName = null)
+        Func<string, string>? ourName = null, double relativeTolerance = 3e-5)
     {
         var logits = model.Forward(AdapterTests.Ids, AdapterTests.Mask);
         var reference = tensor(expected.GetProperty("logits").EnumerateArray()
@@ -109,7 +110,7 @@ public sealed class ReferenceGradientTests
         {
             double norm = entry.Value.GetDouble();
             Assert.IsTrue(grads.Remove(ourName?.Invoke(entry.Name) ?? entry.Name, out var ours), $"no trainable {entry.Name}");
-            Assert.AreEqual(norm, ours, 3e-5 * norm + 1e-9, $"gradient norm of {entry.Name}"); // key biases: 0 in exact arithmetic
+            Assert.AreEqual(norm, ours, relativeTolerance * norm + 1e-9, $"gradient norm of {entry.Name}"); // key biases: 0 in exact arithmetic
         }
         Assert.IsEmpty(grads, "every trainable tensor has a reference gradient");
     }
