@@ -11,7 +11,8 @@ namespace MlNetPeft.Bench;
 /// the CPU; this runs it where there is no .NET SDK, e.g. on a GPU machine. fp32 must match to 1e-5, also with
 /// gradient checkpointing (the blocks replayed in the device's backward); the bf16 backbone's error is reported
 /// beside it. Then, with dropout everywhere, every checkpointed block's replay must compute what its first run did
-/// (the same dropout masks: on CUDA, the reseeded generator).
+/// (the same dropout masks: on CUDA, the reseeded generator). Last, every method's logits, loss and gradients against
+/// PyTorch (<see cref="MethodParity"/>).
 /// </summary>
 internal static class ParityCheck
 {
@@ -49,6 +50,7 @@ internal static class ParityCheck
         }
         foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 })
             ok &= ReplaysDrawTheSameMasks(dir, device, dtype, ids, mask, labels);
+        ok &= MethodParity.RunAll(dir, device);
         return ok ? 0 : 1;
     }
 

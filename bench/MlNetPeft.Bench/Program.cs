@@ -42,7 +42,7 @@ static int Usage(TextWriter to, int exitCode)
                   (training steps on padded batches of changing length: per-shape first-use costs)
           latency --model ZIP [--precision fp32|bf16] [--rows 400]   (one PredictionEngine, one sentence per call)
           score   --model ZIP --out FILE [--rows 300]   (SST-2 dev sentences and their scores, for check_python_scores.py)
-          parity  [--fixture DIR] [--device auto|cpu]   (the HF fixture's logits, loss and gradients on this device)
+          parity  [--fixture DIR] [--device auto|cpu]   (the HF fixture's logits, loss and gradients on this device, then every method's against PyTorch)
           stacking [--shape 12x64x4x128] [--method lora,msplora] [--batch 2] [--seq 16] [--steps 400] [--threads 1]
                   [--device cpu|cuda]   (training steps with and without stacked adapter factors, alternated)
           resume  [--shape mini] [--method lora,dora,msplora,adalora] [--device auto|cpu|cuda] [--precision fp32|bf16]

@@ -2,10 +2,9 @@ using System.Text.Json.Nodes;
 using Microsoft.ML;
 using MlNetPeft.Adapters;
 using MlNetPeft.Adapters.LoraSquared;
+using MlNetPeft.Bench;
 using MlNetPeft.MlNet;
 using MlNetPeft.Tests.Adapters;
-using MlNetPeft.Tests.Training;
-using MlNetPeft.Training;
 using static TorchSharp.torch;
 
 namespace MlNetPeft.Tests.MlNet;
@@ -72,39 +71,17 @@ public sealed class PeftAdaLoraStartTests
         Assert.AreEqual(saved[prefix + "lora_E"].shape[0], next);
     }
 
-    /// <summary>The unpruned fixture adapter (Fixtures/peft-emulated/tiny-adalora-training) in training mode, with its
-    /// allocator set as the fixture's (γ 0.5, 50 steps, no warm-up or final phase, pruning every step).</summary>
-    private static (PeftModel Model, ITrainingHooks Hooks) TrainingAdapter()
-    {
-        var directory = Path.Combine(TestData.PeftEmulated, "tiny-adalora-training");
-        var model = AdapterTests.Tiny(PeftAdaLoraImport.ReadConfig(directory) with
-        {
-            Dropout = 0, OrthogonalityWeight = 0.5, InitialWarmupSteps = 0, FinalSteps = 0, MaskInterval = 1,
-        });
-        model.LoadPeftAdapter(directory);
-        model.To(CPU, ScalarType.Float32);
-        model.Train(true);
-        return (model, model.Config.CreateHooks(model.Adapters, totalSteps: 50)!);
-    }
-
-    /// <summary>AdaLoRA's training loss, cross-entropy + orth_reg_weight · the mean of ‖A·Aᵀ − I‖_F and ‖Bᵀ·B − I‖_F over
-    /// all factors, and its gradients (training forward: stacked factors), as peft's AdaLoRA code computes them.</summary>
-    [TestMethod]
-    public void TrainingLossAndGradientsMatchPeftsAdaLora()
-    {
-        var (model, hooks) = TrainingAdapter();
-        using var _ = model;
-        ReferenceGradientTests.AssertLikeTheReference(model, TestData.PeftEmulatedExpected.GetProperty("adalora_training"), hooks.ExtraLoss, OurName);
-    }
-
-    /// <summary>Three allocations on those gradients keep the singular values peft's RankAllocator keeps (importance
-    /// averages, triplet scores, cubic budget: 46, 45, 43 of 48).</summary>
+    /// <summary>On the unpruned fixture adapter (Fixtures/peft-emulated/tiny-adalora-training, its allocator set as the
+    /// fixture's: 50 steps, no warm-up or final phase, pruning every step), after one backward with PEFT's gradients
+    /// (ReferenceGradientTests asserts those), three allocations keep the singular values peft's RankAllocator keeps:
+    /// importance averages, triplet scores and the cubic budget (46, 45, 43 of 48).</summary>
     [TestMethod]
     public void PruningKeepsTheSingularValuesPeftKeeps()
     {
-        var (model, hooks) = TrainingAdapter();
-        using var _ = model;
-        ReferenceGradientTests.AssertLikeTheReference(model, TestData.PeftEmulatedExpected.GetProperty("adalora_training"), hooks.ExtraLoss, OurName);
+        var c = MethodParity.Cases(TestData.Fixtures).Single(c => c.Name == "adalora (peft)");
+        using var model = c.Build(CPU);
+        var hooks = model.Config.CreateHooks(model.Adapters, totalSteps: 50)!;
+        Assert.IsLessThan(c.Tolerance, MethodParity.Compare(model, c.Expected(), TestData.Fixtures, c.OurName, hooks).GradientError);
         int step = 0;
         foreach (var allocation in TestData.PeftEmulatedExpected.GetProperty("adalora_allocations").EnumerateArray())
         {
@@ -114,18 +91,10 @@ public sealed class PeftAdaLoraStartTests
             foreach (var module in allocation.GetProperty("kept").EnumerateObject())
             {
                 var expected = module.Value.EnumerateArray().Select(v => v.GetBoolean() ? 1f : 0f).ToArray();
-                var mask = state[OurName(module.Name + ".lora_E").Replace(".lora_E", ".rank_mask")].flatten().data<float>().ToArray();
+                var mask = state[MethodParity.AdaLoraName(module.Name + ".lora_E").Replace(".lora_E", ".rank_mask")].flatten().data<float>().ToArray();
                 CollectionAssert.AreEqual(expected, mask, $"{module.Name} at step {step}");
             }
         }
-    }
-
-    /// <summary>Our state name of a PEFT AdaLoRA tensor.</summary>
-    private static string OurName(string peftKey)
-    {
-        var key = PeftAdapterFiles.Normalize(peftKey);
-        return PeftAdapterFiles.TryParseAdapterKey(key, out int layer, out var target, out var name)
-            ? $"adapters.{SvdConfig.ComponentName(layer, AdapterTargets.NamePart(target))}.{name}" : key;
     }
 
     [TestMethod]
