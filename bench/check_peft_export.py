@@ -61,7 +61,13 @@ def load_peft_lora(model, path):
             return by_name(name)
         index = re.match(r".*\.layer\.(\d+)\.", name)
         return layers is None or (index is not None and int(index.group(1)) in layers)
-    scale = cfg["lora_alpha"] / (math.sqrt(cfg["r"]) if cfg.get("use_rslora") else cfg["r"])
+
+    def pattern(name, key, default):  # PEFT's get_pattern_key: the first key whose regex ends the module path
+        return next((v for k, v in (cfg.get(key) or {}).items() if re.match(rf"(.*\.)?({k})$", name)), default)
+
+    def scale(name):  # lora_alpha / r, each from its pattern where one matches (rank_pattern, alpha_pattern)
+        r, alpha = pattern(name, "rank_pattern", cfg["r"]), pattern(name, "alpha_pattern", cfg["lora_alpha"])
+        return alpha / (math.sqrt(r) if cfg.get("use_rslora") else r)
     sd = {k.replace("base_model.model.", ""): v for k, v in R.load_safetensors(os.path.join(path, "adapter_model.safetensors")).items()}
     used, wrapped = set(), {}
     for name, module in list(model.named_modules()):
@@ -69,7 +75,8 @@ def load_peft_lora(model, path):
             a, b = f"{name}.lora_A.weight", f"{name}.lora_B.weight"
             parent, child = name.rsplit(".", 1)
             m = f"{name}.lora_magnitude_vector"
-            layer = DoraLinear(module, sd[a], sd[b], scale, sd[m]) if cfg.get("use_dora") else LoraLinear(module, sd[a], sd[b], scale)
+            assert sd[a].shape[0] == pattern(name, "rank_pattern", cfg["r"]), f"{a}: rank {sd[a].shape[0]} is not PEFT's for {name}"
+            layer = DoraLinear(module, sd[a], sd[b], scale(name), sd[m]) if cfg.get("use_dora") else LoraLinear(module, sd[a], sd[b], scale(name))
             setattr(model.get_submodule(parent), child, layer)
             wrapped[name] = layer
             used |= {a, b} | ({m} if cfg.get("use_dora") else set())

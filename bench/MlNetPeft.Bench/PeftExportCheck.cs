@@ -32,6 +32,11 @@ internal static class PeftExportCheck
             if (a.Targets() is { } targets && !adapters.TrainsBackbone) adapters = adapters with { Targets = targets };
             if (a.Text("layers") is not null && adapters is LoraConfig lora) // PEFT's layers_to_transform
                 adapters = lora with { Layers = a.List("layers", "").Select(int.Parse).ToArray() };
+            if (adapters is LoraConfig withPatterns) // PEFT's rank_pattern and alpha_pattern
+                adapters = withPatterns with
+                {
+                    RankPattern = Pattern(a.Text("rank-pattern"), int.Parse), AlphaPattern = Pattern(a.Text("alpha-pattern"), double.Parse),
+                };
             using var model = PeftModel.Create(config, 3, adapters,
                 SafeTensors.Load(Path.Combine(fixture, "tiny-roberta", "model.safetensors")), "tiny-roberta", loadHead: true);
             model.Train(false);
@@ -51,6 +56,11 @@ internal static class PeftExportCheck
         }
         return 0;
     }
+
+    /// <summary>"key=value;key=value" (the keys are regular expressions, so ';' separates them), or null.</summary>
+    private static Dictionary<string, T>? Pattern<T>(string? text, Func<string, T> parse) =>
+        text?.Split(';', StringSplitOptions.RemoveEmptyEntries).Select(e => e.Split('=', 2))
+            .ToDictionary(kv => kv[0], kv => parse(kv[1]));
 
     /// <summary>A LoRA (or DoRA) model's exported pairs (and magnitudes) are its own parameters: their gradients of the fixture's loss (through the
     /// training forward: stacked query/key/value factors, the other targets' own updates), under the PEFT keys, for

@@ -48,7 +48,8 @@ static int Usage(TextWriter to, int exitCode)
           resume  [--shape mini] [--method lora,dora,msplora,adalora] [--device auto|cpu|cuda] [--precision fp32|bf16]
                   (a run interrupted and resumed from its training state against one straight through)
           peft-export [--method lora,dora,msplora,lorasquared,adalora] [--layers 1,3] [--out DIR]   (adapters as PEFT LoRA files with
-                  their logits, for bench/check_peft_export.py)
+                  their logits, for bench/check_peft_export.py; LoRA and DoRA also take --rank-pattern 'query=2;layer\.3\..*value=6'
+                  and --alpha-pattern 'value=32', PEFT's rank_pattern and alpha_pattern)
         """);
     return exitCode;
 }
