@@ -79,7 +79,7 @@ public sealed class PeftAdaLoraStartTests
     public void PruningKeepsTheSingularValuesPeftKeeps()
     {
         var c = MethodParity.Cases(TestData.Fixtures).Single(c => c.Name == "adalora (peft)");
-        using var model = c.Build(CPU);
+        using var model = c.Build(CPU, ScalarType.Float32);
         var hooks = model.Config.CreateHooks(model.Adapters, totalSteps: 50)!;
         Assert.IsLessThan(c.Tolerance, MethodParity.Compare(model, c.Expected(), TestData.Fixtures, c.OurName, hooks).GradientError);
         int step = 0;

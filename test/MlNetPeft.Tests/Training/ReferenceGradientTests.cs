@@ -26,7 +26,7 @@ public sealed class ReferenceGradientTests
     public void MatchesPyTorch(string name)
     {
         var c = MethodParity.Cases(TestData.Fixtures).Single(c => c.Name == name);
-        using var model = c.Build(CPU);
+        using var model = c.Build(CPU, ScalarType.Float32);
         if (c.Stacks is { } stacks)
         {
             Assert.AreEqual(stacks, model.Adapters.StackFactors(ScalarType.Float32), "whether the training forward stacks the factors");
