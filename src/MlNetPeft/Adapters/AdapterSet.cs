@@ -37,8 +37,8 @@ internal sealed class AdapterSet : nn.Module
 
     /// <summary>
     /// Wraps each target projection of each layer (of <paramref name="layers"/> only, when given):
-    /// <paramref name="updatesFor"/>(layer, target's name part, in, out) gives the updates (new or shared) that layer's
-    /// projection adds; the name part (<see cref="AdapterTargets.NamePart"/>) is for the components' names.
+    /// <paramref name="updatesFor"/>(layer, target, in, out) gives the updates (new or shared) that layer's projection
+    /// adds.
     /// </summary>
     public void Attach(RobertaModel encoder, IReadOnlyList<string> targets,
         Func<int, string, int, int, IReadOnlyList<IWeightDelta>> updatesFor, bool fuse = false, IReadOnlyCollection<int>? layers = null)
@@ -52,7 +52,7 @@ internal sealed class AdapterSet : nn.Module
             {
                 if (layer.Projection(target) is not Linear linear)
                     throw new InvalidOperationException($"layer {i} {target} already carries an adapter");
-                var updates = updatesFor(i, AdapterTargets.NamePart(target), (int)linear.in_features, (int)linear.out_features);
+                var updates = updatesFor(i, target, (int)linear.in_features, (int)linear.out_features);
                 var wrapped = new AdaptedLinear(linear, updates, fuse);
                 layer.ReplaceProjection(target, wrapped);
                 _wrapped.Add(($"roberta.encoder.layer.{i}.{AdapterTargets.ModulePath(target)}", i, target, wrapped));

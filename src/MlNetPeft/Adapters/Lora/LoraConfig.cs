@@ -42,22 +42,22 @@ public sealed record LoraConfig : AdapterConfig
     internal override bool HasLoraPairs => true;
 
     /// <summary>Component name of the pair on a layer's projection (also how PEFT adapter files are mapped).</summary>
-    internal static string ComponentName(int layer, string target) => $"layer{layer}_{target}";
+    internal static string ComponentName(int layer, string target) => $"layer{layer}_{AdapterTargets.NamePart(target)}";
 
     /// <summary>Component name of DoRA's magnitude on a layer's projection.</summary>
-    internal static string MagnitudeName(int layer, string target) => $"layer{layer}_{target}_magnitude";
+    internal static string MagnitudeName(int layer, string target) => $"layer{layer}_{AdapterTargets.NamePart(target)}_magnitude";
 
     internal override AdapterSet Attach(RobertaModel encoder)
     {
         var set = new AdapterSet();
         set.Attach(encoder, Targets, (layer, target, inF, outF) =>
         {
-            var (rank, alpha) = RankAndAlphaOf(layer, AdapterTargets.All.Single(t => AdapterTargets.NamePart(t) == target));
+            var (rank, alpha) = RankAndAlphaOf(layer, target);
             return [set.Add(ComponentName(layer, target), new LowRankUpdate(inF, outF, rank, alpha, Dropout, UseRsLora))];
         }, layers: Layers);
         if (UseDora)
             foreach (var (_, layer, target, linear) in set.Wrapped)
-                linear.UseMagnitude(set.Add(MagnitudeName(layer, AdapterTargets.NamePart(target)), new DoraMagnitude(linear.BaseLayer.weight!)));
+                linear.UseMagnitude(set.Add(MagnitudeName(layer, target), new DoraMagnitude(linear.BaseLayer.weight!)));
         return set;
     }
 

@@ -12,10 +12,9 @@ internal static class PeftLoraImport
     {
         var key = PeftAdapterFiles.Normalize(peftKey);
         if (!PeftAdapterFiles.TryParseAdapterKey(key, out int layer, out var target, out var tensor)) return key;
-        var part = AdapterTargets.NamePart(target);
         return tensor.StartsWith("lora_magnitude_vector", StringComparison.Ordinal)
-            ? $"adapters.{LoraConfig.MagnitudeName(layer, part)}.weight" // PEFT saves it without ".weight"
-            : $"adapters.{LoraConfig.ComponentName(layer, part)}.{tensor.Replace(".weight", "")}";
+            ? $"adapters.{LoraConfig.MagnitudeName(layer, target)}.weight" // PEFT saves it without ".weight"
+            : $"adapters.{LoraConfig.ComponentName(layer, target)}.{tensor.Replace(".weight", "")}";
     }
 
     /// <summary>The LoRA settings of a PEFT adapter directory's adapter_config.json (rank, alpha, their per-module

@@ -54,7 +54,7 @@ public sealed record SvdConfig : AdapterConfig
 
     public override string MethodName => Variant == SvdVariant.LoraSquared ? "lorasquared" : "adalora";
 
-    internal static string ComponentName(int layer, string target) => $"layer{layer}_{target}";
+    internal static string ComponentName(int layer, string target) => $"layer{layer}_{AdapterTargets.NamePart(target)}";
 
     internal override AdapterSet Attach(RobertaModel encoder)
     {

@@ -49,10 +49,11 @@ public sealed record MsploraConfig : AdapterConfig
     }
 
     /// <summary>"query_global", "query_mid1_group2" (level 1, group 2), "query_layer7".</summary>
-    private string ComponentName(string target, int level, int index) =>
-        level == 0 ? $"{target}_global"
-        : level == Ranks.Length - 1 ? $"{target}_layer{index}"
-        : $"{target}_mid{level}_group{index}";
+    private string ComponentName(string target, int level, int index)
+    {
+        var part = AdapterTargets.NamePart(target);
+        return level == 0 ? $"{part}_global" : level == Ranks.Length - 1 ? $"{part}_layer{index}" : $"{part}_mid{level}_group{index}";
+    }
 
     public override void Validate(int layers)
     {
