@@ -71,7 +71,7 @@ internal static class MethodParity
             new("full", (d, t) => Ready(Tiny(parity, new FullFineTuningConfig()), d, t, stacked: true),
                 () => referenceJson.Value.GetProperty("full"), null, 1e-4, Stacks: null),
             new("adalora (peft)", (d, t) => FromPeft(d, t, AdaLoraTraining(emulated), "tiny-adalora-training"),
-                () => emulatedJson.Value.GetProperty("adalora_training"), AdaLoraName, 3e-5, Stacks: true),
+                () => emulatedJson.Value.GetProperty("adalora_training"), PeftAdaLoraImport.FromPeftKey, 3e-5, Stacks: true),
             new("dora (peft)", (d, t) => FromPeft(d, t, PeftLoraImport.ReadConfig(Path.Combine(emulated, "tiny-dora")) with { Dropout = 0 }, "tiny-dora"),
                 () => emulatedJson.Value.GetProperty("dora"), PeftLoraImport.FromPeftKey, 3e-5, Stacks: false), // each row rescaled
         ];
@@ -84,14 +84,6 @@ internal static class MethodParity
         {
             Dropout = 0, OrthogonalityWeight = 0.5, InitialWarmupSteps = 0, FinalSteps = 0, MaskInterval = 1,
         };
-
-    /// <summary>Our state name of a PEFT AdaLoRA tensor ("base_model.model.roberta.encoder.layer.0.attention.self.query.lora_E").</summary>
-    public static string AdaLoraName(string peftKey)
-    {
-        var key = PeftAdapterFiles.Normalize(peftKey);
-        return PeftAdapterFiles.TryParseAdapterKey(key, out int layer, out var target, out var name)
-            ? $"adapters.{SvdConfig.ComponentName(layer, AdapterTargets.NamePart(target))}.{name}" : key;
-    }
 
     /// <summary>Scores the parity inputs, backpropagates the cross-entropy on the parity labels plus the method's
     /// regulariser (the extra loss of <paramref name="hooks"/>, or of hooks made for a 50-step run), and compares with

@@ -91,7 +91,7 @@ public sealed class PeftAdaLoraStartTests
             foreach (var module in allocation.GetProperty("kept").EnumerateObject())
             {
                 var expected = module.Value.EnumerateArray().Select(v => v.GetBoolean() ? 1f : 0f).ToArray();
-                var mask = state[MethodParity.AdaLoraName(module.Name + ".lora_E").Replace(".lora_E", ".rank_mask")].flatten().data<float>().ToArray();
+                var mask = state[PeftAdaLoraImport.FromPeftKey(module.Name + ".lora_E").Replace(".lora_E", ".rank_mask")].flatten().data<float>().ToArray();
                 CollectionAssert.AreEqual(expected, mask, $"{module.Name} at step {step}");
             }
         }

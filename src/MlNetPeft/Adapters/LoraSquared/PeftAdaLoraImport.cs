@@ -33,27 +33,36 @@ internal static class PeftAdaLoraImport
         };
     });
 
+    /// <summary>Our state name for a PEFT AdaLoRA key ("base_model.model." and "modules_to_save." dropped).</summary>
+    public static string FromPeftKey(string peftKey)
+    {
+        var key = PeftAdapterFiles.Normalize(peftKey);
+        return PeftAdapterFiles.TryParseAdapterKey(key, out int layer, out var target, out var tensor)
+            ? $"adapters.{SvdConfig.ComponentName(layer, target)}.{tensor}" : key;
+    }
+
     /// <summary>Loads the adapter and head of <paramref name="directory"/> into <paramref name="model"/>, built with
     /// <see cref="ReadConfig"/>'s settings.</summary>
     public static void Load(PeftModel model, string directory)
     {
         var config = (SvdConfig)model.Config;
         var file = PeftAdapterFiles.TensorFile(directory);
-        var kept = RankPattern(directory, config.InitialRank);
+        var kept = PeftAdapterFiles.ReadConfig(directory, "ADALORA", (root, _, configFile) => RankPattern(root, config.InitialRank, configFile));
         using var scope = NewDisposeScope(); // all read or made here is temporary: LoadTrainableState copies it
         var state = new Dictionary<string, Tensor>();
         foreach (var (peftKey, saved) in TensorFile.Load(file))
         {
             var key = PeftAdapterFiles.Normalize(peftKey);
-            if (!PeftAdapterFiles.TryParseAdapterKey(key, out int layer, out var target, out var name))
+            if (!PeftAdapterFiles.TryParseAdapterKey(key, out _, out _, out var factor))
             {
                 state[key] = saved;
                 continue;
             }
-            var component = $"adapters.{SvdConfig.ComponentName(layer, AdapterTargets.NamePart(target))}";
-            var slots = kept.GetValueOrDefault(key[..^(name.Length + 1)]);
-            state[$"{component}.{name}"] = AtInitialRank(saved, name == "lora_B" ? 1 : 0, slots, config.InitialRank, $"{file}: '{peftKey}'");
-            if (name == "lora_E")
+            var name = FromPeftKey(peftKey); // adapters.layer0_query.lora_E
+            var component = name[..^(factor.Length + 1)];
+            var slots = kept.GetValueOrDefault(key[..^(factor.Length + 1)]);
+            state[name] = AtInitialRank(saved, factor == "lora_B" ? 1 : 0, slots, config.InitialRank, $"{file}: '{peftKey}'");
+            if (factor == "lora_E")
                 state[$"{component}.rank_mask"] = slots is null
                     ? ones(config.InitialRank, 1)
                     : tensor(slots.Select(k => k ? 1f : 0f).ToArray()).view(-1, 1);
@@ -79,12 +88,10 @@ internal static class PeftAdaLoraImport
 
     /// <summary>rank_pattern by module path ("roberta.encoder.layer.0.attention.self.query"): which of the init_r
     /// singular values are kept. Empty where PEFT saved none (nothing pruned yet).</summary>
-    private static Dictionary<string, bool[]> RankPattern(string directory, int initialRank)
+    private static Dictionary<string, bool[]> RankPattern(JsonElement root, int initialRank, string file)
     {
-        var file = Path.Combine(directory, PeftAdapterFiles.ConfigFile);
-        using var json = JsonDocument.Parse(File.ReadAllText(file));
         var pattern = new Dictionary<string, bool[]>();
-        if (!json.RootElement.TryGetProperty("rank_pattern", out var entries) || entries.ValueKind != JsonValueKind.Object) return pattern;
+        if (!root.TryGetProperty("rank_pattern", out var entries) || entries.ValueKind != JsonValueKind.Object) return pattern;
         foreach (var entry in entries.EnumerateObject())
         {
             var key = PeftAdapterFiles.Normalize(entry.Name);
