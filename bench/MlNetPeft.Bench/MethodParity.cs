@@ -11,9 +11,10 @@ using static TorchSharp.torch;
 namespace MlNetPeft.Bench;
 
 /// <summary>
-/// Every method's training forward and backward against PyTorch on the tiny fixture model, with the factors, head and
-/// expectations that the fixtures next to hf-parity hold: Fixtures/reference (bench/reference.py's MSPLoRA, LoRA² and
-/// full fine-tuning) and Fixtures/peft-emulated (peft 0.21's AdaLoRA and DoRA code written out). One case builds its
+/// Every method's training forward and backward against PyTorch on the tiny fixture model: LoRA against transformers +
+/// peft themselves (hf-parity's adapter and expectations, also with checkpointed blocks), and with the factors, head
+/// and expectations that the fixtures next to hf-parity hold: Fixtures/reference (bench/reference.py's MSPLoRA, LoRA²
+/// and full fine-tuning) and Fixtures/peft-emulated (peft 0.21's AdaLoRA and DoRA code written out). One case builds its
 /// model; <see cref="Compare"/> scores the parity inputs, takes the cross-entropy on the parity labels (plus the
 /// method's regulariser) and compares logits, loss and every trainable tensor's gradient norm. The unit tests assert
 /// these on the CPU; <c>parity</c> runs them on any device.
@@ -39,6 +40,14 @@ internal static class MethodParity
         string reference = Path.Combine(parity, "..", "reference"), emulated = Path.Combine(parity, "..", "peft-emulated");
         var referenceJson = new Lazy<JsonElement>(() => Json(Path.Combine(reference, "expected.json")));
         var emulatedJson = new Lazy<JsonElement>(() => Json(Path.Combine(emulated, "expected.json")));
+        var peftJson = new Lazy<JsonElement>(() => PeftLoraExpectations(parity));
+        PeftModel FromPeftLora(Device device, ScalarType dtype, bool checkpointed)
+        {
+            var model = Tiny(parity, new LoraConfig { Rank = 4, Alpha = 8, Dropout = 0, Targets = ["value", "query"] });
+            model.LoadPeftAdapter(Path.Combine(parity, "tiny-lora"));
+            model.Network.Encoder.GradientCheckpointing = checkpointed; // the blocks replayed in the backward
+            return Ready(model, device, dtype, stacked: true);
+        }
         PeftModel FromState(Device device, ScalarType dtype, AdapterConfig config, string file, bool stacked)
         {
             var model = Tiny(parity, config);
@@ -57,8 +66,11 @@ internal static class MethodParity
             Variant = SvdVariant.LoraSquared, InitialRank = 4, InnerRank = 2, Alpha = 8, Dropout = 0,
             OrthogonalityWeight = 0.1, CrossOrthogonalityWeight = 0.1,
         };
+        static string PeftLoraName(string key) => PeftLoraImport.FromPeftKey(key.Replace(".default", ""));
         return
         [
+            new("lora (transformers + peft)", (d, t) => FromPeftLora(d, t, checkpointed: false), () => peftJson.Value, PeftLoraName, 3e-5, Stacks: true),
+            new("lora (transformers + peft) checkpointed", (d, t) => FromPeftLora(d, t, checkpointed: true), () => peftJson.Value, PeftLoraName, 3e-5, Stacks: true),
             new("msplora stacked", (d, t) => FromState(d, t, msplora, "msplora.safetensors", true),
                 () => referenceJson.Value.GetProperty("msplora"), null, 3e-5, Stacks: true),
             new("msplora per projection", (d, t) => FromState(d, t, msplora, "msplora.safetensors", false),
@@ -146,6 +158,16 @@ internal static class MethodParity
         model.Train(true);
         model.Adapters.StackingEnabled = stacked;
         return model;
+    }
+
+    /// <summary>hf-parity's LoRA expectations (made by transformers + peft) in the shape of the other fixtures' cases.</summary>
+    private static JsonElement PeftLoraExpectations(string parity)
+    {
+        var made = Json(Path.Combine(parity, "parity.json"));
+        return JsonSerializer.SerializeToElement(new
+        {
+            logits = made.GetProperty("lora_logits"), loss = made.GetProperty("lora_loss"), grad_norms = made.GetProperty("grad_norms"),
+        });
     }
 
     private static JsonElement Json(string file)

@@ -8,6 +8,7 @@ namespace MlNetPeft.Tests.Training;
 /// <see cref="MethodParity"/>, which <c>bench parity</c> also runs on a GPU): logits within 1e-5, loss (with the
 /// method's regulariser) within 1e-6 and every trainable tensor's gradient norm within the case's relative tolerance.
 /// <list type="bullet">
+/// <item>Fixtures/hf-parity, made by transformers + peft: the PEFT LoRA adapter, also with gradient checkpointing.</item>
 /// <item>Fixtures/reference, made with bench/reference.py: MSPLoRA wired as the authors' code (a shared pair's gradient
 /// summed over the layers that use it), LoRA² as the authors' SVDLinear with the paper's regulariser (cross term
 /// included, one singular value pruned), full fine-tuning from the fixture checkpoint (every backbone weight, packed
