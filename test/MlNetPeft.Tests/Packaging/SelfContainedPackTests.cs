@@ -22,7 +22,8 @@ public sealed class SelfContainedPackTests
         Assert.IsLessThan(50_000_000L, managed, $"published bench without libtorch is {managed:N0} bytes: not trimmed?");
 
         var output = ChildProcess.Run(Path.Combine(dir, "MlNetPeft.Bench"), dir, "parity", "--fixture", TestData.Fixtures);
-        StringAssert.Contains(output, "CPU Float32: LoRA logits");
+        StringAssert.Contains(output, "CPU Float32 lora (transformers + peft): logits");
+        StringAssert.Contains(output, "CPU Float32 with dropout:");
         Assert.DoesNotContain("FAIL", output);
         Directory.Delete(dir, recursive: true);
     }
