@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Loads what `MlNetPeft.Bench peft-export --out DIR [--targets all]` wrote with the PyTorch reference's RoBERTa
 (bench/reference.py, equal to transformers on the HF fixture): each method's PEFT LoRA adapter by PEFT's own
-target_modules rule (below), and its merged plain checkpoint through the reference's HF weight loader; compares the
-logits with ours.
+target_modules rule (below), AdaLoRA's PEFT AdaLoRA adapter as PEFT loads it (rank_pattern), and each merged plain
+checkpoint through the reference's HF weight loader; compares the logits with ours.
 
     /usr/bin/python3 bench/check_peft_export.py DIR [--fixture test/MlNetPeft.Tests/Fixtures/hf-parity]
 """
@@ -45,11 +45,21 @@ class DoraLinear(LoraLinear):
         return self.base(x) + (s - 1) * torch.nn.functional.linear(x, self.base.weight) + s * lora
 
 
-def load_peft_lora(model, path):
-    """A PEFT LoRA adapter by PEFT's own rule (tuners_utils.check_target_module_exists), not by our C# mapping: a Linear
-    is adapted when its module path is listed or ends with "." + a listed name, or when a string target_modules
-    matches the path whole; its factors are the keys named by that path."""
-    cfg = json.load(open(os.path.join(path, "adapter_config.json")))
+class AdaLoraLinear(nn.Module):
+    """PEFT's AdaLoRA SVDLinear (tuners/adalora/layer.py) as loaded: rebuilt at the rank its rank_pattern keeps, with
+    ranknum copied back (init_r), so y = W0·x + (x @ (A*E).T @ B.T) * lora_alpha / (init_r + 1e-5)."""
+    def __init__(self, base, A, E, B, alpha, ranknum):
+        super().__init__()
+        self.base, self.A, self.E, self.B = base, A.clone(), E.clone(), B.clone()
+        self.scale = alpha / (ranknum + 1e-5)
+
+    def forward(self, x):
+        return self.base(x) + (x @ (self.A * self.E).T @ self.B.T) * self.scale
+
+
+def selects(cfg):
+    """PEFT's own rule (tuners_utils.check_target_module_exists), not our C# mapping: a Linear is adapted when its
+    module path is listed or ends with "." + a listed name, or when a string target_modules matches the path whole."""
     targets = cfg["target_modules"]
     by_name = (lambda name: re.fullmatch(targets, name) is not None) if isinstance(targets, str) \
         else (lambda name: name in targets or any(name.endswith("." + t) for t in targets))
@@ -61,6 +71,24 @@ def load_peft_lora(model, path):
             return by_name(name)
         index = re.match(r".*\.layer\.(\d+)\.", name)
         return layers is None or (index is not None and int(index.group(1)) in layers)
+    return selected
+
+
+def adapter_state(path):
+    return {k.replace("base_model.model.", ""): v for k, v in R.load_safetensors(os.path.join(path, "adapter_model.safetensors")).items()}
+
+
+def load_head(model, sd):
+    with torch.no_grad():
+        for k, v in sd.items():
+            if k.startswith("classifier."):
+                model.get_parameter(k.replace("modules_to_save.default.", "")).copy_(v)
+
+
+def load_peft_lora(model, path):
+    """A PEFT LoRA adapter: each Linear PEFT's rule selects wrapped with the factors named by its path."""
+    cfg = json.load(open(os.path.join(path, "adapter_config.json")))
+    selected = selects(cfg)
 
     def pattern(name, key, default):  # PEFT's get_pattern_key: the first key whose regex ends the module path
         return next((v for k, v in (cfg.get(key) or {}).items() if re.match(rf"(.*\.)?({k})$", name)), default)
@@ -68,7 +96,7 @@ def load_peft_lora(model, path):
     def scale(name):  # lora_alpha / r, each from its pattern where one matches (rank_pattern, alpha_pattern)
         r, alpha = pattern(name, "rank_pattern", cfg["r"]), pattern(name, "alpha_pattern", cfg["lora_alpha"])
         return alpha / (math.sqrt(r) if cfg.get("use_rslora") else r)
-    sd = {k.replace("base_model.model.", ""): v for k, v in R.load_safetensors(os.path.join(path, "adapter_model.safetensors")).items()}
+    sd = adapter_state(path)
     used, wrapped = set(), {}
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Linear) and selected(name):
@@ -82,21 +110,47 @@ def load_peft_lora(model, path):
             used |= {a, b} | ({m} if cfg.get("use_dora") else set())
     unused = [k for k in sd if ".lora_" in k and k not in used]
     assert not unused, f"adapter keys of modules target_modules does not select: {unused[:3]}"
-    with torch.no_grad():
-        for k, v in sd.items():
-            if k.startswith("classifier."):
-                model.get_parameter(k.replace("modules_to_save.default.", "")).copy_(v)
+    load_head(model, sd)
+    return wrapped
+
+
+def load_peft_adalora(model, path):
+    """A PEFT AdaLoRA adapter as PEFT loads one (resize_modules_by_rank_pattern): each selected Linear gets the rank
+    its rank_pattern entry keeps (init_r when it has none), which must be the saved factors' rank."""
+    cfg = json.load(open(os.path.join(path, "adapter_config.json")))
+    assert cfg["peft_type"] == "ADALORA" and cfg["total_step"] > 0 and cfg["tinit"] < cfg["total_step"] - cfg["tfinal"], \
+        "PEFT's AdaLoraConfig refuses this schedule"
+    selected, sd, wrapped = selects(cfg), adapter_state(path), {}
+    pattern = {k.replace("base_model.model.", ""): v for k, v in (cfg.get("rank_pattern") or {}).items()}
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear) and selected(name):
+            kept = pattern.get(f"{name}.lora_E")
+            rank = sum(kept) if kept is not None else cfg["init_r"]
+            if kept is not None:
+                assert len(kept) == cfg["init_r"], f"{name}: rank_pattern lists {len(kept)} values, init_r is {cfg['init_r']}"
+            A, E, B = (sd[f"{name}.lora_{w}"] for w in "AEB")
+            assert A.shape[0] == E.shape[0] == B.shape[1] == rank, f"{name}: saved rank {A.shape[0]}, its rank_pattern keeps {rank}"
+            parent, child = name.rsplit(".", 1)
+            wrapped[name] = AdaLoraLinear(module, A, E, B, cfg["lora_alpha"], cfg["init_r"])
+            setattr(model.get_submodule(parent), child, wrapped[name])
+    assert len(pattern) in (0, len(wrapped)), "rank_pattern entries of modules target_modules does not select"
+    load_head(model, sd)
     return wrapped
 
 
 ok = True
 for method in sorted(os.listdir(a.dir)):
     ours = torch.tensor(json.load(open(os.path.join(a.dir, method, "logits.json"))))
-    for form in ("adapter", "merged"):
+    for form in ("adapter", "adalora-adapter", "merged"):
         path = os.path.join(a.dir, method, form)
         if not os.path.isdir(path):
             continue
-        if form == "adapter":  # the fixture's backbone with the PEFT adapter (and its head) on top
+        if form == "adalora-adapter":  # AdaLoRA in PEFT's own AdaLoRA form
+            model = R.load_backbone(R.RobertaForSequenceClassification(config, 3), os.path.join(a.fixture, "tiny-roberta"))
+            wrapped = load_peft_adalora(model, path)
+            cfg = json.load(open(os.path.join(path, "adapter_config.json")))
+            what = {"init_r": cfg["init_r"], "kept": sum(m.A.shape[0] for m in wrapped.values()), "adapted_linears": len(wrapped)}
+        elif form == "adapter":  # the fixture's backbone with the PEFT adapter (and its head) on top
             model = R.load_backbone(R.RobertaForSequenceClassification(config, 3), os.path.join(a.fixture, "tiny-roberta"))
             wrapped = load_peft_lora(model, path)
             cfg = json.load(open(os.path.join(path, "adapter_config.json")))

@@ -10,7 +10,8 @@ namespace MlNetPeft.Bench;
 /// <summary>
 /// Writes each method's model for an engine other than ours to read: the parity fixture's backbone with seeded random
 /// adapters (one SVD singular value pruned; full fine-tuning: a perturbed backbone) as a PEFT LoRA adapter
-/// (OUT/method/adapter/) and as a plain checkpoint with the adapters merged (OUT/method/merged/model.safetensors), with
+/// (OUT/method/adapter/; AdaLoRA also as a PEFT AdaLoRA adapter, OUT/adalora/adalora-adapter/) and as a plain
+/// checkpoint with the adapters merged (OUT/method/merged/model.safetensors), with
 /// its logits on the fixture's inputs in OUT/method/logits.json. <c>bench/check_peft_export.py OUT</c> loads both with
 /// the PyTorch reference and compares.
 /// </summary>
@@ -43,6 +44,8 @@ internal static class PeftExportCheck
             MoveAsIfTrained(model);
             var dir = Path.Combine(output, method);
             if (!model.Config.TrainsBackbone) PeftLoraExport.Save(model, Path.Combine(dir, "adapter"), Path.Combine(fixture, "tiny-roberta"));
+            if (model.Config is SvdConfig { Variant: SvdVariant.AdaLora })
+                PeftAdaLoraExport.Save(model, Path.Combine(dir, "adalora-adapter"), Path.Combine(fixture, "tiny-roberta"), trainingSteps: null);
             Directory.CreateDirectory(Path.Combine(dir, "merged"));
             File.WriteAllBytes(Path.Combine(dir, "merged", "model.safetensors"), MergedCheckpoint.Save(model));
             using (no_grad())

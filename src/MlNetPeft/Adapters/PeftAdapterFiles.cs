@@ -2,13 +2,15 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using MlNetPeft.Adapters.Lora;
 using MlNetPeft.Adapters.LoraSquared;
+using MlNetPeft.Backbone;
+using static TorchSharp.torch;
 
 namespace MlNetPeft.Adapters;
 
 /// <summary>
 /// What LoRA and AdaLoRA adapters saved by HF PEFT share: adapter_config.json's common settings (checked, with the
 /// file named in every refusal) and the state keys, "base_model.model.roberta.encoder.layer.N.&lt;module&gt;.lora_X[.weight]"
-/// and "base_model.model.classifier.*".
+/// and "base_model.model.classifier.*"; and how both are written.
 /// </summary>
 internal static partial class PeftAdapterFiles
 {
@@ -132,4 +134,42 @@ internal static partial class PeftAdapterFiles
     public static string TensorFile(string directory) =>
         Backbone.TensorFile.Find(directory, "adapter_model.safetensors", "adapter_model.bin")
         ?? throw new FileNotFoundException($"PEFT adapter directory {directory} lacks adapter_model.safetensors (or adapter_model.bin)");
+
+    /// <summary>The prefix of every key PEFT saves for a sequence classifier.</summary>
+    public const string KeyPrefix = "base_model.model.";
+
+    /// <summary>
+    /// Writes a PEFT adapter directory: <paramref name="adapters"/> (keyed by module path and tensor name) and the
+    /// model's head as PEFT saves its modules_to_save, in fp32 on the CPU, and adapter_config.json with the settings
+    /// every exported method shares and the method's own <paramref name="settings"/>.
+    /// </summary>
+    public static void Write(PeftModel model, string directory, string? baseModel, string peftType,
+        IReadOnlyDictionary<string, Tensor> adapters, object? targetModules, IReadOnlyDictionary<string, object?> settings)
+    {
+        using var scope = NewDisposeScope();
+        var tensors = adapters.ToDictionary(a => KeyPrefix + a.Key, a => Float32(a.Value));
+        foreach (var (name, parameter) in model.Network.Head.named_parameters())
+            tensors[$"{KeyPrefix}classifier.{name}"] = Float32(parameter);
+        var config = new Dictionary<string, object?>
+        {
+            ["peft_type"] = peftType,
+            ["task_type"] = "SEQ_CLS",
+            ["base_model_name_or_path"] = baseModel,
+            ["lora_dropout"] = model.Config.Dropout,
+            ["target_modules"] = targetModules,
+            ["modules_to_save"] = new[] { "classifier", "score" },
+            ["bias"] = "none",
+            ["fan_in_fan_out"] = false,
+            ["init_lora_weights"] = true,
+            ["inference_mode"] = true,
+        };
+        foreach (var (key, value) in settings) config[key] = value;
+        Directory.CreateDirectory(directory);
+        File.WriteAllBytes(Path.Combine(directory, "adapter_model.safetensors"),
+            SafeTensors.Save(tensors, new Dictionary<string, string> { ["format"] = "pt" }));
+        File.WriteAllText(Path.Combine(directory, ConfigFile),
+            JsonSerializer.Serialize(config.OrderBy(c => c.Key, StringComparer.Ordinal).ToDictionary(), new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    private static Tensor Float32(Tensor t) => t.detach().to(ScalarType.Float32).cpu();
 }

@@ -28,6 +28,9 @@ internal sealed record PeftModelInfo
     /// <summary>SHA-256 of the backbone's weights file (model.safetensors or pytorch_model.bin): the model only loads on these exact weights.</summary>
     public required string BackboneSha256 { get; init; }
     public bool MergeAdapters { get; init; } = true;
+    /// <summary>The optimizer steps the training run that made the model was scheduled for (null: it did not train
+    /// here); an AdaLoRA model's PEFT export gives them as its schedule.</summary>
+    public int? TrainingSteps { get; init; }
 
     /// <summary>The columns the transformer adds, in schema order: Score, then Probability for binary classification,
     /// then PredictedLabel for classification.</summary>

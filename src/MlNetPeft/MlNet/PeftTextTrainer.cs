@@ -84,6 +84,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         var backboneSha256 = CheckpointDirectory.FingerprintOf(bytes);
         var weights = TensorFile.Load(bytes, backbone.WeightsFile);
         PeftModel model;
+        int? trainingSteps = null;
         try { model = PeftModel.Create(config, outputs, adapterConfig, weights, backbone.WeightsFile, loadHead: o.UseCheckpointHead); }
         finally { foreach (var t in weights.Values) t.Dispose(); }
 
@@ -100,7 +101,8 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
             var identity = new Dictionary<string, string> { ["backbone"] = backboneSha256 };
             if (start is not null && o.TrainingStateDirectory is not null) identity["starting weights"] = StateFingerprint(model);
             if (o.MaxEpochs > 0) // MLContext.CancelExecution (AutoML) stops training at the next batch
-                new TrainingLoop(model, o.ToTrainingSettings() with { Identity = identity }, _task, tokenizer.PadId, Log).Run(train, validation, _host.CheckAlive);
+                trainingSteps = new TrainingLoop(model, o.ToTrainingSettings() with { Identity = identity }, _task, tokenizer.PadId, Log)
+                    .Run(train, validation, _host.CheckAlive).ScheduledSteps;
         }
         catch
         {
@@ -125,6 +127,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
             BackbonePath = backbone.Path,
             BackboneSha256 = backboneSha256,
             MergeAdapters = o.MergeAdaptersForInference,
+            TrainingSteps = trainingSteps,
         };
         return new PeftTextTransformer(_host, info, model, tokenizer, KeyValues.Of(label), o.EmbedBackbone ? bytes : null);
     }

@@ -70,10 +70,20 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     /// method exports exactly as a LoRA (MSPLoRA's three levels as one rank-14 pair per projection, AdaLoRA's and LoRA²'s
     /// SVD form as one rank-r pair); full fine-tuning has no adapter and throws NotSupportedException.
     /// </summary>
-    public void SavePeftAdapter(string directory)
+    public void SavePeftAdapter(string directory) => SavePeftAdapter(directory, PeftAdapterFormat.Lora);
+
+    /// <summary>
+    /// Writes the adapters and head as a HF PEFT adapter of <paramref name="format"/>: a LoRA for every method (as
+    /// <see cref="SavePeftAdapter(string)"/>), or, for an AdaLoRA model, a PEFT AdaLoRA adapter (its kept singular values,
+    /// rank_pattern and the schedule it trained on); another method asked for AdaLoRA throws NotSupportedException.
+    /// </summary>
+    public void SavePeftAdapter(string directory, PeftAdapterFormat format)
     {
         ThrowIfDisposed();
-        Adapters.Lora.PeftLoraExport.Save(_model, directory, _info.BackbonePath);
+        if (format == PeftAdapterFormat.AdaLora)
+            Adapters.LoraSquared.PeftAdaLoraExport.Save(_model, directory, _info.BackbonePath, _info.TrainingSteps);
+        else
+            Adapters.Lora.PeftLoraExport.Save(_model, directory, _info.BackbonePath);
     }
 
     /// <summary>

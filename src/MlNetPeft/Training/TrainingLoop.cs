@@ -6,8 +6,10 @@ using static TorchSharp.torch;
 
 namespace MlNetPeft.Training;
 
-/// <summary>Result of a training run.</summary>
-internal sealed record TrainingResult(int Epochs, int Steps, double FinalLoss, double? BestValidationMetric, int? BestEpoch);
+/// <summary>Result of a training run: epochs and steps run, the steps its learning-rate (and AdaLoRA's budget)
+/// schedule was made for (early stopping may end the run sooner), the last loss read, the best validation metric and
+/// its epoch.</summary>
+internal sealed record TrainingResult(int Epochs, int Steps, int ScheduledSteps, double FinalLoss, double? BestValidationMetric, int? BestEpoch);
 
 /// <summary>
 /// The one training loop for every adapter method: AdamW (adapters at LearningRate, head at
@@ -125,7 +127,7 @@ internal sealed class TrainingLoop
                 _model.LoadTrainableState(bestState, "best epoch");
             }
             _model.Train(false);
-            return new TrainingResult(epochs, at.Step, at.LastLoss, at.Best, at.BestEpoch);
+            return new TrainingResult(epochs, at.Step, totalSteps, at.LastLoss, at.Best, at.BestEpoch);
         }
         finally
         {

@@ -205,6 +205,77 @@ public sealed class PeftExportTests
         Assert.IsInstanceOfType<string>(PeftTargetModules.ToPeft([AdapterTargets.Output]), "output.dense alone would also select attention.output.dense");
     }
 
+    /// <summary>PEFT AdaLoRA adapters written by following peft's code (peft-emulated), loaded and saved again in PEFT's
+    /// AdaLoRA form: after rank allocation (rank_pattern keeping 0 to 6 of 6 values per matrix) and before any.</summary>
+    [TestMethod]
+    [DataRow("tiny-adalora")]
+    [DataRow("tiny-adalora-training")]
+    public void AnImportedPeftAdaLoraAdapterExportsAsPeftWroteIt(string adapter)
+    {
+        var source = Path.Combine(TestData.PeftEmulated, adapter);
+        using var model = AdapterTests.Tiny(PeftAdaLoraImport.ReadConfig(source));
+        model.LoadPeftAdapter(source);
+        var dir = NewDirectory();
+        PeftAdaLoraExport.Save(model, dir, "tiny-roberta", trainingSteps: 100);
+
+        var theirs = SafeTensors.Load(Path.Combine(source, "adapter_model.safetensors"));
+        var ours = SafeTensors.Load(Path.Combine(dir, "adapter_model.safetensors"));
+        CollectionAssert.AreEquivalent(theirs.Keys.ToList(), ours.Keys.ToList());
+        foreach (var (key, tensor) in theirs)
+        {
+            CollectionAssert.AreEqual(tensor.shape, ours[key].shape, key);
+            Assert.IsTrue(tensor.equal(ours[key]).all().item<bool>(), key);
+        }
+
+        using var theirConfig = JsonDocument.Parse(File.ReadAllText(Path.Combine(source, "adapter_config.json")));
+        using var ourConfig = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json")));
+        foreach (var field in new[] { "peft_type", "task_type", "init_r", "target_r", "lora_alpha", "bias", "target_modules", "modules_to_save", "rank_pattern" })
+            Assert.IsTrue(JsonElement.DeepEquals(theirConfig.RootElement.GetProperty(field), ourConfig.RootElement.GetProperty(field)),
+                $"{field}: {theirConfig.RootElement.GetProperty(field)} written as {ourConfig.RootElement.GetProperty(field)}");
+    }
+
+    /// <summary>Read back, a PEFT AdaLoRA export is the model: the same logits, the same singular values kept, and a
+    /// schedule PEFT accepts (total_step beyond t_init + t_final).</summary>
+    [TestMethod]
+    [DataRow(null)]
+    [DataRow(40)]
+    public void AnAdaLoraModelExportsAsPeftAdaLoraWithItsLogits(int? trainingSteps)
+    {
+        var adalora = new SvdConfig { Variant = SvdVariant.AdaLora, InitialRank = 4, TargetRank = 2, Alpha = 8, Dropout = 0 };
+        using var model = AsIfTrained(adalora);
+        var dir = NewDirectory();
+        PeftAdaLoraExport.Save(model, dir, null, trainingSteps);
+
+        var read = PeftAdaLoraImport.ReadConfig(dir);
+        Assert.AreEqual((4, 2, 8.0), (read.InitialRank, read.TargetRank, read.Alpha));
+        using var imported = AdapterTests.Tiny(read);
+        imported.LoadPeftAdapter(dir);
+        CollectionAssert.AreEqual(Kept(model), Kept(imported));
+        Assert.Contains(0f, Kept(model), "the model has pruned singular values");
+        using (no_grad())
+        {
+            double error = (imported.Forward(AdapterTests.Ids, AdapterTests.Mask) - model.Forward(AdapterTests.Ids, AdapterTests.Mask)).abs().max().item<float>();
+            Assert.IsLessThan(1e-6, error, "logits");
+        }
+        using var config = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json")));
+        int Setting(string name) => config.RootElement.GetProperty(name).GetInt32();
+        Assert.AreEqual(trainingSteps ?? 1, Setting("total_step"));
+        Assert.AreEqual(adalora.Warmups(Setting("total_step")), (Setting("tinit"), Setting("tfinal")));
+        Assert.IsLessThan(Setting("total_step") - Setting("tfinal"), Setting("tinit"), "PEFT refuses a schedule without a budgeting phase");
+        Assert.AreEqual(adalora.MaskInterval, Setting("deltaT"));
+
+        static float[] Kept(PeftModel m) =>
+            m.Adapters.named_buffers().Where(b => b.name.EndsWith("rank_mask")).SelectMany(b => b.buffer.data<float>().ToArray()).ToArray();
+    }
+
+    [TestMethod]
+    public void OnlyAnAdaLoraModelExportsAsPeftAdaLora()
+    {
+        using var model = AdapterTests.Tiny(new SvdConfig { Variant = SvdVariant.LoraSquared });
+        var e = Assert.ThrowsExactly<NotSupportedException>(() => PeftAdaLoraExport.Save(model, NewDirectory(), null, null));
+        StringAssert.Contains(e.Message, "lorasquared");
+    }
+
     [TestMethod]
     public void FullFineTuningHasNoAdapterToExport()
     {

@@ -10,10 +10,12 @@ public sealed class PeftExportCheckTests
     public void WritesEachMethodsAdapterAndMergedCheckpointWithItsLogits()
     {
         var dir = Directory.CreateTempSubdirectory("peft-export-check").FullName;
-        Assert.AreEqual(0, PeftExportCheck.Run(BenchArgs.Parse(["peft-export", "--method", "lora,dora,msplora,full", "--out", dir])));
+        Assert.AreEqual(0, PeftExportCheck.Run(BenchArgs.Parse(["peft-export", "--method", "lora,dora,msplora,adalora,full", "--out", dir])));
         string[] Files(string sub) => Directory.GetFiles(Path.Combine(dir, sub)).Select(Path.GetFileName).Order().ToArray()!;
         CollectionAssert.AreEqual(new[] { "adapter_config.json", "adapter_model.safetensors" }, Files("msplora/adapter"));
         Assert.IsFalse(Directory.Exists(Path.Combine(dir, "full", "adapter")), "full fine-tuning has no adapter");
+        CollectionAssert.AreEqual(new[] { "adapter_config.json", "adapter_model.safetensors" }, Files("adalora/adalora-adapter"));
+        Assert.IsFalse(Directory.Exists(Path.Combine(dir, "lora", "adalora-adapter")), "only AdaLoRA saves as a PEFT AdaLoRA adapter");
         // LoRA's exported pairs are its parameters: their gradients go beside them, for PyTorch's autograd to check.
         var gradients = MlNetPeft.Backbone.SafeTensors.Load(Path.Combine(dir, "lora", "gradients.safetensors"));
         Assert.HasCount(4 * 2 * 2, gradients); // 4 layers × query, value × A, B
@@ -23,7 +25,7 @@ public sealed class PeftExportCheckTests
         var dora = MlNetPeft.Backbone.SafeTensors.Load(Path.Combine(dir, "dora", "gradients.safetensors"));
         Assert.HasCount(4 * 2 * 3, dora, "DoRA: A, B and the magnitude");
         Assert.AreEqual(4 * 2, dora.Keys.Count(k => k.EndsWith(".lora_magnitude_vector")));
-        foreach (var method in new[] { "lora", "dora", "msplora", "full" })
+        foreach (var method in new[] { "lora", "dora", "msplora", "adalora", "full" })
         {
             CollectionAssert.AreEqual(new[] { "model.safetensors" }, Files($"{method}/merged"), method);
             var logits = JsonSerializer.Deserialize<float[][]>(File.ReadAllText(Path.Combine(dir, method, "logits.json")))!;

@@ -106,6 +106,36 @@ public sealed class PeftAdaLoraStartTests
         Assert.AreEqual(3 * 12, trained.Parameters.RankBudget, "pruned to the adapter's target_r on average");
     }
 
+    /// <summary>A model the AdaLoRA trainer pruned, saved from its reloaded zip as a PEFT AdaLoRA adapter, starts the
+    /// trainer again as the same model; the adapter carries the run's schedule (total_step, t_init, t_final, ΔT).</summary>
+    [TestMethod]
+    public void APrunedModelSavedAsPeftAdaLoraStartsTheTrainerAsItself()
+    {
+        var ml = new MLContext(seed: 1);
+        var options = PeftTrainerFixture.AdaLora(epochs: 4); // 40 rows in batches of 16: 3 steps an epoch
+        var trained = PeftTrainerFixture.FitOnToyRows(ml, options);
+        Assert.AreEqual(4 * 8, trained.Parameters.RankBudget, "query and value of 4 layers pruned from 8 to 4 singular values on average");
+        var zip = Path.Combine(Directory.CreateTempSubdirectory("adalora-zip").FullName, "model.zip");
+        ml.Model.Save(trained, null, zip);
+        var reloaded = (PeftTextTransformer)ml.Model.Load(zip, out _);
+        var dir = Directory.CreateTempSubdirectory("adalora-export").FullName;
+        reloaded.SavePeftAdapter(dir, PeftAdapterFormat.AdaLora);
+
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json")))!;
+        Assert.AreEqual("ADALORA", config["peft_type"]!.GetValue<string>());
+        Assert.AreEqual((12, 1, 5, 2), (config["total_step"]!.GetValue<int>(), config["tinit"]!.GetValue<int>(),
+            config["tfinal"]!.GetValue<int>(), config["deltaT"]!.GetValue<int>()), "4 epochs of 3 steps; 15% and 45% of them");
+        Assert.HasCount(8, config["rank_pattern"]!.AsObject());
+
+        var again = PeftTrainerFixture.FitOnToyRows(ml, PeftTrainerFixture.Tiny(new AdaLoraOptions { InitialPeftAdapter = dir, MaxEpochs = 0 }));
+        Assert.AreEqual(trained.Parameters.RankBudget, again.Parameters.RankBudget);
+        Assert.IsLessThan(1e-6, PeftTrainerFixture.LargestScoreDifference(trained, again));
+
+        var lora = PeftTrainerFixture.FitOnToyRows(ml, PeftTrainerFixture.Lora(epochs: 1));
+        StringAssert.Contains(Assert.ThrowsExactly<NotSupportedException>(() => lora.SavePeftAdapter(dir, PeftAdapterFormat.AdaLora)).Message,
+            "PeftAdapterFormat.Lora");
+    }
+
     [TestMethod]
     public void BadAdaptersAreNamed()
     {

@@ -1,4 +1,3 @@
-using System.Text.Json;
 using MlNetPeft.Backbone;
 using static TorchSharp.torch;
 
@@ -14,8 +13,6 @@ namespace MlNetPeft.Adapters.Lora;
 /// </summary>
 internal static class PeftLoraExport
 {
-    private const string Prefix = "base_model.model.";
-
     /// <param name="model">A model with adapters (not full fine-tuning).</param>
     /// <param name="directory">Created if missing; the two files are overwritten.</param>
     /// <param name="baseModel">Recorded as base_model_name_or_path (the backbone directory), or null.</param>
@@ -31,45 +28,29 @@ internal static class PeftLoraExport
         {
             var (down, up, scaling) = OnePair(linear.Updates);
             shapes.Add((path, (int)down.shape[0], Math.Round(scaling * down.shape[0], 10))); // PEFT scales by lora_alpha / r
-            tensors[$"{Prefix}{path}.lora_A.weight"] = Float32(down);
-            tensors[$"{Prefix}{path}.lora_B.weight"] = Float32(up);
-            if (linear.Magnitude is { } magnitude) tensors[$"{Prefix}{path}.lora_magnitude_vector"] = Float32(magnitude.Weight);
+            tensors[$"{path}.lora_A.weight"] = down;
+            tensors[$"{path}.lora_B.weight"] = up;
+            if (linear.Magnitude is { } magnitude) tensors[$"{path}.lora_magnitude_vector"] = magnitude.Weight;
         }
         if (shapes.Count == 0) throw new InvalidOperationException("The model has no adapted projections.");
         // The most common rank and alpha are r and lora_alpha; any other projection's go in PEFT's patterns, keyed by its path.
         var (rank, alpha) = shapes.GroupBy(s => (s.Rank, s.Alpha)).MaxBy(g => g.Count())!.Key;
         var rankPattern = shapes.Where(s => s.Rank != rank).ToDictionary(s => PeftTargetModules.PatternKeyFor(s.Path), s => s.Rank);
         var alphaPattern = shapes.Where(s => s.Alpha != alpha).ToDictionary(s => PeftTargetModules.PatternKeyFor(s.Path), s => s.Alpha);
-        foreach (var (name, parameter) in model.Network.Head.named_parameters())
-            tensors[$"{Prefix}classifier.{name}"] = Float32(parameter);
 
         var layers = (model.Config as LoraConfig)?.Layers;
         var targetModules = PeftTargetModules.ToPeft(model.Config.Targets, layers);
-        Directory.CreateDirectory(directory);
-        File.WriteAllBytes(Path.Combine(directory, "adapter_model.safetensors"),
-            SafeTensors.Save(tensors, new Dictionary<string, string> { ["format"] = "pt" }));
-        var config = new Dictionary<string, object?>
+        PeftAdapterFiles.Write(model, directory, baseModel, "LORA", tensors, targetModules, new Dictionary<string, object?>
         {
-            ["peft_type"] = "LORA",
-            ["task_type"] = "SEQ_CLS",
-            ["base_model_name_or_path"] = baseModel,
             ["r"] = rank,
             ["lora_alpha"] = alpha,
             ["rank_pattern"] = rankPattern,
             ["alpha_pattern"] = alphaPattern,
-            ["lora_dropout"] = model.Config.Dropout,
-            ["target_modules"] = targetModules,
             ["layers_to_transform"] = targetModules is string ? null : layers, // PEFT applies it to listed names only
             ["layers_pattern"] = null,
-            ["modules_to_save"] = new[] { "classifier", "score" },
-            ["bias"] = "none",
-            ["fan_in_fan_out"] = false,
-            ["init_lora_weights"] = true,
             ["use_rslora"] = false,
             ["use_dora"] = model.Adapters.Wrapped.Any(w => w.Linear.Magnitude is not null),
-            ["inference_mode"] = true,
-        };
-        File.WriteAllText(Path.Combine(directory, "adapter_config.json"), JsonSerializer.Serialize(config, new JsonSerializerOptions { WriteIndented = true }));
+        });
     }
 
     /// <summary>A projection's updates as one pair: as they are when there is one, else stacked with each pair's
@@ -82,6 +63,4 @@ internal static class PeftLoraExport
         if (pairs.All(p => p.Scaling == pairs[0].Scaling)) return (down, cat(pairs.Select(p => p.Up).ToArray(), 1), pairs[0].Scaling);
         return (down, cat(pairs.Select(p => p.Up.mul(p.Scaling)).ToArray(), 1), 1.0);
     }
-
-    private static Tensor Float32(Tensor t) => t.detach().to(ScalarType.Float32).cpu();
 }
