@@ -56,7 +56,41 @@ public sealed record ExampleArgs
         throw new DirectoryNotFoundException("models/roberta-mini not found above " + AppContext.BaseDirectory + "; pass --backbone and --data");
     }
 
-    /// <summary>Parses the options; the defaults are each example's recipe for the shipped roberta-mini.</summary>
+    /// <summary>An example's program: runs <paramref name="run"/> on the parsed options (exit code 0 when it reached its
+    /// goal, 1 otherwise); --help prints the options, and a bad option says what is wrong, then the options (exit 2).</summary>
+    public static int Run(string[] args, string name, int trainRows, int epochs, Func<ExampleArgs, bool> run)
+    {
+        if (args.Any(a => a is "--help" or "-h"))
+        {
+            Console.WriteLine(Usage(name, trainRows, epochs));
+            return 0;
+        }
+        ExampleArgs options;
+        try { options = Parse(args, name, trainRows, epochs); }
+        catch (Exception e) when (e is ArgumentException or FormatException or OverflowException)
+        {
+            Console.Error.WriteLine($"{name}: {e.Message}{Environment.NewLine}{Environment.NewLine}{Usage(name, trainRows, epochs)}");
+            return 2;
+        }
+        return run(options) ? 0 : 1;
+    }
+
+    private static string Usage(string name, int trainRows, int epochs) => $"""
+        Options (all optional):
+          --backbone DIR         HF RoBERTa checkpoint directory (default: the repository's models/roberta-mini)
+          --data DIR             folder holding glue/ (default: the repository's data/)
+          --max-train-rows N     training rows to use (default {trainRows})
+          --max-dev-rows N       dev rows to score (default: all)
+          --epochs E             passes over the training rows (default {epochs})
+          --learning-rate LR     peak adapter learning rate (default 2e-3, for roberta-mini)
+          --precision fp32|bf16  backbone precision (default: fp32 on the CPU, bf16 on CUDA)
+          --model PATH           where to save the model zip (default: {Path.Combine(Path.GetTempPath(), name + "-msplora.zip")})
+          --export DIR           also write the model for Python: DIR/peft-adapter and DIR/hf-checkpoint
+          --state DIR            save training state each epoch and resume from it after an interruption
+        """;
+
+    /// <summary>Parses the options; the defaults are each example's recipe for the shipped roberta-mini. A bad option or
+    /// value throws an ArgumentException (or the FormatException of a number that does not parse) naming it.</summary>
     public static ExampleArgs Parse(string[] args, string name, int trainRows, int epochs, double lr = 2e-3)
     {
         string? backbone = null, data = null, model = null, export = null, state = null;
@@ -65,6 +99,12 @@ public sealed record ExampleArgs
         for (int i = 0; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
+            T Number<T>(Func<string, IFormatProvider, T> parse)
+            {
+                string option = args[i], text = Next();
+                try { return parse(text, CultureInfo.InvariantCulture); }
+                catch (FormatException) { throw new ArgumentException($"{option} takes a number, not '{text}'"); }
+            }
             switch (args[i])
             {
                 case "--backbone": backbone = Next(); break;
@@ -72,10 +112,10 @@ public sealed record ExampleArgs
                 case "--model": model = Next(); break;
                 case "--export": export = Next(); break;
                 case "--state": state = Next(); break;
-                case "--max-train-rows": trainRows = int.Parse(Next(), CultureInfo.InvariantCulture); break;
-                case "--max-dev-rows": devRows = int.Parse(Next(), CultureInfo.InvariantCulture); break;
-                case "--epochs": epochs = int.Parse(Next(), CultureInfo.InvariantCulture); break;
-                case "--learning-rate": lr = double.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--max-train-rows": trainRows = Number(int.Parse); break;
+                case "--max-dev-rows": devRows = Number(int.Parse); break;
+                case "--epochs": epochs = Number(int.Parse); break;
+                case "--learning-rate": lr = Number(double.Parse); break;
                 case "--precision":
                     precision = Next() switch
                     {
@@ -84,7 +124,7 @@ public sealed record ExampleArgs
                         var other => throw new ArgumentException($"--precision takes fp32 or bf16, not '{other}'"),
                     };
                     break;
-                default: throw new ArgumentException($"unknown option {args[i]}");
+                default: throw new ArgumentException($"unknown option {args[i]} (--help lists the options)");
             }
         }
         if (backbone is null)

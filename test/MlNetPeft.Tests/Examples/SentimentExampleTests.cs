@@ -31,4 +31,27 @@ public sealed class SentimentExampleTests
         Assert.AreEqual(MlNetPeft.Training.ComputePrecision.Float32, Parse("--precision", "fp32").Precision);
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => Parse("--precision", "fp16")).Message, "'fp16'");
     }
+
+    [TestMethod]
+    public void HelpAndBadOptionsAnswerWithoutRunning()
+    {
+        int runs = 0;
+        int Run(params string[] args) => ExampleArgs.Run(args, "sentiment", trainRows: 10, epochs: 1, _ => { runs++; return true; });
+        var error = Console.Error;
+        var captured = new StringWriter();
+        Console.SetError(captured);
+        try
+        {
+            Assert.AreEqual(0, Run("--help"));
+            Assert.AreEqual(2, Run("--epochs", "three"));
+            Assert.AreEqual(2, Run("--bogus"));
+            Assert.AreEqual(2, Run("--model"));
+        }
+        finally { Console.SetError(error); }
+        Assert.AreEqual(0, runs, "nothing trains on --help or a bad option");
+        foreach (var message in new[] { "--epochs takes a number, not 'three'", "unknown option --bogus", "--model needs a value", "--max-train-rows N" })
+            StringAssert.Contains(captured.ToString(), message);
+        Assert.AreEqual(0, Run("--epochs", "2"));
+        Assert.AreEqual(1, runs);
+    }
 }
