@@ -22,10 +22,24 @@ internal sealed class BenchArgs
         return parsed;
     }
 
+    /// <summary>Refuses an option the command does not take (a misspelt option would otherwise leave its default in force).</summary>
+    public void Allow(IReadOnlyCollection<string> options)
+    {
+        if (_values.Keys.FirstOrDefault(k => !options.Contains(k)) is { } unknown)
+            throw new ArgumentException($"{Command} takes no option --{unknown} (it takes {string.Join(", ", options.Select(o => "--" + o))})");
+    }
+
     public string Text(string name, string fallback) => _values.GetValueOrDefault(name, fallback);
     public string? Text(string name) => _values.GetValueOrDefault(name);
-    public int Int(string name, int fallback) => _values.TryGetValue(name, out var v) ? int.Parse(v, CultureInfo.InvariantCulture) : fallback;
-    public double Double(string name, double fallback) => _values.TryGetValue(name, out var v) ? double.Parse(v, CultureInfo.InvariantCulture) : fallback;
+    public int Int(string name, int fallback) => Number(name, fallback, int.Parse);
+    public double Double(string name, double fallback) => Number(name, fallback, double.Parse);
+
+    private T Number<T>(string name, T fallback, Func<string, IFormatProvider, T> parse)
+    {
+        if (!_values.TryGetValue(name, out var text)) return fallback;
+        try { return parse(text, CultureInfo.InvariantCulture); }
+        catch (FormatException) { throw new ArgumentException($"--{name} takes a number, not '{text}'"); }
+    }
     public bool Flag(string name) => _values.ContainsKey(name);
     public string[] List(string name, string fallback) => Text(name, fallback).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 

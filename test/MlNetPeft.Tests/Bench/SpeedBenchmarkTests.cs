@@ -80,4 +80,25 @@ public sealed class SpeedBenchmarkTests
         Assert.AreEqual((12, 64, 4, 128), (config.NumHiddenLayers, config.HiddenSize, config.NumAttentionHeads, config.IntermediateSize));
         Assert.ThrowsExactly<ArgumentException>(() => SpeedBenchmark.ConfigFor("12x64"));
     }
+
+    /// <summary>A misspelt or foreign option, or a number that does not parse, stops the program before it runs (exit 2,
+    /// the option named), rather than leaving a default in force for a long run.</summary>
+    [TestMethod]
+    [DataRow("--step 3", "speed takes no option --step")]
+    [DataRow("--steps three", "--steps takes a number, not 'three'")]
+    [DataRow("--fixture dir", "speed takes no option --fixture")]
+    public void OptionsACommandDoesNotTakeAreRefused(string options, string message)
+    {
+        var main = typeof(BenchArgs).Assembly.EntryPoint!;
+        var error = Console.Error;
+        var captured = new StringWriter();
+        Console.SetError(captured);
+        try
+        {
+            var code = main.Invoke(null, [new[] { "speed", "--shape", "tiny" }.Concat(options.Split(' ')).ToArray()]);
+            Assert.AreEqual(2, code);
+        }
+        finally { Console.SetError(error); }
+        StringAssert.Contains(captured.ToString(), message);
+    }
 }
