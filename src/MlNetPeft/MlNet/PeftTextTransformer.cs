@@ -80,10 +80,12 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     public void SavePeftAdapter(string directory, PeftAdapterFormat format)
     {
         ThrowIfDisposed();
-        if (format == PeftAdapterFormat.AdaLora)
-            Adapters.LoraSquared.PeftAdaLoraExport.Save(_model, directory, _info.BackbonePath, _info.TrainingSteps);
-        else
-            Adapters.Lora.PeftLoraExport.Save(_model, directory, _info.BackbonePath);
+        switch (format)
+        {
+            case PeftAdapterFormat.Lora: Adapters.Lora.PeftLoraExport.Save(_model, directory, _info.BackbonePath); break;
+            case PeftAdapterFormat.AdaLora: Adapters.LoraSquared.PeftAdaLoraExport.Save(_model, directory, _info.BackbonePath, _info.TrainingSteps); break;
+            default: throw new ArgumentOutOfRangeException(nameof(format), format, "a PeftAdapterFormat: Lora or AdaLora");
+        }
     }
 
     /// <summary>
