@@ -237,17 +237,22 @@ public sealed class PeftExportTests
     /// <summary>Read back, a PEFT AdaLoRA export is the model: the same logits, the same singular values kept, and a
     /// schedule PEFT accepts (total_step beyond t_init + t_final).</summary>
     [TestMethod]
-    [DataRow(null)]
-    [DataRow(40)]
-    public void AnAdaLoraModelExportsAsPeftAdaLoraWithItsLogits(int? trainingSteps)
+    [DataRow(null, "query,value")]
+    [DataRow(40, "query,value")]
+    [DataRow(40, "query,output.dense")] // target_modules written as a pattern: output.dense alone is two modules to PEFT
+    public void AnAdaLoraModelExportsAsPeftAdaLoraWithItsLogits(int? trainingSteps, string targets)
     {
-        var adalora = new SvdConfig { Variant = SvdVariant.AdaLora, InitialRank = 4, TargetRank = 2, Alpha = 8, Dropout = 0 };
+        var adalora = new SvdConfig
+        {
+            Variant = SvdVariant.AdaLora, InitialRank = 4, TargetRank = 2, Alpha = 8, Dropout = 0, Targets = targets.Split(','),
+        };
         using var model = AsIfTrained(adalora);
         var dir = NewDirectory();
         PeftAdaLoraExport.Save(model, dir, null, trainingSteps);
 
         var read = PeftAdaLoraImport.ReadConfig(dir);
         Assert.AreEqual((4, 2, 8.0), (read.InitialRank, read.TargetRank, read.Alpha));
+        CollectionAssert.AreEquivalent(adalora.Targets.ToArray(), read.Targets.ToArray());
         using var imported = AdapterTests.Tiny(read);
         imported.LoadPeftAdapter(dir);
         CollectionAssert.AreEqual(Kept(model), Kept(imported));
