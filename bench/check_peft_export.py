@@ -119,7 +119,7 @@ def load_peft_adalora(model, path):
     its rank_pattern entry keeps (init_r when it has none), which must be the saved factors' rank."""
     cfg = json.load(open(os.path.join(path, "adapter_config.json")))
     assert cfg["peft_type"] == "ADALORA" and cfg["total_step"] > 0 and cfg["tinit"] < cfg["total_step"] - cfg["tfinal"], \
-        "PEFT's AdaLoraConfig refuses this schedule"
+        "PEFT's AdaLoraConfig refuses this schedule (it needs total_step > 0 and tinit < total_step - tfinal)"
     selected, sd, wrapped = selects(cfg), adapter_state(path), {}
     pattern = {k.replace("base_model.model.", ""): v for k, v in (cfg.get("rank_pattern") or {}).items()}
     for name, module in list(model.named_modules()):
