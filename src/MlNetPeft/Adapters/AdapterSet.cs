@@ -55,7 +55,7 @@ internal sealed class AdapterSet : nn.Module
                 var updates = updatesFor(i, target, (int)linear.in_features, (int)linear.out_features);
                 var wrapped = new AdaptedLinear(linear, updates, fuse);
                 layer.ReplaceProjection(target, wrapped);
-                _wrapped.Add(($"roberta.encoder.layer.{i}.{AdapterTargets.ModulePath(target)}", i, target, wrapped));
+                _wrapped.Add((AdapterTargets.ModulePath(i, target), i, target, wrapped));
             }
         }
     }

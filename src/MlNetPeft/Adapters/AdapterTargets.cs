@@ -25,6 +25,10 @@ public static class AdapterTargets
     /// <summary>The module path inside <c>roberta.encoder.layer.N</c>, as HF names it.</summary>
     internal static string ModulePath(string target) => IsAttentionProjection(target) ? "attention.self." + target : target;
 
+    /// <summary>The module's full path in a sequence classifier, as PEFT's keys and patterns see it
+    /// ("roberta.encoder.layer.3.attention.self.query").</summary>
+    internal static string ModulePath(int layer, string target) => $"roberta.encoder.layer.{layer}.{ModulePath(target)}";
+
     /// <summary>The target inside component names, which allow letters, digits and '_' only.</summary>
     internal static string NamePart(string target) => target.Replace('.', '_');
 }

@@ -34,7 +34,7 @@ public sealed record LoraConfig : AdapterConfig
     /// <summary>The rank and alpha of the pair on a layer's projection: the patterns' where a key matches its path.</summary>
     internal (int Rank, double Alpha) RankAndAlphaOf(int layer, string target)
     {
-        var path = $"roberta.encoder.layer.{layer}.{AdapterTargets.ModulePath(target)}";
+        var path = AdapterTargets.ModulePath(layer, target);
         return (RankPattern is { } ranks && PeftTargetModules.PatternKey(ranks.Keys, path) is { } r ? ranks[r] : Rank,
                 AlphaPattern is { } alphas && PeftTargetModules.PatternKey(alphas.Keys, path) is { } a ? alphas[a] : Alpha);
     }

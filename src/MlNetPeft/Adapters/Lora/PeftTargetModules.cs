@@ -28,7 +28,7 @@ internal static class PeftTargetModules
         try { regex = new Regex($"^(?:{pattern})$"); }
         catch (ArgumentException e) { throw new FormatException($"target_modules: '{pattern}' is not a regular expression ({e.Message})", e); }
         var layersOf = AdapterTargets.All.ToDictionary(t => t, t => Enumerable.Range(0, LayersTried)
-            .Where(i => regex.IsMatch($"roberta.encoder.layer.{i}.{AdapterTargets.ModulePath(t)}")).ToArray());
+            .Where(i => regex.IsMatch(AdapterTargets.ModulePath(i, t))).ToArray());
         var targets = AdapterTargets.All.Where(t => layersOf[t].Length > 0).ToArray();
         if (targets.Length == 0) throw new FormatException($"target_modules: pattern '{pattern}' matches no projection of a RoBERTa block");
         var layers = layersOf[targets[0]];
