@@ -43,8 +43,7 @@ internal static class MethodParity
         var peftJson = new Lazy<JsonElement>(() => PeftLoraExpectations(parity));
         PeftModel FromPeftLora(Device device, ScalarType dtype, bool checkpointed)
         {
-            var model = Tiny(parity, new LoraConfig { Rank = 4, Alpha = 8, Dropout = 0, Targets = ["value", "query"] });
-            model.LoadPeftAdapter(Path.Combine(parity, "tiny-lora"));
+            var model = TinyWithPeftLora(parity);
             model.Network.Encoder.GradientCheckpointing = checkpointed; // the blocks replayed in the backward
             return Ready(model, device, dtype, stacked: true);
         }
@@ -146,9 +145,20 @@ internal static class MethodParity
         return ok;
     }
 
-    private static PeftModel Tiny(string parity, AdapterConfig adapters) =>
-        PeftModel.Create(RobertaConfig.Load(Path.Combine(parity, "tiny-roberta", "config.json")), 3, adapters,
-            SafeTensors.Load(Path.Combine(parity, "tiny-roberta", "model.safetensors")), "tiny-roberta", loadHead: true);
+    /// <summary>The tiny fixture model with hf-parity's PEFT LoRA adapter (r 4, alpha 8, query and value) and head;
+    /// <paramref name="dropout"/> in the backbone and the adapters (the fixture has none).</summary>
+    internal static PeftModel TinyWithPeftLora(string parity, double dropout = 0)
+    {
+        var model = Tiny(parity, new LoraConfig { Rank = 4, Alpha = 8, Dropout = dropout, Targets = ["value", "query"] }, dropout);
+        model.LoadPeftAdapter(Path.Combine(parity, "tiny-lora"));
+        return model;
+    }
+
+    private static PeftModel Tiny(string parity, AdapterConfig adapters, double backboneDropout = 0) =>
+        PeftModel.Create(RobertaConfig.Load(Path.Combine(parity, "tiny-roberta", "config.json")) with
+            {
+                HiddenDropoutProb = backboneDropout, AttentionProbsDropoutProb = backboneDropout,
+            }, 3, adapters, SafeTensors.Load(Path.Combine(parity, "tiny-roberta", "model.safetensors")), "tiny-roberta", loadHead: true);
 
     /// <summary>On the device, the backbone in <paramref name="dtype"/> (packing query|key|value, as training does), in
     /// training mode, stacking factors or not.</summary>

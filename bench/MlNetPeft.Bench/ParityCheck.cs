@@ -1,6 +1,4 @@
 using System.Text.Json;
-using MlNetPeft.Adapters;
-using MlNetPeft.Adapters.Lora;
 using MlNetPeft.Backbone;
 using static TorchSharp.torch;
 
@@ -36,7 +34,7 @@ internal static class ParityCheck
     /// masks differ by 2e-2 here).</summary>
     private static bool ReplaysDrawTheSameMasks(string dir, Device device, ScalarType dtype, Tensor ids, Tensor mask, Tensor labels)
     {
-        using var model = Load(dir, dropout: 0.1);
+        using var model = MethodParity.TinyWithPeftLora(dir, dropout: 0.1);
         model.To(device, dtype);
         model.Train();
         model.Network.Encoder.GradientCheckpointing = true;
@@ -58,18 +56,6 @@ internal static class ParityCheck
         Console.WriteLine($"{device.type} {dtype} with dropout: {count} checkpointed blocks replayed, largest difference from " +
             $"their first runs {difference:E2} of the output{(dtype != ScalarType.Float32 ? "  (bf16: reported)" : pass ? "  PASS" : "  FAIL")}");
         return pass || dtype != ScalarType.Float32;
-    }
-
-    private static PeftModel Load(string dir, double dropout = 0)
-    {
-        var config = RobertaConfig.Load(Path.Combine(dir, "tiny-roberta", "config.json")) with
-        {
-            HiddenDropoutProb = dropout, AttentionProbsDropoutProb = dropout,
-        };
-        var model = PeftModel.Create(config, 3, new LoraConfig { Rank = 4, Alpha = 8, Dropout = dropout, Targets = ["value", "query"] },
-            SafeTensors.Load(Path.Combine(dir, "tiny-roberta", "model.safetensors")), "tiny-roberta");
-        model.LoadPeftAdapter(Path.Combine(dir, "tiny-lora"));
-        return model;
     }
 
     /// <summary>The HF parity fixture (--fixture, or the tests' copy).</summary>
