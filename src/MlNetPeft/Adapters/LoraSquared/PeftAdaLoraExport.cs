@@ -33,7 +33,7 @@ internal static class PeftAdaLoraExport
             var values = update.Values.mul(update.Mask);
             if (pruned)
             {
-                var rows = tensor(Enumerable.Range(0, kept.Length).Where(i => kept[i]).Select(i => (long)i).ToArray(), device: values.device);
+                var rows = PeftAdaLoraImport.KeptSlots(kept, values.device);
                 (u, v, values) = (u.index_select(1, rows), v.index_select(0, rows), values.index_select(0, rows));
             }
             tensors[$"{path}.lora_A"] = v;

@@ -82,9 +82,12 @@ internal static class PeftAdaLoraImport
                 + (slots is null ? "(init_r, as rank_pattern does not list it)" : "(the singular values its rank_pattern keeps)"));
         var shape = saved.shape.ToArray();
         shape[rankDim] = initialRank;
-        var indices = tensor(Enumerable.Range(0, initialRank).Where(i => slots[i]).Select(i => (long)i).ToArray());
-        return zeros(shape).index_copy_(rankDim, indices, saved);
+        return zeros(shape).index_copy_(rankDim, KeptSlots(slots, saved.device), saved);
     }
+
+    /// <summary>The indices of the kept slots of a rank_pattern entry (what PEFT saves of the init_r, in order).</summary>
+    internal static Tensor KeptSlots(bool[] kept, Device device) =>
+        tensor(Enumerable.Range(0, kept.Length).Where(i => kept[i]).Select(i => (long)i).ToArray(), device: device);
 
     /// <summary>rank_pattern by module path ("roberta.encoder.layer.0.attention.self.query"): which of the init_r
     /// singular values are kept. Empty where PEFT saved none (nothing pruned yet).</summary>
