@@ -1,4 +1,5 @@
 using System.Globalization;
+using MlNetPeft.Training;
 
 namespace MlNetPeft.Bench;
 
@@ -50,6 +51,16 @@ internal sealed class BenchArgs
         null => null,
         "all" => [.. MlNetPeft.Adapters.AdapterTargets.All],
         var list => List("targets", list),
+    };
+
+    /// <summary>--precision: fp32, bf16 or fp16; null when not given.</summary>
+    public ComputePrecision? Precision() => Text("precision") switch
+    {
+        null => null,
+        "fp32" => ComputePrecision.Float32,
+        "bf16" => ComputePrecision.BFloat16,
+        "fp16" => ComputePrecision.Float16,
+        var other => throw new ArgumentException($"--precision takes fp32, bf16 or fp16, not '{other}'"),
     };
 
     /// <summary>The repository root (holds models/, data/ and bench/), found above the program.</summary>

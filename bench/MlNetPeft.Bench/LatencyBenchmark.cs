@@ -15,7 +15,7 @@ internal static class LatencyBenchmark
     public static int Run(BenchArgs a)
     {
         var zip = a.Text("model") ?? throw new ArgumentException("latency needs --model ZIP (e.g. the Sentiment example's model)");
-        if (a.Text("precision", "fp32") == "bf16") LoadSettings.Precision = ComputePrecision.BFloat16;
+        if (a.Precision() is { } precision) LoadSettings.Precision = precision;
         int rows = a.Int("rows", 400), warmUp = a.Int("warm-up", 50);
         var sentences = SentencePredictor.DevSentences(a);
         var predictor = new SentencePredictor(zip);

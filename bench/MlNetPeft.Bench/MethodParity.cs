@@ -126,12 +126,12 @@ internal static class MethodParity
     }
 
     /// <summary>Runs every case on <paramref name="device"/> and prints one line each, in fp32 (which must pass) and with
-    /// a bf16 backbone (reported: its rounding, not a bound); true when every fp32 case passes.</summary>
+    /// a bf16 and an fp16 backbone (reported: their rounding, not a bound); true when every fp32 case passes.</summary>
     public static bool RunAll(string parity, Device device)
     {
         bool ok = true;
         foreach (var c in Cases(parity))
-            foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 })
+            foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16, ScalarType.Float16 })
             {
                 using var scope = NewDisposeScope();
                 using var model = c.Build(device, dtype);
@@ -140,7 +140,7 @@ internal static class MethodParity
                 if (dtype == ScalarType.Float32) ok &= pass;
                 Console.WriteLine($"{device.type} {dtype} {c.Name}: logits max abs error {r.LogitError:E2}, loss error {r.LossError:E2}, " +
                     $"gradient norms max rel error {r.GradientError:E2} ({r.WorstGradient}){(r.Unmatched.Count > 0 ? $", unmatched {string.Join(", ", r.Unmatched.Take(3))}" : "")}" +
-                    (dtype != ScalarType.Float32 ? "  (bf16 backbone: reported)" : pass ? "  PASS" : "  FAIL"));
+                    (dtype != ScalarType.Float32 ? $"  ({dtype} backbone: reported)" : pass ? "  PASS" : "  FAIL"));
             }
         return ok;
     }

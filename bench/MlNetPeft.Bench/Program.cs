@@ -41,17 +41,17 @@ static int Usage(TextWriter to, int exitCode)
                   recomputed in the backward: each less memory)
                   [--reference [--reference-seeds N]] [--out DIR]
           speed   --shape tiny,mini,base,large --method lora,dora,msplora,lorasquared,adalora,full [--batch 32] [--seq 128]
-                  [--accumulate K] [--checkpoint] [--steps 10] [--device auto|cpu|cuda] [--precision fp32|bf16] [--threads N]
+                  [--accumulate K] [--checkpoint] [--steps 10] [--device auto|cpu|cuda] [--precision fp32|bf16|fp16] [--threads N]
                   [--reference [--reference-script FILE]] [--warm-up 30] [--phases] [--targets all|LIST] [--out DIR]   (--checkpoint: blocks recomputed in the backward: less memory;
                   --warm-up: at most this many seconds of untimed steps, ended sooner once .NET's JIT is quiet)
           first-steps [--shape mini] [--method lora] [--batch 32] [--seq 128] [--steps 30] [--device auto|cpu|cuda]
                   (training steps on padded batches of changing length: per-shape first-use costs)
-          latency --model ZIP [--precision fp32|bf16] [--rows 400]   (one PredictionEngine, one sentence per call)
+          latency --model ZIP [--precision fp32|bf16|fp16] [--rows 400]   (one PredictionEngine, one sentence per call)
           score   --model ZIP --out FILE [--rows 300]   (SST-2 dev sentences and their scores, for check_python_scores.py)
           parity  [--fixture DIR] [--device auto|cpu]   (every method's logits, loss and gradients against PyTorch on this device)
           stacking [--shape 12x64x4x128] [--method lora,msplora] [--batch 2] [--seq 16] [--steps 400] [--threads 1]
                   [--device cpu|cuda]   (training steps with and without stacked adapter factors, alternated)
-          resume  [--shape mini] [--method lora,dora,msplora,adalora] [--device auto|cpu|cuda] [--precision fp32|bf16]
+          resume  [--shape mini] [--method lora,dora,msplora,adalora] [--device auto|cpu|cuda] [--precision fp32|bf16|fp16]
                   (a run interrupted and resumed from its training state against one straight through)
           peft-export [--method lora,dora,msplora,lorasquared,adalora] [--layers 1,3] [--out DIR]   (adapters as PEFT LoRA files,
                   AdaLoRA also as PEFT AdaLoRA files, with their logits, for bench/check_peft_export.py; LoRA and DoRA also take --rank-pattern 'query=2;layer\.3\..*value=6'

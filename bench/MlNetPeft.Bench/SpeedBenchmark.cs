@@ -71,15 +71,15 @@ internal static class SpeedBenchmark
         return 0;
     }
 
-    /// <summary>--device (auto: CUDA when there is one) and --precision (bf16 on CUDA, fp32 on the CPU by default).</summary>
+    /// <summary>--device (auto: CUDA when there is one) and --precision (by default what the trainers' Auto picks: fp32 on
+    /// the CPU, bf16 on CUDA or fp16 on a GPU without bf16 tensor cores).</summary>
     internal static (Device Device, ScalarType Precision) DeviceAndPrecision(BenchArgs a)
     {
         var device = a.Text("device", "auto") switch
         {
             "cpu" => CPU, "cuda" => CUDA, _ => cuda.is_available() ? CUDA : CPU,
         };
-        var precision = a.Text("precision", device.type == DeviceType.CUDA ? "bf16" : "fp32") == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32;
-        return (device, precision);
+        return (device, ComputeSelection.SelectPrecision(a.Precision() ?? ComputePrecision.Auto, device));
     }
 
     /// <summary>A two-class model of the shape with random backbone weights and the method's adapters (on

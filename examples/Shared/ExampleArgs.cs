@@ -16,7 +16,7 @@ public sealed record ExampleArgs
     public int Epochs { get; init; }
     public double LearningRate { get; init; }
     public required string ModelPath { get; init; }
-    /// <summary>Backbone precision for training (Auto: fp32 on CPU, bf16 on CUDA).</summary>
+    /// <summary>Backbone precision for training (Auto: fp32 on CPU, bf16 on CUDA, fp16 on GPUs without bf16 tensor cores).</summary>
     public ComputePrecision Precision { get; init; }
     /// <summary>Where to also write the model for Python (a PEFT adapter and a merged HF checkpoint), or null.</summary>
     public string? ExportDirectory { get; init; }
@@ -83,7 +83,7 @@ public sealed record ExampleArgs
           --max-dev-rows N       dev rows to score (default: all)
           --epochs E             passes over the training rows (default {epochs})
           --learning-rate LR     peak adapter learning rate (default 2e-3, for roberta-mini)
-          --precision fp32|bf16  backbone precision (default: fp32 on the CPU, bf16 on CUDA)
+          --precision P          backbone precision fp32, bf16 or fp16 (default: fp32 on the CPU; bf16 on CUDA, fp16 on pre-Ampere GPUs)
           --model PATH           where to save the model zip (default: {Path.Combine(Path.GetTempPath(), name + "-msplora.zip")})
           --export DIR           also write the model for Python: DIR/peft-adapter and DIR/hf-checkpoint
           --state DIR            save training state each epoch and resume from it after an interruption
@@ -121,7 +121,8 @@ public sealed record ExampleArgs
                     {
                         "fp32" => ComputePrecision.Float32,
                         "bf16" => ComputePrecision.BFloat16,
-                        var other => throw new ArgumentException($"--precision takes fp32 or bf16, not '{other}'"),
+                        "fp16" => ComputePrecision.Float16,
+                        var other => throw new ArgumentException($"--precision takes fp32, bf16 or fp16, not '{other}'"),
                     };
                     break;
                 default: throw new ArgumentException($"unknown option {args[i]} (--help lists the options)");

@@ -12,6 +12,7 @@ public static class LoadSettings
     /// <summary>CUDA when available (default), or always the CPU, or CUDA required.</summary>
     public static ComputeDevice Device { get; set; } = ComputeDevice.Auto;
 
-    /// <summary>Backbone precision: bf16 on CUDA and fp32 on the CPU by default.</summary>
+    /// <summary>Backbone precision: by default fp32 on the CPU, and on CUDA bf16, or fp16 on GPUs without bf16 tensor
+    /// cores (see <see cref="ComputePrecision.Auto"/>).</summary>
     public static ComputePrecision Precision { get; set; } = ComputePrecision.Auto;
 }

@@ -94,10 +94,10 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
             if (start is not null) Log($"Starting from {start}.");
             var device = MlContextGpu.SelectDevice(_env, o.Device);
             var precision = ComputeSelection.SelectPrecision(o.Precision, device);
-            if (ComputeSelection.SlowBfloat16Warning(device, precision) is { } slow)
+            if (ComputeSelection.SlowPrecisionWarning(device, precision) is { } slow)
                 ch.Warning(MessageSensitivity.None, slow);
             model.To(device, precision);
-            Log($"Device {device.type}, backbone {precision}.{Environment.NewLine}{model.Report()}");
+            Log($"Device {device.type}, backbone {precision}{(precision == ScalarType.Float16 ? " (loss scaled dynamically)" : "")}.{Environment.NewLine}{model.Report()}");
             var identity = new Dictionary<string, string> { ["backbone"] = backboneSha256 };
             if (start is not null && o.TrainingStateDirectory is not null) identity["starting weights"] = StateFingerprint(model);
             if (o.MaxEpochs > 0) // MLContext.CancelExecution (AutoML) stops training at the next batch

@@ -109,8 +109,9 @@ public abstract class PeftTextTrainerOptions
     /// <summary>CPU, CUDA, or CUDA when available.</summary>
     public ComputeDevice Device = ComputeDevice.Auto;
 
-    /// <summary>Precision of the backbone: bf16 on CUDA by default, fp32 on CPU. Full fine-tuning in bf16 updates fp32
-    /// master weights and computes with a bf16 copy of them.</summary>
+    /// <summary>Precision of the backbone: by default fp32 on the CPU, and on CUDA bf16, or fp16 on GPUs without bf16
+    /// tensor cores (see <see cref="ComputePrecision.Auto"/>). Full fine-tuning in bf16 or fp16 updates fp32 master
+    /// weights and computes with a low-precision copy of them; fp16 training scales the loss dynamically.</summary>
     public ComputePrecision Precision = ComputePrecision.Auto;
 
     /// <summary>Start from the backbone checkpoint's own classification head (<c>classifier.dense</c>,

@@ -205,7 +205,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
             foreach (var t in weights.Values.Concat(state.Values).Distinct(ReferenceEqualityComparer.Instance)) ((Tensor)t!).Dispose();
         }
         var precision = ComputeSelection.SelectPrecision(LoadSettings.Precision, device);
-        if (ComputeSelection.SlowBfloat16Warning(device, precision) is { } slow)
+        if (ComputeSelection.SlowPrecisionWarning(device, precision) is { } slow)
         {
             using var ch = env.Start("Load");
             ch.Warning(MessageSensitivity.None, slow);

@@ -15,15 +15,21 @@ public enum ComputeDevice
 }
 
 /// <summary>Numeric precision of the backbone. Adapters, head and optimizer state always stay fp32; a backbone that
-/// trains (full fine-tuning) in bf16 is a compute copy of fp32 master weights.</summary>
+/// trains (full fine-tuning) in bf16 or fp16 is a compute copy of fp32 master weights.</summary>
 public enum ComputePrecision
 {
-    /// <summary>bf16 on CUDA, fp32 on CPU.</summary>
+    /// <summary>fp32 on the CPU; on CUDA what the GPU computes fastest: bf16 where it has bf16 tensor cores (compute
+    /// capability 8.0 and newer: A100, H100, RTX 30xx and later), fp16 on 7.x (V100, T4, RTX 20xx), which emulate bf16
+    /// more slowly than fp32, and fp32 on older GPUs.</summary>
     Auto,
     /// <summary>fp32 everywhere (bit-for-bit parity with PyTorch fp32).</summary>
     Float32,
     /// <summary>bf16 backbone weights and activations, fp32 adapters, head, optimizer state and (full fine-tuning) master weights.</summary>
     BFloat16,
+    /// <summary>fp16 backbone weights and activations, fp32 adapters, head, optimizer state and (full fine-tuning)
+    /// master weights; training scales the loss dynamically as PyTorch's GradScaler does, so that small gradients do
+    /// not vanish below fp16's range (a step whose gradients overflow is skipped and the scale halved).</summary>
+    Float16,
 }
 
 internal static class ComputeSelection
@@ -52,30 +58,69 @@ internal static class ComputeSelection
         _ => cuda.is_available() ? CUDA : CPU,
     };
 
-    public static ScalarType SelectPrecision(ComputePrecision choice, Device device) => choice switch
+    public static ScalarType SelectPrecision(ComputePrecision choice, Device device) =>
+        SelectPrecision(choice, device, choice == ComputePrecision.Auto ? Capability(device) : null);
+
+    /// <summary>The precision for <paramref name="choice"/> on <paramref name="device"/>, given the GPU's compute
+    /// capability (null where unknown: then Auto keeps bf16 on CUDA, right for every GPU of the last generations).</summary>
+    public static ScalarType SelectPrecision(ComputePrecision choice, Device device, (int Major, int Minor)? capability) => choice switch
     {
         ComputePrecision.Float32 => ScalarType.Float32,
         ComputePrecision.BFloat16 => ScalarType.BFloat16,
-        _ => device.type == DeviceType.CUDA ? ScalarType.BFloat16 : ScalarType.Float32,
+        ComputePrecision.Float16 => ScalarType.Float16,
+        _ when device.type != DeviceType.CUDA => ScalarType.Float32,
+        _ => capability?.Major switch
+        {
+            null or >= 8 => ScalarType.BFloat16,
+            7 => ScalarType.Float16,
+            _ => ScalarType.Float32,
+        },
     };
 
+    /// <summary>The compute capability of a CUDA device, or null (not CUDA, or the driver cannot be asked).</summary>
+    public static (int Major, int Minor)? Capability(Device device) =>
+        device.type == DeviceType.CUDA ? CudaCapability.Of(Math.Max(device.index, 0)) : null;
+
     /// <summary>
-    /// A warning when bf16 is chosen on a CPU whose flags (Linux's /proc/cpuinfo; <paramref name="cpuFlags"/>, null
-    /// when unknown) show no native bf16 instructions: libtorch then converts in software, and training ran 35× slower
-    /// than fp32 on such a CPU (2-core AMD EPYC with AVX2 only, mini shape), inference 5×. Null otherwise.
+    /// A warning when the precision is one this device only emulates, more slowly than fp32, or null: bf16 or fp16 on a
+    /// CPU without native instructions for it (<see cref="SlowCpuPrecisionWarning"/>), or bf16 on a GPU of compute
+    /// capability below 8.0, which has no bf16 tensor cores (<see cref="SlowCudaPrecisionWarning"/>).
     /// </summary>
-    public static string? SlowBfloat16Warning(Device device, ScalarType precision, string? cpuFlags)
+    public static string? SlowPrecisionWarning(Device device, ScalarType precision) =>
+        device.type == DeviceType.CUDA ? SlowCudaPrecisionWarning(precision, Capability(device)) : SlowCpuPrecisionWarning(device, precision, CpuFlags());
+
+    /// <summary>The GPU half of <see cref="SlowPrecisionWarning"/>, given the capability (null: unknown, no warning).
+    /// Users measured bf16 matmuls at half fp32's speed on a GTX 1080 (6.1); fp16 is not slower than fp32 on any GPU.</summary>
+    public static string? SlowCudaPrecisionWarning(ScalarType precision, (int Major, int Minor)? capability)
     {
-        if (device.type != DeviceType.CPU || precision != ScalarType.BFloat16 || cpuFlags is null) return null;
-        var flags = cpuFlags.Split((char[])[' ', '\t', '\n', ':'], StringSplitOptions.RemoveEmptyEntries);
-        if (flags.Any(f => f is "avx512_bf16" or "amx_bf16" or "bf16")) return null; // x86, x86 AMX, Arm
-        return "Precision = BFloat16 on a CPU without native bf16 instructions (no avx512_bf16, amx_bf16 or bf16 among " +
-            "its flags): libtorch converts in software, and bf16 trained 35× slower than fp32 on such a CPU. " +
-            "Use Precision = Auto or Float32 here.";
+        if (precision != ScalarType.BFloat16 || capability is not { Major: < 8 } c) return null;
+        return $"Precision = BFloat16 on a GPU of compute capability {c.Major}.{c.Minor}, which has no bf16 tensor cores: " +
+            "CUDA emulates bf16, more slowly than fp32. Use Precision = Auto (fp16 on compute capability 7.x, fp32 below) " +
+            "or Float16.";
     }
 
-    /// <summary>The warning above for this machine's CPU.</summary>
-    public static string? SlowBfloat16Warning(Device device, ScalarType precision) => SlowBfloat16Warning(device, precision, CpuFlags());
+    /// <summary>
+    /// A warning when bf16 or fp16 is chosen on a CPU whose flags (Linux's /proc/cpuinfo; <paramref name="cpuFlags"/>,
+    /// null when unknown) show no native instructions for it: libtorch then converts in software. bf16 trained 35×
+    /// slower than fp32 on a 2-core AMD EPYC with AVX2 only (inference 5×), fp16 about 35× slower on one with AVX-512
+    /// and native bf16 but no fp16 (mini shape). Null otherwise.
+    /// </summary>
+    public static string? SlowCpuPrecisionWarning(Device device, ScalarType precision, string? cpuFlags)
+    {
+        if (device.type != DeviceType.CPU || cpuFlags is null) return null;
+        (string Name, string[] Native)? kind = precision switch
+        {
+            ScalarType.BFloat16 => ("bf16", ["avx512_bf16", "amx_bf16", "bf16"]),     // x86, x86 AMX, Arm
+            ScalarType.Float16 => ("fp16", ["avx512_fp16", "amx_fp16", "asimdhp"]),   // x86, x86 AMX, Arm
+            _ => null,
+        };
+        if (kind is not var (name, native)) return null;
+        var flags = cpuFlags.Split((char[])[' ', '\t', '\n', ':'], StringSplitOptions.RemoveEmptyEntries);
+        if (flags.Intersect(native).Any()) return null;
+        return $"Precision = {precision} on a CPU without native {name} instructions (no {string.Join(", ", native[..^1])} or " +
+            $"{native[^1]} among its flags): libtorch converts in software, and {name} trained about 35× slower than fp32 on " +
+            "such a CPU. Use Precision = Auto or Float32 here.";
+    }
 
     private static readonly Lazy<string?> Flags = new(ReadCpuFlags);
 

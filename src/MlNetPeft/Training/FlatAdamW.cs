@@ -218,6 +218,21 @@ internal sealed class FlatAdamW : IDisposable
         foreach (var g in _groups) g.DropGrads();
     }
 
+    /// <summary>Divides this step's gradients by the loss scale (<see cref="LossScaler"/>) and says whether they are all
+    /// finite: one host sync, as in PyTorch's GradScaler, which must know before the step whether to skip it.</summary>
+    public bool Unscale(double lossScale)
+    {
+        if (_groups.Count == 0) return true;
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        foreach (var g in _groups)
+        {
+            g.Gather();
+            g.Grads!.mul_(1 / lossScale);
+        }
+        return stack(_groups.Select(g => g.Grads!.isfinite().all()).ToArray()).all().item<bool>();
+    }
+
     /// <summary>Scales all gradients so their global L2 norm is at most <paramref name="maxNorm"/>, without a host sync.</summary>
     public void ClipGradNorm(double maxNorm)
     {

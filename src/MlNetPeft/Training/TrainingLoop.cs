@@ -120,6 +120,8 @@ internal sealed class TrainingLoop
                 at.StepInEpoch = 0;
                 checkpoint?.Save(at, _model, stepper, bestState, runningLoss);
             }
+            if (stepper.LossScaler is { } scaler)
+                _log($"fp16 loss scaling: {stepper.SkippedSteps} of {at.Step} steps skipped for overflowing gradients, final scale {scaler.Scale:G}.");
             int epochs = at.Epoch - 1;
             if (bestState is not null && at.BestEpoch != epochs)
             {
@@ -161,7 +163,10 @@ internal sealed class TrainingLoop
         running.zero_();
         if (!double.IsFinite(mean))
             throw new InvalidOperationException(
-                $"Training diverged: the loss became {mean} by epoch {epoch}, step {step}. Lower LearningRate or GradientClipNorm, or check the labels.");
+                $"Training diverged: the loss became {mean} by epoch {epoch}, step {step}. Lower LearningRate or GradientClipNorm, or check the labels." +
+                (_model.BackboneDType == ScalarType.Float16
+                    ? " In Float16 the backbone's activations may also overflow fp16 (beyond ±65504): try Precision = BFloat16 or Float32."
+                    : ""));
         return mean;
     }
 

@@ -15,6 +15,8 @@ internal sealed record TrainingSettings
     public double WarmupRatio { get; init; } = 0.06;
     public double GradientClipNorm { get; init; } = 1.0;
     public int Seed { get; init; } = 42;
+    /// <summary>The fp16 loss scale to start from (PyTorch GradScaler's init_scale); see <see cref="LossScaler"/>.</summary>
+    public double InitialLossScale { get; init; } = LossScaler.InitialScale;
     public int EarlyStoppingPatience { get; init; }
     public int LogEveryNSteps { get; init; } = 10;
     public ValidationMetric ValidationMetric { get; init; }
@@ -44,6 +46,7 @@ internal sealed record TrainingSettings
         if (SaveStateEveryNSteps < 0) throw new ArgumentException($"SaveStateEveryNSteps must not be negative (0 saves at the end of each epoch only), got {SaveStateEveryNSteps}");
         if (StateDirectory is not null && string.IsNullOrWhiteSpace(StateDirectory)) throw new ArgumentException("TrainingStateDirectory must name a directory (or be null: no saved state)");
         if (SaveStateEveryNSteps > 0 && StateDirectory is null) throw new ArgumentException("SaveStateEveryNSteps needs a TrainingStateDirectory to save to");
+        if (!(InitialLossScale > 0) || double.IsInfinity(InitialLossScale)) throw new ArgumentException($"InitialLossScale must be positive, got {InitialLossScale}");
         if (LogEveryNSteps <= 0) throw new ArgumentException($"LogEveryNSteps must be positive, got {LogEveryNSteps}");
     }
 }

@@ -5,8 +5,9 @@ namespace MlNetPeft.Training;
 
 /// <summary>
 /// One optimizer step of the training loop: forward, task loss (+ the method's extra loss) and backward of one batch
-/// or of several whose gradients add up, global-norm clipping, AdamW (body at LearningRate, head at
-/// LearningRate·HeadLearningRateRatio), the method's after-step hook, and the learning-rate schedule. Shared by <see cref="TrainingLoop"/> and the speed benchmark.
+/// or of several whose gradients add up (the loss scaled when the backbone is fp16), global-norm clipping, AdamW (body
+/// at LearningRate, head at LearningRate·HeadLearningRateRatio), the method's after-step hook, and the learning-rate
+/// schedule. Shared by <see cref="TrainingLoop"/> and the speed benchmark.
 /// </summary>
 internal sealed class TrainingStepper : IDisposable
 {
@@ -16,6 +17,7 @@ internal sealed class TrainingStepper : IDisposable
     private readonly FlatAdamW _optimizer;
     private readonly Func<int, double> _schedule;
     private readonly ITrainingHooks? _hooks;
+    private readonly LossScaler? _scaler;
 
     public TrainingStepper(Adapters.PeftModel model, TrainingSettings settings, TaskKind task, int totalSteps)
     {
@@ -28,6 +30,8 @@ internal sealed class TrainingStepper : IDisposable
         _schedule = LearningRateSchedule.LinearWithWarmup(totalSteps, settings.WarmupRatio);
         _optimizer.ScaleLearningRates(_schedule(0));
         _hooks = model.Config.CreateHooks(model.Adapters, totalSteps);
+        // fp16 activations need the loss scaled for their gradients to stay in range; bf16 has fp32's range.
+        _scaler = model.BackboneDType == ScalarType.Float16 ? new LossScaler(settings.InitialLossScale) : null;
     }
 
     /// <summary>The body (adapters, or the backbone) at LearningRate and the head at LearningRate·HeadLearningRateRatio;
@@ -55,6 +59,13 @@ internal sealed class TrainingStepper : IDisposable
     /// <summary>Optimizer steps done.</summary>
     public int Steps { get; private set; }
 
+    /// <summary>Steps skipped because their fp16 gradients overflowed (see <see cref="LossScaler"/>): the optimizer,
+    /// the method's hooks and the learning-rate schedule did not advance, as under PyTorch's GradScaler.</summary>
+    public int SkippedSteps { get; private set; }
+
+    /// <summary>The fp16 loss scale; null when the backbone is not fp16.</summary>
+    public LossScaler? LossScaler => _scaler;
+
     /// <summary>Current learning rate of the body (adapters).</summary>
     public double LearningRate => _optimizer.LearningRate;
 
@@ -75,34 +86,54 @@ internal sealed class TrainingStepper : IDisposable
             using var scope = NewDisposeScope();
             var loss = TaskLoss(batches[i], batches.Count == 1 ? null : stepWeight);
             bool last = i == batches.Count - 1;
-            (last && _hooks?.ExtraLoss() is { } extra ? loss.add(extra) : loss).backward();
+            var objective = last && _hooks?.ExtraLoss() is { } extra ? loss.add(extra) : loss;
+            (_scaler is null ? objective : objective.mul(_scaler.Scale)).backward();
             Backbone.GradientCheckpoint.ThrowIfReplayFailed();
             if (!last) _optimizer.AccumulateGradients();
             if (total is null) total = loss.detach().MoveToOuterDisposeScope();
             else total.add_(loss.detach());
         }
-        if (_settings.GradientClipNorm > 0) _optimizer.ClipGradNorm(_settings.GradientClipNorm);
-        _optimizer.Step();
-        Steps++; // not inside the call below: `?.` skips evaluating its arguments when there are no hooks
-        _hooks?.AfterOptimizerStep(Steps);
+        if (_scaler is null || _scaler.Update(_optimizer.Unscale(_scaler.Scale)))
+        {
+            if (_settings.GradientClipNorm > 0) _optimizer.ClipGradNorm(_settings.GradientClipNorm);
+            _optimizer.Step();
+            Steps++; // not inside the call below: `?.` skips evaluating its arguments when there are no hooks
+            _hooks?.AfterOptimizerStep(Steps);
+        }
+        else SkipStep(_scaler);
         _optimizer.ZeroGrad();
         _optimizer.ScaleLearningRates(_schedule(Steps));
         return total!;
     }
 
-    /// <summary>What a step carries forward besides the weights: AdamW's averages ("optimizer.*") and the method's
-    /// hook state ("hooks.*"); the tensors themselves, not copies.</summary>
+    private void SkipStep(LossScaler scaler)
+    {
+        SkippedSteps++;
+        if (scaler.Scale < LossScaler.SmallestScale)
+            throw new InvalidOperationException(
+                $"Training in Float16 skipped step after step because the gradients overflowed fp16, down to a loss scale of {scaler.Scale:G3} " +
+                $"({SkippedSteps} steps skipped in all): the backbone's fp16 activations overflow (beyond ±65504), or training diverges. " +
+                "Use Precision = BFloat16 (GPUs of compute capability 8.0 and newer) or Float32, or lower LearningRate.");
+    }
+
+    /// <summary>What a step carries forward besides the weights: AdamW's averages ("optimizer.*"), the method's hook
+    /// state ("hooks.*"), the tensors themselves, not copies; and, as new CPU tensors, the fp16 loss scale
+    /// ("scaler.*") and the steps skipped so far.</summary>
     public IEnumerable<(string Name, Tensor Tensor)> State() =>
         _optimizer.State().Select(s => ("optimizer." + s.Name, s.Tensor))
-            .Concat((_hooks?.State() ?? []).Select(s => ("hooks." + s.Name, s.Tensor)));
+            .Concat((_hooks?.State() ?? []).Select(s => ("hooks." + s.Name, s.Tensor)))
+            .Concat((_scaler?.State() ?? []).Select(s => ("scaler." + s.Name, s.Tensor)))
+            .Concat(SkippedSteps > 0 ? [("skipped_steps", tensor((long)SkippedSteps))] : []);
 
-    /// <summary>Goes on from a saved <see cref="State"/> after <paramref name="steps"/> steps: the averages, the hooks'
-    /// state, the step count and with it the learning rate.</summary>
+    /// <summary>Goes on from a saved <see cref="State"/> after <paramref name="steps"/> steps of the loop: the averages,
+    /// the hooks' state, the loss scale, the step count (less the skipped steps) and with it the learning rate.</summary>
     public void LoadState(IReadOnlyDictionary<string, Tensor> state, int steps, string source)
     {
-        _optimizer.LoadState(TrainingCheckpoint.WithPrefix(state, "optimizer."), steps, source);
+        SkippedSteps = state.TryGetValue("skipped_steps", out var skipped) ? (int)skipped.to(ScalarType.Int64).item<long>() : 0;
+        Steps = steps - SkippedSteps;
+        _optimizer.LoadState(TrainingCheckpoint.WithPrefix(state, "optimizer."), Steps, source);
         _hooks?.LoadState(TrainingCheckpoint.WithPrefix(state, "hooks."), source);
-        Steps = steps;
+        _scaler?.LoadState(TrainingCheckpoint.WithPrefix(state, "scaler."));
         _optimizer.ScaleLearningRates(_schedule(Steps));
     }
 

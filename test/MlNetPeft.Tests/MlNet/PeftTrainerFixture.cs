@@ -49,9 +49,9 @@ internal static class PeftTrainerFixture
         return options;
     }
 
-    public static T Bfloat16<T>(T options) where T : PeftTextTrainerOptions
+    public static T WithPrecision<T>(T options, ComputePrecision precision) where T : PeftTextTrainerOptions
     {
-        options.Precision = ComputePrecision.BFloat16;
+        options.Precision = precision;
         return options;
     }
 

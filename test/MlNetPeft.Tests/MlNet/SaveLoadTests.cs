@@ -80,7 +80,7 @@ public sealed class SaveLoadTests
             var loading = new MLContext();
             var warnings = PeftTrainerFixture.LogMessages(loading, Microsoft.ML.Runtime.ChannelMessageKind.Warning);
             var bf16 = PeftTrainerFixture.Scores(loading.Model.Load(zip, out _), data, ml);
-            bool slowHere = ComputeSelection.SlowBfloat16Warning(TorchSharp.torch.CPU, TorchSharp.torch.ScalarType.BFloat16) is not null;
+            bool slowHere = ComputeSelection.SlowPrecisionWarning(TorchSharp.torch.CPU, TorchSharp.torch.ScalarType.BFloat16) is not null;
             Assert.AreEqual(slowHere, warnings.Any(w => w.Contains("without native bf16")), "a warning where this CPU lacks bf16");
             double largest = fp32.Zip(bf16).SelectMany(r => r.First.Zip(r.Second, (a, b) => Math.Abs(a - b))).Max();
             Assert.IsTrue(largest is > 0 and < 0.05, $"largest score difference {largest}");

@@ -105,11 +105,12 @@ public sealed class TaskFormTests
         StringAssert.Contains(e.Message, "'Sentence2'");
     }
 
-    /// <summary>In fp32 the reloaded zip scores identically. Trained in bf16 (a bf16 compute copy of fp32 masters, as on
-    /// CUDA), the zip holds the fp32 masters and reloads on the CPU in fp32, so its scores agree to bf16's rounding.</summary>
+    /// <summary>In fp32 the reloaded zip scores identically. Trained in bf16 or fp16 (a compute copy of fp32 masters, as
+    /// on CUDA), the zip holds the fp32 masters and reloads on the CPU in fp32, so its scores agree to that rounding.</summary>
     [TestMethod]
     [DataRow(ComputePrecision.Float32)]
     [DataRow(ComputePrecision.BFloat16)]
+    [DataRow(ComputePrecision.Float16)]
     public void FullFineTuningTrainsTheBackboneAndSavesIt(ComputePrecision precision)
     {
         var ml = new MLContext(seed: 1);

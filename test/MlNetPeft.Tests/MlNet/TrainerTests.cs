@@ -23,7 +23,9 @@ public sealed class TrainerTests
         // this learning rate the model then collapses to one prediction (checked; their gradients equal PyTorch's).
         [PeftTrainerFixture.OnEveryLinear(PeftTrainerFixture.LoraSquared())],
         // What CUDA runs by default (bf16 frozen backbone, fp32 adapters, head and optimizer), here on the CPU.
-        [PeftTrainerFixture.Bfloat16(PeftTrainerFixture.Msplora())],
+        [PeftTrainerFixture.WithPrecision(PeftTrainerFixture.Msplora(), ComputePrecision.BFloat16)],
+        // What GPUs without bf16 tensor cores (V100, T4) run by default: an fp16 backbone with the loss scaled.
+        [PeftTrainerFixture.WithPrecision(PeftTrainerFixture.Lora(), ComputePrecision.Float16)],
     ];
 
     [TestMethod]

@@ -26,22 +26,25 @@ public sealed class TrainingCheckpointTests
             .ToList();
     }
 
-    // 30 rows in batches of 4, two batches a step: 4 steps an epoch, 12 in all.
+    // 30 rows in batches of 4, two batches a step: 4 steps an epoch, 12 in all. In fp16 the loss scale starts so high
+    // that the first steps overflow and are skipped, before the state saved after step 6 and the stop after step 7.
     private static TrainingSettings Settings(string? directory) => new()
     {
         BatchSize = 4, GradientAccumulationSteps = 2, MaxEpochs = 3, LearningRate = 1e-2, LogEveryNSteps = 1,
-        StateDirectory = directory, SaveStateEveryNSteps = directory is null ? 0 : 3,
+        StateDirectory = directory, SaveStateEveryNSteps = directory is null ? 0 : 3, InitialLossScale = Math.Pow(2, 27),
     };
 
     public static IEnumerable<object[]> Methods =>
     [
-        [new LoraConfig { Dropout = 0.1 }, false],
-        [new MsploraConfig { Dropout = 0.1, GroupCount = 2 }, false],
-        [new SvdConfig { Variant = SvdVariant.AdaLora, Dropout = 0.1, MaskInterval = 1, InitialRank = 4, TargetRank = 2 }, false], // importance scores, pruning
-        [new FullFineTuningConfig(), false],
-        [new FullFineTuningConfig(), true], // a bf16 compute copy of fp32 masters
-        [new LoraConfig { Dropout = 0.1 }, true],
-        [new LoraConfig { Dropout = 0.1, UseDora = true }, false], // DoRA's magnitudes
+        [new LoraConfig { Dropout = 0.1 }, ScalarType.Float32],
+        [new MsploraConfig { Dropout = 0.1, GroupCount = 2 }, ScalarType.Float32],
+        [new SvdConfig { Variant = SvdVariant.AdaLora, Dropout = 0.1, MaskInterval = 1, InitialRank = 4, TargetRank = 2 }, ScalarType.Float32], // importance scores, pruning
+        [new FullFineTuningConfig(), ScalarType.Float32],
+        [new FullFineTuningConfig(), ScalarType.BFloat16], // a bf16 compute copy of fp32 masters
+        [new LoraConfig { Dropout = 0.1 }, ScalarType.BFloat16],
+        [new LoraConfig { Dropout = 0.1, UseDora = true }, ScalarType.Float32], // DoRA's magnitudes
+        [new LoraConfig { Dropout = 0.1 }, ScalarType.Float16], // the loss scale and the skipped steps
+        [new FullFineTuningConfig(), ScalarType.Float16],
     ];
 
     private sealed record Run(Dictionary<string, Tensor> Weights, TrainingResult Result, List<int> StepsReported, List<string> Log);
@@ -49,11 +52,11 @@ public sealed class TrainingCheckpointTests
     /// <summary>Trains the tiny model (dropout on: the random generator matters) from seed 7; with
     /// <paramref name="stopAfter"/>, the run is interrupted once that step has been reported.</summary>
     private static Run Train(AdapterConfig adapters, TrainingSettings settings, int? stopAfter = null,
-        IReadOnlyList<Example>? train = null, bool bfloat16 = false)
+        IReadOnlyList<Example>? train = null, ScalarType dtype = ScalarType.Float32)
     {
         manual_seed(7);
         using var model = AdapterTests.Tiny(adapters, backboneDropout: 0.1);
-        if (bfloat16) model.To(CPU, ScalarType.BFloat16);
+        if (dtype != ScalarType.Float32) model.To(CPU, dtype);
         var steps = new List<int>();
         var log = new List<string>();
         settings = settings with
@@ -85,21 +88,26 @@ public sealed class TrainingCheckpointTests
 
     [TestMethod]
     [DynamicData(nameof(Methods))]
-    public void AResumedRunEndsWithTheWeightsOfAnUninterruptedOne(AdapterConfig adapters, bool bfloat16)
+    public void AResumedRunEndsWithTheWeightsOfAnUninterruptedOne(AdapterConfig adapters, ScalarType dtype)
     {
-        var whole = Train(adapters, Settings(null), bfloat16: bfloat16);
+        var whole = Train(adapters, Settings(null), dtype: dtype);
+        if (dtype == ScalarType.Float16)
+        {
+            var scaling = whole.Log.Single(l => l.StartsWith("fp16 loss scaling: ", StringComparison.Ordinal));
+            Assert.IsGreaterThan(0, int.Parse(scaling.Split(' ')[3]), scaling); // "fp16 loss scaling: N of 12 steps skipped ..."
+        }
         using var scratch = new ScratchDirectory();
         var directory = scratch.Path;
         // Saved after steps 3 (mid-epoch), 4 (epoch end) and 6 (mid-epoch 2); stopped after step 7.
-        Assert.ThrowsExactly<Interrupted>(() => Train(adapters, Settings(directory), stopAfter: 7, bfloat16: bfloat16));
-        var resumed = Train(adapters, Settings(directory), bfloat16: bfloat16);
+        Assert.ThrowsExactly<Interrupted>(() => Train(adapters, Settings(directory), stopAfter: 7, dtype: dtype));
+        var resumed = Train(adapters, Settings(directory), dtype: dtype);
 
         CollectionAssert.AreEqual(new[] { 7, 8, 9, 10, 11, 12 }, resumed.StepsReported, "goes on after the last saved step");
         Assert.AreEqual(whole.Result, resumed.Result);
         Assert.AreEqual(0f, LargestDifference(whole.Weights, resumed.Weights), "bit for bit");
 
         // The state of a finished run gives its result again, without training.
-        var again = Train(adapters, Settings(directory), bfloat16: bfloat16);
+        var again = Train(adapters, Settings(directory), dtype: dtype);
         Assert.IsEmpty(again.StepsReported);
         Assert.AreEqual(whole.Result, again.Result);
         Assert.AreEqual(0f, LargestDifference(whole.Weights, again.Weights));
