@@ -81,12 +81,13 @@ public sealed class SpeedBenchmarkTests
         Assert.ThrowsExactly<ArgumentException>(() => SpeedBenchmark.ConfigFor("12x64"));
     }
 
-    /// <summary>A misspelt or foreign option, or a number that does not parse, stops the program before it runs (exit 2,
+    /// <summary>A misspelt or foreign option, or a number or precision that does not parse, stops the program before it runs (exit 2,
     /// the option named), rather than leaving a default in force for a long run.</summary>
     [TestMethod]
     [DataRow("--step 3", "speed takes no option --step")]
     [DataRow("--steps three", "--steps takes a number, not 'three'")]
     [DataRow("--fixture dir", "speed takes no option --fixture")]
+    [DataRow("--precision half", "--precision takes fp32, bf16 or fp16, not 'half'")]
     public void OptionsACommandDoesNotTakeAreRefused(string options, string message)
     {
         var main = typeof(BenchArgs).Assembly.EntryPoint!;

@@ -29,7 +29,8 @@ public sealed class SentimentExampleTests
         Assert.AreEqual(MlNetPeft.Training.ComputePrecision.Auto, Parse().Precision);
         Assert.AreEqual(MlNetPeft.Training.ComputePrecision.BFloat16, Parse("--precision", "bf16").Precision);
         Assert.AreEqual(MlNetPeft.Training.ComputePrecision.Float32, Parse("--precision", "fp32").Precision);
-        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => Parse("--precision", "fp16")).Message, "'fp16'");
+        Assert.AreEqual(MlNetPeft.Training.ComputePrecision.Float16, Parse("--precision", "fp16").Precision);
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => Parse("--precision", "half")).Message, "fp32, bf16 or fp16, not 'half'");
     }
 
     [TestMethod]

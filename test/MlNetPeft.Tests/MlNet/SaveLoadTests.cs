@@ -64,9 +64,9 @@ public sealed class SaveLoadTests
         CollectionAssert.AreEqual(before.Score, after.Score);
     }
 
-    /// <summary>LoadSettings choose the loaded model's precision and device: bf16 scores agree with fp32 to bf16's rounding
-    /// but are not the same numbers (and on a CPU without native bf16, ML.NET's log says it is slow); a CUDA device that
-    /// is not there is a clear error.</summary>
+    /// <summary>LoadSettings choose the loaded model's precision and device: bf16 and fp16 scores agree with fp32 to their
+    /// rounding but are not the same numbers (and on a CPU without native instructions for them, ML.NET's log says they
+    /// are slow); a CUDA device that is not there is a clear error.</summary>
     [TestMethod]
     public void LoadSettingsChooseThePrecisionAndDevice()
     {
@@ -76,14 +76,18 @@ public sealed class SaveLoadTests
         var fp32 = PeftTrainerFixture.Scores(new MLContext().Model.Load(zip, out _), data, ml);
         try
         {
-            LoadSettings.Precision = ComputePrecision.BFloat16;
-            var loading = new MLContext();
-            var warnings = PeftTrainerFixture.LogMessages(loading, Microsoft.ML.Runtime.ChannelMessageKind.Warning);
-            var bf16 = PeftTrainerFixture.Scores(loading.Model.Load(zip, out _), data, ml);
-            bool slowHere = ComputeSelection.SlowPrecisionWarning(TorchSharp.torch.CPU, TorchSharp.torch.ScalarType.BFloat16) is not null;
-            Assert.AreEqual(slowHere, warnings.Any(w => w.Contains("without native bf16")), "a warning where this CPU lacks bf16");
-            double largest = fp32.Zip(bf16).SelectMany(r => r.First.Zip(r.Second, (a, b) => Math.Abs(a - b))).Max();
-            Assert.IsTrue(largest is > 0 and < 0.05, $"largest score difference {largest}");
+            foreach (var (precision, dtype, name) in new[] { (ComputePrecision.BFloat16, TorchSharp.torch.ScalarType.BFloat16, "bf16"),
+                         (ComputePrecision.Float16, TorchSharp.torch.ScalarType.Float16, "fp16") })
+            {
+                LoadSettings.Precision = precision;
+                var loading = new MLContext();
+                var warnings = PeftTrainerFixture.LogMessages(loading, Microsoft.ML.Runtime.ChannelMessageKind.Warning);
+                var lower = PeftTrainerFixture.Scores(loading.Model.Load(zip, out _), data, ml);
+                bool slowHere = ComputeSelection.SlowPrecisionWarning(TorchSharp.torch.CPU, dtype) is not null;
+                Assert.AreEqual(slowHere, warnings.Any(w => w.Contains($"without native {name}")), $"a warning where this CPU lacks {name}");
+                double largest = fp32.Zip(lower).SelectMany(r => r.First.Zip(r.Second, (a, b) => Math.Abs(a - b))).Max();
+                Assert.IsTrue(largest is > 0 and < 0.05, $"{name}: largest score difference {largest}");
+            }
             if (!TorchSharp.torch.cuda.is_available())
             {
                 LoadSettings.Device = ComputeDevice.Cuda;
