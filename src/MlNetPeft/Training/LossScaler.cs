@@ -38,7 +38,8 @@ internal sealed class LossScaler
         }
         if (++GoodSteps == GrowthInterval)
         {
-            Scale *= GrowthFactor;
+            // As GradScaler, which keeps the scale in fp32: it grows only while that stays finite.
+            if (float.IsFinite((float)(Scale * GrowthFactor))) Scale *= GrowthFactor;
             GoodSteps = 0;
         }
         return true;

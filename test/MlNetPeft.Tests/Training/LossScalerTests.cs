@@ -26,6 +26,10 @@ public sealed class LossScalerTests
         scaler.Update(finite: false);
         Assert.AreEqual(0, scaler.GoodSteps, "an overflow restarts the count");
 
+        var largest = new LossScaler(Math.Pow(2, 127));
+        for (int i = 0; i < 2000; i++) largest.Update(finite: true);
+        Assert.AreEqual(Math.Pow(2, 127), largest.Scale, "no growth past what fp32 holds");
+
         for (int i = 0; i < 5; i++) scaler.Update(finite: true);
         var restored = new LossScaler();
         restored.LoadState(scaler.State().ToDictionary(s => s.Name, s => s.Tensor));
