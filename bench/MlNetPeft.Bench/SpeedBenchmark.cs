@@ -152,6 +152,8 @@ internal static class SpeedBenchmark
         double train = clock.Elapsed.TotalSeconds;
         double trainMemory = memory.PeakGiB;
         if (phases) PrintPhases(model, stepper, data, device, steps);
+        if (stepper.LossScaler is { } scaler) // a skipped step does no AdamW update
+            Console.WriteLine($"  fp16 loss scaling: {stepper.SkippedSteps} steps skipped (warm-up included), scale {scaler.Scale:G}");
 
         // Inference: adapters merged, no autograd at all.
         model.Train(false);
