@@ -5,7 +5,7 @@ using MlNetPeft.Bench;
 var commands = new Dictionary<string, (Func<BenchArgs, int> Run, string[] Options)>
 {
     ["quality"] = (QualityBenchmark.Run, ["task", "method", "backbone", "data", "seeds", "epochs", "max-train-rows", "lr", "batch",
-        "max-len", "accumulate", "checkpoint", "reference", "reference-seeds", "reference-script", "targets", "out"]),
+        "max-len", "accumulate", "checkpoint", "precision", "reference", "reference-seeds", "reference-script", "targets", "out"]),
     ["speed"] = (SpeedBenchmark.Run, ["shape", "method", "batch", "seq", "steps", "device", "precision", "accumulate", "checkpoint",
         "threads", "reference", "reference-script", "warm-up", "phases", "targets", "out"]),
     ["first-steps"] = (FirstStepsBenchmark.Run, ["shape", "method", "batch", "seq", "steps", "device", "precision"]),
@@ -39,7 +39,7 @@ static int Usage(TextWriter to, int exitCode)
                   [--backbone DIR] [--seeds N] [--epochs E] [--max-train-rows K] [--lr X] [--batch B] [--max-len L]
                   [--accumulate K] [--checkpoint]   (each step's batch in K parts, gradients summed; blocks
                   recomputed in the backward: each less memory)
-                  [--reference [--reference-seeds N]] [--out DIR]
+                  [--precision fp32|bf16|fp16] [--reference [--reference-seeds N]] [--out DIR]
           speed   --shape tiny,mini,base,large --method lora,dora,msplora,lorasquared,adalora,full [--batch 32] [--seq 128]
                   [--accumulate K] [--checkpoint] [--steps 10] [--device auto|cpu|cuda] [--precision fp32|bf16|fp16] [--threads N]
                   [--reference [--reference-script FILE]] [--warm-up 30] [--phases] [--targets all|LIST] [--out DIR]   (--checkpoint: blocks recomputed in the backward: less memory;

@@ -74,7 +74,7 @@ internal static class QualityBenchmark
     /// <summary>A run's recipe. BatchSize rows per optimizer step, taken in Accumulation batches, blocks recomputed in the
     /// backward with Checkpointing (each: less memory, same step).</summary>
     internal sealed record RunRecipe(int Epochs, double LearningRate, int BatchSize, int MaxLength, int Accumulation, bool Checkpointing,
-        string[]? Targets = null);
+        string[]? Targets = null, ComputePrecision Precision = ComputePrecision.Auto);
 
     private static RunRecipe Recipe(BenchArgs a, GlueTask task, string method, bool paper)
     {
@@ -83,7 +83,8 @@ internal static class QualityBenchmark
         int batch = a.Int("batch", paper ? 64 : 32), accumulation = a.Int("accumulate", 1);
         if (accumulation < 1 || batch % accumulation != 0)
             throw new ArgumentException($"--accumulate must divide the batch ({batch}) into equal parts, got {accumulation}");
-        return new RunRecipe(a.Int("epochs", epochs), a.Double("lr", lr), batch, a.Int("max-len", maxLen), accumulation, a.Flag("checkpoint"), a.Targets());
+        return new RunRecipe(a.Int("epochs", epochs), a.Double("lr", lr), batch, a.Int("max-len", maxLen), accumulation, a.Flag("checkpoint"), a.Targets(),
+            a.Precision() ?? ComputePrecision.Auto);
     }
 
     private static QualityRun RunOurs(GlueTask task, string method, int seed, RunRecipe recipe, string backbone, string data, int maxRows)
@@ -110,6 +111,7 @@ internal static class QualityBenchmark
         options.GradientAccumulationSteps = recipe.Accumulation;
         options.GradientCheckpointing = recipe.Checkpointing;
         if (recipe.Targets is not null) options.Targets = recipe.Targets;
+        options.Precision = recipe.Precision;
         options.MaxSequenceLength = recipe.MaxLength;
         options.HeadLearningRateRatio = 0.5;
         options.Seed = seed;
