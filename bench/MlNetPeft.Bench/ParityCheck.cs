@@ -8,7 +8,7 @@ namespace MlNetPeft.Bench;
 /// The parity checks on any device: the unit tests run them on the CPU; this runs them where there is no .NET SDK,
 /// e.g. on a GPU machine. First every method's logits, loss and gradients against PyTorch (<see cref="MethodParity"/>:
 /// LoRA against transformers + peft, also with gradient checkpointing, whose blocks replay in the device's backward),
-/// fp32 asserted and a bf16 backbone's error reported beside it. Then, with dropout everywhere, every checkpointed
+/// fp32 asserted and bf16 and fp16 backbones' errors reported beside it. Then, with dropout everywhere, every checkpointed
 /// block's replay must compute what its first run did (the same dropout masks: on CUDA, the reseeded generator).
 /// </summary>
 internal static class ParityCheck
@@ -24,7 +24,7 @@ internal static class ParityCheck
         var labels = tensor(parity.GetProperty("labels").EnumerateArray().Select(v => v.GetInt64()).ToArray()).to(device);
 
         bool ok = MethodParity.RunAll(dir, device);
-        foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 })
+        foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16, ScalarType.Float16 })
             ok &= ReplaysDrawTheSameMasks(dir, device, dtype, ids, mask, labels);
         return ok ? 0 : 1;
     }
@@ -52,9 +52,9 @@ internal static class ParityCheck
         }
         var (count, difference) = GradientCheckpoint.VerifiedReplays;
         bool pass = count == model.Network.Config.NumHiddenLayers - 1 && difference < 1e-3;
-        // bf16's rounding steps are near that tolerance (a kernel that rounds once differently could fail it): reported.
+        // bf16's (and fp16's) rounding steps are near that tolerance (a kernel that rounds once differently could fail it): reported.
         Console.WriteLine($"{device.type} {dtype} with dropout: {count} checkpointed blocks replayed, largest difference from " +
-            $"their first runs {difference:E2} of the output{(dtype != ScalarType.Float32 ? "  (bf16: reported)" : pass ? "  PASS" : "  FAIL")}");
+            $"their first runs {difference:E2} of the output{(dtype != ScalarType.Float32 ? $"  ({dtype}: reported)" : pass ? "  PASS" : "  FAIL")}");
         return pass || dtype != ScalarType.Float32;
     }
 
