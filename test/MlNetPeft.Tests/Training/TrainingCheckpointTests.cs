@@ -44,6 +44,7 @@ public sealed class TrainingCheckpointTests
         [new LoraConfig { Dropout = 0.1 }, ScalarType.BFloat16],
         [new LoraConfig { Dropout = 0.1, UseDora = true }, ScalarType.Float32], // DoRA's magnitudes
         [new LoraConfig { Dropout = 0.1 }, ScalarType.Float16], // the loss scale and the skipped steps
+        [new SvdConfig { Variant = SvdVariant.AdaLora, Dropout = 0.1, MaskInterval = 1, InitialRank = 4, TargetRank = 2 }, ScalarType.Float16], // hooks wait on skips
         [new FullFineTuningConfig(), ScalarType.Float16],
     ];
 
