@@ -25,7 +25,9 @@ public static class SentimentExample
         var ml = new MLContext(seed: 42);
         ml.Log += (_, e) =>
         {
-            if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Info && e.Source.StartsWith("Msplora", StringComparison.Ordinal))
+            // The trainer's progress, and its warnings (e.g. a precision this CPU only emulates).
+            if (e.Kind is Microsoft.ML.Runtime.ChannelMessageKind.Info or Microsoft.ML.Runtime.ChannelMessageKind.Warning
+                && e.Source.StartsWith("Msplora", StringComparison.Ordinal))
                 Console.WriteLine("  " + e.Message);
         };
 
