@@ -97,7 +97,10 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
             if (ComputeSelection.SlowPrecisionWarning(device, precision) is { } slow)
                 ch.Warning(MessageSensitivity.None, slow);
             model.To(device, precision);
-            Log($"Device {device.type}, backbone {precision}{(precision == ScalarType.Float16 ? " (loss scaled dynamically)" : "")}.{Environment.NewLine}{model.Report()}");
+            // What Precision = Auto went by, on a GPU.
+            var capability = ComputeSelection.Capability(device) is { } c ? $" (compute capability {c.Major}.{c.Minor})" : "";
+            Log($"Device {device.type}{capability}, backbone {precision}{(precision == ScalarType.Float16 ? " (loss scaled dynamically)" : "")}." +
+                $"{Environment.NewLine}{model.Report()}");
             var identity = new Dictionary<string, string> { ["backbone"] = backboneSha256 };
             if (start is not null && o.TrainingStateDirectory is not null) identity["starting weights"] = StateFingerprint(model);
             if (o.MaxEpochs > 0) // MLContext.CancelExecution (AutoML) stops training at the next batch
