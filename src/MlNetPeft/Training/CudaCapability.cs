@@ -25,7 +25,12 @@ internal static class CudaCapability
 
     /// <summary>(major, minor) of CUDA device <paramref name="ordinal"/>, or null where there is no CUDA driver or it
     /// does not answer (read once per device).</summary>
-    public static (int Major, int Minor)? Of(int ordinal) => Known.GetOrAdd(ordinal, Ask);
+    public static (int Major, int Minor)? Of(int ordinal) => Known.GetOrAdd(ordinal, o =>
+    {
+        try { return Ask(o); }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException or BadImageFormatException or MarshalDirectiveException)
+        { return null; }
+    });
 
     private static (int Major, int Minor)? Ask(int ordinal)
     {
