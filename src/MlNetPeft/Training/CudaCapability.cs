@@ -25,17 +25,21 @@ internal static class CudaCapability
 
     /// <summary>(major, minor) of CUDA device <paramref name="ordinal"/>, or null where there is no CUDA driver or it
     /// does not answer (read once per device).</summary>
-    public static (int Major, int Minor)? Of(int ordinal) => Known.GetOrAdd(ordinal, o =>
+    public static (int Major, int Minor)? Of(int ordinal) =>
+        Known.GetOrAdd(ordinal, o => OperatingSystem.IsWindows() ? Ask(o, "nvcuda.dll") : OperatingSystem.IsLinux() ? Ask(o, "libcuda.so.1") : null);
+
+    /// <summary>(major, minor) of device <paramref name="ordinal"/> as the CUDA driver library <paramref name="driverLibrary"/>
+    /// reports it, or null.</summary>
+    internal static (int Major, int Minor)? Ask(int ordinal, string driverLibrary)
     {
-        try { return Ask(o); }
+        try { return AskDriver(ordinal, driverLibrary); }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException or BadImageFormatException or MarshalDirectiveException)
         { return null; }
-    });
+    }
 
-    private static (int Major, int Minor)? Ask(int ordinal)
+    private static (int Major, int Minor)? AskDriver(int ordinal, string driverLibrary)
     {
-        var name = OperatingSystem.IsWindows() ? "nvcuda.dll" : OperatingSystem.IsLinux() ? "libcuda.so.1" : null;
-        if (name is null || !NativeLibrary.TryLoad(name, out var driver)) return null;
+        if (!NativeLibrary.TryLoad(driverLibrary, out var driver)) return null;
         if (!NativeLibrary.TryGetExport(driver, "cuInit", out var init)
             || !NativeLibrary.TryGetExport(driver, "cuDeviceGet", out var get)
             || !NativeLibrary.TryGetExport(driver, "cuDeviceGetAttribute", out var attribute)) return null;

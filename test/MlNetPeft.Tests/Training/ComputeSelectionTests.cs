@@ -60,6 +60,42 @@ public sealed class ComputeSelectionTests
         Assert.IsNull(ComputeSelection.SlowCudaPrecisionWarning(ScalarType.BFloat16, null), "unknown capability");
     }
 
+    /// <summary>The driver calls, made against a stand-in libcuda (compiled here with the C compiler) that knows two
+    /// devices: the capability of each, and null for a device it does not have, a library that is not there, and one
+    /// without the driver's functions.</summary>
+    [TestMethod]
+    public void TheCapabilityIsWhatTheDriverSays()
+    {
+        if (!OperatingSystem.IsLinux()) Assert.Inconclusive("builds a Linux shared library");
+        var dir = Directory.CreateTempSubdirectory("mlnetpeft-fake-cuda-").FullName;
+        try
+        {
+            File.WriteAllText(Path.Combine(dir, "cuda.c"), """
+                int cuInit(unsigned int flags) { return flags == 0 ? 0 : 1; }
+                int cuDeviceGet(int *device, int ordinal) { if (ordinal < 0 || ordinal > 1) return 101; *device = 10 + ordinal; return 0; }
+                int cuDeviceGetAttribute(int *value, int attribute, int device)
+                {
+                    static const int capability[2][2] = { { 7, 5 }, { 9, 0 } };
+                    if (device < 10 || device > 11 || attribute < 75 || attribute > 76) return 1;
+                    *value = capability[device - 10][attribute - 75];
+                    return 0;
+                }
+                """);
+            var library = Path.Combine(dir, "libfakecuda.so");
+            using (var cc = System.Diagnostics.Process.Start("cc", ["-shared", "-fPIC", "-o", library, Path.Combine(dir, "cuda.c")]))
+            {
+                cc.WaitForExit();
+                Assert.AreEqual(0, cc.ExitCode, "cc builds the stand-in driver");
+            }
+            Assert.AreEqual((7, 5), CudaCapability.Ask(0, library));
+            Assert.AreEqual((9, 0), CudaCapability.Ask(1, library));
+            Assert.IsNull(CudaCapability.Ask(2, library), "a device the driver does not have");
+            Assert.IsNull(CudaCapability.Ask(0, Path.Combine(dir, "missing.so")), "no driver");
+            Assert.IsNull(CudaCapability.Ask(0, "libm.so.6"), "a library without the driver's functions");
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
     /// <summary>Where there is no CUDA driver (this CPU machine), asking for a capability answers null rather than failing.</summary>
     [TestMethod]
     public void WithoutACudaDriverTheCapabilityIsUnknown()
