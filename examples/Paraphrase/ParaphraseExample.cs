@@ -23,6 +23,7 @@ public static class ParaphraseExample
     public static bool Run(ExampleArgs args)
     {
         var ml = new MLContext(seed: 42);
+        TrainerLog.Print(ml, "Msplora", progress: false);
         var glue = Path.Combine(args.DataDirectory, "glue");
         // MRPC's label is "1" (paraphrase) or "0": a Boolean label, so the binary trainer needs no MapValueToKey.
         var toBoolean = ml.Transforms.Conversion.ConvertType("Label", outputKind: DataKind.Boolean);

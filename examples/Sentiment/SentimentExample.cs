@@ -23,13 +23,7 @@ public static class SentimentExample
     public static bool Run(ExampleArgs args)
     {
         var ml = new MLContext(seed: 42);
-        ml.Log += (_, e) =>
-        {
-            // The trainer's progress, and its warnings (e.g. a precision this CPU only emulates).
-            if (e.Kind is Microsoft.ML.Runtime.ChannelMessageKind.Info or Microsoft.ML.Runtime.ChannelMessageKind.Warning
-                && e.Source.StartsWith("Msplora", StringComparison.Ordinal))
-                Console.WriteLine("  " + e.Message);
-        };
+        TrainerLog.Print(ml, "Msplora", progress: true);
 
         var train = Load(ml, Path.Combine(args.DataDirectory, "glue", "SST-2", "train.tsv"), args.MaxTrainRows);
         var dev = Load(ml, Path.Combine(args.DataDirectory, "glue", "SST-2", "dev.tsv"), args.MaxDevRows);

@@ -23,6 +23,7 @@ public static class SimilarityExample
     public static bool Run(ExampleArgs args)
     {
         var ml = new MLContext(seed: 42);
+        TrainerLog.Print(ml, "Msplora", progress: false);
         var glue = Path.Combine(args.DataDirectory, "glue");
         var train = GlueTask.Stsb.Load(ml, glue, "train");
         if (args.MaxTrainRows > 0) train = ml.Data.TakeRows(train, args.MaxTrainRows);
