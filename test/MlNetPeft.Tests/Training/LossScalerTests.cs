@@ -38,15 +38,15 @@ public sealed class LossScalerTests
         Assert.AreEqual(scaler.Scale, restored.Scale, "a state without a scale (another precision's) changes nothing");
     }
 
-    /// <summary>The same tiny LoRA model (B factors and head made non-zero so every gradient is) in fp32, or in fp16
-    /// with the loss scaled.</summary>
+    /// <summary>The same tiny LoRA model in fp32 or fp16, its B factors made non-zero so that the A factors get
+    /// gradients too.</summary>
     private static PeftModel Model(ScalarType dtype)
     {
         manual_seed(3);
         var model = AdapterTests.Tiny(new LoraConfig { Dropout = 0 });
         using (no_grad())
-            foreach (var (name, p) in model.TrainableParameters().Where(p => p.Name.EndsWith("lora_B", StringComparison.Ordinal)))
-                p.copy_(randn_like(p).mul_(0.1));
+            foreach (var (_, b) in model.TrainableParameters().Where(p => p.Name.EndsWith("lora_B", StringComparison.Ordinal)))
+                b.copy_(randn_like(b).mul_(0.1));
         model.To(CPU, dtype);
         model.Train();
         return model;
