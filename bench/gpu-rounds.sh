@@ -43,6 +43,7 @@ side 60 timeout 150 $bench stacking --device cuda --shape base --batch 32 --seq 
 side 60 timeout 300 $bench resume --device cuda --shape mini
 # fp16 with dynamic loss scaling (what Auto picks on V100/T4-class GPUs): its CUDA path end to end, and its speed here.
 side 40 timeout 150 $bench speed --shape base --method lora --precision fp16 --steps 50 --warm-up 10 --out /tmp/gpu-fp16-json
+side 40 timeout 150 $bench resume --device cuda --shape mini --method lora --precision fp16
 # Padded batches of changing length: cuDNN attention's per-shape plans off (our default), then on.
 side 60 timeout 300 $bench first-steps --device cuda --shape base --steps 30
 side 60 env MLNETPEFT_CUDNN_ATTENTION=1 timeout 300 $bench first-steps --device cuda --shape base --steps 30
