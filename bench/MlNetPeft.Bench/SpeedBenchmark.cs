@@ -45,10 +45,7 @@ internal static class SpeedBenchmark
         if (threads > 0) set_num_threads(threads);
         var (device, precision) = DeviceAndPrecision(a);
         double peak = MatmulPeak(device, precision);
-        // On a GPU, also what the CUDA driver says of it: what Precision = Auto went by.
-        string capability = device.type != DeviceType.CUDA ? ""
-            : ComputeSelection.Capability(device) is { } c ? $" (compute capability {c.Major}.{c.Minor})" : " (compute capability unknown)";
-        Console.WriteLine($"{device.type}{capability} {precision}, {get_num_threads()} threads: dense matmul peak {peak / 1e12:F3} TFLOP/s");
+        Console.WriteLine($"{ComputeSelection.Describe(device)} {precision}, {get_num_threads()} threads: dense matmul peak {peak / 1e12:F3} TFLOP/s");
 
         var targets = a.Targets(); // null: each method's default; the reference has only those
         var runs = new List<SpeedRun>();

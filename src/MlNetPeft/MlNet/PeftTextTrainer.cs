@@ -97,9 +97,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
             if (ComputeSelection.SlowPrecisionWarning(device, precision) is { } slow)
                 ch.Warning(MessageSensitivity.None, slow);
             model.To(device, precision);
-            // What Precision = Auto went by, on a GPU.
-            var capability = ComputeSelection.Capability(device) is { } c ? $" (compute capability {c.Major}.{c.Minor})" : "";
-            Log($"Device {device.type}{capability}, backbone {precision}{(precision == ScalarType.Float16 ? " (loss scaled dynamically)" : "")}." +
+            Log($"Device {ComputeSelection.Describe(device)}, backbone {precision}{(precision == ScalarType.Float16 ? " (loss scaled dynamically)" : "")}." +
                 $"{Environment.NewLine}{model.Report()}");
             var identity = new Dictionary<string, string> { ["backbone"] = backboneSha256 };
             if (start is not null && o.TrainingStateDirectory is not null) identity["starting weights"] = StateFingerprint(model);

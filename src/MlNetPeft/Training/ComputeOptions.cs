@@ -77,6 +77,12 @@ internal static class ComputeSelection
         },
     };
 
+    /// <summary>The device as logs name it, with what <see cref="ComputePrecision.Auto"/> goes by on a GPU:
+    /// "CPU", "CUDA (compute capability 9.0)", or "CUDA (compute capability unknown)" where the driver does not answer.</summary>
+    public static string Describe(Device device) =>
+        device.type != DeviceType.CUDA ? device.type.ToString()
+        : Capability(device) is { } c ? $"{device.type} (compute capability {c.Major}.{c.Minor})" : $"{device.type} (compute capability unknown)";
+
     /// <summary>The compute capability of a CUDA device, or null (not CUDA, or the driver cannot be asked).</summary>
     public static (int Major, int Minor)? Capability(Device device) =>
         device.type == DeviceType.CUDA ? CudaCapability.Of(Math.Max(device.index, 0)) : null;

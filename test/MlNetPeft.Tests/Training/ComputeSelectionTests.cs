@@ -103,6 +103,8 @@ public sealed class ComputeSelectionTests
         if (System.Runtime.InteropServices.NativeLibrary.TryLoad("libcuda.so.1", out _)) Assert.Inconclusive("this machine has a CUDA driver");
         Assert.IsNull(CudaCapability.Of(0));
         Assert.IsNull(ComputeSelection.Capability(new Device(TorchSharp.DeviceType.CUDA, -1)));
+        Assert.AreEqual("CUDA (compute capability unknown)", ComputeSelection.Describe(new Device(TorchSharp.DeviceType.CUDA, 0)));
+        Assert.AreEqual("CPU", ComputeSelection.Describe(CPU));
     }
 
     /// <summary>A bf16 trainer on this machine's CPU warns in ML.NET's log exactly when this CPU's flags lack native bf16.</summary>
