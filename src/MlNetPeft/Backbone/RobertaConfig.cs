@@ -55,8 +55,8 @@ public sealed record RobertaConfig
             throw new InvalidDataException($"{source}: hidden_size {HiddenSize} is not a multiple of num_attention_heads {NumAttentionHeads}");
         if (NumHiddenLayers <= 0 || IntermediateSize <= 0 || VocabSize <= 0 || MaxPositionEmbeddings <= PadTokenId + 1)
             throw new InvalidDataException($"{source}: layer, vocabulary or position sizes are not positive");
-        if (HiddenAct != "gelu")
-            throw new InvalidDataException($"{source}: hidden_act '{HiddenAct}' is not supported (only 'gelu')");
+        if (HiddenActivation.Refusal(HiddenAct) is { } refusal)
+            throw new InvalidDataException($"{source}: {refusal}");
         if (PositionEmbeddingType != "absolute")
             throw new InvalidDataException($"{source}: position_embedding_type '{PositionEmbeddingType}' is not supported (only 'absolute')");
         if (IsDecoder)

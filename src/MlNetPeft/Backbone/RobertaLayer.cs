@@ -67,10 +67,12 @@ internal sealed class RobertaLayer : nn.Module<Tensor, Tensor?, Tensor>
 internal sealed class RobertaIntermediate : nn.Module<Tensor, Tensor>
 {
     private nn.Module<Tensor, Tensor> dense;
+    private readonly Func<Tensor, Tensor> _activation;
 
     public RobertaIntermediate(RobertaConfig c) : base(nameof(RobertaIntermediate))
     {
         dense = nn.Linear(c.HiddenSize, c.IntermediateSize);
+        _activation = HiddenActivation.Of(c.HiddenAct);
         RegisterComponents();
     }
 
@@ -84,5 +86,5 @@ internal sealed class RobertaIntermediate : nn.Module<Tensor, Tensor>
         register_module(nameof(dense), dense = replacement);
     }
 
-    public override Tensor forward(Tensor x) => nn.functional.gelu(dense.call(x));
+    public override Tensor forward(Tensor x) => _activation(dense.call(x));
 }
