@@ -53,8 +53,8 @@ public abstract record AdapterConfig
             if (!AdapterTargets.All.Contains(t))
                 throw new ArgumentException($"Targets: '{t}' is not a projection of a block ({string.Join(", ", AdapterTargets.All)})");
         if (Targets.Distinct().Count() != Targets.Length) throw new ArgumentException("Targets: a projection is listed twice");
-        if (Alpha <= 0) throw new ArgumentException($"Alpha must be positive, got {Alpha}");
-        if (Dropout is < 0 or >= 1) throw new ArgumentException($"Dropout must be in [0, 1), got {Dropout}");
+        if (Alpha is not (> 0 and < double.PositiveInfinity)) throw new ArgumentException($"Alpha must be positive, got {Alpha}");
+        if (Dropout is not (>= 0 and < 1)) throw new ArgumentException($"Dropout must be in [0, 1), got {Dropout}");
     }
 
     public string ToJson() => JsonSerializer.Serialize(this);

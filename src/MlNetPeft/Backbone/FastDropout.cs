@@ -19,7 +19,7 @@ internal sealed class FastDropout : nn.Module<Tensor, Tensor>
 
     public FastDropout(double p) : base(nameof(FastDropout))
     {
-        if (p is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(p), $"dropout probability must be in [0, 1), got {p}");
+        if (p is not (>= 0 and < 1)) throw new ArgumentOutOfRangeException(nameof(p), $"dropout probability must be in [0, 1), got {p}");
         _p = p;
     }
 

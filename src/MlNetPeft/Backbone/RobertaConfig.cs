@@ -55,6 +55,11 @@ public sealed record RobertaConfig
             throw new InvalidDataException($"{source}: hidden_size {HiddenSize} is not a multiple of num_attention_heads {NumAttentionHeads}");
         if (NumHiddenLayers <= 0 || IntermediateSize <= 0 || VocabSize <= 0 || MaxPositionEmbeddings <= PadTokenId + 1)
             throw new InvalidDataException($"{source}: layer, vocabulary or position sizes are not positive");
+        if (HiddenDropoutProb is not (>= 0 and < 1) || AttentionProbsDropoutProb is not (>= 0 and < 1) || ClassifierDropout is not (null or (>= 0 and < 1)))
+            throw new InvalidDataException($"{source}: hidden_dropout_prob, attention_probs_dropout_prob and classifier_dropout must be in [0, 1), " +
+                $"got {HiddenDropoutProb}, {AttentionProbsDropoutProb} and {ClassifierDropout?.ToString() ?? "null"}");
+        if (LayerNormEps is not (> 0 and < 1))
+            throw new InvalidDataException($"{source}: layer_norm_eps must be a small positive number, got {LayerNormEps}");
         if (HiddenActivation.Refusal(HiddenAct) is { } refusal)
             throw new InvalidDataException($"{source}: {refusal}");
         if (PositionEmbeddingType != "absolute")

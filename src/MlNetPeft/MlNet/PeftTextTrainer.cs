@@ -69,6 +69,8 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         if (tokenizer.VocabSize > config.VocabSize)
             throw new InvalidDataException($"the tokenizer of {backbone.Path} has {tokenizer.VocabSize} tokens but {backbone.ConfigFile} says vocab_size {config.VocabSize}");
         int maxLength = Math.Min(o.MaxSequenceLength, config.MaxSequenceLength);
+        if (maxLength < o.MaxSequenceLength)
+            Log($"MaxSequenceLength {o.MaxSequenceLength} is more than the backbone's {maxLength} positions: inputs are cut at {maxLength} tokens");
         var adapterConfig = o.ToAdapterConfig();
         adapterConfig.Validate(config.NumHiddenLayers);
 

@@ -38,7 +38,8 @@ public abstract class PeftTextTrainerOptions
     /// <summary>HuggingFace RoBERTa checkpoint directory: config.json, model.safetensors (or pytorch_model.bin), vocab.json, merges.txt.</summary>
     public string? BackboneDirectory;
 
-    /// <summary>Longest input in tokens, special tokens included; longer inputs are truncated (longest side first).</summary>
+    /// <summary>Longest input in tokens, special tokens included; longer inputs are truncated (longest side first). At most
+    /// the backbone's positions (512 for RoBERTa): a larger value is cut to that, and the training log says so.</summary>
     public int MaxSequenceLength = 128;
 
     /// <summary>Rows per forward and backward pass (and per scoring batch).</summary>

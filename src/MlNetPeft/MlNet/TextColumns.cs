@@ -48,7 +48,8 @@ internal sealed record TextColumns(DataViewSchema.Column Sentence1, DataViewSche
         }
         else if (key.Count < 2 || key.Count > 100_000)
         {
-            throw new ArgumentOutOfRangeException(nameof(schema), $"{what}: label column '{name}' has {key.Count} classes; 2 or more are needed");
+            throw new ArgumentOutOfRangeException(nameof(schema), $"{what}: label column '{name}' has {key.Count} classes; 2 or more are needed " +
+                "(a MapValueToKey fitted on data with fewer than two distinct labels, or with no rows, gives fewer)");
         }
         return column;
     }

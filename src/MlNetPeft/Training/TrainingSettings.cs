@@ -35,18 +35,20 @@ internal sealed record TrainingSettings
         if (BatchSize <= 0) throw new ArgumentException($"BatchSize must be positive, got {BatchSize}");
         if (GradientAccumulationSteps <= 0) throw new ArgumentException($"GradientAccumulationSteps must be positive (1 = no accumulation), got {GradientAccumulationSteps}");
         if (MaxEpochs <= 0) throw new ArgumentException($"MaxEpochs must be positive, got {MaxEpochs}");
-        if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) throw new ArgumentException($"LearningRate must be positive, got {LearningRate}");
-        if (!(HeadLearningRateRatio > 0)) throw new ArgumentException($"HeadLearningRateRatio must be positive, got {HeadLearningRateRatio}");
-        if (!(LoraPlusLearningRateRatio > 0) || double.IsInfinity(LoraPlusLearningRateRatio))
+        // The patterns are false for NaN, so a NaN setting is refused here rather than met as a NaN loss later.
+        if (LearningRate is not (> 0 and < double.PositiveInfinity)) throw new ArgumentException($"LearningRate must be positive, got {LearningRate}");
+        if (HeadLearningRateRatio is not (> 0 and < double.PositiveInfinity)) throw new ArgumentException($"HeadLearningRateRatio must be positive, got {HeadLearningRateRatio}");
+        if (LoraPlusLearningRateRatio is not (> 0 and < double.PositiveInfinity))
             throw new ArgumentException($"LoraPlusLearningRateRatio must be positive (1 = plain LoRA), got {LoraPlusLearningRateRatio}");
-        if (WeightDecay < 0) throw new ArgumentException($"WeightDecay must not be negative, got {WeightDecay}");
-        if (WarmupRatio is < 0 or >= 1) throw new ArgumentException($"WarmupRatio must be in [0, 1), got {WarmupRatio}");
-        if (GradientClipNorm < 0) throw new ArgumentException($"GradientClipNorm must not be negative (0 turns clipping off), got {GradientClipNorm}");
+        if (WeightDecay is not (>= 0 and < double.PositiveInfinity)) throw new ArgumentException($"WeightDecay must be finite and not negative, got {WeightDecay}");
+        if (WarmupRatio is not (>= 0 and < 1)) throw new ArgumentException($"WarmupRatio must be in [0, 1), got {WarmupRatio}");
+        if (GradientClipNorm is not (>= 0 and < double.PositiveInfinity))
+            throw new ArgumentException($"GradientClipNorm must be finite and not negative (0 turns clipping off), got {GradientClipNorm}");
         if (EarlyStoppingPatience < 0) throw new ArgumentException($"EarlyStoppingPatience must not be negative, got {EarlyStoppingPatience}");
         if (SaveStateEveryNSteps < 0) throw new ArgumentException($"SaveStateEveryNSteps must not be negative (0 saves at the end of each epoch only), got {SaveStateEveryNSteps}");
         if (StateDirectory is not null && string.IsNullOrWhiteSpace(StateDirectory)) throw new ArgumentException("TrainingStateDirectory must name a directory (or be null: no saved state)");
         if (SaveStateEveryNSteps > 0 && StateDirectory is null) throw new ArgumentException("SaveStateEveryNSteps needs a TrainingStateDirectory to save to");
-        if (!(InitialLossScale > 0) || double.IsInfinity(InitialLossScale)) throw new ArgumentException($"InitialLossScale must be positive, got {InitialLossScale}");
+        if (InitialLossScale is not (> 0 and < double.PositiveInfinity)) throw new ArgumentException($"InitialLossScale must be positive, got {InitialLossScale}");
         if (LogEveryNSteps <= 0) throw new ArgumentException($"LogEveryNSteps must be positive, got {LogEveryNSteps}");
     }
 }

@@ -82,6 +82,13 @@ public sealed class CheckpointTests
             () => RobertaConfig.FromJson("""{"position_embedding_type": "relative_key"}""", "cfg.json")).Message, "position_embedding_type 'relative_key'");
         StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(
             () => RobertaConfig.FromJson("""{"is_decoder": true}""", "cfg.json")).Message, "is_decoder");
+        // Values that would make NaN or no normalisation later are refused where they are read.
+        StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(
+            () => RobertaConfig.FromJson("""{"hidden_dropout_prob": 1.0}""", "cfg.json")).Message, "hidden_dropout_prob");
+        StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(
+            () => RobertaConfig.FromJson("""{"classifier_dropout": -0.1}""", "cfg.json")).Message, "classifier_dropout");
+        StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(
+            () => RobertaConfig.FromJson("""{"layer_norm_eps": 0}""", "cfg.json")).Message, "layer_norm_eps");
         Assert.AreEqual("absolute", RobertaConfig.FromJson("""{"position_embedding_type": "absolute", "is_decoder": false}""", "cfg.json").PositionEmbeddingType);
     }
 

@@ -21,6 +21,52 @@ public sealed class BadInputTests
         return rows;
     }
 
+    /// <summary>NaN or infinite settings are refused by name before training, not met later as a NaN loss or as a
+    /// comparison that NaN passes (a NaN GradientClipNorm once turned clipping off silently).</summary>
+    [TestMethod]
+    [DataRow("LearningRate", double.NaN, "LearningRate")]
+    [DataRow("HeadLearningRateRatio", double.PositiveInfinity, "HeadLearningRateRatio")]
+    [DataRow("WeightDecay", double.NaN, "WeightDecay")]
+    [DataRow("WarmupRatio", double.NaN, "WarmupRatio")]
+    [DataRow("GradientClipNorm", double.NaN, "GradientClipNorm")]
+    [DataRow("LoraAlpha", double.NaN, "Alpha")]
+    [DataRow("LoraDropout", double.NaN, "Dropout")]
+    [DataRow("Beta1", double.NaN, "Beta1")]
+    [DataRow("OrthogonalityWeight", double.NaN, "OrthogonalityWeight")]
+    [DataRow("CrossOrthogonalityWeight", double.PositiveInfinity, "CrossOrthogonalityWeight")]
+    public void NonFiniteSettingsAreNamed(string option, double value, string named)
+    {
+        PeftTextTrainerOptions options = option.Contains("Orthogonality") || option == "Beta1" ? PeftTrainerFixture.LoraSquared(1) : PeftTrainerFixture.Msplora(1);
+        options.GetType().GetField(option)!.SetValue(options, value);
+        var data = Ml.Data.LoadFromEnumerable(ToyText.Rows(20, seed: 1));
+        AssertNames(Assert.ThrowsExactly<ArgumentException>(() => PeftTrainerFixture.Fit(Ml, data, options)), named, value.ToString());
+    }
+
+    [TestMethod]
+    [DataRow(20)]
+    [DataRow(0)]
+    public void FewerThanTwoClassesSaysWhy(int rows)
+    {
+        var ml = Ml;
+        var oneLabel = ToyText.Rows(20, seed: 1).Take(rows).Select(r => new ToyText.Row { Sentence1 = r.Sentence1, Label = "same" }).ToList();
+        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(
+            () => PeftTrainerFixture.Fit(ml, ml.Data.LoadFromEnumerable(oneLabel), PeftTrainerFixture.Msplora(1)));
+        AssertNames(e, "label column 'Label'", "2 or more", "no rows");
+    }
+
+    [TestMethod]
+    public void MaxSequenceLengthBeyondTheBackboneIsCutAndLogged()
+    {
+        var ml = Ml;
+        var info = PeftTrainerFixture.LogMessages(ml, Microsoft.ML.Runtime.ChannelMessageKind.Info);
+        var options = PeftTrainerFixture.Msplora(1);
+        options.MaxSequenceLength = 100_000;
+        PeftTrainerFixture.Fit(ml, ml.Data.LoadFromEnumerable(ToyText.Rows(20, seed: 1)), options);
+        int positions = MlNetPeft.Backbone.RobertaConfig.Load(Path.Combine(TestData.TinyBackbone, "config.json")).MaxSequenceLength;
+        var logged = info.Single(m => m.Contains("MaxSequenceLength 100000"));
+        StringAssert.Contains(logged, $"inputs are cut at {positions} tokens");
+    }
+
     [TestMethod]
     [DataRow("")]
     [DataRow("   ")]

@@ -68,7 +68,7 @@ public sealed record LoraConfig : AdapterConfig
         foreach (var (key, rank) in RankPattern ?? [])
             if (rank <= 0) throw new ArgumentException($"RankPattern: '{key}' must map to a positive rank, got {rank}");
         foreach (var (key, alpha) in AlphaPattern ?? [])
-            if (alpha <= 0) throw new ArgumentException($"AlphaPattern: '{key}' must map to a positive alpha, got {alpha}");
+            if (alpha is not (> 0 and < double.PositiveInfinity)) throw new ArgumentException($"AlphaPattern: '{key}' must map to a positive alpha, got {alpha}");
         foreach (var key in (RankPattern?.Keys ?? Enumerable.Empty<string>()).Concat(AlphaPattern?.Keys ?? Enumerable.Empty<string>()))
         {
             try { _ = new Regex(key); }

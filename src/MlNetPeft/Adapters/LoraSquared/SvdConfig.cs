@@ -74,9 +74,10 @@ public sealed record SvdConfig : AdapterConfig
         if (InitialRank <= 0) throw new ArgumentException($"InitialRank must be positive, got {InitialRank}");
         if (TargetRank <= 0 || TargetRank > InitialRank) throw new ArgumentException($"TargetRank must be between 1 and InitialRank {InitialRank}, got {TargetRank}");
         if (Variant == SvdVariant.LoraSquared && InnerRank <= 0) throw new ArgumentException($"InnerRank must be positive, got {InnerRank}");
-        if (OrthogonalityWeight < 0 || CrossOrthogonalityWeight < 0) throw new ArgumentException("orthogonality weights must not be negative");
+        if (OrthogonalityWeight is not (>= 0 and < double.PositiveInfinity) || CrossOrthogonalityWeight is not (>= 0 and < double.PositiveInfinity))
+            throw new ArgumentException($"OrthogonalityWeight and CrossOrthogonalityWeight must be finite and not negative, got {OrthogonalityWeight} and {CrossOrthogonalityWeight}");
         if (MaskInterval <= 0) throw new ArgumentException($"MaskInterval must be positive, got {MaskInterval}");
-        if (Beta1 is < 0 or >= 1 || Beta2 is < 0 or >= 1) throw new ArgumentException("Beta1 and Beta2 must be in [0, 1)");
+        if (Beta1 is not (>= 0 and < 1) || Beta2 is not (>= 0 and < 1)) throw new ArgumentException($"Beta1 and Beta2 must be in [0, 1), got {Beta1} and {Beta2}");
     }
 
     /// <summary>
