@@ -144,6 +144,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         var columns = TextColumns.Bind(input.Schema, o.Sentence1ColumnName, o.Sentence2ColumnName, "training data");
         var label = TextColumns.Label(input.Schema, o.LabelColumnName, _task, _binary, "training data");
         int outputs = _task == TaskKind.Regression ? 1 : _binary ? 2 : (int)((KeyDataViewType)label.Type).Count;
+        if (Metrics.Mismatch(o.ValidationMetric, _task, outputs) is { } mismatch) throw new ArgumentException(mismatch);
         var weight = o.ExampleWeightColumnName is { } weightName ? TextColumns.Weight(input.Schema, weightName, "training data") : (DataViewSchema.Column?)null;
         var train = columns.ReadExamples(input, label, _task, tokenizer, maxLength, "training data", weight);
         if (o.BalanceClasses) train = Examples.BalanceClasses(train);
@@ -217,6 +218,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         var o = TrainerOptions;
+        o.Validate(); // a pipeline asks for this before Fit: bad options are named here, not met as a null column name
         foreach (var name in new[] { o.Sentence1ColumnName, o.Sentence2ColumnName }.OfType<string>())
         {
             if (!inputSchema.TryFindColumn(name, out var text))

@@ -185,6 +185,10 @@ public abstract class PeftTextTrainerOptions
             throw new ArgumentException("BackboneDirectory is required: a RoBERTa checkpoint directory (config.json, model.safetensors or pytorch_model.bin, vocab.json, merges.txt).");
         if (string.IsNullOrWhiteSpace(Sentence1ColumnName)) throw new ArgumentException("Sentence1ColumnName is required.");
         if (string.IsNullOrWhiteSpace(LabelColumnName)) throw new ArgumentException("LabelColumnName is required.");
+        if (!Enum.IsDefined(Device) || !Enum.IsDefined(Precision) || !Enum.IsDefined(ValidationMetric))
+            throw new ArgumentException($"Device, Precision and ValidationMetric must be values of their enums, got {Device}, {Precision} and {ValidationMetric}");
+        if (EarlyStoppingPatience > 0 && ValidationSet is null)
+            throw new ArgumentException("EarlyStoppingPatience needs a ValidationSet to score each epoch");
         if (MaxSequenceLength < 8) throw new ArgumentException($"MaxSequenceLength must be at least 8, got {MaxSequenceLength}");
         if (MaxEpochs == 0 && !StartsTrained)
             throw new ArgumentException("MaxEpochs must be positive (0, no training, only for a model that starts trained: UseCheckpointHead or InitialPeftAdapter)");

@@ -23,6 +23,20 @@ public enum ValidationMetric
 /// <summary>Task metrics over predictions and gold values, as GLUE defines them.</summary>
 public static class Metrics
 {
+    /// <summary>Why <paramref name="metric"/> cannot score a task of <paramref name="classes"/> classes (1 for
+    /// regression), or null when it can: the exact-match accuracy of real values, a correlation of class indices, or a
+    /// two-class score over more classes would pick the best epoch by noise.</summary>
+    public static string? Mismatch(ValidationMetric metric, TaskKind task, int classes) => (metric, task) switch
+    {
+        (ValidationMetric.Accuracy or ValidationMetric.MatthewsCorrelation or ValidationMetric.F1, TaskKind.Regression) =>
+            $"ValidationMetric {metric} is for classification; for regression use Pearson, Spearman or Loss",
+        (ValidationMetric.Pearson or ValidationMetric.Spearman, TaskKind.Classification) =>
+            $"ValidationMetric {metric} is for regression; for classification use Accuracy, MatthewsCorrelation or F1 (two classes) or Loss",
+        (ValidationMetric.MatthewsCorrelation or ValidationMetric.F1, _) when classes > 2 =>
+            $"ValidationMetric {metric} scores two classes (the second one positive), but the label has {classes}; use Accuracy or Loss",
+        _ => null,
+    };
+
     /// <summary>Whether a larger value of <paramref name="metric"/> is better (all but the loss).</summary>
     public static bool HigherIsBetter(ValidationMetric metric) => metric != ValidationMetric.Loss;
 

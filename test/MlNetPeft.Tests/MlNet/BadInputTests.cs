@@ -220,5 +220,35 @@ public sealed class BadInputTests
         options.BalanceClasses = true;
         var scores = ml.Data.LoadFromEnumerable(ToyText.Rows(20, seed: 1).Select((r, i) => new { r.Sentence1, Label = (float)i }).ToList());
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => ml.Regression.Trainers.Msplora(options).Fit(scores)).Message, "BalanceClasses");
+        options = PeftTrainerFixture.Msplora(1);
+        options.EarlyStoppingPatience = 2; // and no ValidationSet to score
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeftTrainerFixture.Fit(ml, data, options)).Message, "ValidationSet");
+        options = PeftTrainerFixture.Msplora(1);
+        options.Precision = (MlNetPeft.Training.ComputePrecision)77;
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeftTrainerFixture.Fit(ml, data, options)).Message, "Precision");
+        // A pipeline asks the trainer for its output schema before Fit: a missing name is named there too.
+        options = PeftTrainerFixture.Msplora(1);
+        options.LabelColumnName = null!;
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeftTrainerFixture.Fit(ml, data, options)).Message, "LabelColumnName");
+    }
+
+    /// <summary>A validation metric of another task would pick the best epoch by noise (the exact-match accuracy of real
+    /// values, a correlation of class indices, a two-class F1 over three classes).</summary>
+    [TestMethod]
+    [DataRow("Accuracy", "regression")]
+    [DataRow("Spearman", "classification")]
+    [DataRow("F1", "classification")]
+    [DataRow("MatthewsCorrelation", "classification")]
+    public void ValidationMetricOfAnotherTaskIsRefused(string metric, string task)
+    {
+        var ml = Ml;
+        var options = PeftTrainerFixture.Msplora(1);
+        options.ValidationMetric = Enum.Parse<MlNetPeft.Training.ValidationMetric>(metric);
+        var rows = ToyText.Rows(20, seed: 1); // three classes
+        Exception e = task == "regression"
+            ? Assert.ThrowsExactly<ArgumentException>(() => ml.Regression.Trainers.Msplora(options)
+                .Fit(ml.Data.LoadFromEnumerable(rows.Select((r, i) => new { r.Sentence1, Label = (float)i }).ToList())))
+            : Assert.ThrowsExactly<ArgumentException>(() => PeftTrainerFixture.Fit(ml, ml.Data.LoadFromEnumerable(rows), options));
+        AssertNames(e, $"ValidationMetric {metric}");
     }
 }
