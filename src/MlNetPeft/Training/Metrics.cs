@@ -7,7 +7,7 @@ public enum ValidationMetric
     Default,
     /// <summary>Fraction of exact matches.</summary>
     Accuracy,
-    /// <summary>Matthews correlation of a binary task (CoLA), class 1 positive.</summary>
+    /// <summary>Matthews correlation (CoLA's metric; with more than two classes its multiclass form).</summary>
     MatthewsCorrelation,
     /// <summary>F1 of class 1 (MRPC).</summary>
     F1,
@@ -31,9 +31,9 @@ public static class Metrics
         (ValidationMetric.Accuracy or ValidationMetric.MatthewsCorrelation or ValidationMetric.F1, TaskKind.Regression) =>
             $"ValidationMetric {metric} is for classification; for regression use Pearson, Spearman or Loss",
         (ValidationMetric.Pearson or ValidationMetric.Spearman, TaskKind.Classification) =>
-            $"ValidationMetric {metric} is for regression; for classification use Accuracy, MatthewsCorrelation or F1 (two classes) or Loss",
-        (ValidationMetric.MatthewsCorrelation or ValidationMetric.F1, _) when classes > 2 =>
-            $"ValidationMetric {metric} scores two classes (the second one positive), but the label has {classes}; use Accuracy or Loss",
+            $"ValidationMetric {metric} is for regression; for classification use Accuracy, MatthewsCorrelation, F1 (two classes) or Loss",
+        (ValidationMetric.F1, _) when classes > 2 =>
+            $"ValidationMetric F1 scores two classes (the second one positive), but the label has {classes}; use Accuracy, MatthewsCorrelation or Loss",
         _ => null,
     };
 
@@ -67,12 +67,18 @@ public static class Metrics
         return predicted.Zip(gold).Count(p => p.First == p.Second) / (double)Math.Max(gold.Count, 1);
     }
 
-    /// <summary>Matthews correlation coefficient with 1 as the positive class (0 when undefined).</summary>
+    /// <summary>Matthews correlation coefficient (0 when undefined). For two classes the usual (tp·tn − fp·fn) / √…; for
+    /// more, its multiclass form (Gorodkin's R_K, as scikit-learn's matthews_corrcoef):
+    /// (c·s − Σ p_k·t_k) / √((s² − Σ p_k²)(s² − Σ t_k²)), with s rows, c of them right, p_k predicted and t_k true of class k.</summary>
     public static double MatthewsCorrelation(IReadOnlyList<double> predicted, IReadOnlyList<double> gold)
     {
-        var (tp, tn, fp, fn) = Confusion(predicted, gold);
-        double d = Math.Sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn));
-        return d == 0 ? 0 : (tp * tn - fp * fn) / d;
+        CheckSameLength(predicted, gold);
+        double s = gold.Count, correct = predicted.Zip(gold).Count(p => p.First == p.Second);
+        var p = predicted.GroupBy(v => v).ToDictionary(g => g.Key, g => (double)g.Count());
+        var t = gold.GroupBy(v => v).ToDictionary(g => g.Key, g => (double)g.Count());
+        double agreement = t.Sum(k => k.Value * p.GetValueOrDefault(k.Key));
+        double d = (s * s - p.Values.Sum(n => n * n)) * (s * s - t.Values.Sum(n => n * n));
+        return d == 0 ? 0 : (correct * s - agreement) / Math.Sqrt(d);
     }
 
     /// <summary>F1 score of class 1 (0 when there are no true positives).</summary>

@@ -236,9 +236,9 @@ public sealed class BadInputTests
     /// values, a correlation of class indices, a two-class F1 over three classes).</summary>
     [TestMethod]
     [DataRow("Accuracy", "regression")]
+    [DataRow("MatthewsCorrelation", "regression")]
     [DataRow("Spearman", "classification")]
     [DataRow("F1", "classification")]
-    [DataRow("MatthewsCorrelation", "classification")]
     public void ValidationMetricOfAnotherTaskIsRefused(string metric, string task)
     {
         var ml = Ml;

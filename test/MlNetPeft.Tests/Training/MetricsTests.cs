@@ -20,6 +20,24 @@ public sealed class MetricsTests
     }
 
     [TestMethod]
+    public void MatthewsOfMoreClassesIsTheMulticlassForm()
+    {
+        // gold 0,1,2,0,1,2 against 0,2,1,0,0,2: s = 6, c = 3, t = (2,2,2), p = (3,1,2) → (3·6 − 12) / √((36 − 14)(36 − 12)).
+        double[] gold = [0, 1, 2, 0, 1, 2], predicted = [0, 2, 1, 0, 0, 2];
+        Assert.AreEqual(6 / Math.Sqrt(22 * 24), Metrics.MatthewsCorrelation(predicted, gold), 1e-12);
+        // The same statistic as the correlation of the one-hot rows, summed over classes.
+        double OneHotCovariance(double[] a, double[] b) => Enumerable.Range(0, 3).Sum(k =>
+        {
+            var x = a.Select(v => v == k ? 1.0 : 0).ToArray();
+            var y = b.Select(v => v == k ? 1.0 : 0).ToArray();
+            return x.Zip(y).Sum(q => (q.First - x.Average()) * (q.Second - y.Average()));
+        });
+        double expected = OneHotCovariance(predicted, gold) / Math.Sqrt(OneHotCovariance(predicted, predicted) * OneHotCovariance(gold, gold));
+        Assert.AreEqual(expected, Metrics.MatthewsCorrelation(predicted, gold), 1e-12);
+        Assert.AreEqual(1.0, Metrics.MatthewsCorrelation(gold, gold), 1e-12);
+    }
+
+    [TestMethod]
     public void PearsonAndSpearman()
     {
         // x = 1..5, y = 2,4,5,4,5: Σdxdy = 6, Σdx² = 10, Σdy² = 6 → r = 6/√60.
