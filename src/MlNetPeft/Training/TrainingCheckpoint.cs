@@ -68,6 +68,24 @@ internal sealed class TrainingCheckpoint
         _every = saveEveryNSteps;
         _seed = seed;
         _identity = identity;
+        CheckWritable(directory);
+    }
+
+    /// <summary>Creates the directory and writes a file there, so that one that cannot hold the state is named before
+    /// training rather than at the first save, an epoch later.</summary>
+    private static void CheckWritable(string directory)
+    {
+        try
+        {
+            Directory.CreateDirectory(directory);
+            var probe = System.IO.Path.Combine(directory, $".write-test-{Guid.NewGuid():N}");
+            File.WriteAllBytes(probe, []);
+            File.Delete(probe);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"TrainingStateDirectory '{directory}' cannot hold the training state: {e.Message}", e);
+        }
     }
 
     /// <summary>This run's state file.</summary>

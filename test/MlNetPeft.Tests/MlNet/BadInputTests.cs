@@ -55,6 +55,25 @@ public sealed class BadInputTests
     }
 
     [TestMethod]
+    public void AStateDirectoryThatCannotHoldTheStateIsNamedBeforeTraining()
+    {
+        var ml = Ml;
+        var notADirectory = Path.GetTempFileName();
+        try
+        {
+            var options = PeftTrainerFixture.Msplora(1);
+            options.TrainingStateDirectory = notADirectory;
+            var progress = new List<MlNetPeft.Training.TrainingProgress>();
+            options.ProgressCallback = progress.Add;
+            var e = Assert.ThrowsExactly<IOException>(() => ToyText.KeyLabel(ml).Append(PeftTrainerFixture.Classifier(ml, options))
+                .Fit(ml.Data.LoadFromEnumerable(ToyText.Rows(20, seed: 1))));
+            AssertNames(e, "TrainingStateDirectory", notADirectory);
+            Assert.IsEmpty(progress, "refused before the first step");
+        }
+        finally { File.Delete(notADirectory); }
+    }
+
+    [TestMethod]
     public void MaxSequenceLengthBeyondTheBackboneIsCutAndLogged()
     {
         var ml = Ml;
