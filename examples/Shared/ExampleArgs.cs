@@ -128,6 +128,10 @@ public sealed record ExampleArgs
                 default: throw new ArgumentException($"unknown option {args[i]} (--help lists the options)");
             }
         }
+        // The model is saved after training: a folder that is not there would fail only then.
+        model ??= Path.Combine(Path.GetTempPath(), name + "-msplora.zip");
+        if (Path.GetDirectoryName(Path.GetFullPath(model)) is { } folder && !Directory.Exists(folder))
+            throw new ArgumentException($"--model {model}: the folder {folder} does not exist");
         if (backbone is null)
         {
             backbone = Path.Combine(RepositoryRoot(), "models", "roberta-mini");
@@ -143,7 +147,7 @@ public sealed record ExampleArgs
             Epochs = epochs,
             LearningRate = lr,
             Precision = precision,
-            ModelPath = model ?? Path.Combine(Path.GetTempPath(), name + "-msplora.zip"),
+            ModelPath = model,
             ExportDirectory = export,
             StateDirectory = state,
         };

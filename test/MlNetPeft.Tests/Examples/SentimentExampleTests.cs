@@ -47,10 +47,12 @@ public sealed class SentimentExampleTests
             Assert.AreEqual(2, Run("--epochs", "three"));
             Assert.AreEqual(2, Run("--bogus"));
             Assert.AreEqual(2, Run("--model"));
+            Assert.AreEqual(2, Run("--model", "/no/such/folder/model.zip"));
         }
         finally { Console.SetError(error); }
         Assert.AreEqual(0, runs, "nothing trains on --help or a bad option");
-        foreach (var message in new[] { "--epochs takes a number, not 'three'", "unknown option --bogus", "--model needs a value", "--max-train-rows N" })
+        foreach (var message in new[] { "--epochs takes a number, not 'three'", "unknown option --bogus", "--model needs a value", "--max-train-rows N",
+                     "the folder /no/such/folder does not exist" })
             StringAssert.Contains(captured.ToString(), message);
         Assert.AreEqual(0, Run("--epochs", "2"));
         Assert.AreEqual(1, runs);
