@@ -14,6 +14,7 @@ public sealed class RobertaTokenizer
 {
     private readonly BpeTokenizer _bpe;
     private readonly AddedVocabulary _added;
+    private readonly Lazy<LongWordBpe> _longWords;
 
     /// <summary>Builds the tokenizer from the bytes of vocab.json and merges.txt (kept, so a model zip can carry them)
     /// and the added tokens of its tokenizer.json, if any: RoBERTa's five special tokens are added where that list
@@ -22,10 +23,7 @@ public sealed class RobertaTokenizer
     {
         VocabJson = vocabJson;
         MergesTxt = mergesTxt;
-        Dictionary<string, int> vocab;
-        try { vocab = JsonSerializer.Deserialize<Dictionary<string, int>>(WithoutBom(vocabJson)) ?? throw new InvalidDataException("empty"); }
-        catch (Exception e) when (e is JsonException or InvalidDataException)
-        { throw new InvalidDataException($"{source}: vocab.json is not a JSON object of token ids ({e.Message})", e); }
+        var vocab = ReadVocab(vocabJson, source);
 
         _added = new AddedVocabulary(AddedVocabulary.Assign(vocab, addedTokens ?? []));
         int Special(string token) => _added.Tokens.FirstOrDefault(t => t.Content == token)?.Id
@@ -41,6 +39,15 @@ public sealed class RobertaTokenizer
             ByteLevel = true,
             PreTokenizer = RobertaPreTokenizer.Instance,
         });
+        // Made on the first long word only, from the kept file bytes rather than a second vocabulary held all along.
+        _longWords = new(() => new LongWordBpe(ReadVocab(vocabJson, source), MergeLines(mergesTxt)));
+    }
+
+    private static Dictionary<string, int> ReadVocab(byte[] vocabJson, string source)
+    {
+        try { return JsonSerializer.Deserialize<Dictionary<string, int>>(WithoutBom(vocabJson)) ?? throw new InvalidDataException("empty"); }
+        catch (Exception e) when (e is JsonException or InvalidDataException)
+        { throw new InvalidDataException($"{source}: vocab.json is not a JSON object of token ids ({e.Message})", e); }
     }
 
     /// <summary>The files a checkpoint directory's tokenizer is read from: its tokenizer.json where it has one (as
@@ -224,13 +231,49 @@ public sealed class RobertaTokenizer
     /// text either side of it is encoded on its own.</summary>
     public IReadOnlyList<int> EncodeText(string text)
     {
-        if (!_added.MayOccurIn(text)) return _bpe.EncodeToIds(text);
+        if (!_added.MayOccurIn(text)) return EncodeWords(text);
         var ids = new List<int>();
         foreach (var (start, end, id) in _added.Split(text))
             if (id is int token) ids.Add(token);
-            else if (end > start) ids.AddRange(_bpe.EncodeToIds(text.AsSpan(start, end - start)));
+            else if (end > start) ids.AddRange(EncodeWords(text.AsSpan(start, end - start)));
         return ids;
     }
+
+    /// <summary>BPE ids of text without added tokens: Microsoft.ML.Tokenizers', except that a pre-token longer than
+    /// <see cref="LongWordBpe.MinLength"/> characters is merged by <see cref="LongWordBpe"/> (same ids, without the
+    /// library's superlinear time on such words).</summary>
+    private IReadOnlyList<int> EncodeWords(ReadOnlySpan<char> text)
+    {
+        if (!MayHoldLongWord(text)) return _bpe.EncodeToIds(text);
+        var words = RobertaPreTokenizer.Instance.PreTokenize(text).ToList();
+        if (words.All(w => w.Length <= LongWordBpe.MinLength)) return _bpe.EncodeToIds(text);
+        var ids = new List<int>();
+        foreach (var (offset, length) in words)
+            ids.AddRange(WordIds(text.Slice(offset, length)));
+        return ids;
+    }
+
+    /// <summary>Whether a pre-token of <paramref name="text"/> may be longer than <see cref="LongWordBpe.MinLength"/>: a
+    /// pre-token lies inside one run of whitespace or of other characters (with one space before it), so a text without
+    /// such a run has none. A linear scan, cheaper than pre-tokenizing; a miss would only cost time, not change ids.</summary>
+    private static bool MayHoldLongWord(ReadOnlySpan<char> text)
+    {
+        if (text.Length <= LongWordBpe.MinLength) return false;
+        int run = 0;
+        bool inSpace = false;
+        foreach (char c in text)
+        {
+            bool space = char.IsWhiteSpace(c);
+            run = space == inSpace ? run + 1 : 1;
+            inSpace = space;
+            if (run >= LongWordBpe.MinLength) return true;
+        }
+        return false;
+    }
+
+    /// <summary>BPE ids of one pre-token.</summary>
+    private IReadOnlyList<int> WordIds(ReadOnlySpan<char> word) =>
+        word.Length > LongWordBpe.MinLength ? _longWords.Value.Encode(word) : _bpe.EncodeToIds(word);
 
     /// <summary>
     /// Model input for one example. Pairs are joined as HF does (B gets no added leading space), and when too long
@@ -274,7 +317,10 @@ public sealed class RobertaTokenizer
             if (id is not null) { count++; continue; }
             var piece = text.AsSpan(start, end - start);
             foreach (var (offset, length) in RobertaPreTokenizer.Instance.PreTokenize(piece))
-                if ((count += _bpe.CountTokens(piece.Slice(offset, length))) >= limit) return count;
+            {
+                var word = piece.Slice(offset, length);
+                if ((count += word.Length > LongWordBpe.MinLength ? WordIds(word).Count : _bpe.CountTokens(word)) >= limit) return count;
+            }
         }
         return count;
     }
