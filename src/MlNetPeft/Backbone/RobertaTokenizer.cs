@@ -319,7 +319,7 @@ public sealed class RobertaTokenizer
             foreach (var (offset, length) in RobertaPreTokenizer.Instance.PreTokenize(piece))
             {
                 var word = piece.Slice(offset, length);
-                if ((count += word.Length > LongWordBpe.MinLength ? WordIds(word).Count : _bpe.CountTokens(word)) >= limit) return count;
+                if ((count += word.Length > LongWordBpe.MinLength ? _longWords.Value.Encode(word).Count : _bpe.CountTokens(word)) >= limit) return count;
             }
         }
         return count;

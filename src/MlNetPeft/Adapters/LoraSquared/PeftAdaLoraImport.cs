@@ -38,8 +38,11 @@ internal static class PeftAdaLoraImport
     {
         var key = PeftAdapterFiles.Normalize(peftKey);
         return PeftAdapterFiles.TryParseAdapterKey(key, out int layer, out var target, out var tensor)
-            ? $"adapters.{SvdConfig.ComponentName(layer, target)}.{tensor}" : key;
+            ? $"{Component(layer, target)}.{tensor}" : key;
     }
+
+    /// <summary>Our state name of the component on a layer's projection ("adapters.layer0_query").</summary>
+    private static string Component(int layer, string target) => $"adapters.{SvdConfig.ComponentName(layer, target)}";
 
     /// <summary>Loads the adapter and head of <paramref name="directory"/> into <paramref name="model"/>, built with
     /// <see cref="ReadConfig"/>'s settings.</summary>
@@ -53,15 +56,14 @@ internal static class PeftAdaLoraImport
         foreach (var (peftKey, saved) in TensorFile.Load(file))
         {
             var key = PeftAdapterFiles.Normalize(peftKey);
-            if (!PeftAdapterFiles.TryParseAdapterKey(key, out _, out _, out var factor))
+            if (!PeftAdapterFiles.TryParseAdapterKey(key, out int layer, out var target, out var factor))
             {
                 state[key] = saved;
                 continue;
             }
-            var name = FromPeftKey(peftKey); // adapters.layer0_query.lora_E
-            var component = name[..^(factor.Length + 1)];
+            var component = Component(layer, target);
             var slots = kept.GetValueOrDefault(key[..^(factor.Length + 1)]);
-            state[name] = AtInitialRank(saved, factor == "lora_B" ? 1 : 0, slots, config.InitialRank, $"{file}: '{peftKey}'");
+            state[$"{component}.{factor}"] = AtInitialRank(saved, factor == "lora_B" ? 1 : 0, slots, config.InitialRank, $"{file}: '{peftKey}'");
             if (factor == "lora_E")
                 state[$"{component}.rank_mask"] = slots is null
                     ? ones(config.InitialRank, 1)
