@@ -84,10 +84,12 @@ public sealed record ExampleArgs
           --epochs E             passes over the training rows (default {epochs})
           --learning-rate LR     peak adapter learning rate (default 2e-3, for roberta-mini)
           --precision P          backbone precision fp32, bf16 or fp16 (default: fp32 on the CPU; bf16 on CUDA, fp16 on pre-Ampere GPUs)
-          --model PATH           where to save the model zip (default: {Path.Combine(Path.GetTempPath(), name + "-msplora.zip")})
+          --model PATH           where to save the model zip (default: {DefaultModelPath(name)})
           --export DIR           also write the model for Python: DIR/peft-adapter and DIR/hf-checkpoint
           --state DIR            save training state each epoch and resume from it after an interruption
         """;
+
+    private static string DefaultModelPath(string name) => Path.Combine(Path.GetTempPath(), name + "-msplora.zip");
 
     /// <summary>Parses the options; the defaults are each example's recipe for the shipped roberta-mini. A bad option or
     /// value throws an ArgumentException (or the FormatException of a number that does not parse) naming it.</summary>
@@ -129,7 +131,7 @@ public sealed record ExampleArgs
             }
         }
         // The model is saved after training: a folder that is not there would fail only then.
-        model ??= Path.Combine(Path.GetTempPath(), name + "-msplora.zip");
+        model ??= DefaultModelPath(name);
         if (Path.GetDirectoryName(Path.GetFullPath(model)) is { } folder && !Directory.Exists(folder))
             throw new ArgumentException($"--model {model}: the folder {folder} does not exist");
         if (backbone is null)
