@@ -1,4 +1,5 @@
 using MlNetPeft.Training;
+using static TorchSharp.torch;
 
 namespace MlNetPeft.Tests.Training;
 
@@ -19,6 +20,43 @@ public sealed class NativeTorchTests
             StringAssert.Contains(e.Message, part);
         Assert.DoesNotContain("Consider", e.Message, "only the first line of TorchSharp's long message");
         Assert.AreSame(torchSharp, e.InnerException);
+    }
+
+    /// <summary>
+    /// TorchSharp 0.107 does not keep a Scalar argument alive through its native call, so a collection started by
+    /// another thread could free `add_(1e-8)`'s scalars (and the alpha TorchSharp adds) while libtorch read them: 37
+    /// failures in 363,000 calls here before the build patched TorchSharp.dll (build/TorchSharpKeepAlive.targets). With
+    /// a thread collecting all along, every call must now succeed and add what the same calls add without it.
+    /// </summary>
+    [TestMethod]
+    public void ScalarArgumentsOutliveTheirNativeCalls()
+    {
+        Assert.IsTrue(typeof(TorchSharp.torch).Assembly.GetManifestResourceNames().Contains("MlNetPeft.KeepAliveArguments"),
+            "the build patched this program's TorchSharp.dll");
+        var sum = zeros(4);
+        bool stop = false;
+        var collector = new Thread(() => { while (!Volatile.Read(ref stop)) { GC.Collect(); GC.WaitForPendingFinalizers(); } });
+        collector.Start();
+        int calls = 0;
+        var failures = new List<string>();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        try
+        {
+            while (clock.Elapsed.TotalSeconds < 3)
+            {
+                try { sum.add_(1e-8); calls++; }
+                catch (System.Runtime.InteropServices.ExternalException e) { failures.Add(e.Message.Split('\n')[0]); }
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref stop, true);
+            collector.Join();
+        }
+        Assert.IsEmpty(failures, $"{failures.Count} of {calls + failures.Count} calls failed, first: {failures.FirstOrDefault()}");
+        var quiet = zeros(4);
+        for (int i = 0; i < calls; i++) quiet.add_(1e-8);
+        Assert.IsTrue(sum.equal(quiet).all().item<bool>(), $"{calls} additions: {sum[0].item<float>()} against {quiet[0].item<float>()}");
     }
 
     [TestMethod]
