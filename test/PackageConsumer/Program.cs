@@ -1,4 +1,5 @@
-// Fits LoRA for one epoch on a few rows, saves the model zip, loads it back and compares the scores.
+// Fits LoRA for one epoch on a few rows, saves the model zip, loads it back and compares the scores; then says
+// whether its TorchSharp.dll carries the package's keep-alive patch.
 // Usage: PackageConsumer <RoBERTa checkpoint directory> <model zip path>
 using Microsoft.ML;
 using MlNetPeft.MlNet;
@@ -20,6 +21,9 @@ float[][] Scores(ITransformer m) =>
     ml.Data.CreateEnumerable<Scored>(m.Transform(data), reuseRowObject: false).Select(r => r.Score).ToArray();
 var same = Scores(model).Zip(Scores(loaded)).All(p => p.First.SequenceEqual(p.Second));
 Console.WriteLine($"rows scored: {rows.Length}, same scores after Model.Load: {same}");
+// The package's build targets patch this application's copy of TorchSharp.dll (README "Build notes").
+var patched = typeof(TorchSharp.torch).Assembly.GetManifestResourceNames().Contains("MlNetPeft.KeepAliveArguments");
+Console.WriteLine($"TorchSharp keeps Scalar and Tensor arguments alive: {patched}");
 return same ? 0 : 1;
 
 sealed class Review

@@ -7,7 +7,8 @@ namespace MlNetPeft.Tests.Packaging;
 /// <summary>
 /// The library as a user gets it: `dotnet pack` into a local feed, then an application outside this repository
 /// (test/PackageConsumer, copied out) restores it from that feed, builds, trains, saves, loads and scores. On Debian 12
-/// that run only works if the package's build targets patched the application's copy of libLibTorchSharp.so.
+/// that run only works if the package's build targets patched the application's copy of libLibTorchSharp.so; they
+/// must also have patched its TorchSharp.dll with the keep-alive tool the package carries.
 /// </summary>
 [TestClass]
 public sealed class NuGetPackageTests
@@ -27,7 +28,8 @@ public sealed class NuGetPackageTests
         using (var zip = ZipFile.OpenRead(package))
         {
             var entries = zip.Entries.Select(e => e.FullName).ToHashSet();
-            foreach (var entry in new[] { "lib/net10.0/MlNetPeft.dll", "buildTransitive/MlNetPeft.targets", "build/MlNetPeft.targets" })
+            foreach (var entry in new[] { "lib/net10.0/MlNetPeft.dll", "buildTransitive/MlNetPeft.targets", "build/MlNetPeft.targets",
+                         "build/TorchSharpKeepAlive.targets", "tools/TorchSharpKeepAlive/TorchSharpKeepAlive.dll", "tools/TorchSharpKeepAlive/Mono.Cecil.dll" })
                 Assert.Contains(entry, entries);
             using var nuspec = zip.GetEntry("MlNetPeft.nuspec")!.Open();
             var dependencies = XDocument.Load(nuspec).Descendants().Where(e => e.Name.LocalName == "dependency")
@@ -36,6 +38,7 @@ public sealed class NuGetPackageTests
             Assert.AreEqual("[0.107.0]", dependencies["TorchSharp"]);
             // The application chooses CPU or CUDA libtorch; a CPU dependency here would clash with TorchSharp-cuda-linux.
             Assert.IsFalse(dependencies.Keys.Any(id => id.StartsWith("TorchSharp-") || id.StartsWith("libtorch")), string.Join(", ", dependencies.Keys));
+            Assert.IsFalse(dependencies.ContainsKey("TorchSharpKeepAlive"), "the build tool travels inside the package");
         }
 
         var app = Path.Combine(work, "app");
@@ -51,6 +54,7 @@ public sealed class NuGetPackageTests
         var output = Dotnet(app, Path.Combine(app, "bin", "Release", "net10.0", "PackageConsumer.dll"),
             TestData.TinyBackbone, Path.Combine(work, "model.zip"));
         StringAssert.Contains(output, "same scores after Model.Load: True");
+        StringAssert.Contains(output, "TorchSharp keeps Scalar and Tensor arguments alive: True");
         Directory.Delete(work, recursive: true);
     }
 
