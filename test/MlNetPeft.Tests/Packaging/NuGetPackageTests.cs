@@ -29,7 +29,7 @@ public sealed class NuGetPackageTests
         {
             var entries = zip.Entries.Select(e => e.FullName).ToHashSet();
             foreach (var entry in new[] { "lib/net10.0/MlNetPeft.dll", "buildTransitive/MlNetPeft.targets", "build/MlNetPeft.targets",
-                         "build/TorchSharpKeepAlive.targets", "tools/TorchSharpKeepAlive/TorchSharpKeepAlive.dll", "tools/TorchSharpKeepAlive/Mono.Cecil.dll" })
+                         "build/TorchSharpKeepAlive.targets", "tools/TorchSharpKeepAlive/TorchSharpKeepAlive.dll", "tools/TorchSharpKeepAlive/Mono.Cecil.dll", "PackageReadme.md" })
                 Assert.Contains(entry, entries);
             using var nuspec = zip.GetEntry("MlNetPeft.nuspec")!.Open();
             var dependencies = XDocument.Load(nuspec).Descendants().Where(e => e.Name.LocalName == "dependency")
