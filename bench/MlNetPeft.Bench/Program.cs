@@ -13,6 +13,7 @@ var commands = new Dictionary<string, (Func<BenchArgs, int> Run, string[] Option
     ["resume"] = (ResumeCheck.Run, ["shape", "method", "batch", "seq", "rows", "device", "precision"]),
     ["latency"] = (LatencyBenchmark.Run, ["model", "precision", "rows", "warm-up", "data"]),
     ["score"] = (LatencyBenchmark.Score, ["model", "out", "rows", "data"]),
+    ["tokenize"] = (TokenizerBenchmark.Run, ["backbone", "chars", "max-len", "rows", "data"]),
     ["parity"] = (ParityCheck.Run, ["fixture", "device"]),
     ["peft-export"] = (PeftExportCheck.Run, ["method", "layers", "targets", "rank-pattern", "alpha-pattern", "fixture", "out"]),
 };
@@ -48,6 +49,8 @@ static int Usage(TextWriter to, int exitCode)
                   (training steps on padded batches of changing length: per-shape first-use costs)
           latency --model ZIP [--precision fp32|bf16|fp16] [--rows 400]   (one PredictionEngine, one sentence per call)
           score   --model ZIP --out FILE [--rows 300]   (SST-2 dev sentences and their scores, for check_python_scores.py)
+          tokenize [--backbone DIR] [--chars 300,1300,5000,20000] [--max-len 128,512] [--rows 300]
+                  (one model input from documents of SST-2 sentences, cut, against encoding the whole document)
           parity  [--fixture DIR] [--device auto|cpu]   (every method's logits, loss and gradients against PyTorch on this device)
           stacking [--shape 12x64x4x128] [--method lora,msplora] [--batch 2] [--seq 16] [--steps 400] [--threads 1]
                   [--device cpu|cuda]   (training steps with and without stacked adapter factors, alternated)

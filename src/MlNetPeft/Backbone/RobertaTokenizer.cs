@@ -273,7 +273,7 @@ public sealed class RobertaTokenizer
 
     /// <summary>BPE ids of one pre-token.</summary>
     private IReadOnlyList<int> WordIds(ReadOnlySpan<char> word) =>
-        word.Length > LongWordBpe.MinLength ? _longWords.Value.Encode(word) : _bpe.EncodeToIds(word);
+        word.Length > LongWordBpe.MinLength ? _longWords.Value.Encode(word) : _bpe.EncodeToIds(word, considerPreTokenization: false, considerNormalization: false);
 
     /// <summary>
     /// Model input for one example. Pairs are joined as HF does (B gets no added leading space), and when too long
@@ -282,13 +282,11 @@ public sealed class RobertaTokenizer
     /// </summary>
     public int[] Encode(string first, string? second, int maxLength)
     {
-        var a = EncodeText(first);
-        var b = second is null ? null : EncodeText(second);
-        int room = maxLength - (b is null ? 2 : 4);
+        int room = maxLength - (second is null ? 2 : 4);
         if (room < 2) throw new ArgumentOutOfRangeException(nameof(maxLength), $"MaxSequenceLength {maxLength} leaves no room for text");
-        var (keepA, keepB) = b is not null && a.Count >= maxLength && b.Count >= maxLength
-            ? LongestFirst(CountUpTo(first, maxLength), CountUpTo(second!, maxLength), room)
-            : LongestFirst(a.Count, b?.Count ?? 0, room);
+        var a = EncodeUpTo(first, maxLength);
+        var b = second is null ? null : EncodeUpTo(second, maxLength);
+        var (keepA, keepB) = LongestFirst(a.Count, b?.Count ?? 0, room);
         var ids = new int[keepA + keepB + (b is null ? 2 : 4)];
         int n = 0;
         ids[n++] = BosId;
@@ -304,25 +302,28 @@ public sealed class RobertaTokenizer
     }
 
     /// <summary>
-    /// The length tokenizers 0.23 gives a text it will cut to <paramref name="limit"/>: it stops tokenizing after the
-    /// word that reaches the limit (an added token counts without stopping it), so which of two long texts counts as
-    /// the longer depends on where their words end. Only the side an odd token goes to depends on it.
+    /// A text's ids as far as tokenizers 0.23 reads a text it will cut to <paramref name="limit"/>: it stops after the
+    /// word that brings the count to the limit (an added token counts without stopping it). So a long document costs
+    /// what its first words cost, and the count is the length "longest_first" compares, on which the side an odd token
+    /// goes to depends when both texts of a pair are that long. A text with fewer tokens comes back whole.
     /// </summary>
-    private int CountUpTo(string text, int limit)
+    private IReadOnlyList<int> EncodeUpTo(string text, int limit)
     {
-        int count = 0;
+        // Every token covers at least one UTF-8 byte, so a text of fewer bytes cannot reach the limit.
+        if (text.Length < limit && Encoding.UTF8.GetByteCount(text) < limit) return EncodeText(text);
+        var ids = new List<int>();
         var pieces = _added.MayOccurIn(text) ? _added.Split(text) : [(0, text.Length, null)];
         foreach (var (start, end, id) in pieces)
         {
-            if (id is not null) { count++; continue; }
+            if (id is int token) { ids.Add(token); continue; }
             var piece = text.AsSpan(start, end - start);
             foreach (var (offset, length) in RobertaPreTokenizer.Instance.PreTokenize(piece))
             {
-                var word = piece.Slice(offset, length);
-                if ((count += word.Length > LongWordBpe.MinLength ? _longWords.Value.Encode(word).Count : _bpe.CountTokens(word)) >= limit) return count;
+                ids.AddRange(WordIds(piece.Slice(offset, length)));
+                if (ids.Count >= limit) return ids;
             }
         }
-        return count;
+        return ids;
     }
 
     /// <summary>How many tokens of each text fit in <paramref name="room"/>, as HF's tokenizers (truncation.rs) decide.</summary>

@@ -1,3 +1,4 @@
+using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using MlNetPeft.Backbone;
@@ -215,6 +216,40 @@ public sealed class RobertaTokenizerTests
 
         var single = tok.Encode("one two three four five six seven eight nine ten", null, 6);
         CollectionAssert.AreEqual(new[] { 0 }.Concat(a.Take(4)).Append(2).ToArray(), single);
+    }
+
+    /// <summary>A text longer than the cut is read only up to the word that reaches it (as tokenizers 0.23 reads it),
+    /// which must give exactly the whole text's ids cut: documents of GLUE sentences with added tokens, CJK, emoji and
+    /// words of 1,500 letters in them, alone and beside a short second text, cut to 16, 128 and 512.</summary>
+    [TestMethod]
+    public void ALongTextCutsToTheIdsOfTheWholeText()
+    {
+        var tok = Tokenizer.Value;
+        var sentences = File.ReadLines(Path.Combine(TestData.RepoRoot, "data", "glue", "SST-2", "train.tsv")).Skip(1)
+            .Select(l => l.Split('\t')[0]).Take(2000).ToList();
+        string[] extras = [" <mask> ", "</s>", " 漢字仮名交じり文", " 😀🎉🚀", " " + new string('x', 1500), "\n\n  "];
+        var rng = new Random(3);
+        int documents = 0;
+        for (int i = 0; i < 150; i++)
+        {
+            var text = new StringBuilder();
+            int chars = rng.Next(20, i % 3 == 0 ? 12000 : 3000);
+            while (text.Length < chars) text.Append(rng.Next(8) == 0 ? extras[rng.Next(extras.Length)] : sentences[rng.Next(sentences.Count)] + " ");
+            var whole = tok.EncodeText(text.ToString());
+            var second = tok.EncodeText("a short second text");
+            foreach (int max in new[] { 16, 128, 512 })
+            {
+                CollectionAssert.AreEqual(new[] { tok.BosId }.Concat(whole.Take(max - 2)).Append(tok.EosId).ToArray(),
+                    tok.Encode(text.ToString(), null, max), $"document {i} ({whole.Count} tokens) cut to {max}");
+                if (whole.Count < max) continue;
+                documents++;
+                // Longest first: the long text gives up what the short one needs.
+                int room = max - 4, keep = room - second.Count;
+                CollectionAssert.AreEqual(new[] { tok.BosId }.Concat(whole.Take(keep)).Append(tok.EosId).Append(tok.EosId).Concat(second).Append(tok.EosId).ToArray(),
+                    tok.Encode(text.ToString(), "a short second text", max), $"document {i} with a second text, cut to {max}");
+            }
+        }
+        Assert.IsGreaterThan(100, documents, "documents longer than the cut");
     }
 
     [TestMethod]

@@ -29,4 +29,18 @@ public sealed class LatencyBenchmarkTests
         Assert.AreEqual(4, json.RootElement.GetArrayLength());
         Assert.AreEqual(3, json.RootElement[0].GetProperty("score").GetArrayLength(), "three class probabilities");
     }
+
+    [TestMethod]
+    public void TimesCuttingDocumentsAgainstEncodingThemWhole()
+    {
+        var output = new StringWriter();
+        var console = Console.Out;
+        Console.SetOut(output);
+        try { Assert.AreEqual(0, TokenizerBenchmark.Run(BenchArgs.Parse(["tokenize", "--chars", "200,3000", "--max-len", "64", "--rows", "25"]))); }
+        finally { Console.SetOut(console); }
+        var lines = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.HasCount(2, lines, output.ToString());
+        StringAssert.Contains(lines[1], "3000 characters: whole text ");
+        StringAssert.Contains(lines[1], ", cut to 64 ");
+    }
 }
