@@ -10,7 +10,7 @@ namespace MlNetPeft.Bench;
 /// <summary>
 /// Writes each method's model for an engine other than ours to read: the parity fixture's backbone with seeded random
 /// adapters (one SVD singular value pruned; full fine-tuning: a perturbed backbone) as a PEFT LoRA adapter
-/// (OUT/method/adapter/; AdaLoRA also as a PEFT AdaLoRA adapter, OUT/adalora/adalora-adapter/) and as a plain
+/// (OUT/method/adapter/; a LoRA with trained biases, "lorabias", with them under PEFT's names; AdaLoRA also as a PEFT AdaLoRA adapter, OUT/adalora/adalora-adapter/) and as a plain
 /// checkpoint with the adapters merged (OUT/method/merged/model.safetensors), with
 /// its logits on the fixture's inputs in OUT/method/logits.json. <c>bench/check_peft_export.py OUT</c> loads both with
 /// the PyTorch reference and compares.
@@ -65,7 +65,7 @@ internal static class PeftExportCheck
         text?.Split(';', StringSplitOptions.RemoveEmptyEntries).Select(e => e.Split('=', 2))
             .ToDictionary(kv => kv[0], kv => parse(kv[1]));
 
-    /// <summary>A LoRA (or DoRA) model's exported pairs (and magnitudes) are its own parameters: their gradients of the fixture's loss (through the
+    /// <summary>A LoRA (or DoRA) model's exported pairs (and magnitudes, and trained biases) are its own parameters: their gradients of the fixture's loss (through the
     /// training forward: stacked query/key/value factors, the other targets' own updates), under the PEFT keys, for
     /// check_peft_export.py to compare with PyTorch's autograd.</summary>
     private static void WriteGradients(PeftModel model, Tensor ids, Tensor mask, Tensor labels, string file)
@@ -80,6 +80,7 @@ internal static class PeftExportCheck
             if (linear.Magnitude is { } magnitude)
                 gradients[$"base_model.model.{path}.lora_magnitude_vector"] = magnitude.Weight.grad!.detach().clone();
         }
+        foreach (var (name, bias) in model.TrainedBackbone()) gradients[$"base_model.model.roberta.{name}"] = bias.grad!.detach().clone();
         File.WriteAllBytes(file, SafeTensors.Save(gradients));
     }
 
@@ -96,6 +97,6 @@ internal static class PeftExportCheck
             if (name.EndsWith("_magnitude.weight", StringComparison.Ordinal)) p.mul_(randn_like(p).exp()); // DoRA's row lengths
             else p.copy_(randn_like(p).mul(scale));
         foreach (var (_, mask) in model.Adapters.named_buffers().Where(b => b.name.EndsWith("rank_mask"))) mask[1].fill_(0);
-        if (model.Config.TrainsBackbone) foreach (var p in model.Network.Encoder.parameters()) p.add_(randn_like(p).mul(0.02));
+        foreach (var p in model.TrainedBackboneParameters()) p.add_(randn_like(p).mul(0.02)); // full fine-tuning's backbone, a LoRA's biases
     }
 }

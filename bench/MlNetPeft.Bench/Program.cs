@@ -36,12 +36,12 @@ static int Usage(TextWriter to, int exitCode)
 {
     to.WriteLine("""
         usage:
-          quality --task sst2|mrpc|cola|qnli|rte|stsb|all --method lora,dora,loraplus,msplora,lorasquared,adalora,full
+          quality --task sst2|mrpc|cola|qnli|rte|stsb|all --method lora,dora,loraplus,lorabias,msplora,lorasquared,adalora,full
                   [--backbone DIR] [--seeds N] [--epochs E] [--max-train-rows K] [--lr X] [--batch B] [--max-len L]
                   [--accumulate K] [--checkpoint]   (each step's batch in K parts, gradients summed; blocks
                   recomputed in the backward: each less memory)
                   [--precision fp32|bf16|fp16] [--reference [--reference-seeds N]] [--out DIR]
-          speed   --shape tiny,mini,base,large --method lora,dora,msplora,lorasquared,adalora,full [--batch 32] [--seq 128]
+          speed   --shape tiny,mini,base,large --method lora,dora,lorabias,msplora,lorasquared,adalora,full [--batch 32] [--seq 128]
                   [--accumulate K] [--checkpoint] [--steps 10] [--device auto|cpu|cuda] [--precision fp32|bf16|fp16] [--threads N]
                   [--reference [--reference-script FILE]] [--warm-up 30] [--phases] [--targets all|LIST] [--out DIR]   (--checkpoint: blocks recomputed in the backward: less memory;
                   --warm-up: at most this many seconds of untimed steps, ended sooner once .NET's JIT is quiet)
@@ -54,9 +54,9 @@ static int Usage(TextWriter to, int exitCode)
           parity  [--fixture DIR] [--device auto|cpu]   (every method's logits, loss and gradients against PyTorch on this device)
           stacking [--shape 12x64x4x128] [--method lora,msplora] [--batch 2] [--seq 16] [--steps 400] [--threads 1]
                   [--device cpu|cuda]   (training steps with and without stacked adapter factors, alternated)
-          resume  [--shape mini] [--method lora,dora,msplora,adalora] [--device auto|cpu|cuda] [--precision fp32|bf16|fp16]
+          resume  [--shape mini] [--method lora,dora,lorabias,msplora,adalora] [--device auto|cpu|cuda] [--precision fp32|bf16|fp16]
                   (a run interrupted and resumed from its training state against one straight through)
-          peft-export [--method lora,dora,msplora,lorasquared,adalora] [--layers 1,3] [--out DIR]   (adapters as PEFT LoRA files,
+          peft-export [--method lora,dora,lorabias,msplora,lorasquared,adalora] [--layers 1,3] [--out DIR]   (adapters as PEFT LoRA files,
                   AdaLoRA also as PEFT AdaLoRA files, with their logits, for bench/check_peft_export.py; LoRA and DoRA also take --rank-pattern 'query=2;layer\.3\..*value=6'
                   and --alpha-pattern 'value=32', PEFT's rank_pattern and alpha_pattern)
         """);

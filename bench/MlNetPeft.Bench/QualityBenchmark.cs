@@ -5,6 +5,7 @@ using System.Text.Json;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Transforms;
+using MlNetPeft.Adapters.Lora;
 using MlNetPeft.Backbone;
 using MlNetPeft.Glue;
 using MlNetPeft.MlNet;
@@ -156,11 +157,12 @@ internal static class QualityBenchmark
         "lora" => new LoraOptions(),
         "dora" => new LoraOptions { UseDora = true },
         "loraplus" => new LoraOptions { LoraPlusLearningRateRatio = 16 }, // the LoRA+ paper's ratio for roberta-base
+        "lorabias" => new LoraOptions { Bias = LoraBias.All }, // PEFT's bias "all"
         "msplora" => new MsploraOptions(),
         "lorasquared" => new LoraSquaredOptions(),
         "adalora" => new AdaLoraOptions(),
         "full" => new FullFineTuningOptions(),
-        _ => throw new ArgumentException($"unknown method '{method}' (lora, dora, loraplus, msplora, lorasquared, adalora, full)"),
+        _ => throw new ArgumentException($"unknown method '{method}' (lora, dora, loraplus, lorabias, msplora, lorasquared, adalora, full)"),
     };
 
     private static IEstimator<PeftTextTransformer> Trainer(MLContext ml, PeftTextTrainerOptions options, bool regression)

@@ -115,6 +115,7 @@ internal static class SpeedBenchmark
     {
         "lora" => new LoraConfig { Dropout = 0 },
         "dora" => new LoraConfig { Dropout = 0, UseDora = true },
+        "lorabias" => new LoraConfig { Dropout = 0, Bias = LoraBias.All }, // PEFT's bias "all"
         "msplora" => new MsploraConfig { Dropout = 0 },
         "lorasquared" => new SvdConfig { Variant = SvdVariant.LoraSquared },
         "adalora" => new SvdConfig { Variant = SvdVariant.AdaLora, InitialRank = 12, TargetRank = 8, OrthogonalityWeight = 0.5 },

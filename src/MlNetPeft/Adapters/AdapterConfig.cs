@@ -35,8 +35,12 @@ public abstract record AdapterConfig
     /// <summary>True when the updates are LoRA pairs B·A, B on the output side (what LoRA+ speeds up).</summary>
     internal virtual bool HasLoraPairs => false;
 
-    /// <summary>True when the backbone weights themselves train (full fine-tuning).</summary>
+    /// <summary>True when every backbone weight trains (full fine-tuning): the saved model then holds the backbone.</summary>
     internal virtual bool TrainsBackbone => false;
+
+    /// <summary>Whether a backbone parameter, named as in the encoder ("encoder.layer.0.attention.self.query.base_layer.bias"
+    /// once adapted), trains: all of them in full fine-tuning, the biases a LoRA's <see cref="LoraConfig.Bias"/> names.</summary>
+    internal virtual bool TrainsBackboneParameter(string name) => TrainsBackbone;
 
     /// <summary>Creates the adapters and wraps the target projections of <paramref name="encoder"/>.</summary>
     internal abstract AdapterSet Attach(RobertaModel encoder);

@@ -15,12 +15,12 @@ internal static class MergedCheckpoint
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var trained = model.TrainableState(); // fp32 copies: the head, and a fully fine-tuned backbone's masters
+        var trained = model.TrainableState(); // fp32 copies: the head, and trained backbone weights' masters
         var weights = new Dictionary<string, Tensor>();
         foreach (var (name, tensor) in model.Network.state_dict())
         {
             var key = name.Replace(".base_layer.", ".", StringComparison.Ordinal); // an adapted projection's frozen Linear
-            weights[key] = trained.TryGetValue(key, out var copy) ? copy : tensor.detach().to(ScalarType.Float32).cpu().clone();
+            weights[key] = trained.TryGetValue(name, out var copy) ? copy : tensor.detach().to(ScalarType.Float32).cpu().clone();
         }
         foreach (var (path, _, _, linear) in model.Adapters.Wrapped)
             if (!linear.IsMerged) // merged for prediction: the weight already holds the updates

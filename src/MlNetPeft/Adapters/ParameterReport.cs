@@ -24,7 +24,8 @@ public sealed class ParameterReport
     /// <summary>Frozen backbone parameters.</summary>
     public long BackboneCount { get; }
 
-    /// <summary>Trainable parameters besides the head: adapters, or the whole backbone for full fine-tuning.</summary>
+    /// <summary>Trainable parameters besides the head: adapters (and the biases a LoRA's Bias trains), or the whole
+    /// backbone for full fine-tuning.</summary>
     public long AdapterCount => Rows.Where(r => r.Name != "classifier").Sum(r => r.Count);
 
     /// <summary>Trainable head parameters.</summary>
@@ -46,12 +47,15 @@ public sealed class ParameterReport
     internal static ParameterReport Of(PeftModel model)
     {
         long encoder = model.Network.Encoder.parameters().Sum(p => p.numel());
+        var trained = model.TrainedBackbone().ToList();
+        long trainedCount = trained.Sum(p => p.Parameter.numel());
         var rows = model.Adapters.Components
             .Select(c => (c.Name, Shape(c.Component), c.Component.parameters().Sum(p => p.numel())))
-            .Concat(model.Config.TrainsBackbone ? [("roberta", "every backbone weight", encoder)] : [])
+            .Concat(model.Config.TrainsBackbone ? [("roberta", "every backbone weight", encoder)]
+                : trained.Count > 0 ? [("roberta", $"{trained.Count} biases", trainedCount)] : [])
             .Append(("classifier", Shape(model.Network.Head), model.Network.Head.parameters().Sum(p => p.numel())))
             .ToList();
-        long backbone = model.Config.TrainsBackbone ? 0 : encoder;
+        long backbone = encoder - trainedCount;
         var ranks = model.Adapters.Components
             .Where(c => c.Component is LoraSquared.SvdUpdate)
             .Select(c => (SvdUpdate: (LoraSquared.SvdUpdate)c.Component, c.Name))

@@ -49,8 +49,8 @@ internal static partial class PeftAdapterFiles
                 && ResidualInits.FirstOrDefault(init.GetString()!.ToLowerInvariant().StartsWith) is { } residual)
                 throw new InvalidDataException($"{file}: init_lora_weights \"{init.GetString()}\" trains against {residual}'s changed base weights, so this adapter does not "
                     + "apply to the checkpoint itself; save it from PEFT with path_initial_model_for_weight_conversion (a plain LoRA of the original weights)");
-            if (root.TryGetProperty("bias", out var bias) && bias.ValueKind == JsonValueKind.String && bias.GetString() != "none")
-                throw new InvalidDataException($"{file}: bias \"{bias.GetString()}\" is not supported (the backbone's biases stay frozen: \"none\")");
+            if (peftType != "LORA" && root.TryGetProperty("bias", out var bias) && bias.ValueKind == JsonValueKind.String && bias.GetString() != "none")
+                throw new InvalidDataException($"{file}: bias \"{bias.GetString()}\" is not supported for {Methods[peftType].Name} (the backbone's biases stay frozen: \"none\")");
             if (root.TryGetProperty("layers_pattern", out var pattern) && pattern.ValueKind is not (JsonValueKind.Null or JsonValueKind.Undefined)
                 && !(pattern.ValueKind == JsonValueKind.String && pattern.GetString() == "layer")
                 && !(pattern.ValueKind == JsonValueKind.Array && pattern.EnumerateArray().Select(p => p.GetString()).SequenceEqual(["layer"])))
@@ -104,7 +104,8 @@ internal static partial class PeftAdapterFiles
     [GeneratedRegex(@"^roberta\.encoder\.layer\.(\d+)\.(.+)\.(lora_[A-Za-z_]+(?:\.weight)?)$")]
     private static partial Regex AdapterKey();
 
-    /// <summary>A PEFT state key without "base_model.model.", "modules_to_save." and the adapter name ".default".</summary>
+    /// <summary>A PEFT state key without "base_model.model.", "modules_to_save." and the adapter name ".default" (a head
+    /// saved under both forms then gives one name twice).</summary>
     public static string Normalize(string peftKey) =>
         peftKey.Replace("base_model.model.", "").Replace("modules_to_save.", "").Replace(".default", "");
 

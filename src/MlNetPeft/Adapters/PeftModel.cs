@@ -7,7 +7,8 @@ namespace MlNetPeft.Adapters;
 
 /// <summary>
 /// A RoBERTa classifier with a frozen backbone, adapters attached by an <see cref="AdapterConfig"/>, and a
-/// trainable head. What is trained and saved is <see cref="TrainableState"/>: adapters + head.
+/// trainable head. What is trained and saved is <see cref="TrainableState"/>: adapters + head, and the backbone
+/// parameters the config trains (all in full fine-tuning, a LoRA's biases).
 /// </summary>
 internal sealed class PeftModel : IDisposable
 {
@@ -37,30 +38,34 @@ internal sealed class PeftModel : IDisposable
         foreach (var p in network.parameters()) p.requires_grad = false;
         var set = adapters.Attach(network.Encoder);
         foreach (var p in network.Head.parameters()) p.requires_grad = true;
-        if (adapters.TrainsBackbone) foreach (var p in network.Encoder.parameters()) p.requires_grad = true;
+        // After attaching: an adapted projection's Linear is named base_layer, which a LoRA's Bias may go by.
+        foreach (var (name, p) in network.Encoder.named_parameters())
+            if (adapters.TrainsBackboneParameter(name)) p.requires_grad = true;
         return new PeftModel(network, set, adapters);
     }
 
-    /// <summary>Head and adapter (or, for full fine-tuning, backbone) parameters, named as in <see cref="TrainableState"/>.</summary>
+    /// <summary>Head, adapter and trained backbone parameters, named as in <see cref="TrainableState"/>.</summary>
     public IEnumerable<(string Name, Parameter Parameter)> TrainableParameters() =>
         Network.Head.named_parameters().Select(p => ("classifier." + p.name, p.parameter))
-            .Concat(Config.TrainsBackbone
-                ? Network.Encoder.named_parameters().Select(p => ("roberta." + p.name, p.parameter))
-                : Adapters.named_parameters().Select(p => ("adapters." + p.name, p.parameter)));
+            .Concat(Adapters.named_parameters().Select(p => ("adapters." + p.name, p.parameter)))
+            .Concat(TrainedBackbone().Select(p => ("roberta." + p.Name, p.Parameter)));
 
     public IEnumerable<Parameter> HeadParameters() => Network.Head.parameters();
 
-    /// <summary>What trains besides the head: the adapters, or the backbone when fine-tuning fully.</summary>
-    public IEnumerable<Parameter> BodyParameters() => Config.TrainsBackbone ? Network.Encoder.parameters() : Adapters.parameters();
-
     public IEnumerable<Parameter> AdapterParameters() => Adapters.parameters();
+
+    /// <summary>The backbone parameters that train (every one in full fine-tuning, a LoRA's biases), named as in the encoder.</summary>
+    public IEnumerable<(string Name, Parameter Parameter)> TrainedBackbone() =>
+        Network.Encoder.named_parameters().Where(p => Config.TrainsBackboneParameter(p.name)).Select(p => (p.name, p.parameter));
+
+    public IEnumerable<Parameter> TrainedBackboneParameters() => TrainedBackbone().Select(p => p.Parameter);
 
     public long TrainableCount => TrainableParameters().Sum(p => p.Parameter.numel());
 
     /// <summary>Moves to a device; the backbone may be stored in bf16 (manual mixed precision: TorchSharp has no
-    /// autocast). Adapters and head stay fp32. A backbone that trains (full fine-tuning) then trains a bf16 compute copy
-    /// of fp32 master weights (<see cref="BodyMasters"/>; bf16 weights alone would lose updates below their resolution),
-    /// unless <paramref name="keepMasters"/> is false (a model loaded for prediction only).</summary>
+    /// autocast). Adapters and head stay fp32. Backbone parameters that train then train as bf16 compute copies of fp32
+    /// master weights (<see cref="TrainedBackboneMasters"/>; bf16 weights alone would lose updates below their
+    /// resolution), unless <paramref name="keepMasters"/> is false (a model loaded for prediction only).</summary>
     public void To(Device device, ScalarType backboneDType, bool keepMasters = true)
     {
         if (device.type == DeviceType.CPU) Training.CpuAllocator.KeepFreedMemory();
@@ -75,10 +80,10 @@ internal sealed class PeftModel : IDisposable
                 _masters[name] = master.to(device).DetachFromDisposeScope();
                 master.Dispose(); // the old handle: on the same device the new one shares its storage
             }
-        else if (Config.TrainsBackbone && keepMasters && backboneDType != ScalarType.Float32)
+        else if (keepMasters && backboneDType != ScalarType.Float32 && TrainedBackbone().Any())
         {
             using var _ = no_grad();
-            _masters = Network.Encoder.named_parameters().ToDictionary(p => p.name, p => p.parameter.detach().clone().DetachFromDisposeScope());
+            _masters = TrainedBackbone().ToDictionary(p => p.Name, p => p.Parameter.detach().clone().DetachFromDisposeScope());
         }
         // Adapters are not submodules of the encoder, so this converts the backbone alone.
         if (backboneDType != ScalarType.Float32) Network.Encoder.to(backboneDType);
@@ -87,10 +92,11 @@ internal sealed class PeftModel : IDisposable
         BackboneDType = backboneDType;
     }
 
-    /// <summary>The fp32 masters of the backbone's weights when it trains in lower precision, in the order of
-    /// <see cref="BodyParameters"/>; null otherwise. The optimizer updates these and casts them into the weights.</summary>
-    public IReadOnlyList<Tensor>? BodyMasters() =>
-        _masters is null ? null : Network.Encoder.named_parameters().Select(p => _masters[p.name]).ToList();
+    /// <summary>The fp32 masters of the trained backbone parameters when the backbone is in lower precision, in the
+    /// order of <see cref="TrainedBackboneParameters"/>; null otherwise. The optimizer updates these and casts them into
+    /// the weights.</summary>
+    public IReadOnlyList<Tensor>? TrainedBackboneMasters() =>
+        _masters is null ? null : TrainedBackbone().Select(p => _masters[p.Name]).ToList();
 
     /// <summary>Logits (fp32) for a batch of token ids; <paramref name="attentionMask"/> is null when nothing is padded.</summary>
     public Tensor Forward(Tensor inputIds, Tensor? attentionMask)
@@ -105,6 +111,15 @@ internal sealed class PeftModel : IDisposable
         {
             if (stacked) Adapters.ReleaseStacks();
         }
+    }
+
+    /// <summary>For prediction only: no parameter keeps a gradient, so attention projections whose weights trained
+    /// (a LoRA's biases, full fine-tuning) pack into one GEMM again.</summary>
+    public void Freeze()
+    {
+        bool trainedBackbone = TrainedBackbone().Any();
+        foreach (var p in Network.parameters().Concat(Adapters.parameters())) p.requires_grad = false;
+        if (trainedBackbone) foreach (var layer in Network.Encoder.Layers) layer.SelfAttention.PackProjections();
     }
 
     public void Train(bool on = true)
@@ -141,7 +156,7 @@ internal sealed class PeftModel : IDisposable
         var unexpected = state.Keys.Except(expected.Select(e => e.Name)).ToList();
         if (unexpected.Count > 0) throw new InvalidDataException($"{source}: unexpected tensors {string.Join(", ", unexpected.Take(5))}");
         if (_masters is not null)
-            foreach (var (name, parameter) in Network.Encoder.named_parameters()) parameter.copy_(_masters[name]);
+            foreach (var (name, parameter) in TrainedBackbone()) parameter.copy_(_masters[name]);
     }
 
     /// <summary>Folds the adapters into the frozen weights: same outputs, no adapter cost per token.</summary>

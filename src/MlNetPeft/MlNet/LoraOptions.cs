@@ -29,11 +29,16 @@ public sealed class LoraOptions : PeftTextTrainerOptions
     /// <summary>PEFT's alpha_pattern: other alphas than LoraAlpha, keyed as <see cref="RankPattern"/>.</summary>
     public Dictionary<string, double>? AlphaPattern;
 
+    /// <summary>PEFT's bias: which of the backbone's biases train with the LoRA pairs. None (the default) keeps the
+    /// backbone frozen; All trains every bias of it (its Linears' and LayerNorms'), LoraOnly the adapted projections'
+    /// own. Trained biases are saved in the model zip and exported with <c>SavePeftAdapter</c>.</summary>
+    public LoraBias Bias;
+
     /// <summary>A HF PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors or .bin) to start from: its
-    /// r, lora_alpha, rank_pattern, alpha_pattern, use_rslora, use_dora, layers_to_transform and target_modules replace
+    /// r, lora_alpha, rank_pattern, alpha_pattern, use_rslora, use_dora, bias, layers_to_transform and target_modules replace
     /// <see cref="Rank"/>, LoraAlpha, <see cref="RankPattern"/>, <see cref="AlphaPattern"/>, <see cref="UseRsLora"/>,
-    /// <see cref="UseDora"/>, <see cref="Layers"/> and Targets, and its adapters and head
-    /// the fresh ones. Training then continues from it; with MaxEpochs = 0 the model is the adapter as it was trained
+    /// <see cref="UseDora"/>, <see cref="Bias"/>, <see cref="Layers"/> and Targets, and its adapters, head and saved
+    /// biases the fresh ones. Training then continues from it; with MaxEpochs = 0 the model is the adapter as it was trained
     /// (e.g. in Python), packaged for ML.NET. The head's class i must be the label's key i+1.</summary>
     public string? InitialPeftAdapter;
 
@@ -44,7 +49,7 @@ public sealed class LoraOptions : PeftTextTrainerOptions
         : new LoraConfig
         {
             Rank = Rank, RankPattern = RankPattern, AlphaPattern = AlphaPattern, UseRsLora = UseRsLora, UseDora = UseDora,
-            Layers = Layers, Targets = Targets, Alpha = LoraAlpha, Dropout = LoraDropout,
+            Layers = Layers, Targets = Targets, Alpha = LoraAlpha, Dropout = LoraDropout, Bias = Bias,
         };
 
     internal override string? Initialize(PeftModel model)
@@ -52,6 +57,6 @@ public sealed class LoraOptions : PeftTextTrainerOptions
         if (InitialPeftAdapter is not { } adapter) return base.Initialize(model);
         model.LoadPeftAdapter(adapter);
         var lora = (LoraConfig)model.Config;
-        return $"adapters and head of the PEFT adapter {adapter} (r {lora.Rank}, lora_alpha {lora.Alpha}{(lora.UseRsLora ? ", rsLoRA" : "")}{(lora.UseDora ? ", DoRA" : "")}{(lora.RankPattern is null && lora.AlphaPattern is null ? "" : ", rank/alpha patterns")}, targets {string.Join(", ", lora.Targets)})";
+        return $"adapters and head of the PEFT adapter {adapter} (r {lora.Rank}, lora_alpha {lora.Alpha}{(lora.UseRsLora ? ", rsLoRA" : "")}{(lora.UseDora ? ", DoRA" : "")}{(lora.RankPattern is null && lora.AlphaPattern is null ? "" : ", rank/alpha patterns")}{(lora.Bias == LoraBias.None ? "" : $", bias {lora.Bias}")}, targets {string.Join(", ", lora.Targets)})";
     }
 }

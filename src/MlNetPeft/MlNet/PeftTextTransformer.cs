@@ -52,6 +52,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         _labelValues = labelValues;
         _embeddedBackbone = embeddedBackbone;
         _model.Train(false);
+        _model.Freeze();
         if (info.MergeAdapters) _model.Merge();
     }
 

@@ -36,12 +36,22 @@ internal sealed class TrainingStepper : IDisposable
 
     /// <summary>The body (adapters, or the backbone) at LearningRate and the head at LearningRate·HeadLearningRateRatio;
     /// with LoRA+, the adapters' B factors apart at LearningRate·LoraPlusLearningRateRatio, and their 1-D vectors (DoRA's
-    /// magnitudes) at that rate without weight decay, as PEFT's create_loraplus_optimizer groups them.</summary>
+    /// magnitudes) at that rate without weight decay, as PEFT's create_loraplus_optimizer groups them. Backbone biases
+    /// that train beside adapters (a LoRA's Bias) come last, at LearningRate, with their fp32 masters.</summary>
     private static List<FlatAdamW.ParameterGroup> ParameterGroups(Adapters.PeftModel model, TrainingSettings s)
     {
         var head = new FlatAdamW.ParameterGroup(model.HeadParameters().ToList(), s.LearningRate * s.HeadLearningRateRatio, s.WeightDecay);
-        if (s.LoraPlusLearningRateRatio == 1)
-            return [new(model.BodyParameters().ToList(), s.LearningRate, s.WeightDecay, model.BodyMasters()), head];
+        var backbone = new FlatAdamW.ParameterGroup(model.TrainedBackboneParameters().ToList(), s.LearningRate, s.WeightDecay, model.TrainedBackboneMasters());
+        if (model.Config.TrainsBackbone) return [backbone, head];
+        var groups = AdapterGroups(model, s, head);
+        if (backbone.Parameters.Count > 0) groups.Add(backbone);
+        return groups;
+    }
+
+    /// <summary>The adapters' groups, and the head second.</summary>
+    private static List<FlatAdamW.ParameterGroup> AdapterGroups(Adapters.PeftModel model, TrainingSettings s, FlatAdamW.ParameterGroup head)
+    {
+        if (s.LoraPlusLearningRateRatio == 1) return [new(model.AdapterParameters().ToList(), s.LearningRate, s.WeightDecay), head];
         if (!model.Config.HasLoraPairs)
             throw new ArgumentException($"LoraPlusLearningRateRatio is for LoRA pairs (LoRA, DoRA, MSPLoRA), not {model.Config.MethodName}");
         var adapters = model.Adapters.named_parameters().ToList();

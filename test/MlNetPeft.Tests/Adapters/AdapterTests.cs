@@ -429,9 +429,9 @@ public sealed class AdapterTests
         var start = mixed.TrainableState();
         mixed.To(CPU, ScalarType.BFloat16);
         fp32.To(CPU, ScalarType.Float32);
-        Assert.IsNull(fp32.BodyMasters());
+        Assert.IsNull(fp32.TrainedBackboneMasters());
         var names = mixed.Network.Encoder.named_parameters().Select(p => "roberta." + p.name).ToList();
-        foreach (var (key, master) in names.Zip(mixed.BodyMasters()!))
+        foreach (var (key, master) in names.Zip(mixed.TrainedBackboneMasters()!))
             Assert.IsTrue(master.equal(start[key]).all().item<bool>(), $"{key}: the master starts as the exact fp32 weight");
         var batch = new MlNetPeft.Training.Batch(Ids, Mask, tensor(new long[] { 0, 1, 2 }), 3);
         var settings = new MlNetPeft.Training.TrainingSettings { BatchSize = 3, LearningRate = 1e-4, WarmupRatio = 0 };
@@ -445,7 +445,7 @@ public sealed class AdapterTests
         Assert.IsTrue(weights.All(w => w.parameter.dtype == ScalarType.BFloat16));
         long keptOnlyByMaster = 0;
         var (mixedSteps, fp32Steps) = (new List<Tensor>(), new List<Tensor>());
-        foreach (var ((name, weight), master) in weights.Zip(mixed.BodyMasters()!))
+        foreach (var ((name, weight), master) in weights.Zip(mixed.TrainedBackboneMasters()!))
         {
             string key = "roberta." + name;
             var initial = start[key];

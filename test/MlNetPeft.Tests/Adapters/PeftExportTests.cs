@@ -162,7 +162,7 @@ public sealed class PeftExportTests
     {
         foreach (var (field, value) in new (string, System.Text.Json.Nodes.JsonNode)[]
                  {
-                     ("fan_in_fan_out", true), ("bias", "all"), ("layers_pattern", "blocks"), ("rank_pattern", new System.Text.Json.Nodes.JsonArray("query", 4)),
+                     ("fan_in_fan_out", true), ("bias", "some"), ("layers_pattern", "blocks"), ("rank_pattern", new System.Text.Json.Nodes.JsonArray("query", 4)),
                      ("target_modules", "classifier"), ("lora_bias", true), ("exclude_modules", new System.Text.Json.Nodes.JsonArray("query")),
                      ("alora_invocation_tokens", new System.Text.Json.Nodes.JsonArray(5, 6)), ("kasa_config", new System.Text.Json.Nodes.JsonObject { ["rank"] = 2 }), ("init_lora_weights", "pissa_niter_4"),
                  })

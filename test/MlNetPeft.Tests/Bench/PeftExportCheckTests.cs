@@ -10,7 +10,7 @@ public sealed class PeftExportCheckTests
     public void WritesEachMethodsAdapterAndMergedCheckpointWithItsLogits()
     {
         var dir = Directory.CreateTempSubdirectory("peft-export-check").FullName;
-        Assert.AreEqual(0, PeftExportCheck.Run(BenchArgs.Parse(["peft-export", "--method", "lora,dora,msplora,adalora,full", "--out", dir])));
+        Assert.AreEqual(0, PeftExportCheck.Run(BenchArgs.Parse(["peft-export", "--method", "lora,dora,lorabias,msplora,adalora,full", "--out", dir])));
         string[] Files(string sub) => Directory.GetFiles(Path.Combine(dir, sub)).Select(Path.GetFileName).Order().ToArray()!;
         CollectionAssert.AreEqual(new[] { "adapter_config.json", "adapter_model.safetensors" }, Files("msplora/adapter"));
         Assert.IsFalse(Directory.Exists(Path.Combine(dir, "full", "adapter")), "full fine-tuning has no adapter");
@@ -25,7 +25,11 @@ public sealed class PeftExportCheckTests
         var dora = MlNetPeft.Backbone.SafeTensors.Load(Path.Combine(dir, "dora", "gradients.safetensors"));
         Assert.HasCount(4 * 2 * 3, dora, "DoRA: A, B and the magnitude");
         Assert.AreEqual(4 * 2, dora.Keys.Count(k => k.EndsWith(".lora_magnitude_vector")));
-        foreach (var method in new[] { "lora", "dora", "msplora", "adalora", "full" })
+        var biases = MlNetPeft.Backbone.SafeTensors.Load(Path.Combine(dir, "lorabias", "gradients.safetensors"));
+        Assert.HasCount(4 * 2 * 2 + 1 + 4 * 8, biases, "LoRA with bias \"all\": A, B and every bias of the backbone");
+        var adapter = MlNetPeft.Backbone.SafeTensors.Load(Path.Combine(dir, "lorabias", "adapter", "adapter_model.safetensors"));
+        Assert.AreEqual(33, adapter.Keys.Count(k => k.StartsWith("base_model.model.roberta.") && k.EndsWith(".bias")), "the biases are exported");
+        foreach (var method in new[] { "lora", "dora", "lorabias", "msplora", "adalora", "full" })
         {
             CollectionAssert.AreEqual(new[] { "model.safetensors" }, Files($"{method}/merged"), method);
             var logits = JsonSerializer.Deserialize<float[][]>(File.ReadAllText(Path.Combine(dir, method, "logits.json")))!;

@@ -9,5 +9,5 @@ public sealed class ResumeCheckTests
 {
     [TestMethod]
     public void AResumedRunEqualsTheStraightOneOnTheCpu() =>
-        Assert.AreEqual(0, ResumeCheck.Run(BenchArgs.Parse(["resume", "--shape", "tiny", "--device", "cpu", "--method", "lora,adalora"])));
+        Assert.AreEqual(0, ResumeCheck.Run(BenchArgs.Parse(["resume", "--shape", "tiny", "--device", "cpu", "--method", "lora,lorabias,adalora"])));
 }

@@ -37,7 +37,15 @@ public sealed class SaveLoadTests
         [PeftTrainerFixture.LoraSquared(3)],
         [PeftTrainerFixture.AdaLora(3)],
         [PeftTrainerFixture.OnEveryLinear(PeftTrainerFixture.Msplora(2))],
+        [WithBias(PeftTrainerFixture.Lora(2), LoraBias.All)],
+        [WithBias(PeftTrainerFixture.Dora(2), LoraBias.LoraOnly)],
     ];
+
+    private static LoraOptions WithBias(LoraOptions options, LoraBias bias)
+    {
+        options.Bias = bias;
+        return options;
+    }
 
     [TestMethod]
     [DynamicData(nameof(Trainers))]
@@ -241,6 +249,36 @@ public sealed class SaveLoadTests
         using var imported = AdapterTests.Tiny(PeftLoraImport.ReadConfig(dir));
         imported.LoadPeftAdapter(dir);
         AssertScoresAs(loaded, imported);
+    }
+
+    /// <summary>A LoRA whose biases trained: the zip holds them (moved from the backbone's), and a reloaded model exports
+    /// them to PEFT (bias "all" or "lora_only", read back by the import) and into a plain checkpoint, both scoring as it does.</summary>
+    [TestMethod]
+    [DataRow(LoraBias.All, 33)]
+    [DataRow(LoraBias.LoraOnly, 8)]
+    public void TrainedBiasesReloadAndExportToPeftAndToAPlainCheckpoint(LoraBias bias, int count)
+    {
+        var loaded = Reloaded(WithBias(PeftTrainerFixture.Lora(2), bias));
+        var backbone = SafeTensors.Load(Path.Combine(TestData.TinyBackbone, "model.safetensors"));
+        var biases = loaded.TrainableState().Where(kv => kv.Key.StartsWith("roberta.", StringComparison.Ordinal)).ToList();
+        Assert.HasCount(count, biases);
+        foreach (var (name, value) in biases.Where(b => b.Key.Contains(".query.")))
+            Assert.IsGreaterThan(1e-4, value.sub(backbone[name.Replace(".base_layer.", ".")]).abs().max().item<float>(), $"{name} trained");
+        StringAssert.Contains(loaded.Parameters.ToString(), $"{count} biases");
+
+        var adapter = Directory.CreateTempSubdirectory("peft-bias-adapter").FullName;
+        loaded.SavePeftAdapter(adapter);
+        using (var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(adapter, "adapter_config.json"))))
+            Assert.AreEqual(bias == LoraBias.All ? "all" : "lora_only", json.RootElement.GetProperty("bias").GetString());
+        using var imported = AdapterTests.Tiny(PeftLoraImport.ReadConfig(adapter));
+        imported.LoadPeftAdapter(adapter);
+        AssertScoresAs(loaded, imported);
+
+        var merged = Directory.CreateTempSubdirectory("merged-bias").FullName;
+        loaded.SaveMergedCheckpoint(merged);
+        var checkpoint = new CheckpointDirectory(merged);
+        using var plain = PeftModel.Create(checkpoint.LoadConfig(), 3, new FullFineTuningConfig(), SafeTensors.Load(checkpoint.WeightsFile), merged, loadHead: true);
+        AssertScoresAs(loaded, plain);
     }
 
     [TestMethod]
