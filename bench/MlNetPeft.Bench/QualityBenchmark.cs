@@ -5,7 +5,7 @@ using System.Text.Json;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Transforms;
-using MlNetPeft.Adapters.Lora;
+using MlNetPeft.Adapters;
 using MlNetPeft.Backbone;
 using MlNetPeft.Glue;
 using MlNetPeft.MlNet;

@@ -38,9 +38,21 @@ public abstract record AdapterConfig
     /// <summary>True when every backbone weight trains (full fine-tuning): the saved model then holds the backbone.</summary>
     internal virtual bool TrainsBackbone => false;
 
+    /// <summary>PEFT's bias: which of the backbone's biases train with the adapters (fp32 masters where the backbone is
+    /// bf16 or fp16); the saved model holds them. LoRA and AdaLoRA take it from their options, as PEFT's configs do.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)] // configs saved before it read and write the same
+    public LoraBias Bias { get; init; }
+
     /// <summary>Whether a backbone parameter, named as in the encoder ("encoder.layer.0.attention.self.query.base_layer.bias"
-    /// once adapted), trains: all of them in full fine-tuning, the biases a LoRA's <see cref="LoraConfig.Bias"/> names.</summary>
-    internal virtual bool TrainsBackboneParameter(string name) => TrainsBackbone;
+    /// once adapted), trains: all of them in full fine-tuning, else the biases <see cref="Bias"/> names. PEFT marks every
+    /// parameter whose name holds "bias" ("all") or the adapted layers' own ("lora_only"), whose Linear it keeps as
+    /// base_layer, as this library does.</summary>
+    internal bool TrainsBackboneParameter(string name) => TrainsBackbone || Bias switch
+    {
+        LoraBias.All => name.Contains("bias", StringComparison.Ordinal),
+        LoraBias.LoraOnly => name.EndsWith(".base_layer.bias", StringComparison.Ordinal),
+        _ => false,
+    };
 
     /// <summary>Creates the adapters and wraps the target projections of <paramref name="encoder"/>.</summary>
     internal abstract AdapterSet Attach(RobertaModel encoder);
@@ -59,6 +71,7 @@ public abstract record AdapterConfig
         if (Targets.Distinct().Count() != Targets.Length) throw new ArgumentException("Targets: a projection is listed twice");
         if (Alpha is not (> 0 and < double.PositiveInfinity)) throw new ArgumentException($"Alpha must be positive, got {Alpha}");
         if (Dropout is not (>= 0 and < 1)) throw new ArgumentException($"Dropout must be in [0, 1), got {Dropout}");
+        if (!Enum.IsDefined(Bias)) throw new ArgumentException($"Bias must be None, All or LoraOnly, got {(int)Bias}");
     }
 
     public string ToJson() => JsonSerializer.Serialize(this);

@@ -23,8 +23,9 @@ internal static partial class PeftAdapterFiles
         ["ADALORA"] = ("AdaLoRA", "AdaLoraOptions.InitialPeftAdapter"),
     };
 
-    /// <summary>The settings every supported PEFT adapter shares: its targets, and the layers they are in (null: all).</summary>
-    public sealed record Common(string[] Targets, int[]? Layers);
+    /// <summary>The settings every supported PEFT adapter shares: its targets, the layers they are in (null: all), and
+    /// which biases trained.</summary>
+    public sealed record Common(string[] Targets, int[]? Layers, LoraBias Bias);
 
     /// <summary>
     /// Reads <paramref name="directory"/>'s adapter_config.json, refuses settings we cannot reproduce, and builds the
@@ -49,8 +50,13 @@ internal static partial class PeftAdapterFiles
                 && ResidualInits.FirstOrDefault(init.GetString()!.ToLowerInvariant().StartsWith) is { } residual)
                 throw new InvalidDataException($"{file}: init_lora_weights \"{init.GetString()}\" trains against {residual}'s changed base weights, so this adapter does not "
                     + "apply to the checkpoint itself; save it from PEFT with path_initial_model_for_weight_conversion (a plain LoRA of the original weights)");
-            if (peftType != "LORA" && root.TryGetProperty("bias", out var bias) && bias.ValueKind == JsonValueKind.String && bias.GetString() != "none")
-                throw new InvalidDataException($"{file}: bias \"{bias.GetString()}\" is not supported for {Methods[peftType].Name} (the backbone's biases stay frozen: \"none\")");
+            var bias = !root.TryGetProperty("bias", out var biasValue) || biasValue.ValueKind == JsonValueKind.Null ? LoraBias.None : biasValue.GetString() switch
+            {
+                "none" => LoraBias.None,
+                "all" => LoraBias.All,
+                "lora_only" => LoraBias.LoraOnly,
+                var other => throw new InvalidDataException($"{file}: bias \"{other}\" is not one of PEFT's \"none\", \"all\", \"lora_only\""),
+            };
             if (root.TryGetProperty("layers_pattern", out var pattern) && pattern.ValueKind is not (JsonValueKind.Null or JsonValueKind.Undefined)
                 && !(pattern.ValueKind == JsonValueKind.String && pattern.GetString() == "layer")
                 && !(pattern.ValueKind == JsonValueKind.Array && pattern.EnumerateArray().Select(p => p.GetString()).SequenceEqual(["layer"])))
@@ -60,7 +66,7 @@ internal static partial class PeftAdapterFiles
             var (targets, layers) = modules.ValueKind == JsonValueKind.String
                 ? PeftTargetModules.FromPattern(modules.GetString()!)
                 : (PeftTargetModules.FromNames(modules.EnumerateArray().Select(t => t.GetString()!).ToArray()), LayersToTransform(root));
-            return build(root, new Common(targets, layers), file);
+            return build(root, new Common(targets, layers, bias), file);
         }
         catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
         {
@@ -140,9 +146,10 @@ internal static partial class PeftAdapterFiles
     public const string KeyPrefix = "base_model.model.";
 
     /// <summary>
-    /// Writes a PEFT adapter directory: <paramref name="adapters"/> (keyed by module path and tensor name) and the
-    /// model's head as PEFT saves its modules_to_save, in fp32 on the CPU, and adapter_config.json with the settings
-    /// every exported method shares and the method's own <paramref name="settings"/>.
+    /// Writes a PEFT adapter directory: <paramref name="adapters"/> (keyed by module path and tensor name), the
+    /// model's head as PEFT saves its modules_to_save and its trained biases under the names of PEFT's model
+    /// ("…query.base_layer.bias", which PEFT's loader puts into its model), in fp32 on the CPU, and adapter_config.json
+    /// with the settings every exported method shares (bias among them) and the method's own <paramref name="settings"/>.
     /// </summary>
     public static void Write(PeftModel model, string directory, string? baseModel, string peftType,
         IReadOnlyDictionary<string, Tensor> adapters, object? targetModules, IReadOnlyDictionary<string, object?> settings)
@@ -151,6 +158,11 @@ internal static partial class PeftAdapterFiles
         var tensors = adapters.ToDictionary(a => KeyPrefix + a.Key, a => Float32(a.Value));
         foreach (var (name, parameter) in model.Network.Head.named_parameters())
             tensors[$"{KeyPrefix}classifier.{name}"] = Float32(parameter);
+        if (model.Config.Bias != LoraBias.None)
+        {
+            var state = model.TrainableState(); // a bias's fp32 master where the backbone is bf16 or fp16
+            foreach (var (name, _) in model.TrainedBackbone()) tensors[$"{KeyPrefix}roberta.{name}"] = state["roberta." + name];
+        }
         var config = new Dictionary<string, object?>
         {
             ["peft_type"] = peftType,
@@ -159,7 +171,7 @@ internal static partial class PeftAdapterFiles
             ["lora_dropout"] = model.Config.Dropout,
             ["target_modules"] = targetModules,
             ["modules_to_save"] = new[] { "classifier", "score" },
-            ["bias"] = "none",
+            ["bias"] = model.Config.Bias switch { LoraBias.All => "all", LoraBias.LoraOnly => "lora_only", _ => "none" },
             ["fan_in_fan_out"] = false,
             ["init_lora_weights"] = true,
             ["inference_mode"] = true,

@@ -68,10 +68,14 @@ public sealed class AdaLoraOptions : SvdOptions
         OrthogonalityWeight = 0.5;
     }
 
+    /// <summary>PEFT's bias, as <see cref="LoraOptions.Bias"/>: None (the default) keeps the backbone frozen; All
+    /// trains every bias of it, LoraOnly the adapted projections' own.</summary>
+    public LoraBias Bias;
+
     /// <summary>A HF PEFT AdaLoRA adapter directory (adapter_config.json, adapter_model.safetensors or .bin) to start
-    /// from: its init_r, target_r, lora_alpha and target_modules replace <see cref="SvdOptions.InitialRank"/>,
-    /// <see cref="SvdOptions.TargetRank"/>, LoraAlpha and Targets, its adapters (singular values pruned as its
-    /// rank_pattern says) and head the fresh ones. The schedule, β1, β2 and γ stay this run's options. With
+    /// from: its init_r, target_r, lora_alpha, bias and target_modules replace <see cref="SvdOptions.InitialRank"/>,
+    /// <see cref="SvdOptions.TargetRank"/>, LoraAlpha, <see cref="Bias"/> and Targets, its adapters (singular values
+    /// pruned as its rank_pattern says), head and saved biases the fresh ones. The schedule, β1, β2 and γ stay this run's options. With
     /// MaxEpochs = 0 the model is the adapter as it was trained (e.g. in Python), packaged for ML.NET. The head's
     /// class i must be the label's key i+1.</summary>
     public string? InitialPeftAdapter;
@@ -80,10 +84,10 @@ public sealed class AdaLoraOptions : SvdOptions
 
     internal override AdapterConfig ToAdapterConfig()
     {
-        var config = ToSvdConfig(SvdVariant.AdaLora);
+        var config = ToSvdConfig(SvdVariant.AdaLora) with { Bias = Bias };
         if (InitialPeftAdapter is not { } adapter) return config;
         var saved = PeftAdaLoraImport.ReadConfig(adapter);
-        return config with { InitialRank = saved.InitialRank, TargetRank = saved.TargetRank, Alpha = saved.Alpha, Targets = saved.Targets };
+        return config with { InitialRank = saved.InitialRank, TargetRank = saved.TargetRank, Alpha = saved.Alpha, Targets = saved.Targets, Bias = saved.Bias };
     }
 
     internal override string? Initialize(PeftModel model)
@@ -91,6 +95,6 @@ public sealed class AdaLoraOptions : SvdOptions
         if (InitialPeftAdapter is not { } adapter) return base.Initialize(model);
         model.LoadPeftAdapter(adapter);
         var svd = (SvdConfig)model.Config;
-        return $"adapters and head of the PEFT AdaLoRA adapter {adapter} (init_r {svd.InitialRank}, target_r {svd.TargetRank}, lora_alpha {svd.Alpha}, targets {string.Join(", ", svd.Targets)})";
+        return $"adapters and head of the PEFT AdaLoRA adapter {adapter} (init_r {svd.InitialRank}, target_r {svd.TargetRank}, lora_alpha {svd.Alpha}{(svd.Bias == LoraBias.None ? "" : $", bias {svd.Bias}")}, targets {string.Join(", ", svd.Targets)})";
     }
 }

@@ -148,15 +148,32 @@ public sealed class LoraBiasTests
         StringAssert.Contains(e.Message, Path.Combine(dir, "adapter_config.json"));
         StringAssert.Contains(e.Message, "\"some\"");
 
-        // AdaLoRA trains no biases here: its adapters with them are refused rather than read without them.
-        var adaLora = Directory.CreateTempSubdirectory("peft-adalora-bias").FullName;
+    }
+
+    /// <summary>A PEFT AdaLoRA adapter saved with bias "all" (AdaLoRA's config takes LoRA's bias setting): its biases
+    /// replace the backbone's, as for LoRA.</summary>
+    [TestMethod]
+    public void APeftAdaLoraAdapterWithBiasAllLoadsItsBiases()
+    {
         var source = Path.Combine(TestData.PeftEmulated, "tiny-adalora-training");
+        var dir = Directory.CreateTempSubdirectory("peft-adalora-bias").FullName;
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(source, "adapter_config.json")))!;
         config["bias"] = "all";
-        File.WriteAllText(Path.Combine(adaLora, "adapter_config.json"), config.ToJsonString());
-        e = Assert.ThrowsExactly<InvalidDataException>(() => MlNetPeft.Adapters.LoraSquared.PeftAdaLoraImport.ReadConfig(adaLora));
-        StringAssert.Contains(e.Message, Path.Combine(adaLora, "adapter_config.json"));
-        StringAssert.Contains(e.Message, "bias \"all\"");
+        File.WriteAllText(Path.Combine(dir, "adapter_config.json"), config.ToJsonString());
+        var tensors = SafeTensors.Load(Path.Combine(source, "adapter_model.safetensors"));
+        var shifted = SafeTensors.Load(Path.Combine(TestData.TinyRoberta, "model.safetensors"))
+            .Where(kv => kv.Key.StartsWith("roberta.") && kv.Key.EndsWith(".bias")).Select((kv, i) => (kv.Key, Value: kv.Value.add(0.01 * (i + 1))))
+            .ToDictionary(kv => kv.Key, kv => kv.Value);
+        foreach (var (name, value) in shifted)
+            tensors["base_model.model." + (name.Contains(".query.") || name.Contains(".value.") ? name.Replace(".bias", ".base_layer.bias") : name)] = value;
+        File.WriteAllBytes(Path.Combine(dir, "adapter_model.safetensors"), SafeTensors.Save(tensors));
+
+        var read = MlNetPeft.Adapters.LoraSquared.PeftAdaLoraImport.ReadConfig(dir);
+        Assert.AreEqual(LoraBias.All, read.Bias);
+        using var imported = AdapterTests.Tiny(read);
+        imported.LoadPeftAdapter(dir);
+        using var expected = On(shifted, read with { Bias = LoraBias.None }, source);
+        AssertSameLogits(expected, imported);
     }
 
     /// <summary>The hf-parity fixture's PEFT LoRA adapter copied to a new directory with <paramref name="bias"/> in its
@@ -174,13 +191,17 @@ public sealed class LoraBiasTests
     }
 
     /// <summary>The fixture's LoRA adapter (bias "none") on the tiny backbone with some of its biases replaced.</summary>
-    private static PeftModel FixtureLoraOn(IReadOnlyDictionary<string, Tensor> biases)
+    private static PeftModel FixtureLoraOn(IReadOnlyDictionary<string, Tensor> biases) =>
+        On(biases, Lora(LoraBias.None), Path.Combine(TestData.Fixtures, "tiny-lora"));
+
+    /// <summary>A PEFT adapter (without biases) on the tiny backbone with some of its biases replaced.</summary>
+    private static PeftModel On(IReadOnlyDictionary<string, Tensor> biases, AdapterConfig adapters, string adapter)
     {
         var config = RobertaConfig.Load(Path.Combine(TestData.TinyRoberta, "config.json"));
         var weights = SafeTensors.Load(Path.Combine(TestData.TinyRoberta, "model.safetensors"));
         foreach (var (name, value) in biases) weights[name] = value;
-        var model = PeftModel.Create(config, 3, Lora(LoraBias.None), weights, "tiny", loadHead: true);
-        model.LoadPeftAdapter(Path.Combine(TestData.Fixtures, "tiny-lora"));
+        var model = PeftModel.Create(config, 3, adapters, weights, "tiny", loadHead: true);
+        model.LoadPeftAdapter(adapter);
         model.Train(false);
         return model;
     }

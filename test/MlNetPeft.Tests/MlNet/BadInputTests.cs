@@ -246,7 +246,7 @@ public sealed class BadInputTests
         options.Precision = (MlNetPeft.Training.ComputePrecision)77;
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeftTrainerFixture.Fit(ml, data, options)).Message, "Precision");
         var lora = PeftTrainerFixture.Lora(1);
-        lora.Bias = (MlNetPeft.Adapters.Lora.LoraBias)5;
+        lora.Bias = (MlNetPeft.Adapters.LoraBias)5;
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeftTrainerFixture.Fit(ml, data, lora)).Message, "Bias");
         // A pipeline asks the trainer for its output schema before Fit: a missing name is named there too.
         options = PeftTrainerFixture.Msplora(1);

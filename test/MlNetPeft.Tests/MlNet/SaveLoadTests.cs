@@ -39,11 +39,13 @@ public sealed class SaveLoadTests
         [PeftTrainerFixture.OnEveryLinear(PeftTrainerFixture.Msplora(2))],
         [WithBias(PeftTrainerFixture.Lora(2), LoraBias.All)],
         [WithBias(PeftTrainerFixture.Dora(2), LoraBias.LoraOnly)],
+        [WithBias(PeftTrainerFixture.AdaLora(3), LoraBias.All)],
     ];
 
-    private static LoraOptions WithBias(LoraOptions options, LoraBias bias)
+    private static PeftTextTrainerOptions WithBias(PeftTextTrainerOptions options, LoraBias bias)
     {
-        options.Bias = bias;
+        if (options is LoraOptions lora) lora.Bias = bias;
+        else ((AdaLoraOptions)options).Bias = bias;
         return options;
     }
 
@@ -251,14 +253,16 @@ public sealed class SaveLoadTests
         AssertScoresAs(loaded, imported);
     }
 
-    /// <summary>A LoRA whose biases trained: the zip holds them (moved from the backbone's), and a reloaded model exports
-    /// them to PEFT (bias "all" or "lora_only", read back by the import) and into a plain checkpoint, both scoring as it does.</summary>
+    /// <summary>A LoRA or AdaLoRA whose biases trained: the zip holds them (moved from the backbone's), and a reloaded model
+    /// exports them to PEFT (bias "all" or "lora_only", read back by the import; AdaLoRA also in PEFT's AdaLoRA form) and
+    /// into a plain checkpoint, each scoring as it does.</summary>
     [TestMethod]
-    [DataRow(LoraBias.All, 33)]
-    [DataRow(LoraBias.LoraOnly, 8)]
-    public void TrainedBiasesReloadAndExportToPeftAndToAPlainCheckpoint(LoraBias bias, int count)
+    [DataRow("lora", LoraBias.All, 33)]
+    [DataRow("lora", LoraBias.LoraOnly, 8)]
+    [DataRow("adalora", LoraBias.LoraOnly, 8)]
+    public void TrainedBiasesReloadAndExportToPeftAndToAPlainCheckpoint(string method, LoraBias bias, int count)
     {
-        var loaded = Reloaded(WithBias(PeftTrainerFixture.Lora(2), bias));
+        var loaded = Reloaded(WithBias(method == "lora" ? PeftTrainerFixture.Lora(2) : PeftTrainerFixture.AdaLora(3), bias));
         var backbone = SafeTensors.Load(Path.Combine(TestData.TinyBackbone, "model.safetensors"));
         var biases = loaded.TrainableState().Where(kv => kv.Key.StartsWith("roberta.", StringComparison.Ordinal)).ToList();
         Assert.HasCount(count, biases);
@@ -273,6 +277,16 @@ public sealed class SaveLoadTests
         using var imported = AdapterTests.Tiny(PeftLoraImport.ReadConfig(adapter));
         imported.LoadPeftAdapter(adapter);
         AssertScoresAs(loaded, imported);
+        if (method == "adalora")
+        {
+            var adaLora = Directory.CreateTempSubdirectory("peft-bias-adalora").FullName;
+            loaded.SavePeftAdapter(adaLora, PeftAdapterFormat.AdaLora);
+            var config = MlNetPeft.Adapters.LoraSquared.PeftAdaLoraImport.ReadConfig(adaLora);
+            Assert.AreEqual(bias, config.Bias);
+            using var importedAdaLora = AdapterTests.Tiny(config);
+            importedAdaLora.LoadPeftAdapter(adaLora);
+            AssertScoresAs(loaded, importedAdaLora);
+        }
 
         var merged = Directory.CreateTempSubdirectory("merged-bias").FullName;
         loaded.SaveMergedCheckpoint(merged);

@@ -29,20 +29,7 @@ public sealed record LoraConfig : AdapterConfig
     /// <summary>PEFT's alpha_pattern: alphas other than <see cref="AdapterConfig.Alpha"/>, keyed as <see cref="RankPattern"/>.</summary>
     public Dictionary<string, double>? AlphaPattern { get; init; }
 
-    /// <summary>PEFT's bias: which of the backbone's biases train with the pairs (fp32 masters where the backbone is
-    /// bf16 or fp16); the saved model holds them.</summary>
-    public LoraBias Bias { get; init; }
-
     public override string MethodName => UseDora ? "dora" : "lora";
-
-    // PEFT marks every parameter whose name holds "bias" ("all") or the adapted layers' own ("lora_only"), whose
-    // Linear it keeps as base_layer, as this library does.
-    internal override bool TrainsBackboneParameter(string name) => Bias switch
-    {
-        LoraBias.All => name.Contains("bias", StringComparison.Ordinal),
-        LoraBias.LoraOnly => name.EndsWith(".base_layer.bias", StringComparison.Ordinal),
-        _ => false,
-    };
 
     /// <summary>The rank and alpha of the pair on a layer's projection: the patterns' where a key matches its path.</summary>
     internal (int Rank, double Alpha) RankAndAlphaOf(int layer, string target)
@@ -78,7 +65,6 @@ public sealed record LoraConfig : AdapterConfig
     {
         base.Validate(layers);
         if (Rank <= 0) throw new ArgumentException($"Rank must be positive, got {Rank}");
-        if (!Enum.IsDefined(Bias)) throw new ArgumentException($"Bias must be None, All or LoraOnly, got {(int)Bias}");
         foreach (var (key, rank) in RankPattern ?? [])
             if (rank <= 0) throw new ArgumentException($"RankPattern: '{key}' must map to a positive rank, got {rank}");
         foreach (var (key, alpha) in AlphaPattern ?? [])

@@ -34,13 +34,7 @@ internal static class PeftLoraExport
             if (linear.Magnitude is { } magnitude) tensors[$"{path}.lora_magnitude_vector"] = magnitude.Weight;
         }
         if (shapes.Count == 0) throw new InvalidOperationException("The model has no adapted projections.");
-        // Trained biases under the names of PEFT's model ("…query.base_layer.bias"), which its loader reads; fp32 masters.
-        var trainedBiases = model.TrainedBackbone().Select(p => "roberta." + p.Name).ToList();
-        if (trainedBiases.Count > 0)
-        {
-            var state = model.TrainableState();
-            foreach (var name in trainedBiases) tensors[name] = state[name];
-        }
+
         // The most common rank and alpha are r and lora_alpha; any other projection's go in PEFT's patterns, keyed by its path.
         var (rank, alpha) = shapes.GroupBy(s => (s.Rank, s.Alpha)).MaxBy(g => g.Count())!.Key;
         var rankPattern = shapes.Where(s => s.Rank != rank).ToDictionary(s => PeftTargetModules.PatternKeyFor(s.Path), s => s.Rank);
@@ -58,7 +52,6 @@ internal static class PeftLoraExport
             ["layers_pattern"] = null,
             ["use_rslora"] = false,
             ["use_dora"] = model.Adapters.Wrapped.Any(w => w.Linear.Magnitude is not null),
-            ["bias"] = (model.Config as LoraConfig)?.Bias switch { LoraBias.All => "all", LoraBias.LoraOnly => "lora_only", _ => "none" },
         });
     }
 

@@ -30,6 +30,7 @@ internal static class PeftAdaLoraImport
             Alpha = alpha,
             Dropout = root.TryGetProperty("lora_dropout", out var dropout) ? dropout.GetDouble() : 0,
             Targets = common.Targets,
+            Bias = common.Bias,
         };
     });
 
@@ -52,24 +53,24 @@ internal static class PeftAdaLoraImport
         var file = PeftAdapterFiles.TensorFile(directory);
         var kept = PeftAdapterFiles.ReadConfig(directory, "ADALORA", (root, _, configFile) => RankPattern(root, config.InitialRank, configFile));
         using var scope = NewDisposeScope(); // all read or made here is temporary: LoadTrainableState copies it
-        var state = new Dictionary<string, Tensor>();
+        var state = new PeftAdapterState(model, file);
         foreach (var (peftKey, saved) in TensorFile.Load(file))
         {
             var key = PeftAdapterFiles.Normalize(peftKey);
             if (!PeftAdapterFiles.TryParseAdapterKey(key, out int layer, out var target, out var factor))
             {
-                state[key] = saved;
+                state.Add(peftKey, key, saved); // the head, trained biases
                 continue;
             }
             var component = Component(layer, target);
             var slots = kept.GetValueOrDefault(key[..^(factor.Length + 1)]);
-            state[$"{component}.{factor}"] = AtInitialRank(saved, factor == "lora_B" ? 1 : 0, slots, config.InitialRank, $"{file}: '{peftKey}'");
+            state.Add(peftKey, $"{component}.{factor}", AtInitialRank(saved, factor == "lora_B" ? 1 : 0, slots, config.InitialRank, $"{file}: '{peftKey}'"));
             if (factor == "lora_E")
-                state[$"{component}.rank_mask"] = slots is null
+                state.Add(peftKey, $"{component}.rank_mask", slots is null
                     ? ones(config.InitialRank, 1)
-                    : tensor(slots.Select(k => k ? 1f : 0f).ToArray()).view(-1, 1);
+                    : tensor(slots.Select(k => k ? 1f : 0f).ToArray()).view(-1, 1));
         }
-        model.LoadTrainableState(state, file);
+        state.LoadInto();
     }
 
     /// <summary>A saved factor at init_r along <paramref name="rankDim"/>: as saved where it has all init_r, else its

@@ -1,6 +1,6 @@
-namespace MlNetPeft.Adapters.Lora;
+namespace MlNetPeft.Adapters;
 
-/// <summary>Which of the backbone's biases train beside a LoRA's pairs: PEFT's <c>bias</c> setting.</summary>
+/// <summary>Which of the backbone's biases train beside LoRA or AdaLoRA adapters: PEFT's <c>bias</c> setting.</summary>
 public enum LoraBias
 {
     /// <summary>None: the backbone stays frozen (PEFT's "none", its default).</summary>
