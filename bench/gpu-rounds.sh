@@ -5,8 +5,9 @@
 # CUDA, then our speed run (roberta-base shape, b32 s128, one process per method and round) alternated with
 # bench/peft_reference.py for the given number of rounds (fewer if the next would overrun the budget). Both engines are bound by the host issuing kernels at this
 # batch, and the host drifts, so only interleaved ratios mean anything. Then, while GPU_BUDGET_S (default 480 s from
-# the start of this script) leaves room, the side checks: stacked adapter factors, resume, fp16 training, first steps
-# on batches of changing length with and without cuDNN attention, gradient checkpointing. Output goes to stdout and,
+# the start of this script) leaves room, the side checks: stacked adapter factors, resume, fp16 training, trained
+# biases, first steps on batches of changing length with and without cuDNN attention, gradient checkpointing. Output
+# goes to stdout and,
 # when $OUT is set (the device tool), to $OUT/rounds.txt and $OUT/ours.json.
 set -uo pipefail
 rounds=${1:-4}; methods=${2:-lora,msplora}; budget=${GPU_BUDGET_S:-480}; first_round=0
@@ -44,6 +45,8 @@ side 60 timeout 300 $bench resume --device cuda --shape mini
 # fp16 with dynamic loss scaling (what Auto picks on V100/T4-class GPUs): its CUDA path end to end, and its speed here.
 side 40 timeout 150 $bench speed --shape base --method lora --precision fp16 --steps 50 --warm-up 10 --out /tmp/gpu-fp16-json
 side 40 timeout 150 $bench resume --device cuda --shape mini --method lora --precision fp16
+# LoRA with PEFT's bias "all": biases training as bf16 copies of fp32 masters on CUDA, interrupted and resumed.
+side 40 timeout 150 $bench resume --device cuda --shape mini --method lorabias
 # Padded batches of changing length: cuDNN attention's per-shape plans off (our default), then on.
 side 60 timeout 300 $bench first-steps --device cuda --shape base --steps 30
 side 60 env MLNETPEFT_CUDNN_ATTENTION=1 timeout 300 $bench first-steps --device cuda --shape base --steps 30
