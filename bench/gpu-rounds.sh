@@ -7,8 +7,7 @@
 # batch, and the host drifts, so only interleaved ratios mean anything. Then, while GPU_BUDGET_S (default 480 s from
 # the start of this script) leaves room, the side checks: stacked adapter factors, resume, fp16 training, trained
 # biases, first steps on batches of changing length with and without cuDNN attention, gradient checkpointing. Output
-# goes to stdout and,
-# when $OUT is set (the device tool), to $OUT/rounds.txt and $OUT/ours.json.
+# goes to stdout and, when $OUT is set (the device tool), to $OUT/rounds.txt and $OUT/ours.json.
 set -uo pipefail
 rounds=${1:-4}; methods=${2:-lora,msplora}; budget=${GPU_BUDGET_S:-480}; first_round=0
 reference=lora; [[ ,$methods, == *,full,* ]] && reference=lora,full   # PEFT has LoRA and full fine-tuning
