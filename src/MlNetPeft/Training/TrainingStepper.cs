@@ -40,6 +40,8 @@ internal sealed class TrainingStepper : IDisposable
     /// that train beside adapters (a LoRA's Bias) come last, at LearningRate, with their fp32 masters.</summary>
     private static List<FlatAdamW.ParameterGroup> ParameterGroups(Adapters.PeftModel model, TrainingSettings s)
     {
+        if (s.LoraPlusLearningRateRatio != 1 && !model.Config.HasLoraPairs)
+            throw new ArgumentException($"LoraPlusLearningRateRatio is for LoRA pairs (LoRA, DoRA, MSPLoRA), not {model.Config.MethodName}");
         var head = new FlatAdamW.ParameterGroup(model.HeadParameters().ToList(), s.LearningRate * s.HeadLearningRateRatio, s.WeightDecay);
         var backbone = new FlatAdamW.ParameterGroup(model.TrainedBackboneParameters().ToList(), s.LearningRate, s.WeightDecay, model.TrainedBackboneMasters());
         if (model.Config.TrainsBackbone) return [backbone, head];
@@ -52,8 +54,6 @@ internal sealed class TrainingStepper : IDisposable
     private static List<FlatAdamW.ParameterGroup> AdapterGroups(Adapters.PeftModel model, TrainingSettings s, FlatAdamW.ParameterGroup head)
     {
         if (s.LoraPlusLearningRateRatio == 1) return [new(model.AdapterParameters().ToList(), s.LearningRate, s.WeightDecay), head];
-        if (!model.Config.HasLoraPairs)
-            throw new ArgumentException($"LoraPlusLearningRateRatio is for LoRA pairs (LoRA, DoRA, MSPLoRA), not {model.Config.MethodName}");
         var adapters = model.Adapters.named_parameters().ToList();
         bool IsB(string name) => name.EndsWith(".lora_B", StringComparison.Ordinal);
         double fast = s.LearningRate * s.LoraPlusLearningRateRatio;

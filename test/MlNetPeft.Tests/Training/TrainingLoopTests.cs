@@ -168,6 +168,9 @@ public sealed class TrainingLoopTests
         using var adaLora = AdapterTests.Tiny(new SvdConfig { Variant = SvdVariant.AdaLora });
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() =>
             new TrainingStepper(adaLora, new TrainingSettings { LoraPlusLearningRateRatio = 16 }, TaskKind.Classification, 10)).Message, "LoraPlusLearningRateRatio");
+        using var full = AdapterTests.Tiny(new MlNetPeft.Adapters.Full.FullFineTuningConfig());
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() =>
+            new TrainingStepper(full, new TrainingSettings { LoraPlusLearningRateRatio = 16 }, TaskKind.Classification, 10)).Message, "LoraPlusLearningRateRatio");
     }
 
     /// <summary>With ValidationMetric.Loss the best epoch is the one of the lowest validation loss (and the loop keeps
