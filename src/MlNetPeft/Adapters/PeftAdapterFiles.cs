@@ -27,6 +27,12 @@ internal static partial class PeftAdapterFiles
     /// which biases trained.</summary>
     public sealed record Common(string[] Targets, int[]? Layers, LoraBias Bias);
 
+    /// <summary>PEFT's names of its bias settings, read and written.</summary>
+    private static readonly Dictionary<LoraBias, string> BiasNames = new()
+    {
+        [LoraBias.None] = "none", [LoraBias.All] = "all", [LoraBias.LoraOnly] = "lora_only",
+    };
+
     /// <summary>
     /// Reads <paramref name="directory"/>'s adapter_config.json, refuses settings we cannot reproduce, and builds the
     /// method's config from it. An adapter of another PEFT method is refused naming the option that takes it.
@@ -50,13 +56,7 @@ internal static partial class PeftAdapterFiles
                 && ResidualInits.FirstOrDefault(init.GetString()!.ToLowerInvariant().StartsWith) is { } residual)
                 throw new InvalidDataException($"{file}: init_lora_weights \"{init.GetString()}\" trains against {residual}'s changed base weights, so this adapter does not "
                     + "apply to the checkpoint itself; save it from PEFT with path_initial_model_for_weight_conversion (a plain LoRA of the original weights)");
-            var bias = !root.TryGetProperty("bias", out var biasValue) || biasValue.ValueKind == JsonValueKind.Null ? LoraBias.None : biasValue.GetString() switch
-            {
-                "none" => LoraBias.None,
-                "all" => LoraBias.All,
-                "lora_only" => LoraBias.LoraOnly,
-                var other => throw new InvalidDataException($"{file}: bias \"{other}\" is not one of PEFT's \"none\", \"all\", \"lora_only\""),
-            };
+            var bias = ReadBias(root, file);
             if (root.TryGetProperty("layers_pattern", out var pattern) && pattern.ValueKind is not (JsonValueKind.Null or JsonValueKind.Undefined)
                 && !(pattern.ValueKind == JsonValueKind.String && pattern.GetString() == "layer")
                 && !(pattern.ValueKind == JsonValueKind.Array && pattern.EnumerateArray().Select(p => p.GetString()).SequenceEqual(["layer"])))
@@ -72,6 +72,15 @@ internal static partial class PeftAdapterFiles
         {
             throw new InvalidDataException($"{file}: not a PEFT {Methods[peftType].Name} adapter config ({e.Message})", e);
         }
+    }
+
+    /// <summary>The bias setting (absent or null: "none"); a name PEFT does not have is refused.</summary>
+    private static LoraBias ReadBias(JsonElement root, string file)
+    {
+        if (!root.TryGetProperty("bias", out var value) || value.ValueKind == JsonValueKind.Null) return LoraBias.None;
+        foreach (var (bias, name) in BiasNames)
+            if (name == value.GetString()) return bias;
+        throw new InvalidDataException($"{file}: bias \"{value.GetString()}\" is not one of PEFT's {string.Join(", ", BiasNames.Values.Select(n => $"\"{n}\""))}");
     }
 
     /// <summary>Settings of PEFT's LoraConfig (AdaLoRA's extends it) that change what an adapter computes and that we do
@@ -171,7 +180,7 @@ internal static partial class PeftAdapterFiles
             ["lora_dropout"] = model.Config.Dropout,
             ["target_modules"] = targetModules,
             ["modules_to_save"] = new[] { "classifier", "score" },
-            ["bias"] = model.Config.Bias switch { LoraBias.All => "all", LoraBias.LoraOnly => "lora_only", _ => "none" },
+            ["bias"] = BiasNames[model.Config.Bias],
             ["fan_in_fan_out"] = false,
             ["init_lora_weights"] = true,
             ["inference_mode"] = true,

@@ -19,8 +19,8 @@ internal sealed class PeftAdapterState(PeftModel model, string file)
     {
         if (peftKey.Contains(".original_module.", StringComparison.Ordinal)) return;
         if (!_trained.Contains(name) && name.EndsWith(".bias", StringComparison.Ordinal)
-            && _trained.Contains(name[..^".bias".Length] + ".base_layer.bias"))
-            name = name[..^".bias".Length] + ".base_layer.bias";
+            && name[..^".bias".Length] + ".base_layer.bias" is var wrapped && _trained.Contains(wrapped))
+            name = wrapped;
         if (_state.TryGetValue(name, out var seen) && !(seen.shape.SequenceEqual(tensor.shape) && seen.equal(tensor).all().item<bool>()))
             throw new InvalidDataException($"{file}: '{peftKey}' differs from another tensor saved for '{name}'");
         _state[name] = tensor;

@@ -34,7 +34,6 @@ internal static class PeftLoraExport
             if (linear.Magnitude is { } magnitude) tensors[$"{path}.lora_magnitude_vector"] = magnitude.Weight;
         }
         if (shapes.Count == 0) throw new InvalidOperationException("The model has no adapted projections.");
-
         // The most common rank and alpha are r and lora_alpha; any other projection's go in PEFT's patterns, keyed by its path.
         var (rank, alpha) = shapes.GroupBy(s => (s.Rank, s.Alpha)).MaxBy(g => g.Count())!.Key;
         var rankPattern = shapes.Where(s => s.Rank != rank).ToDictionary(s => PeftTargetModules.PatternKeyFor(s.Path), s => s.Rank);
