@@ -73,9 +73,10 @@ internal static class QualityBenchmark
     }
 
     /// <summary>A run's recipe. BatchSize rows per optimizer step, taken in Accumulation batches, blocks recomputed in the
-    /// backward with Checkpointing (each: less memory, same step).</summary>
+    /// backward with Checkpointing (each: less memory, same step); gradients clipped to a global norm of 1 in both
+    /// engines (HF Trainer's max_grad_norm, which the paper's runs used).</summary>
     internal sealed record RunRecipe(int Epochs, double LearningRate, int BatchSize, int MaxLength, int Accumulation, bool Checkpointing,
-        string[]? Targets = null, ComputePrecision Precision = ComputePrecision.Auto);
+        string[]? Targets = null, ComputePrecision Precision = ComputePrecision.Auto, double GradientClipNorm = 1.0);
 
     private static RunRecipe Recipe(BenchArgs a, GlueTask task, string method, bool paper)
     {
@@ -115,6 +116,7 @@ internal static class QualityBenchmark
         options.Precision = recipe.Precision;
         options.MaxSequenceLength = recipe.MaxLength;
         options.HeadLearningRateRatio = 0.5;
+        options.GradientClipNorm = recipe.GradientClipNorm;
         options.Seed = seed;
         options.ValidationSet = dev;
         options.ValidationMetric = task.Metric;
@@ -185,6 +187,7 @@ internal static class QualityBenchmark
     {
         var args = $"\"{script}\" glue --task {task.Name} --method {method} --epochs {recipe.Epochs} --batch {recipe.BatchSize} " +
                    $"--lr {recipe.LearningRate.ToString(CultureInfo.InvariantCulture)} --max-len {recipe.MaxLength} --seed {seed} " +
+                   $"--clip-norm {recipe.GradientClipNorm.ToString(CultureInfo.InvariantCulture)} " +
                    $"--backbone \"{backbone}\" --data \"{data}\"" + (maxRows > 0 ? $" --max-train-rows {maxRows}" : "");
         var psi = new ProcessStartInfo("/usr/bin/python3", args) { RedirectStandardOutput = true, RedirectStandardError = true };
         using var process = Process.Start(psi) ?? throw new InvalidOperationException("could not start /usr/bin/python3");

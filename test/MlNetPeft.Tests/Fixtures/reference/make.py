@@ -21,6 +21,13 @@ full: full fine-tuning from the fixture checkpoint with its own head: the same l
 backbone and head weight (the pad rows of the word and position embeddings get none, as nn.Embedding's padding_idx
 has it).
 
+trajectory: six optimizer steps of bench/reference.py's own training step (`optimizer`, `train_step`: AdamW with the
+body at lr and the head at lr/2, weight decay 0.1, a linear warm-up over int(0.34·6) = 2 steps then a linear decay,
+global-norm clipping at 1.0, the reference's `glue` recipe) on three padded batches of random ids, taken twice in
+order: MSPLoRA from msplora.safetensors's factors and head (lr 5e-3), full fine-tuning from the fixture checkpoint
+with its head (lr 1e-3). For each: the loss and the gradient norm before clipping at every step, and how far each
+trainable tensor moved (‖W₆ − W₀‖ by our state names).
+
 expected.json: logits, loss (with lorasquared's regulariser) and gradient norms by our state names for each. Run from the repository root with PyTorch
 (apt-get install -y python3-torch libopenblas0-openmp python3-regex):
     /usr/bin/python3 test/MlNetPeft.Tests/Fixtures/reference/make.py
@@ -53,7 +60,9 @@ def loss_and_grads(model, names, extra=0):
     return {"logits": logits.tolist(), "loss": loss.item(), "grad_norms": {ours: p.grad.norm().item() for ours, p in names.items()}}
 
 
-def msplora():
+def msplora_model():
+    """The tiny model with the reference's MSPLoRA, random factors and head; returns it and its trainable tensors by
+    our state names."""
     model = tiny()
     ref.inject(model, "msplora", targets=("query", "value"), r=8, alpha=16, dropout=0.0, groups=3, levels=3)
     g = torch.Generator().manual_seed(11)
@@ -76,6 +85,11 @@ def msplora():
     for part, name in names.items():
         params[f"adapters.{name}.lora_A"], params[f"adapters.{name}.lora_B"] = part.A, part.B
     params.update({f"classifier.{n}": p for n, p in model.classifier.named_parameters()})
+    return model, params
+
+
+def msplora():
+    model, params = msplora_model()
     ref.save_safetensors({n: p.detach().clone() for n, p in params.items()}, os.path.join(HERE, "msplora.safetensors"))
     return loss_and_grads(model, params)
 
@@ -122,19 +136,65 @@ def lorasquared():
     return loss_and_grads(model, params, extra=0.1 * orthogonality + 0.1 * cross)
 
 
-def full():
+def full_model():
+    """The fixture checkpoint with its own head, every weight trainable."""
     model = tiny()
     head = ref.load_safetensors(os.path.join(PARITY, "tiny-roberta", "model.safetensors"))
     model.load_state_dict({k: v for k, v in head.items() if k.startswith("classifier.")}, strict=False)
-    return loss_and_grads(model, dict(model.named_parameters()))
+    return model, dict(model.named_parameters())
+
+
+def full():
+    return loss_and_grads(*full_model())
+
+
+STEPS, WARMUP_RATIO, CLIP = 6, 0.34, 1.0
+
+
+def batches():
+    """Three batches (4, 3 and 4 rows) of random ids between <s> and </s>, padded with 1, and random labels."""
+    g = torch.Generator().manual_seed(17)
+    made = []
+    for rows in (4, 3, 4):
+        lengths = torch.randint(4, 13, (rows,), generator=g).tolist()
+        ids = torch.full((rows, max(lengths)), 1, dtype=torch.long)
+        for k, n in enumerate(lengths):
+            ids[k, :n] = torch.cat([torch.tensor([0]), torch.randint(3, 1000, (n - 2,), generator=g), torch.tensor([2])])
+        made.append((ids, ids.ne(1).long(), torch.randint(0, 3, (rows,), generator=g)))
+    return made
+
+
+def trajectory(model, params, lr):
+    """STEPS steps of the reference's training step over the batches in order; losses, gradient norms before
+    clipping, and each tensor's distance from where it started."""
+    start = {n: p.detach().clone() for n, p in params.items()}
+    opt, sched = ref.optimizer(model, lr, 0.5, 0.1, STEPS, WARMUP_RATIO)
+    model.train()  # the fixture has no dropout, and the adapters here none either
+    made, losses, norms = batches(), [], []
+    for step in range(STEPS):
+        ids, mask, y = made[step % len(made)]
+        loss, norm = ref.train_step(model, opt, sched, ids, mask, y, False, CLIP)
+        losses.append(loss); norms.append(norm)
+    moved = {n: (p.detach() - start[n]).norm().item() for n, p in params.items()}
+    return {"lr": lr, "losses": losses, "grad_norms_before_clipping": norms, "moved": moved,
+            "batches": [{"input_ids": i.tolist(), "attention_mask": m.tolist(), "labels": y.tolist()} for i, m, y in made]}
+
+
+def trajectories():
+    return {"steps": STEPS, "warmup_ratio": WARMUP_RATIO, "clip_norm": CLIP, "head_lr_ratio": 0.5, "weight_decay": 0.1,
+            "msplora": trajectory(*msplora_model(), lr=5e-3), "full": trajectory(*full_model(), lr=1e-3)}
 
 
 def main():
-    expected = {"torch": torch.__version__, "msplora": msplora(), "lorasquared": lorasquared(), "full": full()}
+    expected = {"torch": torch.__version__, "msplora": msplora(), "lorasquared": lorasquared(), "full": full(),
+                "trajectory": trajectories()}
     with open(os.path.join(HERE, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1)
     for k in ("msplora", "lorasquared", "full"):
         print(k, "loss", expected[k]["loss"], "gradients", len(expected[k]["grad_norms"]))
+    for k in ("msplora", "full"):
+        t = expected["trajectory"][k]
+        print("trajectory", k, "losses", [round(v, 4) for v in t["losses"]], "norms", [round(v, 3) for v in t["grad_norms_before_clipping"]])
 
 
 if __name__ == "__main__":
