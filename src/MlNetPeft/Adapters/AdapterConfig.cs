@@ -39,7 +39,8 @@ public abstract record AdapterConfig
     internal virtual bool TrainsBackbone => false;
 
     /// <summary>PEFT's bias: which of the backbone's biases train with the adapters (fp32 masters where the backbone is
-    /// bf16 or fp16); the saved model holds them. LoRA and AdaLoRA take it from their options, as PEFT's configs do.</summary>
+    /// bf16 or fp16); the saved model holds them. Every adapter method takes it from its options (PEFT's LoRA and AdaLoRA
+    /// configs have it).</summary>
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)] // configs saved before it read and write the same
     public LoraBias Bias { get; init; }
 

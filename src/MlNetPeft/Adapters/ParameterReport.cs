@@ -24,7 +24,7 @@ public sealed class ParameterReport
     /// <summary>Frozen backbone parameters.</summary>
     public long BackboneCount { get; }
 
-    /// <summary>Trainable parameters besides the head: adapters (and the biases a LoRA's Bias trains), or the whole
+    /// <summary>Trainable parameters besides the head: adapters (and the biases their Bias trains), or the whole
     /// backbone for full fine-tuning.</summary>
     public long AdapterCount => Rows.Where(r => r.Name != "classifier").Sum(r => r.Count);
 

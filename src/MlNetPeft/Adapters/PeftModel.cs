@@ -38,7 +38,7 @@ internal sealed class PeftModel : IDisposable
         foreach (var p in network.parameters()) p.requires_grad = false;
         var set = adapters.Attach(network.Encoder);
         foreach (var p in network.Head.parameters()) p.requires_grad = true;
-        // After attaching: an adapted projection's Linear is named base_layer, which a LoRA's Bias may go by.
+        // After attaching: an adapted projection's Linear is named base_layer, which Bias = LoraOnly goes by.
         foreach (var (name, p) in network.Encoder.named_parameters())
             if (adapters.TrainsBackboneParameter(name)) p.requires_grad = true;
         return new PeftModel(network, set, adapters);

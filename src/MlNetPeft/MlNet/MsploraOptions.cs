@@ -12,8 +12,12 @@ public sealed class MsploraOptions : PeftTextTrainerOptions
     /// <summary>Number of contiguous layer groups sharing a mid-level pair (the paper: 3).</summary>
     public int GroupCount = 3;
 
+    /// <inheritdoc cref="LoraOptions.Bias"/>
+    /// <remarks>The paper trains none (the default).</remarks>
+    public LoraBias Bias;
+
     internal override AdapterConfig ToAdapterConfig() => new MsploraConfig
     {
-        Ranks = Ranks, GroupCount = GroupCount, Targets = Targets, Alpha = LoraAlpha, Dropout = LoraDropout,
+        Ranks = Ranks, GroupCount = GroupCount, Targets = Targets, Alpha = LoraAlpha, Dropout = LoraDropout, Bias = Bias,
     };
 }

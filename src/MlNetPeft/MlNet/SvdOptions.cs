@@ -30,11 +30,16 @@ public abstract class SvdOptions : PeftTextTrainerOptions
     /// <summary>EMA factors of the sensitivity and its uncertainty (0.85 in both papers).</summary>
     public double Beta1 = 0.85, Beta2 = 0.85;
 
+    /// <summary>PEFT's bias (AdaLoraConfig has it as LoraConfig does), as <see cref="LoraOptions.Bias"/>: None (the
+    /// default; the LoRA² paper trains none) keeps the backbone frozen; All trains every bias of it, LoraOnly the
+    /// adapted projections' own.</summary>
+    public LoraBias Bias;
+
     private protected SvdConfig ToSvdConfig(SvdVariant variant) => new()
     {
         Variant = variant, InitialRank = InitialRank, TargetRank = TargetRank, OrthogonalityWeight = OrthogonalityWeight,
         InitialWarmupSteps = InitialWarmupSteps, FinalSteps = FinalSteps, MaskInterval = MaskInterval, Beta1 = Beta1, Beta2 = Beta2,
-        Targets = Targets, Alpha = LoraAlpha, Dropout = LoraDropout,
+        Targets = Targets, Alpha = LoraAlpha, Dropout = LoraDropout, Bias = Bias,
     };
 }
 
@@ -68,13 +73,9 @@ public sealed class AdaLoraOptions : SvdOptions
         OrthogonalityWeight = 0.5;
     }
 
-    /// <summary>PEFT's bias, as <see cref="LoraOptions.Bias"/>: None (the default) keeps the backbone frozen; All
-    /// trains every bias of it, LoraOnly the adapted projections' own.</summary>
-    public LoraBias Bias;
-
     /// <summary>A HF PEFT AdaLoRA adapter directory (adapter_config.json, adapter_model.safetensors or .bin) to start
     /// from: its init_r, target_r, lora_alpha, bias and target_modules replace <see cref="SvdOptions.InitialRank"/>,
-    /// <see cref="SvdOptions.TargetRank"/>, LoraAlpha, <see cref="Bias"/> and Targets, its adapters (singular values
+    /// <see cref="SvdOptions.TargetRank"/>, LoraAlpha, <see cref="SvdOptions.Bias"/> and Targets, its adapters (singular values
     /// pruned as its rank_pattern says), head and saved biases the fresh ones. The schedule, β1, β2 and γ stay this run's options. With
     /// MaxEpochs = 0 the model is the adapter as it was trained (e.g. in Python), packaged for ML.NET. The head's
     /// class i must be the label's key i+1.</summary>
@@ -84,7 +85,7 @@ public sealed class AdaLoraOptions : SvdOptions
 
     internal override AdapterConfig ToAdapterConfig()
     {
-        var config = ToSvdConfig(SvdVariant.AdaLora) with { Bias = Bias };
+        var config = ToSvdConfig(SvdVariant.AdaLora);
         if (InitialPeftAdapter is not { } adapter) return config;
         var saved = PeftAdaLoraImport.ReadConfig(adapter);
         return config with { InitialRank = saved.InitialRank, TargetRank = saved.TargetRank, Alpha = saved.Alpha, Targets = saved.Targets, Bias = saved.Bias };

@@ -37,7 +37,7 @@ internal sealed class TrainingStepper : IDisposable
     /// <summary>The body (adapters, or the backbone) at LearningRate and the head at LearningRate·HeadLearningRateRatio;
     /// with LoRA+, the adapters' B factors apart at LearningRate·LoraPlusLearningRateRatio, and their 1-D vectors (DoRA's
     /// magnitudes) at that rate without weight decay, as PEFT's create_loraplus_optimizer groups them. Backbone biases
-    /// that train beside adapters (a LoRA's Bias) come last, at LearningRate, with their fp32 masters.</summary>
+    /// that train beside adapters (their Bias) come last, at LearningRate, with their fp32 masters.</summary>
     private static List<FlatAdamW.ParameterGroup> ParameterGroups(Adapters.PeftModel model, TrainingSettings s)
     {
         if (s.LoraPlusLearningRateRatio != 1 && !model.Config.HasLoraPairs)

@@ -3,6 +3,8 @@ using System.Text.Json.Nodes;
 using MlNetPeft.Adapters;
 using MlNetPeft.Adapters.Full;
 using MlNetPeft.Adapters.Lora;
+using MlNetPeft.Adapters.LoraSquared;
+using MlNetPeft.Adapters.Msplora;
 using MlNetPeft.Backbone;
 using static TorchSharp.torch;
 
@@ -15,18 +17,27 @@ public sealed class LoraBiasTests
 {
     private static LoraConfig Lora(LoraBias bias) => new() { Rank = 4, Alpha = 8, Dropout = 0, Targets = ["query", "value"], Bias = bias };
 
+    private static AdapterConfig Fresh(string method, LoraBias bias) => method switch
+    {
+        "lora" => Lora(bias),
+        "msplora" => new MsploraConfig { Dropout = 0, Bias = bias },
+        _ => new SvdConfig { Variant = SvdVariant.LoraSquared, Dropout = 0, Bias = bias },
+    };
+
     /// <summary>
-    /// A fresh LoRA adds nothing (B = 0), so the fixture model with it computes what the full fine-tuning reference
-    /// (Fixtures/reference, PyTorch) computed, and its trained biases must get that reference's gradients: every bias
-    /// of the backbone with All (as PEFT's "all" marks every parameter named "bias"), the adapted projections' with
-    /// LoraOnly. Nothing else of the backbone gets one.
+    /// A fresh adapter adds nothing (LoRA's and MSPLoRA's B = 0, LoRA²'s λ = 0), so the fixture model with it computes
+    /// what the full fine-tuning reference (Fixtures/reference, PyTorch) computed, and its trained biases must get that
+    /// reference's gradients: every bias of the backbone with All (as PEFT's "all" marks every parameter named "bias"),
+    /// the adapted projections' with LoraOnly. Nothing else of the backbone gets one.
     /// </summary>
     [TestMethod]
-    [DataRow(LoraBias.All, 1 + 4 * 8)]
-    [DataRow(LoraBias.LoraOnly, 4 * 2)]
-    public void TrainedBiasesGetPyTorchsGradients(LoraBias bias, int count)
+    [DataRow("lora", LoraBias.All, 1 + 4 * 8)]
+    [DataRow("lora", LoraBias.LoraOnly, 4 * 2)]
+    [DataRow("msplora", LoraBias.All, 1 + 4 * 8)]
+    [DataRow("lorasquared", LoraBias.LoraOnly, 4 * 2)]
+    public void TrainedBiasesGetPyTorchsGradients(string method, LoraBias bias, int count)
     {
-        using var model = AdapterTests.Tiny(Lora(bias));
+        using var model = AdapterTests.Tiny(Fresh(method, bias));
         model.Train(true);
         using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(TestData.Fixtures, "..", "reference", "expected.json")));
         var full = json.RootElement.GetProperty("full");
@@ -50,7 +61,7 @@ public sealed class LoraBiasTests
         }
         var frozen = model.Network.Encoder.named_parameters().Where(p => !trained.Any(t => t.Name == p.name)).ToList();
         Assert.IsTrue(frozen.All(p => !p.parameter.requires_grad && p.parameter.grad is null), "only the biases of the setting train");
-        Assert.HasCount(count + 4 + 4 * 2 * 2, model.TrainableParameters().ToList(), "the biases, the head's 4 tensors, A and B of 8 pairs");
+        Assert.HasCount(count + 4 + model.AdapterParameters().Count(), model.TrainableParameters().ToList(), "the biases, the head's 4 tensors, the adapters");
     }
 
     /// <summary>

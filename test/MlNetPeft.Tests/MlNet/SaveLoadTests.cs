@@ -40,12 +40,18 @@ public sealed class SaveLoadTests
         [WithBias(PeftTrainerFixture.Lora(2), LoraBias.All)],
         [WithBias(PeftTrainerFixture.Dora(2), LoraBias.LoraOnly)],
         [WithBias(PeftTrainerFixture.AdaLora(3), LoraBias.All)],
+        [WithBias(PeftTrainerFixture.Msplora(2), LoraBias.All)],
+        [WithBias(PeftTrainerFixture.LoraSquared(3), LoraBias.LoraOnly)],
     ];
 
     private static PeftTextTrainerOptions WithBias(PeftTextTrainerOptions options, LoraBias bias)
     {
-        if (options is LoraOptions lora) lora.Bias = bias;
-        else ((AdaLoraOptions)options).Bias = bias;
+        switch (options)
+        {
+            case LoraOptions lora: lora.Bias = bias; break;
+            case MsploraOptions msplora: msplora.Bias = bias; break;
+            case SvdOptions svd: svd.Bias = bias; break;
+        }
         return options;
     }
 
@@ -253,16 +259,25 @@ public sealed class SaveLoadTests
         AssertScoresAs(loaded, imported);
     }
 
-    /// <summary>A LoRA or AdaLoRA whose biases trained: the zip holds them (moved from the backbone's), and a reloaded model
+    /// <summary>An adapter model whose biases trained: the zip holds them (moved from the backbone's), and a reloaded model
     /// exports them to PEFT (bias "all" or "lora_only", read back by the import; AdaLoRA also in PEFT's AdaLoRA form) and
     /// into a plain checkpoint, each scoring as it does.</summary>
     [TestMethod]
     [DataRow("lora", LoraBias.All, 33)]
     [DataRow("lora", LoraBias.LoraOnly, 8)]
     [DataRow("adalora", LoraBias.LoraOnly, 8)]
+    [DataRow("msplora", LoraBias.All, 33)]
+    [DataRow("lorasquared", LoraBias.LoraOnly, 8)]
     public void TrainedBiasesReloadAndExportToPeftAndToAPlainCheckpoint(string method, LoraBias bias, int count)
     {
-        var loaded = Reloaded(WithBias(method == "lora" ? PeftTrainerFixture.Lora(2) : PeftTrainerFixture.AdaLora(3), bias));
+        PeftTextTrainerOptions options = method switch
+        {
+            "lora" => PeftTrainerFixture.Lora(2),
+            "msplora" => PeftTrainerFixture.Msplora(2),
+            "lorasquared" => PeftTrainerFixture.LoraSquared(3),
+            _ => PeftTrainerFixture.AdaLora(3),
+        };
+        var loaded = Reloaded(WithBias(options, bias));
         var backbone = SafeTensors.Load(Path.Combine(TestData.TinyBackbone, "model.safetensors"));
         var biases = loaded.TrainableState().Where(kv => kv.Key.StartsWith("roberta.", StringComparison.Ordinal)).ToList();
         Assert.HasCount(count, biases);
