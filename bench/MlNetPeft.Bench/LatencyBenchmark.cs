@@ -6,9 +6,11 @@ using MlNetPeft.Training;
 namespace MlNetPeft.Bench;
 
 /// <summary>
-/// What a service sees: one PredictionEngine scoring one sentence per call from a saved model zip (tokenizing,
-/// ML.NET's row plumbing and the merged forward), over SST-2 dev sentences; prints latency percentiles. The `score`
-/// command writes those sentences' scores instead, for bench/check_python_scores.py.
+/// What a service sees: PredictionEngines scoring one sentence per call from a saved model zip (tokenizing, ML.NET's
+/// row plumbing and the merged forward), over SST-2 dev sentences; prints latency percentiles and sentences per
+/// second. With <c>--parallel N</c>, N threads each score with an engine of their own over the one model, as a
+/// service's request threads do; <c>--threads T</c> sets libtorch's threads per operation (its default: one per core).
+/// The `score` command writes those sentences' scores instead, for bench/check_python_scores.py.
 /// </summary>
 internal static class LatencyBenchmark
 {
@@ -16,22 +18,36 @@ internal static class LatencyBenchmark
     {
         var zip = a.Text("model") ?? throw new ArgumentException("latency needs --model ZIP (e.g. the Sentiment example's model)");
         if (a.Precision() is { } precision) LoadSettings.Precision = precision;
-        int rows = a.Int("rows", 400), warmUp = a.Int("warm-up", 50);
+        int rows = a.Int("rows", 400), warmUp = a.Int("warm-up", 50), parallel = a.Int("parallel", 1), threads = a.Int("threads", 0);
+        if (parallel < 1) throw new ArgumentException($"--parallel must be at least 1, got {parallel}");
+        if (threads > 0) TorchSharp.torch.set_num_threads(threads);
         var sentences = SentencePredictor.DevSentences(a);
         var predictor = new SentencePredictor(zip);
+        var engines = Enumerable.Range(0, parallel).Select(i => i == 0 ? predictor.Predict : predictor.NewEngine()).ToList();
 
-        foreach (var sentence in sentences.Take(warmUp)) predictor.Predict(sentence);
-        var times = new List<double>();
-        foreach (var sentence in sentences.Skip(warmUp).Take(rows))
+        foreach (var engine in engines)
+            foreach (var sentence in sentences.Take(warmUp)) engine(sentence);
+        var timed = sentences.Skip(warmUp).Take(rows).ToList();
+        var times = new double[timed.Count];
+        int next = -1;
+        var wall = Stopwatch.StartNew();
+        var workers = engines.Select(engine => new Thread(() =>
         {
-            var clock = Stopwatch.StartNew();
-            predictor.Predict(sentence);
-            times.Add(clock.Elapsed.TotalMilliseconds);
-        }
-        times.Sort();
-        double Percentile(double p) => times[Math.Min(times.Count - 1, (int)(p * times.Count))];
-        Console.WriteLine($"{Path.GetFileName(zip)} ({predictor.Info.Adapter.MethodName}, {LoadSettings.Precision}): {times.Count} single-sentence predictions, " +
-            $"p50 {Percentile(0.5):F2} ms, p90 {Percentile(0.9):F2} ms, p99 {Percentile(0.99):F2} ms, mean {times.Average():F2} ms");
+            for (int i = Interlocked.Increment(ref next); i < timed.Count; i = Interlocked.Increment(ref next))
+            {
+                var clock = Stopwatch.StartNew();
+                engine(timed[i]);
+                times[i] = clock.Elapsed.TotalMilliseconds;
+            }
+        })).ToList();
+        workers.ForEach(w => w.Start());
+        workers.ForEach(w => w.Join());
+        double seconds = wall.Elapsed.TotalSeconds;
+        Array.Sort(times);
+        double Percentile(double p) => times[Math.Min(times.Length - 1, (int)(p * times.Length))];
+        Console.WriteLine($"{Path.GetFileName(zip)} ({predictor.Info.Adapter.MethodName}, {LoadSettings.Precision}): {times.Length} single-sentence predictions " +
+            $"on {parallel} thread(s), {TorchSharp.torch.get_num_threads()} libtorch thread(s) per operation: " +
+            $"p50 {Percentile(0.5):F2} ms, p90 {Percentile(0.9):F2} ms, p99 {Percentile(0.99):F2} ms, mean {times.Average():F2} ms, {times.Length / seconds:F1} sentences/s");
         return 0;
     }
 

@@ -11,7 +11,7 @@ var commands = new Dictionary<string, (Func<BenchArgs, int> Run, string[] Option
     ["first-steps"] = (FirstStepsBenchmark.Run, ["shape", "method", "batch", "seq", "steps", "device", "precision"]),
     ["stacking"] = (StackingComparison.Run, ["shape", "method", "batch", "seq", "steps", "threads", "device"]),
     ["resume"] = (ResumeCheck.Run, ["shape", "method", "batch", "seq", "rows", "device", "precision"]),
-    ["latency"] = (LatencyBenchmark.Run, ["model", "precision", "rows", "warm-up", "data"]),
+    ["latency"] = (LatencyBenchmark.Run, ["model", "precision", "rows", "warm-up", "parallel", "threads", "data"]),
     ["score"] = (LatencyBenchmark.Score, ["model", "out", "rows", "data"]),
     ["tokenize"] = (TokenizerBenchmark.Run, ["backbone", "chars", "max-len", "rows", "data"]),
     ["parity"] = (ParityCheck.Run, ["fixture", "device"]),
@@ -47,7 +47,8 @@ static int Usage(TextWriter to, int exitCode)
                   --warm-up: at most this many seconds of untimed steps, ended sooner once .NET's JIT is quiet)
           first-steps [--shape mini] [--method lora] [--batch 32] [--seq 128] [--steps 30] [--device auto|cpu|cuda]
                   (training steps on padded batches of changing length: per-shape first-use costs)
-          latency --model ZIP [--precision fp32|bf16|fp16] [--rows 400]   (one PredictionEngine, one sentence per call)
+          latency --model ZIP [--precision fp32|bf16|fp16] [--rows 400] [--parallel 1] [--threads N]   (PredictionEngines, one
+          sentence per call, on --parallel threads over one model; --threads: libtorch's threads per operation)
           score   --model ZIP --out FILE [--rows 300]   (SST-2 dev sentences and their scores, for check_python_scores.py)
           tokenize [--backbone DIR] [--chars 300,1300,5000,20000] [--max-len 128,512] [--rows 300]
                   (one model input from documents of SST-2 sentences, cut, against encoding the whole document)

@@ -22,32 +22,35 @@ internal sealed class SentencePredictor
 
     private sealed class RegressionScore { public float Score { get; set; } }
 
+    private readonly MLContext _ml = new(seed: 1);
+    private readonly ITransformer _model;
     private readonly Func<string, float[]> _predict;
 
     public SentencePredictor(string zip)
     {
-        var ml = new MLContext(seed: 1);
-        var model = ml.Model.Load(zip, out _);
-        var peft = model as PeftTextTransformer ?? ((TransformerChain<ITransformer>)model).OfType<PeftTextTransformer>().Single();
+        _model = _ml.Model.Load(zip, out _);
+        var peft = _model as PeftTextTransformer ?? ((TransformerChain<ITransformer>)_model).OfType<PeftTextTransformer>().Single();
         Info = peft.Info;
         if (Info.Sentence2Column is not null) throw new ArgumentException($"{zip}: a sentence-pair model; the bench scores single sentences");
+        _predict = NewEngine();
+    }
+
+    /// <summary>Another PredictionEngine over the same model (an engine is not thread-safe, the model is: one engine per
+    /// thread, as a service keeps them); it leaves the model to this predictor.</summary>
+    public Func<string, float[]> NewEngine() => Info.Task == TaskKind.Classification
+        ? NewEngine<ClassScores>(s => s.Score)
+        : NewEngine<RegressionScore>(s => [s.Score]);
+
+    private Func<string, float[]> NewEngine<TScore>(Func<TScore, float[]> read) where TScore : class, new()
+    {
         var input = SchemaDefinition.Create(typeof(TextRow));
         input[nameof(TextRow.Text)].ColumnName = Info.Sentence1Column;
         input[nameof(TextRow.Label)].ColumnName = Info.LabelColumn;
-        if (Info.Task == TaskKind.Classification)
-        {
-            var output = SchemaDefinition.Create(typeof(ClassScores));
-            output[nameof(ClassScores.Score)].ColumnName = Info.ScoreColumn;
-            var engine = ml.Model.CreatePredictionEngine<TextRow, ClassScores>(model, inputSchemaDefinition: input, outputSchemaDefinition: output);
-            _predict = text => engine.Predict(new TextRow { Text = text }).Score;
-        }
-        else
-        {
-            var output = SchemaDefinition.Create(typeof(RegressionScore));
-            output[nameof(RegressionScore.Score)].ColumnName = Info.ScoreColumn;
-            var engine = ml.Model.CreatePredictionEngine<TextRow, RegressionScore>(model, inputSchemaDefinition: input, outputSchemaDefinition: output);
-            _predict = text => [engine.Predict(new TextRow { Text = text }).Score];
-        }
+        var output = SchemaDefinition.Create(typeof(TScore));
+        output["Score"].ColumnName = Info.ScoreColumn;
+        var engine = _ml.Model.CreatePredictionEngine<TextRow, TScore>(_model,
+            new PredictionEngineOptions { InputSchemaDefinition = input, OutputSchemaDefinition = output, OwnsTransformer = false });
+        return text => read(engine.Predict(new TextRow { Text = text }));
     }
 
     internal PeftModelInfo Info { get; }

@@ -17,9 +17,12 @@ public sealed class LatencyBenchmarkTests
         var output = new StringWriter();
         var console = Console.Out;
         Console.SetOut(output);
-        try { Assert.AreEqual(0, LatencyBenchmark.Run(BenchArgs.Parse(["latency", "--model", zip, "--rows", "5", "--warm-up", "2"]))); }
+        // Two engines over the one model on two threads; --threads as it is, since it holds for the whole process.
+        string threads = TorchSharp.torch.get_num_threads().ToString(System.Globalization.CultureInfo.InvariantCulture);
+        try { Assert.AreEqual(0, LatencyBenchmark.Run(BenchArgs.Parse(["latency", "--model", zip, "--rows", "5", "--warm-up", "2", "--parallel", "2", "--threads", threads]))); }
         finally { Console.SetOut(console); }
-        StringAssert.Contains(output.ToString(), "5 single-sentence predictions, p50 ");
+        StringAssert.Contains(output.ToString(), $"5 single-sentence predictions on 2 thread(s), {threads} libtorch thread(s) per operation: p50 ");
+        StringAssert.Contains(output.ToString(), " sentences/s");
 
         var scores = Path.Combine(Path.GetDirectoryName(zip)!, "scores.json");
         Console.SetOut(TextWriter.Null);
