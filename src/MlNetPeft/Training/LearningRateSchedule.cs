@@ -3,8 +3,8 @@ namespace MlNetPeft.Training;
 /// <summary>
 /// Linear warm-up then linear decay to zero, as the PyTorch reference (bench/reference.py) schedules it:
 /// factor(s) = min((s+1)/warmup, (total−s)/(total−warmup)), warmup = ⌊ratio·total⌋. HF's
-/// get_linear_schedule_with_warmup warms up as s/warmup instead (the Trainer's first step runs at rate 0) and the
-/// Trainer rounds warmup up: one step of the warm-up apart, the same decay.
+/// get_linear_schedule_with_warmup warms up as s/warmup instead (the Trainer's first step runs at rate 0), and the
+/// Trainer rounds warmup up.
 /// </summary>
 internal static class LearningRateSchedule
 {
