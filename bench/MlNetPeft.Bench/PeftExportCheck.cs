@@ -97,6 +97,6 @@ internal static class PeftExportCheck
             if (name.EndsWith("_magnitude.weight", StringComparison.Ordinal)) p.mul_(randn_like(p).exp()); // DoRA's row lengths
             else p.copy_(randn_like(p).mul(scale));
         foreach (var (_, mask) in model.Adapters.named_buffers().Where(b => b.name.EndsWith("rank_mask"))) mask[1].fill_(0);
-        foreach (var p in model.TrainedBackboneParameters()) p.add_(randn_like(p).mul(0.02)); // full fine-tuning's backbone, a LoRA's biases
+        foreach (var p in model.TrainedBackboneParameters()) p.add_(randn_like(p).mul(0.02)); // full fine-tuning's backbone, trained biases
     }
 }

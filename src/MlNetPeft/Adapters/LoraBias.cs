@@ -1,6 +1,7 @@
 namespace MlNetPeft.Adapters;
 
-/// <summary>Which of the backbone's biases train beside LoRA or AdaLoRA adapters: PEFT's <c>bias</c> setting.</summary>
+/// <summary>Which of the backbone's biases train beside the adapters: PEFT's <c>bias</c> setting (its LoRA and AdaLoRA
+/// configs have it; MSPLoRA and LoRA² take it too).</summary>
 public enum LoraBias
 {
     /// <summary>None: the backbone stays frozen (PEFT's "none", its default).</summary>

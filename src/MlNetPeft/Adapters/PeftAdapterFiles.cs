@@ -167,11 +167,8 @@ internal static partial class PeftAdapterFiles
         var tensors = adapters.ToDictionary(a => KeyPrefix + a.Key, a => Float32(a.Value));
         foreach (var (name, parameter) in model.Network.Head.named_parameters())
             tensors[$"{KeyPrefix}classifier.{name}"] = Float32(parameter);
-        if (model.Config.Bias != LoraBias.None)
-        {
-            var state = model.TrainableState(); // a bias's fp32 master where the backbone is bf16 or fp16
-            foreach (var (name, _) in model.TrainedBackbone()) tensors[$"{KeyPrefix}roberta.{name}"] = state["roberta." + name];
-        }
+        if (model.Config.Bias != LoraBias.None) // a bias's fp32 master where the backbone is bf16 or fp16
+            foreach (var (name, bias) in model.TrainedBackboneState()) tensors[KeyPrefix + name] = Float32(bias);
         var config = new Dictionary<string, object?>
         {
             ["peft_type"] = peftType,

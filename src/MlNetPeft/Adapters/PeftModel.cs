@@ -8,7 +8,7 @@ namespace MlNetPeft.Adapters;
 /// <summary>
 /// A RoBERTa classifier with a frozen backbone, adapters attached by an <see cref="AdapterConfig"/>, and a
 /// trainable head. What is trained and saved is <see cref="TrainableState"/>: adapters + head, and the backbone
-/// parameters the config trains (all in full fine-tuning, a LoRA's biases).
+/// parameters the config trains (all in full fine-tuning, the biases an adapter method's Bias names).
 /// </summary>
 internal sealed class PeftModel : IDisposable
 {
@@ -54,7 +54,7 @@ internal sealed class PeftModel : IDisposable
 
     public IEnumerable<Parameter> AdapterParameters() => Adapters.parameters();
 
-    /// <summary>The backbone parameters that train (every one in full fine-tuning, a LoRA's biases), named as in the encoder.</summary>
+    /// <summary>The backbone parameters that train (every one in full fine-tuning, else the biases of Bias), named as in the encoder.</summary>
     public IEnumerable<(string Name, Parameter Parameter)> TrainedBackbone() =>
         Network.Encoder.named_parameters().Where(p => Config.TrainsBackboneParameter(p.name)).Select(p => (p.name, p.parameter));
 
@@ -114,7 +114,7 @@ internal sealed class PeftModel : IDisposable
     }
 
     /// <summary>For prediction only: no parameter keeps a gradient, so attention projections whose weights trained
-    /// (a LoRA's biases, full fine-tuning) pack into one GEMM again.</summary>
+    /// (trained biases, full fine-tuning) pack into one GEMM again.</summary>
     public void Freeze()
     {
         bool trainedBackbone = TrainedBackbone().Any();
@@ -133,6 +133,11 @@ internal sealed class PeftModel : IDisposable
     private IEnumerable<(string Name, Tensor Tensor)> StateTensors() =>
         TrainableParameters().Select(p => (p.Name, MasterOf(p.Name) ?? p.Parameter))
             .Concat(Adapters.named_buffers().Select(b => ("adapters." + b.name, b.buffer)));
+
+    /// <summary>The trained backbone parameters under their state names ("roberta.*"), each as its fp32 master where it
+    /// has one; the tensors themselves, not copies.</summary>
+    public IEnumerable<(string Name, Tensor Tensor)> TrainedBackboneState() =>
+        TrainedBackbone().Select(p => ("roberta." + p.Name, MasterOf("roberta." + p.Name) ?? p.Parameter));
 
     private Tensor? MasterOf(string stateName) =>
         _masters is not null && stateName.StartsWith("roberta.", StringComparison.Ordinal) ? _masters[stateName["roberta.".Length..]] : null;

@@ -9,8 +9,8 @@ namespace MlNetPeft.Adapters.Lora;
 /// is a sum of low-rank pairs, so every method exports exactly: MSPLoRA's global, mid-level and layer pairs become one
 /// rank-14 LoRA per projection, and AdaLoRA's and LoRA²'s U·diag(λ⊙mask)·V one rank-r LoRA (pruned values as zero
 /// columns). DoRA's magnitudes go in as PEFT saves them (lora_magnitude_vector, use_dora); projections whose rank or
-/// scale differs from the others' (a LoRA with patterns) get PEFT's rank_pattern and alpha_pattern entries. A LoRA's
-/// trained biases go in as PEFT's bias "all" or "lora_only".
+/// scale differs from the others' (a LoRA with patterns) get PEFT's rank_pattern and alpha_pattern entries. Trained
+/// biases go in as PEFT's bias "all" or "lora_only".
 /// </summary>
 internal static class PeftLoraExport
 {
