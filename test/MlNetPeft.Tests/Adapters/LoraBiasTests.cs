@@ -74,15 +74,8 @@ public sealed class LoraBiasTests
     public void APeftAdapterWithBiasAllLoadsItsBiases()
     {
         var dir = CopyFixtureAdapter("all", out var tensors);
-        var shifted = new Dictionary<string, Tensor>();
-        foreach (var (name, value) in SafeTensors.Load(Path.Combine(TestData.TinyRoberta, "model.safetensors")))
-            if (name.StartsWith("roberta.") && name.EndsWith(".bias"))
-                shifted[name] = value.add(0.01 * (shifted.Count + 1)); // a different shift each, so a swapped name shows
-        foreach (var (name, value) in shifted)
-        {
-            bool adapted = name.Contains(".query.") || name.Contains(".value.");
-            tensors["base_model.model." + (adapted ? name.Replace(".bias", ".base_layer.bias") : name)] = value;
-        }
+        var shifted = ShiftedBiases();
+        AddUnderPeftNames(tensors, shifted);
         tensors["base_model.model.classifier.original_module.dense.bias"] = zeros_like(tensors["base_model.model.classifier.dense.bias"]).add(7);
         tensors["base_model.model.classifier.modules_to_save.default.dense.bias"] = tensors["base_model.model.classifier.dense.bias"];
         File.WriteAllBytes(Path.Combine(dir, "adapter_model.safetensors"), SafeTensors.Save(tensors));
@@ -158,7 +151,6 @@ public sealed class LoraBiasTests
         var e = Assert.ThrowsExactly<InvalidDataException>(() => PeftLoraImport.ReadConfig(dir));
         StringAssert.Contains(e.Message, Path.Combine(dir, "adapter_config.json"));
         StringAssert.Contains(e.Message, "\"some\"");
-
     }
 
     /// <summary>A PEFT AdaLoRA adapter saved with bias "all" (AdaLoRA's config takes LoRA's bias setting): its biases
@@ -167,16 +159,9 @@ public sealed class LoraBiasTests
     public void APeftAdaLoraAdapterWithBiasAllLoadsItsBiases()
     {
         var source = Path.Combine(TestData.PeftEmulated, "tiny-adalora-training");
-        var dir = Directory.CreateTempSubdirectory("peft-adalora-bias").FullName;
-        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(source, "adapter_config.json")))!;
-        config["bias"] = "all";
-        File.WriteAllText(Path.Combine(dir, "adapter_config.json"), config.ToJsonString());
-        var tensors = SafeTensors.Load(Path.Combine(source, "adapter_model.safetensors"));
-        var shifted = SafeTensors.Load(Path.Combine(TestData.TinyRoberta, "model.safetensors"))
-            .Where(kv => kv.Key.StartsWith("roberta.") && kv.Key.EndsWith(".bias")).Select((kv, i) => (kv.Key, Value: kv.Value.add(0.01 * (i + 1))))
-            .ToDictionary(kv => kv.Key, kv => kv.Value);
-        foreach (var (name, value) in shifted)
-            tensors["base_model.model." + (name.Contains(".query.") || name.Contains(".value.") ? name.Replace(".bias", ".base_layer.bias") : name)] = value;
+        var dir = CopyAdapter(source, "all", out var tensors);
+        var shifted = ShiftedBiases();
+        AddUnderPeftNames(tensors, shifted);
         File.WriteAllBytes(Path.Combine(dir, "adapter_model.safetensors"), SafeTensors.Save(tensors));
 
         var read = MlNetPeft.Adapters.LoraSquared.PeftAdaLoraImport.ReadConfig(dir);
@@ -189,9 +174,13 @@ public sealed class LoraBiasTests
 
     /// <summary>The hf-parity fixture's PEFT LoRA adapter copied to a new directory with <paramref name="bias"/> in its
     /// config; its tensors (by PEFT key) to add to.</summary>
-    private static string CopyFixtureAdapter(string bias, out Dictionary<string, Tensor> tensors)
+    private static string CopyFixtureAdapter(string bias, out Dictionary<string, Tensor> tensors) =>
+        CopyAdapter(Path.Combine(TestData.Fixtures, "tiny-lora"), bias, out tensors);
+
+    /// <summary>The PEFT adapter directory <paramref name="source"/> copied with <paramref name="bias"/> in its config;
+    /// its tensors (by PEFT key) to add to.</summary>
+    private static string CopyAdapter(string source, string bias, out Dictionary<string, Tensor> tensors)
     {
-        var source = Path.Combine(TestData.Fixtures, "tiny-lora");
         var dir = Directory.CreateTempSubdirectory("peft-bias").FullName;
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(source, "adapter_config.json")))!;
         config["bias"] = bias;
@@ -199,6 +188,24 @@ public sealed class LoraBiasTests
         tensors = SafeTensors.Load(Path.Combine(source, "adapter_model.safetensors"));
         File.Copy(Path.Combine(source, "adapter_model.safetensors"), Path.Combine(dir, "adapter_model.safetensors"));
         return dir;
+    }
+
+    /// <summary>Every bias of the tiny backbone, each shifted by a different amount, so that a swapped name shows.</summary>
+    private static Dictionary<string, Tensor> ShiftedBiases() =>
+        SafeTensors.Load(Path.Combine(TestData.TinyRoberta, "model.safetensors"))
+            .Where(kv => kv.Key.StartsWith("roberta.") && kv.Key.EndsWith(".bias"))
+            .Select((kv, i) => (kv.Key, Value: kv.Value.add(0.01 * (i + 1))))
+            .ToDictionary(kv => kv.Key, kv => kv.Value);
+
+    /// <summary>Biases into an adapter file's tensors as PEFT saves them: under the module path, an adapted projection's
+    /// (query, value) as "…query.base_layer.bias".</summary>
+    private static void AddUnderPeftNames(Dictionary<string, Tensor> tensors, IReadOnlyDictionary<string, Tensor> biases)
+    {
+        foreach (var (name, value) in biases)
+        {
+            bool adapted = name.Contains(".query.") || name.Contains(".value.");
+            tensors["base_model.model." + (adapted ? name.Replace(".bias", ".base_layer.bias") : name)] = value;
+        }
     }
 
     /// <summary>The fixture's LoRA adapter (bias "none") on the tiny backbone with some of its biases replaced.</summary>
