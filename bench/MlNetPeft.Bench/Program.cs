@@ -4,7 +4,7 @@ using MlNetPeft.Bench;
 // Each command and the options it reads (anything else is refused before it runs).
 var commands = new Dictionary<string, (Func<BenchArgs, int> Run, string[] Options)>
 {
-    ["quality"] = (QualityBenchmark.Run, ["task", "method", "backbone", "data", "seeds", "epochs", "max-train-rows", "lr", "batch",
+    ["quality"] = (QualityBenchmark.Run, ["task", "method", "backbone", "data", "seeds", "first-seed", "epochs", "max-train-rows", "lr", "batch",
         "max-len", "accumulate", "checkpoint", "precision", "reference", "reference-seeds", "reference-script", "targets", "out"]),
     ["speed"] = (SpeedBenchmark.Run, ["shape", "method", "batch", "seq", "steps", "device", "precision", "accumulate", "checkpoint",
         "threads", "reference", "reference-script", "warm-up", "phases", "targets", "out"]),
@@ -37,7 +37,7 @@ static int Usage(TextWriter to, int exitCode)
     to.WriteLine("""
         usage:
           quality --task sst2|mrpc|cola|qnli|rte|stsb|all --method lora,dora,loraplus,lorabias,msplora,lorasquared,adalora,full
-                  [--backbone DIR] [--seeds N] [--epochs E] [--max-train-rows K] [--lr X] [--batch B] [--max-len L]
+                  [--backbone DIR] [--seeds N [--first-seed S]] [--epochs E] [--max-train-rows K] [--lr X] [--batch B] [--max-len L]
                   [--accumulate K] [--checkpoint]   (each step's batch in K parts, gradients summed; blocks
                   recomputed in the backward: each less memory)
                   [--precision fp32|bf16|fp16] [--reference [--reference-seeds N]] [--out DIR]

@@ -40,23 +40,23 @@ internal static class QualityBenchmark
         var data = a.Text("data", Path.Combine(root, "data"));
         var tasks = a.Text("task", "all") == "all" ? GlueTask.All : a.List("task", "sst2").Select(GlueTask.Get).ToList();
         var methods = a.List("method", "lora,msplora,full");
-        int seeds = a.Int("seeds", 1), maxRows = a.Int("max-train-rows", 0);
+        int seeds = a.Int("seeds", 1), firstSeed = a.Int("first-seed", 42), maxRows = a.Int("max-train-rows", 0);
         var config = new CheckpointDirectory(backbone).LoadConfig();
         bool paper = config is { HiddenSize: 768, NumHiddenLayers: 12 };
         var outDir = a.Text("out", Path.Combine(root, "bench", "results"));
         Directory.CreateDirectory(outDir);
         Console.WriteLine($"Backbone {backbone} ({(paper ? "roberta-base shape: the paper's recipe" : "small backbone: the mini recipe")}), " +
-                          $"tasks {string.Join(",", tasks.Select(t => t.Name))}, methods {string.Join(",", methods)}, {seeds} seed(s)");
+                          $"tasks {string.Join(",", tasks.Select(t => t.Name))}, methods {string.Join(",", methods)}, {seeds} seed(s) from {firstSeed}");
 
         var runs = new List<QualityRun>();
         foreach (var task in tasks)
             foreach (var method in methods)
-                for (int seed = 42; seed < 42 + seeds; seed++)
+                for (int seed = firstSeed; seed < firstSeed + seeds; seed++)
                 {
                     var recipe = Recipe(a, task, method, paper);
                     runs.Add(RunOurs(task, method, seed, recipe, backbone, data, maxRows));
                     Console.WriteLine(Describe(runs[^1]));
-                    if (a.Flag("reference") && recipe.Targets is null && seed < 42 + a.Int("reference-seeds", seeds) && method is "lora" or "msplora" or "full")
+                    if (a.Flag("reference") && recipe.Targets is null && seed < firstSeed + a.Int("reference-seeds", seeds) && method is "lora" or "msplora" or "full")
                     {
                         runs.Add(RunReference(a.Text("reference-script", Path.Combine(root, "bench", "reference.py")), task, method, seed, recipe, backbone, data, maxRows));
                         Console.WriteLine(Describe(runs[^1]));
