@@ -25,6 +25,33 @@ public sealed class FastDropoutTests
         Assert.AreEqual(0.1, y.narrow(1, 1000, 1).eq(0).to(ScalarType.Float64).mean().item<double>(), 0.05, "last column");
     }
 
+    /// <summary>The vectorised fill and its tail give element i the verdict of the i-th 16 bits of the SplitMix64
+    /// stream (seeded by one draw from torch's generator), read as an int16 and compared one at a time.</summary>
+    [TestMethod]
+    public void EachElementIsKeptByItsOwnSixteenBits()
+    {
+        foreach (int n in new[] { 4096, 4099, 100_013 })
+        {
+            manual_seed(5);
+            var kept = FastDropout.Apply(ones(n), 0.3, training: true).ne(0).data<bool>().ToArray();
+            manual_seed(5);
+            ulong state = (ulong)randint(0, long.MaxValue, [1], dtype: ScalarType.Int64).item<long>();
+            int dropBelow = (int)Math.Round(0.3 * 65536) - 32768;
+            ulong word = 0;
+            for (int i = 0; i < n; i++)
+            {
+                if (i % 4 == 0)
+                {
+                    ulong z = state += 0x9E3779B97F4A7C15UL;
+                    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+                    z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+                    word = z ^ (z >> 31);
+                }
+                if (kept[i] != (short)(word >> (16 * (i % 4))) >= dropBelow) Assert.Fail($"element {i} of {n}");
+            }
+        }
+    }
+
     [TestMethod]
     public void IsIdentityInEvaluationAndAtZeroRate()
     {
