@@ -7,7 +7,7 @@ var commands = new Dictionary<string, (Func<BenchArgs, int> Run, string[] Option
     ["quality"] = (QualityBenchmark.Run, ["task", "method", "backbone", "data", "seeds", "first-seed", "epochs", "max-train-rows", "lr", "batch",
         "max-len", "accumulate", "checkpoint", "precision", "reference", "reference-seeds", "reference-script", "targets", "out"]),
     ["speed"] = (SpeedBenchmark.Run, ["shape", "method", "batch", "seq", "steps", "device", "precision", "accumulate", "checkpoint",
-        "threads", "reference", "reference-script", "warm-up", "phases", "targets", "out"]),
+        "threads", "reference", "reference-script", "warm-up", "phases", "targets", "adapter-dropout", "out"]),
     ["first-steps"] = (FirstStepsBenchmark.Run, ["shape", "method", "batch", "seq", "steps", "device", "precision"]),
     ["stacking"] = (StackingComparison.Run, ["shape", "method", "batch", "seq", "steps", "threads", "device"]),
     ["resume"] = (ResumeCheck.Run, ["shape", "method", "batch", "seq", "rows", "device", "precision"]),
@@ -43,8 +43,10 @@ static int Usage(TextWriter to, int exitCode)
                   [--precision fp32|bf16|fp16] [--reference [--reference-seeds N]] [--out DIR]
           speed   --shape tiny,mini,base,large --method lora,dora,lorabias,msplora,lorasquared,adalora,full [--batch 32] [--seq 128]
                   [--accumulate K] [--checkpoint] [--steps 10] [--device auto|cpu|cuda] [--precision fp32|bf16|fp16] [--threads N]
-                  [--reference [--reference-script FILE]] [--warm-up 30] [--phases] [--targets all|LIST] [--out DIR]   (--checkpoint: blocks recomputed in the backward: less memory;
-                  --warm-up: at most this many seconds of untimed steps, ended sooner once .NET's JIT is quiet)
+                  [--reference [--reference-script FILE]] [--warm-up 30] [--phases] [--targets all|LIST] [--adapter-dropout P] [--out DIR]
+                  (--checkpoint: blocks recomputed in the backward: less memory; --warm-up: at most this many seconds of
+                  untimed steps, ended sooner once .NET's JIT is quiet; --adapter-dropout: on both sides, default none,
+                  while training's default is 0.05)
           first-steps [--shape mini] [--method lora] [--batch 32] [--seq 128] [--steps 30] [--device auto|cpu|cuda]
                   (training steps on padded batches of changing length: per-shape first-use costs)
           latency --model ZIP [--precision fp32|bf16|fp16] [--rows 400] [--parallel 1] [--threads N]   (PredictionEngines, one

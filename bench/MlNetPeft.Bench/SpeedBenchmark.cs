@@ -21,7 +21,7 @@ internal sealed record SpeedRun(
     double TrainSamplesPerSecond, double InferSamplesPerSecond, double TrainTokensPerSecond, double TrainTflops, double InferTflops,
     double PeakTflops, double TrainFractionOfPeak, double InferFractionOfPeak, double PeakMemoryGiB,
     double? ReferenceTrainSamplesPerSecond, double? ReferenceInferSamplesPerSecond, int Accumulation, double TrainPeakMemoryGiB,
-    bool GradientCheckpointing);
+    bool GradientCheckpointing, double? AdapterDropout);
 
 /// <summary>
 /// Throughput of the training step (forward, backward, AdamW) and of merged inference on random inputs of a model
@@ -40,6 +40,7 @@ internal static class SpeedBenchmark
         var methods = a.List("method", "lora,msplora");
         int batch = a.Int("batch", 32), seq = a.Int("seq", 128), steps = a.Int("steps", 10), threads = a.Int("threads", 0);
         int accumulation = a.Int("accumulate", 1);
+        double? adapterDropout = a.Flag("adapter-dropout") ? a.Double("adapter-dropout", 0) : null;
         if (accumulation < 1 || batch % accumulation != 0)
             throw new ArgumentException($"--accumulate must divide the batch ({batch}) into equal parts, got {accumulation}");
         if (threads > 0) set_num_threads(threads);
@@ -53,11 +54,11 @@ internal static class SpeedBenchmark
             foreach (var method in methods)
             {
                 var run = Measure(shape, method, batch, seq, steps, device, precision, peak, a.Flag("phases"), accumulation, a.Flag("checkpoint"), targets,
-                    a.Double("warm-up", 30));
+                    a.Double("warm-up", 30), adapterDropout);
                 if (a.Flag("reference") && accumulation == 1 && !run.GradientCheckpointing && targets is null && device.type == DeviceType.CPU && method is "lora" or "msplora" or "full")
                 {
                     var (train, infer) = Reference(a.Text("reference-script", Path.Combine(BenchArgs.RepositoryRoot(), "bench", "reference.py")),
-                        shape, method, batch, seq, steps, get_num_threads());
+                        shape, method, batch, seq, steps, get_num_threads(), adapterDropout ?? 0);
                     run = run with { ReferenceTrainSamplesPerSecond = train, ReferenceInferSamplesPerSecond = infer };
                 }
                 runs.Add(run);
@@ -124,9 +125,10 @@ internal static class SpeedBenchmark
     };
 
     internal static SpeedRun Measure(string shape, string method, int batch, int seq, int steps, Device device, ScalarType precision, double peak,
-        bool phases = false, int accumulation = 1, bool checkpointing = false, string[]? targets = null, double maxWarmUpSeconds = 30)
+        bool phases = false, int accumulation = 1, bool checkpointing = false, string[]? targets = null, double maxWarmUpSeconds = 30,
+        double? adapterDropout = null)
     {
-        using var model = RandomModel(shape, method, targets);
+        using var model = RandomModel(shape, method, targets, adapterDropout);
         var config = model.Network.Config;
         model.To(device, precision);
         var ids = randint(3, config.VocabSize, [batch, seq]).to(device).DetachFromDisposeScope();
@@ -180,7 +182,7 @@ internal static class SpeedBenchmark
         return new SpeedRun("MlNetPeft (TorchSharp 0.107, libtorch 2.10)", shape, method, device.type.ToString(), precision.ToString(), batch, seq,
             get_num_threads(), model.TrainableCount, batch * steps / train, batch * steps / infer, (double)batch * seq * steps / train,
             trainFlops / 1e12, inferFlops / 1e12, peak / 1e12, trainFlops / peak, inferFlops / peak,
-            Math.Max(memory.PeakGiB, trainMemory), null, null, accumulation, trainMemory, checkpointing); // Linux updates its peak lazily
+            Math.Max(memory.PeakGiB, trainMemory), null, null, accumulation, trainMemory, checkpointing, adapterDropout); // Linux updates its peak lazily
     }
 
     /// <summary>Where a training step's time goes: forward+loss, +backward, +optimizer, each timed to the return of
@@ -276,10 +278,11 @@ internal static class SpeedBenchmark
         return best;
     }
 
-    private static (double Train, double Infer) Reference(string script, string shape, string method, int batch, int seq, int steps, int threads)
+    private static (double Train, double Infer) Reference(string script, string shape, string method, int batch, int seq, int steps, int threads,
+        double adapterDropout)
     {
-        var psi = new ProcessStartInfo("/usr/bin/python3",
-            $"\"{script}\" bench --shape {shape} --method {method} --batch {batch} --seq {seq} --steps {steps} --threads {threads}")
+        var psi = new ProcessStartInfo("/usr/bin/python3", FormattableString.Invariant(
+            $"\"{script}\" bench --shape {shape} --method {method} --batch {batch} --seq {seq} --steps {steps} --threads {threads} --dropout {adapterDropout}"))
         { RedirectStandardOutput = true, RedirectStandardError = true };
         using var process = Process.Start(psi) ?? throw new InvalidOperationException("could not start /usr/bin/python3");
         var err = process.StandardError.ReadToEndAsync();
@@ -292,7 +295,8 @@ internal static class SpeedBenchmark
     }
 
     private static string Describe(SpeedRun r) =>
-        $"{r.Shape,-5} {r.Method,-11} {r.Device} {r.Precision} b{r.Batch}{(r.Accumulation > 1 ? $" in {r.Accumulation} parts" : "")} s{r.Seq}{(r.GradientCheckpointing ? " checkpointed" : "")}: train {r.TrainSamplesPerSecond:F1} samples/s " +
+        $"{r.Shape,-5} {r.Method,-11} {r.Device} {r.Precision} b{r.Batch}{(r.Accumulation > 1 ? $" in {r.Accumulation} parts" : "")} s{r.Seq}{(r.GradientCheckpointing ? " checkpointed" : "")}" +
+        $"{(r.AdapterDropout is { } p ? $" adapter dropout {p}" : "")}: train {r.TrainSamplesPerSecond:F1} samples/s " +
         $"({100 * r.TrainFractionOfPeak:F0}% of peak), infer {r.InferSamplesPerSecond:F1} samples/s ({100 * r.InferFractionOfPeak:F0}% of peak), " +
         $"peak memory {r.PeakMemoryGiB:F2} GiB (training {r.TrainPeakMemoryGiB:F2})" +
         (r.ReferenceTrainSamplesPerSecond is { } t ? $"; PyTorch reference train {t:F1}/s (×{r.TrainSamplesPerSecond / t:F2}), infer {r.ReferenceInferSamplesPerSecond:F1}/s (×{r.InferSamplesPerSecond / r.ReferenceInferSamplesPerSecond:F2})" : "");

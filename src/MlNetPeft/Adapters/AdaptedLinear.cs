@@ -17,6 +17,7 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>, IAdaptedProject
     private readonly IReadOnlyList<IWeightDelta> _updates;
     private readonly LowRankUpdate[]? _pairs;
     private readonly DeviceConstant? _fusedScaling; // each fused column's alpha/r, [1, total rank]
+    private readonly PairDropout? _pairDropout;     // fused pairs: a dropout mask each
     private DoraMagnitude? _magnitude;
     private bool _merged;
 
@@ -24,7 +25,7 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>, IAdaptedProject
     /// <param name="updates">Its updates (owned, and possibly shared, by the method's AdapterSet).</param>
     /// <param name="fuse">When every update is a LoRA pair, run them as one: the A's stacked into one down-projection
     /// and the scaled B's into one up-projection (two matmuls instead of two per pair, e.g. MSPLoRA's rank 8+4+2 = 14).
-    /// The pairs then share one dropout mask.</param>
+    /// Each pair still draws its own dropout mask (<see cref="Adapters.PairDropout"/>).</param>
     public AdaptedLinear(Linear baseLayer, IReadOnlyList<IWeightDelta> updates, bool fuse = false) : base(nameof(AdaptedLinear))
     {
         base_layer = baseLayer;
@@ -32,7 +33,10 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>, IAdaptedProject
         if ((fuse || updates.Count == 1) && updates.All(u => u is LowRankUpdate))
             _pairs = updates.Cast<LowRankUpdate>().ToArray();
         if (_pairs is { Length: > 1 })
+        {
             _fusedScaling = new DeviceConstant(_pairs.SelectMany(u => Enumerable.Repeat((float)u.Scaling, u.Rank)).ToArray(), [1, _pairs.Sum(u => u.Rank)]);
+            _pairDropout = new PairDropout(_pairs.Select(u => u.Rank).ToArray());
+        }
         register_module(nameof(base_layer), base_layer);
     }
 
@@ -43,6 +47,12 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>, IAdaptedProject
 
     /// <summary>The updates when all are LoRA pairs run as one (fused, or a single pair); null otherwise.</summary>
     public IReadOnlyList<LowRankUpdate>? Pairs => _pairs;
+
+    /// <summary>How fused pairs draw a dropout mask each; null for a single pair or separate updates.</summary>
+    public PairDropout? PairDropout => _pairDropout;
+
+    /// <summary>Whether the adapters' input dropout is on now (training, with a positive probability).</summary>
+    public bool DropsInput => _updates[0].DropsInput;
 
     /// <summary>DoRA's magnitude when the weight is decomposed (owned by the AdapterSet), else null.</summary>
     public DoraMagnitude? Magnitude => _magnitude;
@@ -72,18 +82,17 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>, IAdaptedProject
     private Tensor AddLowRank(Tensor y, Tensor x)
     {
         var dt = x.dtype;
-        Tensor down, up;
-        float alpha = 1;
         if (_pairs!.Length == 1)
         {
-            (down, up, alpha) = (_pairs[0].A.to(dt), _pairs[0].B.to(dt), (float)_pairs[0].Scaling);
+            var pair = _pairs[0];
+            return LowRank.AddTo(y, nn.functional.linear(pair.Dropout(x), pair.A.to(dt)), pair.B.to(dt).t(), (float)pair.Scaling);
         }
-        else
-        {
-            down = cat(_pairs.Select(u => (Tensor)u.A).ToArray(), 0).to(dt);
-            up = cat(_pairs.Select(u => (Tensor)u.B).ToArray(), 1).mul(_fusedScaling!.On(x.device)).to(dt);
-        }
-        return LowRank.AddTo(y, nn.functional.linear(_pairs[0].Dropout(x), down), up.t(), alpha);
+        var down = cat(_pairs.Select(u => (Tensor)u.A).ToArray(), 0).to(dt);
+        var up = cat(_pairs.Select(u => (Tensor)u.B).ToArray(), 1).mul(_fusedScaling!.On(x.device)).to(dt);
+        var h = DropsInput
+            ? nn.functional.linear(_pairDropout!.DroppedCopies(x, _pairs[0].Dropout), _pairDropout.BlockDiagonal(down))
+            : nn.functional.linear(x, down);
+        return LowRank.AddTo(y, h, up.t());
     }
 
     /// <summary>
@@ -129,7 +138,11 @@ internal sealed class AdaptedLinear : nn.Module<Tensor, Tensor>, IAdaptedProject
 
     protected override void Dispose(bool disposing)
     {
-        if (disposing) _fusedScaling?.Dispose();
+        if (disposing)
+        {
+            _fusedScaling?.Dispose();
+            _pairDropout?.Dispose();
+        }
         base.Dispose(disposing);
     }
 }

@@ -50,6 +50,6 @@ internal sealed class LowRankUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
 
     public bool DropsInput => dropout.Drops;
 
-    /// <summary>This pair's input dropout (shared by a fused group, see <see cref="AdaptedLinear"/>).</summary>
+    /// <summary>This pair's input dropout (a fused group drops a copy of the input per pair with it, see <see cref="PairDropout"/>).</summary>
     public Tensor Dropout(Tensor x) => dropout.call(x);
 }

@@ -37,7 +37,7 @@ internal sealed class StackedLowRank : IDisposable
 
     /// <summary>
     /// A stack over all adapted projections, or null when they do not stack: they must be the same targets in every
-    /// layer, of one shape, and either all LoRA pairs (fused or single) of one total rank or all SVD-form updates of
+    /// layer, of one shape, and either all LoRA pairs (fused or single) of the same ranks or all SVD-form updates of
     /// one layout.
     /// </summary>
     public static StackedLowRank? TryPlan(RobertaModel encoder, IEnumerable<(int Layer, string Target, AdaptedLinear Linear)> wrapped)
@@ -54,7 +54,7 @@ internal sealed class StackedLowRank : IDisposable
 
         IFactorSource? factors = null;
         int rank = 0;
-        if (linears.All(l => l.Pairs is not null) && linears.Select(l => l.Pairs!.Sum(p => p.Rank)).Distinct().Count() == 1)
+        if (linears.All(l => l.Pairs is not null && l.Pairs.Select(p => p.Rank).SequenceEqual(linears[0].Pairs!.Select(p => p.Rank))))
             (factors, rank) = (new SharedPairs(linears.SelectMany(l => l.Pairs!).ToArray()), linears[0].Pairs!.Sum(p => p.Rank));
         else if (linears.All(l => l.Updates is [SvdUpdate]))
         {
@@ -74,12 +74,16 @@ internal sealed class StackedLowRank : IDisposable
     {
         int layers = _attentions.Length;
         var (down, upT) = _factors.Gather(); // [linears·rank, in], [linears·rank, out], fp32
-        var downs = down.to(dtype).view(layers, _targets * _rank, -1).unbind(0);
+        down = down.to(dtype);
+        // Fused pairs under dropout: each pair reads its own dropped copy of the input (PairDropout).
+        var pairDropout = _linears[0].DropsInput ? _linears[0].PairDropout : null;
+        if (pairDropout is not null) down = pairDropout.BlockDiagonal(down.view(_linears.Length, _rank, -1));
+        var downs = down.view(layers, _targets * _rank, -1).unbind(0);
         // Each target's rows placed at its third of the packed output: [layers, targets·rank, 3·out], zeros elsewhere.
         var upTs = upT.to(dtype).view(layers, _targets, _rank, 1, -1).mul(_placement.On(upT.device, dtype))
             .view(layers, _targets * _rank, -1).unbind(0);
         for (int l = 0; l < layers; l++)
-            _attentions[l].UsePackedUpdate(new LayerUpdate(downs[l], upTs[l], _linears.AsSpan(l * _targets, _targets).ToArray(), _rank));
+            _attentions[l].UsePackedUpdate(new LayerUpdate(downs[l], upTs[l], _linears.AsSpan(l * _targets, _targets).ToArray(), _rank, pairDropout));
     }
 
     public void Release()
@@ -148,17 +152,21 @@ internal sealed class StackedLowRank : IDisposable
         public void Dispose() { }
     }
 
-    /// <summary>One layer's slice: its targets' down-projections stacked [targets·rank, in] and the placed up-projection.</summary>
-    private sealed class LayerUpdate(Tensor down, Tensor upT, AdaptedLinear[] targets, int rank) : IPackedUpdate
+    /// <summary>One layer's slice: its targets' down-projections stacked [targets·rank, in] (block-diagonal
+    /// [targets·rank, pairs·in] when <paramref name="pairDropout"/> is given) and the placed up-projection.</summary>
+    private sealed class LayerUpdate(Tensor down, Tensor upT, AdaptedLinear[] targets, int rank, PairDropout? pairDropout) : IPackedUpdate
     {
         public Tensor UpT => upT;
 
         public Tensor Down(Tensor tokens)
         {
-            if (!targets.Any(t => t.Updates[0].DropsInput))
+            if (!targets.Any(t => t.DropsInput))
                 return nn.functional.linear(tokens, down);
-            // Each target draws its own dropout mask, as separate adapters would.
-            return cat(targets.Select((t, i) => nn.functional.linear(t.Updates[0].Dropout(tokens), down.narrow(0, i * rank, rank))).ToArray(), -1);
+            // Each target draws its own dropout mask, as separate adapters would (and each of its pairs one of its own).
+            return cat(targets.Select((t, i) => nn.functional.linear(Dropped(tokens, t.Updates[0]), down.narrow(0, i * rank, rank))).ToArray(), -1);
         }
+
+        private Tensor Dropped(Tensor tokens, IWeightDelta update) =>
+            pairDropout is null ? update.Dropout(tokens) : pairDropout.DroppedCopies(tokens, update.Dropout);
     }
 }

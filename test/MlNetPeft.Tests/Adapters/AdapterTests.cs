@@ -480,6 +480,37 @@ public sealed class AdapterTests
             Assert.IsTrue(p.grad is not null && p.grad.abs().max().item<float>() > 0 && p.grad.isfinite().all().item<bool>());
     }
 
+    /// <summary>With adapter dropout, the stacked training forward draws the masks each projection's own update draws,
+    /// in the same order (MSPLoRA: one per pair, PairDropout), so the same seed gives the same logits and gradients.
+    /// (On value only: the last layer's query update covers the &lt;s&gt; rows alone when each projection runs its
+    /// own, so its masks are drawn over another shape.)</summary>
+    [TestMethod]
+    [DataRow("msplora")]
+    [DataRow("lora")]
+    public void StackedDropoutDrawsThePerProjectionMasks(string method)
+    {
+        AdapterConfig adapters = method == "msplora"
+            ? new MsploraConfig { Dropout = 0.3, Targets = ["value"] }
+            : new LoraConfig { Dropout = 0.3, Targets = ["value"] };
+        var (own, stacked) = AlikeModels(adapters, ScalarType.Float32, seed: 17, scale: 0.1);
+        using var disposeOwn = own;
+        using var disposeStacked = stacked;
+        own.To(CPU, ScalarType.Float32);
+        own.Adapters.StackingEnabled = false;
+        var clean = stacked.Forward(Ids, Mask).detach();
+        own.Adapters.train(true);
+        stacked.Adapters.train(true);
+        manual_seed(18);
+        var expected = own.Forward(Ids, Mask);
+        manual_seed(18);
+        var actual = stacked.Forward(Ids, Mask);
+        Assert.IsTrue(stacked.Adapters.StackFactors(ScalarType.Float32), "the method's factors stack");
+        stacked.Adapters.ReleaseStacks();
+        Assert.IsGreaterThan(1e-4, (expected - clean).abs().max().item<float>(), "dropout applied");
+        Assert.IsLessThan(1e-6, (expected - actual).abs().max().item<float>(), "logits");
+        AssertSameAdapterGradients(own, expected, stacked, actual);
+    }
+
     [TestMethod]
     public void BadAdapterOptionsAreRejected()
     {

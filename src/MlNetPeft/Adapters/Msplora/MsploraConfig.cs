@@ -16,7 +16,8 @@ public sealed record MsploraConfig : AdapterConfig
     public int GroupCount { get; init; } = 3;
 
     /// <summary>Run each layer's global, mid and layer pairs as one rank-Σr down- and up-projection (same result,
-    /// fewer kernels; the pairs then share a dropout mask). Off reproduces the authors' separate dropouts.</summary>
+    /// fewer kernels; each pair still draws its own dropout mask, as the authors' separate dropouts do, though not the
+    /// same masks from the same seed as separate pairs).</summary>
     public bool FuseProjections { get; init; } = true;
 
     public override string MethodName => "msplora";
