@@ -18,6 +18,7 @@ public sealed class GradientCheckpointTests
         [new LoraConfig { Dropout = 0.1 }, true],
         [new LoraConfig { Dropout = 0.1 }, false], // each projection adds its own update
         [new MsploraConfig { Dropout = 0.1 }, true],
+        [new MsploraConfig { Dropout = 0.1 }, false], // fused pairs with a dropout mask each (PairDropout)
         [new SvdConfig { Variant = SvdVariant.AdaLora, Dropout = 0.1 }, true],
         [new SvdConfig { Variant = SvdVariant.LoraSquared, Dropout = 0.1 }, true],
         [new SvdConfig { Variant = SvdVariant.LoraSquared, Dropout = 0.1, Targets = [.. AdapterTargets.All] }, true], // dense ones too

@@ -41,6 +41,19 @@ public sealed class SpeedBenchmarkTests
         Assert.IsGreaterThan(0.0, run.TrainSamplesPerSecond);
     }
 
+    /// <summary>--adapter-dropout reaches the model's adapters (the speed table's runs have none) and the record.</summary>
+    [TestMethod]
+    public void AdapterDropoutIsSetAndRecorded()
+    {
+        using (var model = SpeedBenchmark.RandomModel("tiny", "msplora", adapterDropout: 0.05))
+            Assert.AreEqual(0.05, model.Config.Dropout);
+        using (var model = SpeedBenchmark.RandomModel("tiny", "msplora"))
+            Assert.AreEqual(0.0, model.Config.Dropout);
+        var run = SpeedBenchmark.Measure("tiny", "msplora", batch: 4, seq: 16, steps: 1, CPU, ScalarType.Float32, peak: 1e11, adapterDropout: 0.05);
+        Assert.AreEqual(0.05, run.AdapterDropout);
+        Assert.IsGreaterThan(0.0, run.TrainSamplesPerSecond);
+    }
+
     [TestMethod]
     public void FirstStepsRunOnBatchesOfChangingLength()
     {
