@@ -182,7 +182,7 @@ internal static class SpeedBenchmark
         return new SpeedRun("MlNetPeft (TorchSharp 0.107, libtorch 2.10)", shape, method, device.type.ToString(), precision.ToString(), batch, seq,
             get_num_threads(), model.TrainableCount, batch * steps / train, batch * steps / infer, (double)batch * seq * steps / train,
             trainFlops / 1e12, inferFlops / 1e12, peak / 1e12, trainFlops / peak, inferFlops / peak,
-            Math.Max(memory.PeakGiB, trainMemory), null, null, accumulation, trainMemory, checkpointing, adapterDropout); // Linux updates its peak lazily
+            Math.Max(memory.PeakGiB, trainMemory), null, null, accumulation, trainMemory, checkpointing, model.Config.TrainsBackbone ? null : adapterDropout); // Linux updates its peak lazily
     }
 
     /// <summary>Where a training step's time goes: forward+loss, +backward, +optimizer, each timed to the return of

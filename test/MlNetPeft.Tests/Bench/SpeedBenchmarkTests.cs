@@ -41,7 +41,8 @@ public sealed class SpeedBenchmarkTests
         Assert.IsGreaterThan(0.0, run.TrainSamplesPerSecond);
     }
 
-    /// <summary>--adapter-dropout reaches the model's adapters (the speed table's runs have none) and the record.</summary>
+    /// <summary>--adapter-dropout reaches the model's adapters (the speed table's runs have none) and the record; full
+    /// fine-tuning has no adapters to drop for.</summary>
     [TestMethod]
     public void AdapterDropoutIsSetAndRecorded()
     {
@@ -52,6 +53,7 @@ public sealed class SpeedBenchmarkTests
         var run = SpeedBenchmark.Measure("tiny", "msplora", batch: 4, seq: 16, steps: 1, CPU, ScalarType.Float32, peak: 1e11, adapterDropout: 0.05);
         Assert.AreEqual(0.05, run.AdapterDropout);
         Assert.IsGreaterThan(0.0, run.TrainSamplesPerSecond);
+        Assert.IsNull(SpeedBenchmark.Measure("tiny", "full", batch: 4, seq: 16, steps: 1, CPU, ScalarType.Float32, peak: 1e11, adapterDropout: 0.05).AdapterDropout);
     }
 
     [TestMethod]
