@@ -6,7 +6,7 @@
 # bench/peft_reference.py for the given number of rounds (fewer if the next would overrun the budget). Both engines are bound by the host issuing kernels at this
 # batch, and the host drifts, so only interleaved ratios mean anything. Then, while GPU_BUDGET_S (default 480 s from
 # the start of this script) leaves room, the side checks: stacked adapter factors, resume, fp16 training, trained
-# biases, first steps on batches of changing length with and without cuDNN attention, gradient checkpointing. Output
+# biases, first steps on batches of changing length with and without cuDNN attention, gradient checkpointing, adapter dropout. Output
 # goes to stdout and, when $OUT is set (the device tool), to $OUT/rounds.txt and $OUT/ours.json.
 set -uo pipefail
 rounds=${1:-4}; methods=${2:-lora,msplora}; budget=${GPU_BUDGET_S:-480}; first_round=0
@@ -52,5 +52,10 @@ side 60 env MLNETPEFT_CUDNN_ATTENTION=1 timeout 300 $bench first-steps --device 
 # Gradient checkpointing: memory and time with the blocks recomputed in the backward (one process each).
 for c in "" --checkpoint; do
   side 40 timeout 150 $bench speed --shape base --method lora --seq 512 --steps 20 --warm-up 10 $c --out /tmp/gpu-checkpoint-json
+done
+# Adapter dropout (training's 0.05 default; the rounds above have none, as PEFT's script): what MSPLoRA's mask per
+# pair (PairDropout: one dropout of three expanded copies, a block-diagonal down GEMM) costs against LoRA's one mask.
+for m in lora msplora; do
+  side 40 timeout 150 $bench speed --shape base --method $m --adapter-dropout 0.05 --steps 50 --warm-up 10 --out /tmp/gpu-dropout-json
 done
 echo "done in ${SECONDS}s"
