@@ -1,30 +1,11 @@
 // MlNetPeft benchmarks: GLUE quality and training/inference throughput (run with "help" for the options).
 using MlNetPeft.Bench;
 
-// Each command and the options it reads (anything else is refused before it runs).
-var commands = new Dictionary<string, (Func<BenchArgs, int> Run, string[] Options)>
-{
-    ["quality"] = (QualityBenchmark.Run, ["task", "method", "backbone", "data", "seeds", "first-seed", "epochs", "max-train-rows", "lr", "batch",
-        "max-len", "accumulate", "checkpoint", "precision", "reference", "reference-seeds", "reference-script", "targets", "out"]),
-    ["speed"] = (SpeedBenchmark.Run, ["shape", "method", "batch", "seq", "steps", "device", "precision", "accumulate", "checkpoint",
-        "threads", "reference", "reference-script", "warm-up", "phases", "targets", "adapter-dropout", "out"]),
-    ["first-steps"] = (FirstStepsBenchmark.Run, ["shape", "method", "batch", "seq", "steps", "device", "precision"]),
-    ["stacking"] = (StackingComparison.Run, ["shape", "method", "batch", "seq", "steps", "threads", "device"]),
-    ["resume"] = (ResumeCheck.Run, ["shape", "method", "batch", "seq", "rows", "device", "precision"]),
-    ["latency"] = (LatencyBenchmark.Run, ["model", "precision", "rows", "warm-up", "parallel", "threads", "data"]),
-    ["score"] = (LatencyBenchmark.Score, ["model", "out", "rows", "data"]),
-    ["tokenize"] = (TokenizerBenchmark.Run, ["backbone", "chars", "max-len", "rows", "data"]),
-    ["parity"] = (ParityCheck.Run, ["fixture", "device"]),
-    ["peft-export"] = (PeftExportCheck.Run, ["method", "layers", "targets", "rank-pattern", "alpha-pattern", "fixture", "out"]),
-};
 try
 {
-    var args0 = BenchArgs.Parse(args);
-    if (args0.Command is "help" or "--help" or "-h") return Usage(Console.Out, 0);
-    if (!commands.TryGetValue(args0.Command, out var command))
-        throw new ArgumentException($"unknown command '{args0.Command}' ({string.Join(", ", commands.Keys)}, help)");
-    args0.Allow(command.Options);
-    return command.Run(args0);
+    if (args is ["help" or "--help" or "-h", ..]) return Usage(Console.Out, 0);
+    var (run, parsed) = BenchCommands.Check(args);
+    return run(parsed);
 }
 catch (ArgumentException e)
 {
