@@ -23,6 +23,23 @@ public sealed partial class GpuRoundsScriptTests
         }
     }
 
+    /// <summary>The PyTorch + PEFT side cannot run here (no transformers): its options are checked against the
+    /// script's argparse declarations.</summary>
+    [TestMethod]
+    public void ThePeftReferenceTakesTheOptionsItIsGiven()
+    {
+        var bench = Path.Combine(TestData.RepoRoot, "bench");
+        var lines = File.ReadLines(Path.Combine(bench, "gpu-rounds.sh"))
+            .Where(l => !l.TrimStart().StartsWith('#') && l.Contains("peft_reference.py ")).ToArray();
+        Assert.IsNotEmpty(lines);
+        var declared = File.ReadAllText(Path.Combine(bench, "peft_reference.py"));
+        foreach (var option in lines.SelectMany(l => Option().Matches(l)).Select(m => m.Value))
+            Assert.Contains($"add_argument(\"{option}\"", declared, $"peft_reference.py declares no {option}");
+    }
+
+    [GeneratedRegex(@"(?<=\s)--[\w-]+")]
+    private static partial Regex Option();
+
     /// <summary>The bench's arguments on a script line: what follows "$bench" up to a pipe, with the script's loop
     /// variables and its first-round-only flag given values.</summary>
     private static string[] CommandLine(string line)
