@@ -45,6 +45,7 @@ internal static class QualityBenchmark
         bool paper = config is { HiddenSize: 768, NumHiddenLayers: 12 };
         var outDir = a.Text("out", Path.Combine(root, "bench", "results"));
         Directory.CreateDirectory(outDir);
+        var referenceScript = a.Flag("reference") ? PythonReference.Script(a) : null;
         Console.WriteLine($"Backbone {backbone} ({(paper ? "roberta-base shape: the paper's recipe" : "small backbone: the mini recipe")}), " +
                           $"tasks {string.Join(",", tasks.Select(t => t.Name))}, methods {string.Join(",", methods)}, {seeds} seed(s) from {firstSeed}");
 
@@ -56,9 +57,9 @@ internal static class QualityBenchmark
                     var recipe = Recipe(a, task, method, paper);
                     runs.Add(RunOurs(task, method, seed, recipe, backbone, data, maxRows));
                     Console.WriteLine(Describe(runs[^1]));
-                    if (a.Flag("reference") && recipe.Targets is null && seed < firstSeed + a.Int("reference-seeds", seeds) && method is "lora" or "msplora" or "full")
+                    if (referenceScript is not null && recipe.Targets is null && seed < firstSeed + a.Int("reference-seeds", seeds) && method is "lora" or "msplora" or "full")
                     {
-                        runs.Add(RunReference(a.Text("reference-script", Path.Combine(root, "bench", "reference.py")), task, method, seed, recipe, backbone, data, maxRows));
+                        runs.Add(RunReference(referenceScript, task, method, seed, recipe, backbone, data, maxRows));
                         Console.WriteLine(Describe(runs[^1]));
                     }
                 }
@@ -185,19 +186,14 @@ internal static class QualityBenchmark
     /// <summary>Runs bench/reference.py glue (PyTorch, same recipe) and reads its JSON line.</summary>
     private static QualityRun RunReference(string script, GlueTask task, string method, int seed, RunRecipe recipe, string backbone, string data, int maxRows)
     {
-        var args = $"\"{script}\" glue --task {task.Name} --method {method} --epochs {recipe.Epochs} --batch {recipe.BatchSize} " +
-                   $"--lr {recipe.LearningRate.ToString(CultureInfo.InvariantCulture)} --max-len {recipe.MaxLength} --seed {seed} " +
-                   $"--clip-norm {recipe.GradientClipNorm.ToString(CultureInfo.InvariantCulture)} " +
-                   $"--backbone \"{backbone}\" --data \"{data}\"" + (maxRows > 0 ? $" --max-train-rows {maxRows}" : "");
-        var psi = new ProcessStartInfo("/usr/bin/python3", args) { RedirectStandardOutput = true, RedirectStandardError = true };
-        using var process = Process.Start(psi) ?? throw new InvalidOperationException("could not start /usr/bin/python3");
-        var stderr = process.StandardError.ReadToEndAsync();
-        var stdout = process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        var line = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault();
-        if (process.ExitCode != 0 || line is null)
-            throw new InvalidOperationException($"reference.py failed ({process.ExitCode}): {stderr.Result}");
-        using var json = JsonDocument.Parse(line);
+        var args = new List<string>
+        {
+            "glue", "--task", task.Name, "--method", method, "--epochs", $"{recipe.Epochs}", "--batch", $"{recipe.BatchSize}",
+            "--lr", recipe.LearningRate.ToString(CultureInfo.InvariantCulture), "--max-len", $"{recipe.MaxLength}", "--seed", $"{seed}",
+            "--clip-norm", recipe.GradientClipNorm.ToString(CultureInfo.InvariantCulture), "--backbone", backbone, "--data", data,
+        };
+        if (maxRows > 0) args.AddRange(["--max-train-rows", $"{maxRows}"]);
+        using var json = PythonReference.Run(script, args);
         var r = json.RootElement;
         return new QualityRun($"PyTorch reference ({r.GetProperty("engine").GetString()})", task.Name, method, seed, task.Metric.ToString(),
             r.GetProperty("best").GetDouble(), null, null, null, null, null, r.GetProperty("trainable").GetInt64(),

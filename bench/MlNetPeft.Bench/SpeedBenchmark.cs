@@ -45,6 +45,8 @@ internal static class SpeedBenchmark
             throw new ArgumentException($"--accumulate must divide the batch ({batch}) into equal parts, got {accumulation}");
         if (threads > 0) set_num_threads(threads);
         var (device, precision) = DeviceAndPrecision(a);
+        // The reference runs on the CPU only; checked now rather than after our first run.
+        var referenceScript = a.Flag("reference") && device.type == DeviceType.CPU ? PythonReference.Script(a) : null;
         double peak = MatmulPeak(device, precision);
         Console.WriteLine($"{ComputeSelection.Describe(device)} {precision}, {get_num_threads()} threads: dense matmul peak {peak / 1e12:F3} TFLOP/s");
 
@@ -55,10 +57,9 @@ internal static class SpeedBenchmark
             {
                 var run = Measure(shape, method, batch, seq, steps, device, precision, peak, a.Flag("phases"), accumulation, a.Flag("checkpoint"), targets,
                     a.Double("warm-up", 30), adapterDropout);
-                if (a.Flag("reference") && accumulation == 1 && !run.GradientCheckpointing && targets is null && device.type == DeviceType.CPU && method is "lora" or "msplora" or "full")
+                if (referenceScript is not null && accumulation == 1 && !run.GradientCheckpointing && targets is null && method is "lora" or "msplora" or "full")
                 {
-                    var (train, infer) = Reference(a.Text("reference-script", Path.Combine(BenchArgs.RepositoryRoot(), "bench", "reference.py")),
-                        shape, method, batch, seq, steps, get_num_threads(), adapterDropout ?? 0);
+                    var (train, infer) = Reference(referenceScript, shape, method, batch, seq, steps, get_num_threads(), adapterDropout ?? 0);
                     run = run with { ReferenceTrainSamplesPerSecond = train, ReferenceInferSamplesPerSecond = infer };
                 }
                 runs.Add(run);
@@ -281,16 +282,8 @@ internal static class SpeedBenchmark
     private static (double Train, double Infer) Reference(string script, string shape, string method, int batch, int seq, int steps, int threads,
         double adapterDropout)
     {
-        var psi = new ProcessStartInfo("/usr/bin/python3", FormattableString.Invariant(
-            $"\"{script}\" bench --shape {shape} --method {method} --batch {batch} --seq {seq} --steps {steps} --threads {threads} --dropout {adapterDropout}"))
-        { RedirectStandardOutput = true, RedirectStandardError = true };
-        using var process = Process.Start(psi) ?? throw new InvalidOperationException("could not start /usr/bin/python3");
-        var err = process.StandardError.ReadToEndAsync();
-        var output = process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        var line = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault();
-        if (process.ExitCode != 0 || line is null) throw new InvalidOperationException($"reference.py bench failed: {err.Result}");
-        using var json = JsonDocument.Parse(line);
+        using var json = PythonReference.Run(script, FormattableString.Invariant(
+            $"bench --shape {shape} --method {method} --batch {batch} --seq {seq} --steps {steps} --threads {threads} --dropout {adapterDropout}").Split(' '));
         return (json.RootElement.GetProperty("train_samples_per_s").GetDouble(), json.RootElement.GetProperty("infer_samples_per_s").GetDouble());
     }
 

@@ -103,7 +103,34 @@ public sealed class SpeedBenchmarkTests
     [DataRow("--steps three", "--steps takes a number, not 'three'")]
     [DataRow("--fixture dir", "speed takes no option --fixture")]
     [DataRow("--precision half", "--precision takes fp32, bf16 or fp16, not 'half'")]
-    public void OptionsACommandDoesNotTakeAreRefused(string options, string message)
+    [DataRow("--reference --reference-script /nonexistent/reference.py", "the PyTorch reference /nonexistent/reference.py does not exist")]
+    public void OptionsACommandDoesNotTakeAreRefused(string options, string message) =>
+        StringAssert.Contains(RefusedSpeedRun(options), message);
+
+    /// <summary>Without PyTorch for /usr/bin/python3, --reference stops before our first run, not after it.</summary>
+    [TestMethod]
+    public void AReferenceWithoutPyTorchIsRefusedBeforeRunning()
+    {
+        var shadow = Directory.CreateTempSubdirectory("no-torch").FullName;
+        File.WriteAllText(Path.Combine(shadow, "torch.py"), "raise ImportError('no torch here')\n");
+        var pythonPath = Environment.GetEnvironmentVariable("PYTHONPATH");
+        Environment.SetEnvironmentVariable("PYTHONPATH", shadow); // the child python imports this torch first
+        var output = Console.Out;
+        var printed = new StringWriter();
+        Console.SetOut(printed);
+        try { StringAssert.StartsWith(RefusedSpeedRun("--reference --batch 2 --seq 8 --steps 1 --warm-up 1"), "--reference needs "); }
+        finally
+        {
+            Console.SetOut(output);
+            Environment.SetEnvironmentVariable("PYTHONPATH", pythonPath);
+            Directory.Delete(shadow, true);
+        }
+        Assert.DoesNotContain("samples/s", printed.ToString(), "our run went first");
+    }
+
+    /// <summary>Runs the bench's speed command on the tiny shape with <paramref name="options"/>, expecting it to refuse
+    /// them (exit 2); returns what it wrote to stderr.</summary>
+    private static string RefusedSpeedRun(string options)
     {
         var main = typeof(BenchArgs).Assembly.EntryPoint!;
         var error = Console.Error;
@@ -112,9 +139,9 @@ public sealed class SpeedBenchmarkTests
         try
         {
             var code = main.Invoke(null, [new[] { "speed", "--shape", "tiny" }.Concat(options.Split(' ')).ToArray()]);
-            Assert.AreEqual(2, code);
+            Assert.AreEqual(2, code, captured.ToString());
         }
         finally { Console.SetError(error); }
-        StringAssert.Contains(captured.ToString(), message);
+        return captured.ToString();
     }
 }
