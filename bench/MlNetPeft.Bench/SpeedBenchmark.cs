@@ -282,8 +282,8 @@ internal static class SpeedBenchmark
     private static (double Train, double Infer) Reference(string script, string shape, string method, int batch, int seq, int steps, int threads,
         double adapterDropout)
     {
-        using var json = PythonReference.Run(script, FormattableString.Invariant(
-            $"bench --shape {shape} --method {method} --batch {batch} --seq {seq} --steps {steps} --threads {threads} --dropout {adapterDropout}").Split(' '));
+        using var json = PythonReference.Run(script, ["bench", "--shape", shape, "--method", method, "--batch", $"{batch}", "--seq", $"{seq}",
+            "--steps", $"{steps}", "--threads", $"{threads}", "--dropout", adapterDropout.ToString(CultureInfo.InvariantCulture)]);
         return (json.RootElement.GetProperty("train_samples_per_s").GetDouble(), json.RootElement.GetProperty("infer_samples_per_s").GetDouble());
     }
 

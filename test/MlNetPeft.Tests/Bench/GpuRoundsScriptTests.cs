@@ -11,8 +11,7 @@ public sealed partial class GpuRoundsScriptTests
     [TestMethod]
     public void EveryBenchCommandItRunsTakesItsOptions()
     {
-        var lines = File.ReadLines(Path.Combine(TestData.RepoRoot, "bench", "gpu-rounds.sh"))
-            .Where(l => !l.TrimStart().StartsWith('#') && l.Contains("$bench ")).ToArray();
+        var lines = ScriptLinesRunning("$bench ");
         Assert.IsGreaterThanOrEqualTo(10, lines.Length, "the script's bench command lines were not found");
         foreach (var line in lines)
         {
@@ -28,14 +27,17 @@ public sealed partial class GpuRoundsScriptTests
     [TestMethod]
     public void ThePeftReferenceTakesTheOptionsItIsGiven()
     {
-        var bench = Path.Combine(TestData.RepoRoot, "bench");
-        var lines = File.ReadLines(Path.Combine(bench, "gpu-rounds.sh"))
-            .Where(l => !l.TrimStart().StartsWith('#') && l.Contains("peft_reference.py ")).ToArray();
+        var lines = ScriptLinesRunning("peft_reference.py ");
         Assert.IsNotEmpty(lines);
-        var declared = File.ReadAllText(Path.Combine(bench, "peft_reference.py"));
+        var declared = File.ReadAllText(Path.Combine(TestData.RepoRoot, "bench", "peft_reference.py"));
         foreach (var option in lines.SelectMany(l => Option().Matches(l)).Select(m => m.Value))
             Assert.Contains($"add_argument(\"{option}\"", declared, $"peft_reference.py declares no {option}");
     }
+
+    /// <summary>The script's lines (comments aside) that run <paramref name="program"/>.</summary>
+    private static string[] ScriptLinesRunning(string program) =>
+        File.ReadLines(Path.Combine(TestData.RepoRoot, "bench", "gpu-rounds.sh"))
+            .Where(l => !l.TrimStart().StartsWith('#') && l.Contains(program, StringComparison.Ordinal)).ToArray();
 
     [GeneratedRegex(@"(?<=\s)--[\w-]+")]
     private static partial Regex Option();
