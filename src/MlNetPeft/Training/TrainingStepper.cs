@@ -26,10 +26,11 @@ internal sealed class TrainingStepper : IDisposable
         _task = task;
         // Memory for compute: blocks recomputed in the backward (see Backbone/GradientCheckpoint).
         model.Network.Encoder.GradientCheckpointing = settings.GradientCheckpointing;
-        _optimizer = new FlatAdamW(ParameterGroups(model, settings));
+        _hooks = model.Config.CreateHooks(model.Adapters, totalSteps);
+        // Only hooks read the parameters' gradients after a step (AdaLoRA's importance scores).
+        _optimizer = new FlatAdamW(ParameterGroups(model, settings), exposeGradients: _hooks is not null);
         _schedule = LearningRateSchedule.LinearWithWarmup(totalSteps, settings.WarmupRatio);
         _optimizer.ScaleLearningRates(_schedule(0));
-        _hooks = model.Config.CreateHooks(model.Adapters, totalSteps);
         // fp16 activations need the loss scaled for their gradients to stay in range; bf16 has fp32's range.
         _scaler = model.BackboneDType == ScalarType.Float16 ? new LossScaler(settings.InitialLossScale) : null;
     }

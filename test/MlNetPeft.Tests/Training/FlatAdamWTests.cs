@@ -97,6 +97,43 @@ public sealed class FlatAdamWTests
         Assert.AreEqual(0.25, norm, 1e-4, "clipped global norm² is 0.5²");
     }
 
+    /// <summary>Without exposed gradients (the training step's setting when no hook reads them) the weights take the
+    /// same steps bit for bit, through clipping, accumulation and an unreached parameter; only the parameters' own
+    /// <c>grad</c> stays autograd's, unclipped.</summary>
+    [TestMethod]
+    public void StepsAreTheSameWithoutExposedGradients()
+    {
+        var exposed = Parameters(12).Append(new Parameter(randn(3))).ToArray();
+        var hidden = exposed.Select(p => new Parameter(p.detach().clone())).ToArray();
+        using var withViews = new FlatAdamW([new(exposed[..2], 0.1, 0.01), new(exposed[2..], 0.05, 0.01)]);
+        using var without = new FlatAdamW([new(hidden[..2], 0.1, 0.01), new(hidden[2..], 0.05, 0.01)], exposeGradients: false);
+        for (int step = 0; step < 4; step++)
+        {
+            foreach (var (p, optimizer) in new[] { (exposed, withViews), (hidden, without) })
+            {
+                Backward(p, step);
+                if (step % 2 == 1)
+                {
+                    optimizer.AccumulateGradients();
+                    Backward(p, step + 10);
+                }
+                optimizer.ClipGradNorm(0.5);
+            }
+            var raw = hidden[0].grad!.detach().clone();
+            withViews.Step();
+            without.Step();
+            if (step % 2 == 0) // accumulating re-seats the gradients either way: the next backward adds to the flat buffer
+            {
+                Assert.IsLessThan(raw.pow(2).sum().item<float>(), exposed[0].grad!.pow(2).sum().item<float>(), $"the exposed gradient is clipped, step {step}");
+                Assert.IsTrue(hidden[0].grad!.equal(raw).all().item<bool>(), "the hidden one is left as it was");
+            }
+            withViews.ZeroGrad();
+            without.ZeroGrad();
+            for (int i = 0; i < exposed.Length; i++)
+                Assert.IsTrue(exposed[i].equal(hidden[i]).all().item<bool>(), $"parameter {i} after step {step}");
+        }
+    }
+
     [TestMethod]
     public void ParametersKeepTheirIdentityAndValues()
     {

@@ -45,6 +45,31 @@ public sealed class TrainingLoopTests
         }
     }
 
+    /// <summary>AdaLoRA's importance scores read the gradients the optimizer stepped on, clipped, as PEFT's
+    /// update_and_allocate reads them after optimizer.step(): the step leaves each parameter's gradient as that view
+    /// when a method has hooks (and skips re-seating them when it has none).</summary>
+    [TestMethod]
+    public void HooksSeeTheClippedGradients()
+    {
+        Tensor Sensitivity(double clip)
+        {
+            using var model = AdapterTests.Tiny(new SvdConfig { Variant = SvdVariant.AdaLora, Dropout = 0 });
+            using var stepper = new TrainingStepper(model, new TrainingSettings { LearningRate = 1e-3, GradientClipNorm = clip },
+                TaskKind.Classification, totalSteps: 100);
+            manual_seed(1);
+            var batch = new Batch(randint(3, 100, [4, 8]), null, tensor(new long[] { 0, 1, 2, 0 }), 4);
+            model.Train();
+            using (NewDisposeScope()) stepper.Run(batch);
+            return stepper.State().Single(s => s.Name == "hooks.sensitivity").Tensor.detach().clone();
+        }
+        var unclipped = Sensitivity(0);
+        var clipped = Sensitivity(1e-4);
+        // The weights after AdamW's first step hardly depend on the gradients' scale, so clipping a gradient of norm
+        // far above 1e-4 shrinks the scores by about its clip factor; read from unclipped gradients they would not shrink.
+        var ratio = clipped.sum().item<float>() / unclipped.sum().item<float>();
+        Assert.IsLessThan(0.01f, ratio, "the scores came from the clipped gradients");
+    }
+
     public static IEnumerable<object[]> AccumulatingMethods =>
     [
         [new LoraConfig { Dropout = 0 }],
