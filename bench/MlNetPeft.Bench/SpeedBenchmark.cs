@@ -214,7 +214,8 @@ internal static class SpeedBenchmark
         var backward = Time(() => Loss().backward());
         var whole = Time(() => stepper.Run(data));
         Console.WriteLine($"  phases (ms/step, host enqueue / with sync): forward+loss {forward.Host:F2} / {forward.Total:F2}, " +
-            $"+backward {backward.Host:F2} / {backward.Total:F2}, whole step {whole.Host:F2} / {whole.Total:F2} (process CPU time {whole.Cpu:F2}); " +
+            $"+backward {backward.Host:F2} / {backward.Total:F2}, whole step {whole.Host:F2} / {whole.Total:F2} (process CPU time {whole.Cpu:F2}; " +
+            $"clipping, AdamW and schedule {whole.Host - backward.Host:F2} by difference); " +
             $".NET {(GC.GetTotalAllocatedBytes() - bytes) / (3.0 * steps) / 1024:F0} KiB allocated per step, " +
             $"{GC.CollectionCount(0) - gen0} gen0 / {GC.CollectionCount(2) - gen2} gen2 collections");
     }
