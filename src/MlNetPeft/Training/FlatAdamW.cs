@@ -121,6 +121,7 @@ internal sealed class FlatAdamW : IDisposable
     }
 
     private readonly List<Group> _groups = [];
+    private readonly List<Tensor> _viewIndexes = [];
     private readonly double _beta1, _beta2, _eps;
     private readonly bool _exposeGradients;
     private int _step;
@@ -135,7 +136,8 @@ internal sealed class FlatAdamW : IDisposable
     /// <param name="exposeGradients">Whether each parameter's <c>grad</c> shows the gathered gradient (unscaled,
     /// clipped) until <see cref="ZeroGrad"/>, as PyTorch's optimizers leave it for code that reads gradients after a
     /// step. Without it the gather skips re-seating them (three TorchSharp calls per parameter, host time on an
-    /// op-bound GPU step) and a parameter's <c>grad</c> is autograd's own until dropped.</param>
+    /// op-bound GPU step) and a parameter's <c>grad</c> is autograd's own until dropped; <see cref="View"/> reads the
+    /// gathered gradients either way.</param>
     public FlatAdamW(IEnumerable<ParameterGroup> groups, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, bool exposeGradients = true)
     {
         (_beta1, _beta2, _eps, _exposeGradients) = (beta1, beta2, eps, exposeGradients);
@@ -164,6 +166,58 @@ internal sealed class FlatAdamW : IDisposable
             || group.Masters.Zip(group.Parameters).Any(m => m.First.dtype != ScalarType.Float32 || !m.First.shape.SequenceEqual(m.Second.shape))
             || group.Parameters.Any(p => !p.is_floating_point()))
             throw new InvalidOperationException("FlatAdamW needs one fp32 master of the same shape per floating-point parameter");
+    }
+
+    /// <summary>
+    /// Where <paramref name="parameters"/> (all of one group) lie in the flat buffers: a view that reads their weights,
+    /// and this step's gathered gradients (unscaled, clipped), as one flat tensor each in the order given, in one op (a
+    /// narrow where they lie in that order side by side, else an index_select), where reading them parameter by
+    /// parameter costs a few TorchSharp calls each. Valid while this optimizer is.
+    /// </summary>
+    public FlatView View(IReadOnlyList<Parameter> parameters)
+    {
+        for (int g = 0; g < _groups.Count; g++)
+        {
+            var offsets = new Dictionary<Parameter, long>(ReferenceEqualityComparer.Instance);
+            long offset = 0;
+            foreach (var p in _groups[g].Parameters) { offsets[p] = offset; offset += p.numel(); }
+            if (!parameters.All(offsets.ContainsKey)) continue;
+            var starts = parameters.Select(p => offsets[p]).ToArray();
+            long start = starts.Length == 0 ? 0 : starts[0], length = parameters.Sum(p => p.numel());
+            bool contiguous = true;
+            for (int i = 1; i < starts.Length; i++) contiguous &= starts[i] == starts[i - 1] + parameters[i - 1].numel();
+            Tensor? index = null;
+            if (!contiguous)
+            {
+                var positions = parameters.SelectMany((p, i) => Enumerable.Range(0, (int)p.numel()).Select(j => starts[i] + j)).ToArray();
+                index = tensor(positions, device: _groups[g].Weights.device).DetachFromDisposeScope();
+                _viewIndexes.Add(index);
+            }
+            return new FlatView(this, g, start, length, index);
+        }
+        throw new ArgumentException("FlatAdamW.View needs parameters that all train in one of its groups", nameof(parameters));
+    }
+
+    /// <summary>Some parameters' entries in one group's flat buffers (see <see cref="View"/>).</summary>
+    public sealed class FlatView
+    {
+        private readonly FlatAdamW _owner;
+        private readonly int _group;
+        private readonly long _start, _length;
+        private readonly Tensor? _index;
+
+        internal FlatView(FlatAdamW owner, int group, long start, long length, Tensor? index) =>
+            (_owner, _group, _start, _length, _index) = (owner, group, start, length, index);
+
+        /// <summary>Their weights (AdamW's fp32 copy) after the last step; a view where possible: do not write to it.</summary>
+        public Tensor Weights() => Read(_owner._groups[_group].Weights);
+
+        /// <summary>Their gradients as this step's clipping and AdamW use them: from the step's first clip or step
+        /// until <see cref="ZeroGrad"/>.</summary>
+        public Tensor Gradients() => Read(_owner._groups[_group].Grads
+            ?? throw new InvalidOperationException("no gradients gathered: read them after the step's clip or step, before ZeroGrad"));
+
+        private Tensor Read(Tensor flat) => _index is null ? flat.narrow(0, _start, _length) : flat.index_select(0, _index);
     }
 
     /// <summary>Learning rate of the first group (the body: adapters, or the backbone when fine-tuning fully).</summary>
@@ -256,6 +310,8 @@ internal sealed class FlatAdamW : IDisposable
     public void Dispose()
     {
         foreach (var g in _groups) g.Dispose();
+        foreach (var i in _viewIndexes) i.Dispose();
         _groups.Clear();
+        _viewIndexes.Clear();
     }
 }

@@ -8,6 +8,11 @@ internal interface ITrainingHooks
     /// <summary>A term added to the task loss before backward, or null.</summary>
     Tensor? ExtraLoss();
 
+    /// <summary>Called once, before the first step, by a training step that optimizes with <paramref name="optimizer"/>:
+    /// the hooks read the step's gradients (unscaled, clipped) from its flat buffers. Until then they read each
+    /// parameter's grad.</summary>
+    void ReadGradientsFrom(FlatAdamW optimizer);
+
     /// <summary>Called after the optimizer step, while the gradients are still there; <paramref name="step"/> counts
     /// the steps done so far (1 after the first).</summary>
     void AfterOptimizerStep(int step);

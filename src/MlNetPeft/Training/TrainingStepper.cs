@@ -27,8 +27,10 @@ internal sealed class TrainingStepper : IDisposable
         // Memory for compute: blocks recomputed in the backward (see Backbone/GradientCheckpoint).
         model.Network.Encoder.GradientCheckpointing = settings.GradientCheckpointing;
         _hooks = model.Config.CreateHooks(model.Adapters, totalSteps);
-        // Only hooks read the parameters' gradients after a step (AdaLoRA's importance scores).
-        _optimizer = new FlatAdamW(ParameterGroups(model, settings), exposeGradients: _hooks is not null);
+        // Nothing reads the parameters' own gradients after a step: the hooks (AdaLoRA's importance scores) read the
+        // optimizer's flat buffer.
+        _optimizer = new FlatAdamW(ParameterGroups(model, settings), exposeGradients: false);
+        _hooks?.ReadGradientsFrom(_optimizer);
         _schedule = LearningRateSchedule.LinearWithWarmup(totalSteps, settings.WarmupRatio);
         _optimizer.ScaleLearningRates(_schedule(0));
         // fp16 activations need the loss scaled for their gradients to stay in range; bf16 has fp32's range.

@@ -134,6 +134,39 @@ public sealed class FlatAdamWTests
         }
     }
 
+    /// <summary>A view of some parameters reads, in the order asked, the weights after the step and the gradients the
+    /// step used (clipped): what an optimizer exposing its gradients leaves in each parameter, whether the parameters
+    /// lie side by side in the flat buffer (a narrow) or not (an index_select).</summary>
+    [TestMethod]
+    public void ViewsReadWeightsAndClippedGradientsInTheOrderAsked()
+    {
+        var exposed = Parameters(13);
+        var hidden = exposed.Select(p => new Parameter(p.detach().clone())).ToArray();
+        var other = new Parameter(randn(3));
+        using var withViews = new FlatAdamW([new(exposed, 0.1, 0.01)]);
+        using var without = new FlatAdamW([new(hidden, 0.1, 0.01), new([other], 0.1, 0.01)], exposeGradients: false);
+        var sideBySide = without.View(hidden[1..]);
+        var scattered = without.View([hidden[2], hidden[0]]);
+        Assert.ThrowsExactly<ArgumentException>(() => without.View([hidden[0], other]), "parameters of two groups");
+        Assert.ThrowsExactly<ArgumentException>(() => without.View([new Parameter(randn(2))]), "a parameter it does not train");
+
+        Backward(exposed, 0);
+        Backward(hidden, 0);
+        withViews.ClipGradNorm(0.5);
+        without.ClipGradNorm(0.5);
+        withViews.Step();
+        without.Step();
+        static Tensor Flat(params Tensor[] tensors) => cat(tensors.Select(t => t.detach().flatten()).ToArray());
+        foreach (var (view, order) in new[] { (sideBySide, new[] { 1, 2 }), (scattered, new[] { 2, 0 }) })
+        {
+            Assert.IsTrue(view.Weights().equal(Flat(order.Select(i => (Tensor)exposed[i]).ToArray())).all().item<bool>(), $"weights {string.Join(",", order)}");
+            Assert.IsTrue(view.Gradients().equal(Flat(order.Select(i => exposed[i].grad!).ToArray())).all().item<bool>(), $"gradients {string.Join(",", order)}");
+        }
+        Assert.IsFalse(hidden[1].grad!.equal(exposed[1].grad!).all().item<bool>(), "the parameter's own gradient is autograd's, unclipped");
+        without.ZeroGrad();
+        Assert.ThrowsExactly<InvalidOperationException>(() => sideBySide.Gradients(), "no gradients once dropped");
+    }
+
     [TestMethod]
     public void ParametersKeepTheirIdentityAndValues()
     {

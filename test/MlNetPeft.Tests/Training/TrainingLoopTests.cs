@@ -46,14 +46,17 @@ public sealed class TrainingLoopTests
     }
 
     /// <summary>AdaLoRA's importance scores read the gradients the optimizer stepped on, clipped, as PEFT's
-    /// update_and_allocate reads them after optimizer.step(): the step leaves each parameter's gradient as that view
-    /// when a method has hooks (and skips re-seating them when it has none).</summary>
+    /// update_and_allocate reads them after optimizer.step(): from the optimizer's flat buffer (the parameters' own
+    /// gradients stay autograd's, unclipped). AdaLoRA scores all its adapter parameters, which lie side by side there;
+    /// LoRA² scores three of its five factors.</summary>
     [TestMethod]
-    public void HooksSeeTheClippedGradients()
+    [DataRow(SvdVariant.AdaLora)]
+    [DataRow(SvdVariant.LoraSquared)]
+    public void HooksSeeTheClippedGradients(SvdVariant variant)
     {
         Tensor Sensitivity(double clip)
         {
-            using var model = AdapterTests.Tiny(new SvdConfig { Variant = SvdVariant.AdaLora, Dropout = 0 });
+            using var model = AdapterTests.Tiny(new SvdConfig { Variant = variant, Dropout = 0 });
             using var stepper = new TrainingStepper(model, new TrainingSettings { LearningRate = 1e-3, GradientClipNorm = clip },
                 TaskKind.Classification, totalSteps: 100);
             manual_seed(1);

@@ -19,6 +19,7 @@ internal sealed class RankAllocator : ITrainingHooks
     private readonly Parameter[] _scored;
     private readonly Dictionary<Parameter, long> _offsets = new();
     private Tensor? _sensitivity, _uncertainty; // exponential averages, flat over _scored
+    private FlatAdamW.FlatView? _scoredView;    // where the optimizer keeps _scored; null: read each parameter
 
     public RankAllocator(SvdConfig config, IReadOnlyList<(string Name, SvdUpdate Update)> updates, int totalSteps)
     {
@@ -73,6 +74,8 @@ internal sealed class RankAllocator : ITrainingHooks
 
     private static string Shape(Tensor t) => string.Join("x", t.shape);
 
+    public void ReadGradientsFrom(FlatAdamW optimizer) => _scoredView = optimizer.View(_scored);
+
     public void AfterOptimizerStep(int step)
     {
         using var scope = NewDisposeScope();
@@ -119,8 +122,10 @@ internal sealed class RankAllocator : ITrainingHooks
     /// scored parameters at once (a parameter without a gradient counts as zero importance).</summary>
     private void UpdateScores()
     {
-        var importance = cat(_scored.Select(p => p.detach().flatten()).ToArray())
-            .mul_(cat(_scored.Select(p => (p.grad ?? zeros_like(p)).flatten()).ToArray())).abs_();
+        var (weights, gradients) = _scoredView is { } view
+            ? (view.Weights(), view.Gradients())
+            : (cat(_scored.Select(p => p.detach().flatten()).ToArray()), cat(_scored.Select(p => (p.grad ?? zeros_like(p)).flatten()).ToArray()));
+        var importance = weights.mul(gradients).abs_();
         _sensitivity ??= zeros_like(importance).DetachFromDisposeScope();
         _uncertainty ??= zeros_like(importance).DetachFromDisposeScope();
         _sensitivity.mul_(_config.Beta1).add_(importance, alpha: 1 - _config.Beta1);
