@@ -6,8 +6,9 @@
 # bench/peft_reference.py for the given number of rounds (fewer if the next would overrun the budget). Both engines are bound by the host issuing kernels at this
 # batch, and the host drifts, so only interleaved ratios mean anything. Then, while GPU_BUDGET_S (default 480 s from
 # the start of this script) leaves room, the side checks: stacked adapter factors, resume, fp16 training, trained
-# biases, first steps on batches of changing length with and without cuDNN attention, gradient checkpointing, adapter dropout. Output
-# goes to stdout and, when $OUT is set (the device tool), to $OUT/rounds.txt and $OUT/ours.json.
+# biases, first steps on batches of changing length with and without cuDNN attention, gradient checkpointing, adapter
+# dropout, LoRA², AdaLoRA and full fine-tuning once each. Output goes to stdout and, when $OUT is set (the device
+# tool), to $OUT/rounds.txt and $OUT/ours.json.
 set -uo pipefail
 rounds=${1:-4}; methods=${2:-lora,msplora}; budget=${GPU_BUDGET_S:-480}; first_round=0
 reference=lora; [[ ,$methods, == *,full,* ]] && reference=lora,full   # PEFT has LoRA and full fine-tuning
@@ -57,5 +58,10 @@ done
 # pair (PairDropout: one dropout of three expanded copies, a block-diagonal down GEMM) costs against LoRA's one mask.
 for m in lora msplora; do
   side 40 timeout 150 $bench speed --shape base --method $m --adapter-dropout 0.05 --steps 50 --warm-up 10 --out /tmp/gpu-dropout-json
+done
+# The other methods, one process each: the README's GPU figures for them predate the batched LoRA²/AdaLoRA hooks and
+# full fine-tuning's bf16 compute copy.
+for m in lorasquared adalora full; do
+  side 40 timeout 150 $bench speed --shape base --method $m --steps 50 --warm-up 10 --out /tmp/gpu-methods-json
 done
 echo "done in ${SECONDS}s"
