@@ -209,7 +209,8 @@ internal sealed class FlatAdamW : IDisposable
         internal FlatView(FlatAdamW owner, int group, long start, long length, Tensor? index) =>
             (_owner, _group, _start, _length, _index) = (owner, group, start, length, index);
 
-        /// <summary>Their weights (AdamW's fp32 copy) after the last step; a view where possible: do not write to it.</summary>
+        /// <summary>Their weights as AdamW updates them (the parameters' storage, or their fp32 masters); a view where
+        /// possible: do not write to it.</summary>
         public Tensor Weights() => Read(_owner._groups[_group].Weights);
 
         /// <summary>Their gradients as this step's clipping and AdamW use them: from the step's first clip or step
