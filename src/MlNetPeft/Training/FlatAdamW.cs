@@ -10,9 +10,10 @@ namespace MlNetPeft.Training;
 /// parameter: MSPLoRA on roberta-base has 68 trainable tensors, and on a GPU each kernel is a launch (PyTorch's
 /// foreach/fused AdamW exist for the same reason). Gradients are zeroed by dropping them (set to none, PyTorch's
 /// default), so the autograd engine hands each parameter its new gradient without an add; the first clip or step
-/// after a backward gathers them into one flat buffer and re-seats each gradient as a view of it (only where something
-/// reads them: see the constructor). A group may train a bf16 compute copy against fp32 masters (full fine-tuning in
-/// mixed precision).
+/// after a backward gathers them into one flat buffer with one cat. <see cref="View"/> reads the gradients the step
+/// used (unscaled, clipped) from there; a parameter's own <c>grad</c> is not kept in step with them (re-seating each as
+/// a view costs three TorchSharp calls, host time on an op-bound GPU step). A group may train a bf16 compute copy
+/// against fp32 masters (full fine-tuning in mixed precision).
 /// </summary>
 internal sealed class FlatAdamW : IDisposable
 {
@@ -73,9 +74,9 @@ internal sealed class FlatAdamW : IDisposable
         }
 
         /// <summary>One flat copy of every parameter's gradient (zeros where a parameter got none). With
-        /// <paramref name="reseat"/>, fp32 parameters then have their gradients re-seated as views of it, so a further
-        /// backward adds to it and readers see it clipped and unscaled; a compute copy's gradients are cast into it and
-        /// dropped, and a further backward's are added at the next gather.</summary>
+        /// <paramref name="reseat"/> (accumulation), fp32 parameters then have their gradients re-seated as views of it,
+        /// so the next backward adds to it (three TorchSharp calls per parameter, so only then); a compute copy's
+        /// gradients are cast into it and dropped, and a further backward's are added at the next gather.</summary>
         public void Gather(bool reseat)
         {
             if (Compute is null)
@@ -123,7 +124,6 @@ internal sealed class FlatAdamW : IDisposable
     private readonly List<Group> _groups = [];
     private readonly List<Tensor> _viewIndexes = [];
     private readonly double _beta1, _beta2, _eps;
-    private readonly bool _exposeGradients;
     private int _step;
     private double _scheduleFactor = 1;
 
@@ -133,14 +133,9 @@ internal sealed class FlatAdamW : IDisposable
     /// <param name="beta1">Decay of the gradient's running mean (PyTorch's default).</param>
     /// <param name="beta2">Decay of the squared gradient's running mean (PyTorch's default).</param>
     /// <param name="eps">Added to the denominator (PyTorch's default).</param>
-    /// <param name="exposeGradients">Whether each parameter's <c>grad</c> shows the gathered gradient (unscaled,
-    /// clipped) until <see cref="ZeroGrad"/>, as PyTorch's optimizers leave it for code that reads gradients after a
-    /// step. Without it the gather skips re-seating them (three TorchSharp calls per parameter, host time on an
-    /// op-bound GPU step) and a parameter's <c>grad</c> is autograd's own until dropped; <see cref="View"/> reads the
-    /// gathered gradients either way.</param>
-    public FlatAdamW(IEnumerable<ParameterGroup> groups, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, bool exposeGradients = true)
+    public FlatAdamW(IEnumerable<ParameterGroup> groups, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8)
     {
-        (_beta1, _beta2, _eps, _exposeGradients) = (beta1, beta2, eps, exposeGradients);
+        (_beta1, _beta2, _eps) = (beta1, beta2, eps);
         using var _ = no_grad();
         foreach (var group in groups)
         {
@@ -256,7 +251,7 @@ internal sealed class FlatAdamW : IDisposable
         double correction1 = 1 - Math.Pow(_beta1, _step), correction2 = 1 - Math.Pow(_beta2, _step);
         foreach (var g in _groups)
         {
-            g.Gather(_exposeGradients);
+            g.Gather(reseat: false);
             double lr = g.BaseLearningRate * _scheduleFactor;
             g.Weights.mul_(1 - lr * g.WeightDecay);
             g.ExpAvg.mul_(_beta1).add_(g.Grads!, alpha: 1 - _beta1);
@@ -290,7 +285,7 @@ internal sealed class FlatAdamW : IDisposable
         using var _ = no_grad();
         foreach (var g in _groups)
         {
-            g.Gather(_exposeGradients);
+            g.Gather(reseat: false);
             g.Grads!.mul_(1 / lossScale);
         }
         return stack(_groups.Select(g => g.Grads!.isfinite().all()).ToArray()).all().item<bool>();
@@ -302,7 +297,7 @@ internal sealed class FlatAdamW : IDisposable
         if (_groups.Count == 0) return;
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        foreach (var g in _groups) g.Gather(_exposeGradients);
+        foreach (var g in _groups) g.Gather(reseat: false);
         var total = stack(_groups.Select(g => g.Grads!.norm()).ToArray()).norm();
         var factor = total.add(1e-6).reciprocal().mul(maxNorm).clamp_max(1.0);
         foreach (var g in _groups) g.Grads!.mul_(factor);

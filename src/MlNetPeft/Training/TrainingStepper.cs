@@ -27,9 +27,8 @@ internal sealed class TrainingStepper : IDisposable
         // Memory for compute: blocks recomputed in the backward (see Backbone/GradientCheckpoint).
         model.Network.Encoder.GradientCheckpointing = settings.GradientCheckpointing;
         _hooks = model.Config.CreateHooks(model.Adapters, totalSteps);
-        // Nothing reads the parameters' own gradients after a step: the hooks (AdaLoRA's importance scores) read the
-        // optimizer's flat buffer.
-        _optimizer = new FlatAdamW(ParameterGroups(model, settings), exposeGradients: false);
+        // The hooks (AdaLoRA's and LoRA²'s importance scores) read the clipped gradients from the optimizer's flat buffer.
+        _optimizer = new FlatAdamW(ParameterGroups(model, settings));
         _hooks?.ReadGradientsFrom(_optimizer);
         _schedule = LearningRateSchedule.LinearWithWarmup(totalSteps, settings.WarmupRatio);
         _optimizer.ScaleLearningRates(_schedule(0));

@@ -15,6 +15,9 @@ public sealed class FlatAdamWTests
         return [new Parameter(randn(4, 3)), new Parameter(randn(7)), new Parameter(randn(2, 5))];
     }
 
+    /// <summary>The tensors (or their gradients) flattened and laid end to end, as a view of the flat buffers reads them.</summary>
+    private static Tensor Flat(IEnumerable<Tensor> tensors) => cat(tensors.Select(t => t.detach().flatten()).ToArray());
+
     /// <summary>A loss whose gradient differs per parameter and step.</summary>
     private static void Backward(Parameter[] p, int step) =>
         p[0].pow(2).sum().mul(3 + step).add(p[1].exp().sum()).add(p[2].sin().sum().mul(0.5)).backward();
@@ -72,15 +75,15 @@ public sealed class FlatAdamWTests
         }
         flat.Step();
         reference.step();
+        var gathered = flat.View(ours.Append(unused).ToList()).Gradients();
+        Assert.IsTrue(gathered.allclose(Flat(theirs.Select(p => p.grad!).Append(zeros(3))), rtol: 1e-6, atol: 1e-7),
+            "the step's gradients: both passes added up, zeros for the unreached parameter");
         for (int i = 0; i < ours.Length; i++)
-        {
-            Assert.IsTrue(ours[i].grad!.allclose(theirs[i].grad!, rtol: 1e-6, atol: 1e-7), $"accumulated gradient {i}");
             Assert.IsTrue(ours[i].allclose(theirs[i], rtol: 1e-6, atol: 1e-7), $"parameter {i}");
-        }
-        Assert.AreEqual(0f, unused.grad!.abs().max().item<float>());
         Assert.IsTrue(unused.allclose(unusedBefore.mul(1 - 0.1 * 0.01), rtol: 1e-6, atol: 1e-7), "weight decay only");
     }
 
+    /// <summary>Clipping scales the gathered gradients as clip_grad_norm_ scales the parameters' own, across groups.</summary>
     [TestMethod]
     public void ClippingMatchesTorchClipGradNorm()
     {
@@ -91,79 +94,75 @@ public sealed class FlatAdamWTests
         Backward(theirs, 0);
         flat.ClipGradNorm(0.5);
         nn.utils.clip_grad_norm_(theirs, 0.5);
-        for (int i = 0; i < ours.Length; i++)
-            Assert.IsTrue(ours[i].grad!.allclose(theirs[i].grad!, rtol: 1e-6, atol: 1e-7), $"parameter {i}");
-        var norm = ours.Select(p => p.grad!.pow(2).sum().item<float>()).Sum();
-        Assert.AreEqual(0.25, norm, 1e-4, "clipped global norm² is 0.5²");
+        var clipped = cat([flat.View(ours[..1]).Gradients(), flat.View(ours[1..]).Gradients()]);
+        Assert.IsTrue(clipped.allclose(Flat(theirs.Select(p => p.grad!)), rtol: 1e-6, atol: 1e-7), "clipped as clip_grad_norm_ clips");
+        Assert.AreEqual(0.25, clipped.pow(2).sum().item<float>(), 1e-4, "clipped global norm² is 0.5²");
     }
 
-    /// <summary>Without exposed gradients (the training step's setting when no hook reads them) the weights take the
-    /// same steps bit for bit, through clipping, accumulation and an unreached parameter; only the parameters' own
-    /// <c>grad</c> stays autograd's, unclipped.</summary>
+    /// <summary>Gradient accumulation (the first pass taken into the flat buffer, the second added there by autograd)
+    /// and clipping, over several steps and two groups: the weights take the steps TorchSharp's AdamW and
+    /// clip_grad_norm_ give them.</summary>
     [TestMethod]
-    public void StepsAreTheSameWithoutExposedGradients()
+    public void AccumulatedClippedStepsMatchTorchSharp()
     {
-        var exposed = Parameters(12).Append(new Parameter(randn(3))).ToArray();
-        var hidden = exposed.Select(p => new Parameter(p.detach().clone())).ToArray();
-        using var withViews = new FlatAdamW([new(exposed[..2], 0.1, 0.01), new(exposed[2..], 0.05, 0.01)]);
-        using var without = new FlatAdamW([new(hidden[..2], 0.1, 0.01), new(hidden[2..], 0.05, 0.01)], exposeGradients: false);
+        var ours = Parameters(12);
+        var theirs = ours.Select(p => new Parameter(p.detach().clone())).ToArray();
+        using var flat = new FlatAdamW([new(ours[..2], 0.1, 0.01), new(ours[2..], 0.05, 0.01)]);
+        using var reference = optim.AdamW(new[]
+        {
+            new AdamW.ParamGroup(theirs[..2], lr: 0.1, weight_decay: 0.01),
+            new AdamW.ParamGroup(theirs[2..], lr: 0.05, weight_decay: 0.01),
+        }, lr: 0.1);
         for (int step = 0; step < 4; step++)
         {
-            foreach (var (p, optimizer) in new[] { (exposed, withViews), (hidden, without) })
+            Backward(ours, step);
+            Backward(theirs, step);
+            if (step % 2 == 1)
             {
-                Backward(p, step);
-                if (step % 2 == 1)
-                {
-                    optimizer.AccumulateGradients();
-                    Backward(p, step + 10);
-                }
-                optimizer.ClipGradNorm(0.5);
+                flat.AccumulateGradients();
+                Backward(ours, step + 10);
+                Backward(theirs, step + 10);
             }
-            var raw = hidden[0].grad!.detach().clone();
-            withViews.Step();
-            without.Step();
-            if (step % 2 == 0) // accumulating re-seats the gradients either way: the next backward adds to the flat buffer
-            {
-                Assert.IsLessThan(raw.pow(2).sum().item<float>(), exposed[0].grad!.pow(2).sum().item<float>(), $"the exposed gradient is clipped, step {step}");
-                Assert.IsTrue(hidden[0].grad!.equal(raw).all().item<bool>(), "the hidden one is left as it was");
-            }
-            withViews.ZeroGrad();
-            without.ZeroGrad();
-            for (int i = 0; i < exposed.Length; i++)
-                Assert.IsTrue(exposed[i].equal(hidden[i]).all().item<bool>(), $"parameter {i} after step {step}");
+            flat.ClipGradNorm(0.5);
+            nn.utils.clip_grad_norm_(theirs, 0.5);
+            flat.Step();
+            reference.step();
+            flat.ZeroGrad();
+            reference.zero_grad();
+            for (int i = 0; i < ours.Length; i++)
+                Assert.IsTrue(ours[i].allclose(theirs[i], rtol: 1e-6, atol: 1e-7), $"parameter {i} after step {step}");
         }
     }
 
     /// <summary>A view of some parameters reads, in the order asked, the weights after the step and the gradients the
-    /// step used (clipped): what an optimizer exposing its gradients leaves in each parameter, whether the parameters
-    /// lie side by side in the flat buffer (a narrow) or not (an index_select).</summary>
+    /// step used (clipped), whether the parameters lie side by side in the flat buffer (a narrow) or not (an
+    /// index_select).</summary>
     [TestMethod]
     public void ViewsReadWeightsAndClippedGradientsInTheOrderAsked()
     {
-        var exposed = Parameters(13);
-        var hidden = exposed.Select(p => new Parameter(p.detach().clone())).ToArray();
+        var ours = Parameters(13);
+        var theirs = ours.Select(p => new Parameter(p.detach().clone())).ToArray();
         var other = new Parameter(randn(3));
-        using var withViews = new FlatAdamW([new(exposed, 0.1, 0.01)]);
-        using var without = new FlatAdamW([new(hidden, 0.1, 0.01), new([other], 0.1, 0.01)], exposeGradients: false);
-        var sideBySide = without.View(hidden[1..]);
-        var scattered = without.View([hidden[2], hidden[0]]);
-        Assert.ThrowsExactly<ArgumentException>(() => without.View([hidden[0], other]), "parameters of two groups");
-        Assert.ThrowsExactly<ArgumentException>(() => without.View([new Parameter(randn(2))]), "a parameter it does not train");
+        using var flat = new FlatAdamW([new(ours, 0.1, 0.01), new([other], 0.1, 0.01)]);
+        using var reference = optim.AdamW(theirs, lr: 0.1, weight_decay: 0.01);
+        var sideBySide = flat.View(ours[1..]);
+        var scattered = flat.View([ours[2], ours[0]]);
+        Assert.ThrowsExactly<ArgumentException>(() => flat.View([ours[0], other]), "parameters of two groups");
+        Assert.ThrowsExactly<ArgumentException>(() => flat.View([new Parameter(randn(2))]), "a parameter it does not train");
 
-        Backward(exposed, 0);
-        Backward(hidden, 0);
-        withViews.ClipGradNorm(0.5);
-        without.ClipGradNorm(0.5);
-        withViews.Step();
-        without.Step();
-        static Tensor Flat(params Tensor[] tensors) => cat(tensors.Select(t => t.detach().flatten()).ToArray());
+        Backward(ours, 0);
+        Backward(theirs, 0);
+        flat.ClipGradNorm(0.5);
+        nn.utils.clip_grad_norm_(theirs, 0.5);
+        flat.Step();
+        reference.step();
         foreach (var (view, order) in new[] { (sideBySide, new[] { 1, 2 }), (scattered, new[] { 2, 0 }) })
         {
-            Assert.IsTrue(view.Weights().equal(Flat(order.Select(i => (Tensor)exposed[i]).ToArray())).all().item<bool>(), $"weights {string.Join(",", order)}");
-            Assert.IsTrue(view.Gradients().equal(Flat(order.Select(i => exposed[i].grad!).ToArray())).all().item<bool>(), $"gradients {string.Join(",", order)}");
+            Assert.IsTrue(view.Weights().equal(Flat(order.Select(i => (Tensor)ours[i]))).all().item<bool>(), $"weights {string.Join(",", order)}");
+            Assert.IsTrue(view.Weights().allclose(Flat(order.Select(i => (Tensor)theirs[i])), rtol: 1e-6, atol: 1e-7), $"stepped weights {string.Join(",", order)}");
+            Assert.IsTrue(view.Gradients().allclose(Flat(order.Select(i => theirs[i].grad!)), rtol: 1e-6, atol: 1e-7), $"gradients {string.Join(",", order)}");
         }
-        Assert.IsFalse(hidden[1].grad!.equal(exposed[1].grad!).all().item<bool>(), "the parameter's own gradient is autograd's, unclipped");
-        without.ZeroGrad();
+        flat.ZeroGrad();
         Assert.ThrowsExactly<InvalidOperationException>(() => sideBySide.Gradients(), "no gradients once dropped");
     }
 

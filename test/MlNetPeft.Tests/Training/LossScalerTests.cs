@@ -69,16 +69,24 @@ public sealed class LossScalerTests
         var expected = reference.TrainableParameters().ToDictionary(p => p.Name, p => p.Parameter.grad!.clone());
 
         using var model = Model(ScalarType.Float16);
-        using var optimizer = new FlatAdamW([new(model.TrainableParameters().Select(p => p.Parameter).ToList(), 1e-3, 0)]);
-        nn.functional.cross_entropy(model.Forward(ids, null), labels).mul(LossScaler.InitialScale).backward();
+        var trained = model.TrainableParameters().ToList();
+        using var optimizer = new FlatAdamW([new(trained.Select(p => p.Parameter).ToList(), 1e-3, 0)]);
+        void ScaledBackward() => nn.functional.cross_entropy(model.Forward(ids, null), labels).mul(LossScaler.InitialScale).backward();
+        ScaledBackward();
         Assert.IsTrue(optimizer.Unscale(LossScaler.InitialScale));
-        foreach (var (name, p) in model.TrainableParameters())
+        var unscaled = optimizer.View(trained.Select(p => p.Parameter).ToList()).Gradients();
+        long offset = 0;
+        foreach (var (name, p) in trained)
         {
-            double error = p.grad!.sub(expected[name]).norm().item<float>() / expected[name].norm().item<float>();
+            var gradient = unscaled.narrow(0, offset, p.numel()).view(p.shape);
+            offset += p.numel();
+            double error = gradient.sub(expected[name]).norm().item<float>() / expected[name].norm().item<float>();
             Assert.IsLessThan(1e-2, error, $"{name}: relative error {error:E2} (norm {expected[name].norm().item<float>():E2})");
         }
 
-        using (no_grad()) model.TrainableParameters().First().Parameter.grad!.view(-1)[0] = float.PositiveInfinity;
+        optimizer.ZeroGrad();
+        ScaledBackward();
+        using (no_grad()) trained[0].Parameter.grad!.view(-1)[0] = float.PositiveInfinity;
         Assert.IsFalse(optimizer.Unscale(1), "an inf is found");
     }
 
