@@ -32,6 +32,7 @@ static int Usage(TextWriter to, int exitCode)
                   (training steps on padded batches of changing length: per-shape first-use costs)
           latency --model ZIP [--precision fp32|bf16|fp16] [--rows 400] [--parallel 1] [--threads N]   (PredictionEngines, one
           sentence per call, on --parallel threads over one model; --threads: libtorch's threads per operation)
+          latency --model ZIP --transform [--rows all] [--passes 3]   (the sentences through model.Transform, batched, per pass)
           score   --model ZIP --out FILE [--rows 300]   (SST-2 dev sentences and their scores, for check_python_scores.py)
           tokenize [--backbone DIR] [--chars 300,1300,5000,20000] [--max-len 128,512] [--rows 300]
                   (one model input from documents of SST-2 sentences, cut, against encoding the whole document)

@@ -43,17 +43,47 @@ internal sealed class SentencePredictor
 
     private Func<string, float[]> NewEngine<TScore>(Func<TScore, float[]> read) where TScore : class, new()
     {
-        var input = SchemaDefinition.Create(typeof(TextRow));
-        input[nameof(TextRow.Text)].ColumnName = Info.Sentence1Column;
-        input[nameof(TextRow.Label)].ColumnName = Info.LabelColumn;
         var output = SchemaDefinition.Create(typeof(TScore));
         output["Score"].ColumnName = Info.ScoreColumn;
         var engine = _ml.Model.CreatePredictionEngine<TextRow, TScore>(_model,
-            new PredictionEngineOptions { InputSchemaDefinition = input, OutputSchemaDefinition = output, OwnsTransformer = false });
+            new PredictionEngineOptions { InputSchemaDefinition = InputSchema(), OutputSchemaDefinition = output, OwnsTransformer = false });
         return text => read(engine.Predict(new TextRow { Text = text }));
     }
 
     internal PeftModelInfo Info { get; }
+
+    /// <summary>A sentence row under the model's own column names.</summary>
+    private SchemaDefinition InputSchema()
+    {
+        var input = SchemaDefinition.Create(typeof(TextRow));
+        input[nameof(TextRow.Text)].ColumnName = Info.Sentence1Column;
+        input[nameof(TextRow.Label)].ColumnName = Info.LabelColumn;
+        return input;
+    }
+
+    /// <summary>The sentences scored as ML.NET scores a data view: <c>model.Transform(data)</c> read by a cursor (in
+    /// batches, see MlNet/BatchScoredDataView); returns how many rows were read.</summary>
+    public int ScoreWithTransform(IReadOnlyList<string> sentences)
+    {
+        var data = _ml.Data.LoadFromEnumerable(sentences.Select(s => new TextRow { Text = s }), InputSchema());
+        var scored = _model.Transform(data);
+        var score = scored.Schema[Info.ScoreColumn];
+        int rows = 0;
+        using var cursor = scored.GetRowCursor([score]);
+        if (Info.Task == TaskKind.Classification)
+        {
+            var getter = cursor.GetGetter<VBuffer<float>>(score);
+            VBuffer<float> value = default;
+            while (cursor.MoveNext()) { getter(ref value); rows++; }
+        }
+        else
+        {
+            var getter = cursor.GetGetter<float>(score);
+            float value = 0;
+            while (cursor.MoveNext()) { getter(ref value); rows++; }
+        }
+        return rows;
+    }
 
     public float[] Predict(string sentence) => _predict(sentence);
 

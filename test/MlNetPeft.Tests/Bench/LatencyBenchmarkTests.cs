@@ -24,6 +24,13 @@ public sealed class LatencyBenchmarkTests
         StringAssert.Contains(output.ToString(), $"5 single-sentence predictions on 2 thread(s), {threads} libtorch thread(s) per operation: p50 ");
         StringAssert.Contains(output.ToString(), " sentences/s");
 
+        output.GetStringBuilder().Clear();
+        Console.SetOut(output);
+        try { Assert.AreEqual(0, LatencyBenchmark.Run(BenchArgs.Parse(["latency", "--model", zip, "--transform", "--rows", "40", "--passes", "2"]))); }
+        finally { Console.SetOut(console); }
+        StringAssert.Contains(output.ToString(), "40 sentences through Transform");
+        StringAssert.Matches(output.ToString(), new System.Text.RegularExpressions.Regex(@"pass 1 \d+, pass 2 \d+ rows/s"));
+
         var scores = Path.Combine(Path.GetDirectoryName(zip)!, "scores.json");
         Console.SetOut(TextWriter.Null);
         try { Assert.AreEqual(0, LatencyBenchmark.Score(BenchArgs.Parse(["score", "--model", zip, "--out", scores, "--rows", "4"]))); }
