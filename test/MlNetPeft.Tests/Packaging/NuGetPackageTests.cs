@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.IO.Compression;
+using System.Reflection.PortableExecutable;
 using System.Xml.Linq;
 
 namespace MlNetPeft.Tests.Packaging;
@@ -55,7 +56,33 @@ public sealed class NuGetPackageTests
             TestData.TinyBackbone, Path.Combine(work, "model.zip"));
         StringAssert.Contains(output, "same scores after Model.Load: True");
         StringAssert.Contains(output, "TorchSharp keeps Scalar and Tensor arguments alive: True");
+        if (mlNet is null) PublishedApplicationsCarryThePatches(app, version, work);
         Directory.Delete(work, recursive: true);
+    }
+
+    /// <summary>
+    /// Publish forms that transform assemblies: ReadyToRun compiles TorchSharp.dll to native code (patched afterwards,
+    /// its native code would stay unpatched, and Mono.Cecil cannot write such an image: the publish failed), and a
+    /// single-file bundle leaves no TorchSharp.dll in the publish folder to patch (it was published unpatched). The
+    /// package's targets patch the file before those steps take it.
+    /// </summary>
+    private static void PublishedApplicationsCarryThePatches(string app, string version, string work)
+    {
+        foreach (var singleFile in new[] { false, true })
+        {
+            var published = Path.Combine(work, singleFile ? "single-file" : "ready-to-run");
+            Dotnet(app, "publish", "-c", "Release", "-r", "linux-x64", "--self-contained", "false", $"-p:MlNetPeftVersion={version}",
+                "-p:PublishReadyToRun=true", $"-p:PublishSingleFile={singleFile}", "-o", published);
+            if (!singleFile)
+            {
+                using var pe = new PEReader(File.OpenRead(Path.Combine(published, "TorchSharp.dll")));
+                Assert.IsGreaterThan(0, pe.PEHeaders.CorHeader!.ManagedNativeHeaderDirectory.Size, "TorchSharp.dll was not compiled ReadyToRun");
+            }
+            else Assert.IsFalse(File.Exists(Path.Combine(published, "TorchSharp.dll")), "TorchSharp.dll is inside the bundle");
+            var output = ChildProcess.Run(Path.Combine(published, "PackageConsumer"), published, TestData.TinyBackbone, Path.Combine(published, "model.zip"));
+            StringAssert.Contains(output, "same scores after Model.Load: True");
+            StringAssert.Contains(output, "TorchSharp keeps Scalar and Tensor arguments alive: True", singleFile ? "single file" : "ReadyToRun");
+        }
     }
 
     // ML.NET's assembly versions stay 1.0.0.0; the file version carries the package's.
