@@ -18,21 +18,41 @@ public sealed class FlatAdamWTests
     /// <summary>The tensors (or their gradients) flattened and laid end to end, as a view of the flat buffers reads them.</summary>
     private static Tensor Flat(IEnumerable<Tensor> tensors) => cat(tensors.Select(t => t.detach().flatten()).ToArray());
 
+    /// <summary>One step of each optimizer, then the gradients zeroed (ours dropped).</summary>
+    private static void StepBoth(FlatAdamW flat, AdamW reference)
+    {
+        flat.Step();
+        reference.step();
+        flat.ZeroGrad();
+        reference.zero_grad();
+    }
+
     /// <summary>A loss whose gradient differs per parameter and step.</summary>
     private static void Backward(Parameter[] p, int step) =>
         p[0].pow(2).sum().mul(3 + step).add(p[1].exp().sum()).add(p[2].sin().sum().mul(0.5)).backward();
 
+    /// <summary>Copies of the same parameters stepped by FlatAdamW and by TorchSharp's AdamW, the first two parameters
+    /// in one group and the third in another.</summary>
+    private static (Parameter[] Ours, Parameter[] Theirs, FlatAdamW Flat, AdamW Reference) TwoGroups(
+        int seed, (double Rate, double Decay) first, (double Rate, double Decay) second)
+    {
+        var ours = Parameters(seed);
+        var theirs = ours.Select(p => new Parameter(p.detach().clone())).ToArray();
+        var flat = new FlatAdamW([new(ours[..2], first.Rate, first.Decay), new(ours[2..], second.Rate, second.Decay)]);
+        var reference = optim.AdamW(new[]
+        {
+            new AdamW.ParamGroup(theirs[..2], lr: first.Rate, weight_decay: first.Decay),
+            new AdamW.ParamGroup(theirs[2..], lr: second.Rate, weight_decay: second.Decay),
+        }, lr: first.Rate);
+        return (ours, theirs, flat, reference);
+    }
+
     [TestMethod]
     public void StepsMatchTorchSharpAdamWWithTwoGroupsAndSchedule()
     {
-        var ours = Parameters(5);
-        var theirs = ours.Select(p => new Parameter(p.detach().clone())).ToArray();
-        using var flat = new FlatAdamW([new(ours[..2], 0.1, 0.01), new(ours[2..], 0.03, 0.0)]);
-        using var reference = optim.AdamW(new[]
-        {
-            new AdamW.ParamGroup(theirs[..2], lr: 0.1, weight_decay: 0.01),
-            new AdamW.ParamGroup(theirs[2..], lr: 0.03, weight_decay: 0.0),
-        }, lr: 0.1);
+        var (ours, theirs, flat, reference) = TwoGroups(5, (0.1, 0.01), (0.03, 0.0));
+        using var disposeFlat = flat;
+        using var disposeReference = reference;
         var schedule = LearningRateSchedule.LinearWithWarmup(6, 0.34);
         var scheduler = optim.lr_scheduler.LambdaLR(reference, schedule);
         flat.ScaleLearningRates(schedule(0));
@@ -41,10 +61,7 @@ public sealed class FlatAdamWTests
             Backward(ours, step);
             Backward(theirs, step);
             Assert.IsTrue(ours[1].grad!.allclose(theirs[1].grad!, rtol: 1e-6, atol: 1e-7), "gradients reach the flat buffer");
-            flat.Step();
-            reference.step();
-            flat.ZeroGrad();
-            reference.zero_grad();
+            StepBoth(flat, reference);
             flat.ScaleLearningRates(schedule(step + 1));
             scheduler.step();
             Assert.AreEqual(reference.ParamGroups.First().LearningRate, flat.LearningRate, 1e-12);
@@ -105,14 +122,9 @@ public sealed class FlatAdamWTests
     [TestMethod]
     public void AccumulatedClippedStepsMatchTorchSharp()
     {
-        var ours = Parameters(12);
-        var theirs = ours.Select(p => new Parameter(p.detach().clone())).ToArray();
-        using var flat = new FlatAdamW([new(ours[..2], 0.1, 0.01), new(ours[2..], 0.05, 0.01)]);
-        using var reference = optim.AdamW(new[]
-        {
-            new AdamW.ParamGroup(theirs[..2], lr: 0.1, weight_decay: 0.01),
-            new AdamW.ParamGroup(theirs[2..], lr: 0.05, weight_decay: 0.01),
-        }, lr: 0.1);
+        var (ours, theirs, flat, reference) = TwoGroups(12, (0.1, 0.01), (0.05, 0.01));
+        using var disposeFlat = flat;
+        using var disposeReference = reference;
         for (int step = 0; step < 4; step++)
         {
             Backward(ours, step);
@@ -125,10 +137,7 @@ public sealed class FlatAdamWTests
             }
             flat.ClipGradNorm(0.5);
             nn.utils.clip_grad_norm_(theirs, 0.5);
-            flat.Step();
-            reference.step();
-            flat.ZeroGrad();
-            reference.zero_grad();
+            StepBoth(flat, reference);
             for (int i = 0; i < ours.Length; i++)
                 Assert.IsTrue(ours[i].allclose(theirs[i], rtol: 1e-6, atol: 1e-7), $"parameter {i} after step {step}");
         }
@@ -201,10 +210,7 @@ public sealed class FlatAdamWTests
             nn.utils.clip_grad_norm_(theirs, 0.5);
             Backward(ours, step + 10);
             for (int i = 0; i < ours.Length; i++) theirs[i].grad!.add_(ours[i].grad!.to(ScalarType.Float32));
-            flat.Step();
-            reference.step();
-            flat.ZeroGrad();
-            reference.zero_grad();
+            StepBoth(flat, reference);
             for (int i = 0; i < ours.Length; i++)
             {
                 Assert.IsTrue(masters[i].allclose(theirs[i], rtol: 1e-6, atol: 1e-7), $"master {i}, step {step}");
@@ -236,10 +242,7 @@ public sealed class FlatAdamWTests
             Assert.IsTrue(ours.All(p => p.grad is null));
             Backward(ours, step + 10);
             for (int i = 0; i < ours.Length; i++) theirs[i].grad = first[i].add(ours[i].grad!.to(ScalarType.Float32));
-            flat.Step();
-            reference.step();
-            flat.ZeroGrad();
-            reference.zero_grad();
+            StepBoth(flat, reference);
         }
         for (int i = 0; i < ours.Length; i++)
             Assert.IsTrue(masters[i].allclose(theirs[i], rtol: 1e-6, atol: 1e-7), $"master {i}: {(masters[i] - theirs[i]).abs().max().item<float>()}");
