@@ -9,7 +9,8 @@ namespace MlNetPeft.Tests.Packaging;
 /// The library as a user gets it: `dotnet pack` into a local feed, then an application outside this repository
 /// (test/PackageConsumer, copied out) restores it from that feed, builds, trains, saves, loads and scores. On Debian 12
 /// that run only works if the package's build targets patched the application's copy of libLibTorchSharp.so; they
-/// must also have patched its TorchSharp.dll with the keep-alive tool the package carries.
+/// must also have patched its TorchSharp.dll with the keep-alive tool the package carries. A second process that only
+/// loads the zip (a service) scores the same rows bit for bit.
 /// </summary>
 [TestClass]
 public sealed class NuGetPackageTests
@@ -52,13 +53,23 @@ public sealed class NuGetPackageTests
         if (mlNet is not null)
             Assert.AreEqual(new Version(mlNet).Major, FileMajorVersionIn(app, "Microsoft.ML.Data.dll"), "the application did not get the newer ML.NET");
 
-        var output = Dotnet(app, Path.Combine(app, "bin", "Release", "net10.0", "PackageConsumer.dll"),
-            TestData.TinyBackbone, Path.Combine(work, "model.zip"));
+        var consumer = Path.Combine(app, "bin", "Release", "net10.0", "PackageConsumer.dll");
+        var zipPath = Path.Combine(work, "model.zip");
+        var output = Dotnet(app, consumer, TestData.TinyBackbone, zipPath);
         StringAssert.Contains(output, "same scores after Model.Load: True");
         StringAssert.Contains(output, "TorchSharp keeps Scalar and Tensor arguments alive: True");
-        if (mlNet is null) PublishedApplicationsCarryThePatches(app, version, work);
+        var scores = ScoresLine(output);
+
+        // A service: another process that only loads the zip; ML.NET finds MlNetPeft by the name the zip records.
+        var service = Dotnet(app, consumer, "--score", zipPath);
+        StringAssert.Contains(service, "MlNetPeft loaded before Model.Load: False");
+        Assert.AreEqual(scores, ScoresLine(service), "the same scores, to the last bit, in a fresh process");
+        if (mlNet is null) PublishedApplicationsCarryThePatches(app, version, work, zipPath, scores);
         Directory.Delete(work, recursive: true);
     }
+
+    private static string ScoresLine(string output) =>
+        output.Split('\n').Select(l => l.Trim()).SingleOrDefault(l => l.StartsWith("scores: ")) ?? throw new AssertFailedException($"no scores line in:\n{output}");
 
     /// <summary>
     /// Publish forms that transform assemblies: ReadyToRun compiles TorchSharp.dll to native code (patched afterwards,
@@ -66,7 +77,7 @@ public sealed class NuGetPackageTests
     /// single-file bundle leaves no TorchSharp.dll in the publish folder to patch (it was published unpatched). The
     /// package's targets patch the file before those steps take it.
     /// </summary>
-    private static void PublishedApplicationsCarryThePatches(string app, string version, string work)
+    private static void PublishedApplicationsCarryThePatches(string app, string version, string work, string zipPath, string scores)
     {
         foreach (var singleFile in new[] { false, true })
         {
@@ -82,6 +93,8 @@ public sealed class NuGetPackageTests
             var output = ChildProcess.Run(Path.Combine(published, "PackageConsumer"), published, TestData.TinyBackbone, Path.Combine(published, "model.zip"));
             StringAssert.Contains(output, "same scores after Model.Load: True");
             StringAssert.Contains(output, "TorchSharp keeps Scalar and Tensor arguments alive: True", singleFile ? "single file" : "ReadyToRun");
+            Assert.AreEqual(scores, ScoresLine(ChildProcess.Run(Path.Combine(published, "PackageConsumer"), published, "--score", zipPath)),
+                "the published service scores the first build's zip as it did");
         }
     }
 
