@@ -68,20 +68,17 @@ internal sealed class SentencePredictor
         var data = _ml.Data.LoadFromEnumerable(sentences.Select(s => new TextRow { Text = s }), InputSchema());
         var scored = _model.Transform(data);
         var score = scored.Schema[Info.ScoreColumn];
-        int rows = 0;
         using var cursor = scored.GetRowCursor([score]);
-        if (Info.Task == TaskKind.Classification)
-        {
-            var getter = cursor.GetGetter<VBuffer<float>>(score);
-            VBuffer<float> value = default;
-            while (cursor.MoveNext()) { getter(ref value); rows++; }
-        }
-        else
-        {
-            var getter = cursor.GetGetter<float>(score);
-            float value = 0;
-            while (cursor.MoveNext()) { getter(ref value); rows++; }
-        }
+        return Info.Task == TaskKind.Classification ? ReadAll<VBuffer<float>>(cursor, score) : ReadAll<float>(cursor, score);
+    }
+
+    /// <summary>Reads <paramref name="column"/> of every row (what makes the rows be scored); returns the row count.</summary>
+    private static int ReadAll<T>(DataViewRowCursor cursor, DataViewSchema.Column column)
+    {
+        var getter = cursor.GetGetter<T>(column);
+        T value = default!;
+        int rows = 0;
+        while (cursor.MoveNext()) { getter(ref value); rows++; }
         return rows;
     }
 
