@@ -80,6 +80,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
             $"{outputs} {(_task == TaskKind.Regression ? "output" : "classes")}, backbone {backbone.Path}");
 
         NativeTorch.EnsureLoaded();
+        using var turn = TrainingTurns.Take(_host.CheckAlive, Log);
         manual_seed(o.Seed);
         cuda.manual_seed_all(o.Seed);
         var bytes = File.ReadAllBytes(backbone.WeightsFile);

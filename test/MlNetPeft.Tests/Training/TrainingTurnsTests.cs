@@ -1,0 +1,111 @@
+using System.Reflection;
+using Microsoft.ML;
+using Microsoft.ML.Runtime;
+using MlNetPeft.MlNet;
+using MlNetPeft.Tests.MlNet;
+
+namespace MlNetPeft.Tests.Training;
+
+/// <summary>Two Fits at once in one process, as a service training in the background might start them: the second
+/// is started from the first's progress callback, so they surely overlap.</summary>
+[TestClass]
+public sealed class TrainingTurnsTests
+{
+    private const string Waiting = "Another training is running in this process";
+
+    /// <summary>The tiny backbone with dropout on (0.1 everywhere), so that dropout masks, not only the initial
+    /// weights, come from libtorch's generator.</summary>
+    private static readonly Lazy<string> BackboneWithDropout = new(() =>
+    {
+        var dir = PeftTrainerFixture.CopyOfTinyBackbone();
+        var config = Path.Combine(dir, "config.json");
+        var text = File.ReadAllText(config);
+        foreach (var key in new[] { "hidden_dropout_prob", "attention_probs_dropout_prob" })
+            text = text.Replace($"\"{key}\": 0.0", $"\"{key}\": 0.1");
+        StringAssert.Contains(text, "\"attention_probs_dropout_prob\": 0.1");
+        File.WriteAllText(config, text);
+        return dir;
+    });
+
+    private static MsploraOptions Options(int seed, bool checkpointing)
+    {
+        var options = PeftTrainerFixture.Msplora(3);
+        options.BackboneDirectory = BackboneWithDropout.Value;
+        options.Seed = seed;
+        options.GradientCheckpointing = checkpointing;
+        return options;
+    }
+
+    private static float[][] FitAndScore(MLContext ml, MsploraOptions options, Action? onFirstReport = null)
+    {
+        var data = ml.Data.LoadFromEnumerable(ToyText.Rows(64, seed: 3));
+        bool first = true;
+        var pipeline = ToyText.KeyLabel(ml).Append(PeftTrainerFixture.Classifier(ml, options));
+        options.ProgressCallback = _ =>
+        {
+            if (first) onFirstReport?.Invoke();
+            first = false;
+        };
+        return PeftTrainerFixture.Scores(pipeline.Fit(data), data, ml);
+    }
+
+    /// <summary>Each model is the one its seed gives alone, bit for bit, the checkpointed one included (run at once,
+    /// the two drew from each other's generator sequence, and checkpointed blocks replayed with other dropout masks
+    /// than their forward's, 4–10% off).</summary>
+    [TestMethod]
+    public void TrainingsStartedAtOnceTakeTurnsAndGiveTheModelsTheirSeedsGive()
+    {
+        var alone = (A: FitAndScore(new MLContext(1), Options(1, false)), B: FitAndScore(new MLContext(1), Options(2, true)));
+
+        var mlB = new MLContext(1);
+        var logB = PeftTrainerFixture.LogMessages(mlB, ChannelMessageKind.Info);
+        float[][]? scoresB = null;
+        var threadB = new Thread(() => scoresB = FitAndScore(mlB, Options(2, true)));
+        var scoresA = FitAndScore(new MLContext(1), Options(1, false), onFirstReport: () =>
+        {
+            threadB.Start();
+            SpinWait.SpinUntil(() => Said(logB, Waiting), TimeSpan.FromSeconds(20));
+        });
+        Assert.IsTrue(threadB.Join(TimeSpan.FromMinutes(2)), "the second training ends");
+
+        AssertSameScores(alone.A, scoresA, "first");
+        AssertSameScores(alone.B, scoresB!, "second (checkpointed)");
+        Assert.IsTrue(Said(logB, Waiting), "the second training waited, and said so");
+    }
+
+    /// <summary>A training waiting for its turn still stops when its MLContext is cancelled (an AutoML trial out of time).</summary>
+    [TestMethod]
+    public void AWaitingTrainingStopsWhenCancelled()
+    {
+        var mlB = new MLContext(1);
+        var logB = PeftTrainerFixture.LogMessages(mlB, ChannelMessageKind.Info);
+        Exception? thrown = null;
+        var threadB = new Thread(() =>
+        {
+            try { FitAndScore(mlB, Options(2, false)); }
+            catch (Exception e) { thrown = e; }
+        });
+        bool endedWhileFirstTrained = false;
+        FitAndScore(new MLContext(1), Options(1, false), onFirstReport: () =>
+        {
+            threadB.Start();
+            SpinWait.SpinUntil(() => Said(logB, Waiting), TimeSpan.FromSeconds(20));
+            typeof(MLContext).GetMethod("CancelExecution", BindingFlags.NonPublic | BindingFlags.Instance)!.Invoke(mlB, null);
+            endedWhileFirstTrained = threadB.Join(TimeSpan.FromSeconds(20));
+        });
+
+        Assert.IsTrue(endedWhileFirstTrained, "the cancelled training stopped waiting");
+        Assert.IsInstanceOfType<OperationCanceledException>(thrown);
+    }
+
+    private static bool Said(List<string> log, string text)
+    {
+        lock (log) return log.Any(m => m.Contains(text));
+    }
+
+    private static void AssertSameScores(float[][] expected, float[][] actual, string which)
+    {
+        Assert.HasCount(expected.Length, actual);
+        for (int i = 0; i < expected.Length; i++) CollectionAssert.AreEqual(expected[i], actual[i], $"{which} training, row {i}");
+    }
+}
