@@ -25,7 +25,7 @@ internal sealed class LowRankUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
         using (no_grad())
         {
             lora_A = new Parameter(empty(rank, inFeatures).DetachFromDisposeScope());
-            nn.init.kaiming_uniform_(lora_A, Math.Sqrt(5));
+            RandomInit.KaimingUniform_(lora_A, Math.Sqrt(5));
             lora_B = new Parameter(zeros(outFeatures, rank).DetachFromDisposeScope());
         }
         dropout = new FastDropout(dropoutProbability);

@@ -13,9 +13,9 @@ internal sealed class RobertaClassificationHead : nn.Module<Tensor, Tensor>
 
     public RobertaClassificationHead(RobertaConfig c, int outputs) : base(nameof(RobertaClassificationHead))
     {
-        dense = nn.Linear(c.HiddenSize, c.HiddenSize);
+        dense = RandomInit.Linear(c.HiddenSize, c.HiddenSize);
         dropout = new FastDropout(c.ClassifierDropout ?? c.HiddenDropoutProb);
-        out_proj = nn.Linear(c.HiddenSize, outputs);
+        out_proj = RandomInit.Linear(c.HiddenSize, outputs);
         RegisterComponents();
     }
 
@@ -25,7 +25,7 @@ internal sealed class RobertaClassificationHead : nn.Module<Tensor, Tensor>
         using var _ = no_grad();
         foreach (var linear in new[] { dense, out_proj })
         {
-            nn.init.normal_(linear.weight!, 0, std);
+            RandomInit.Normal_(linear.weight!, 0, std);
             nn.init.zeros_(linear.bias!);
         }
     }

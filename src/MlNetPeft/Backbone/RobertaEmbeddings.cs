@@ -16,9 +16,9 @@ internal sealed class RobertaEmbeddings : nn.Module<Tensor, Tensor>
 
     public RobertaEmbeddings(RobertaConfig c) : base(nameof(RobertaEmbeddings))
     {
-        word_embeddings = nn.Embedding(c.VocabSize, c.HiddenSize, padding_idx: c.PadTokenId);
-        position_embeddings = nn.Embedding(c.MaxPositionEmbeddings, c.HiddenSize, padding_idx: c.PadTokenId);
-        token_type_embeddings = nn.Embedding(c.TypeVocabSize, c.HiddenSize);
+        word_embeddings = RandomInit.Embedding(c.VocabSize, c.HiddenSize, c.PadTokenId);
+        position_embeddings = RandomInit.Embedding(c.MaxPositionEmbeddings, c.HiddenSize, c.PadTokenId);
+        token_type_embeddings = RandomInit.Embedding(c.TypeVocabSize, c.HiddenSize);
         LayerNorm = nn.LayerNorm(c.HiddenSize, c.LayerNormEps);
         dropout = new FastDropout(c.HiddenDropoutProb);
         _padId = c.PadTokenId;

@@ -71,7 +71,7 @@ internal sealed class RobertaIntermediate : nn.Module<Tensor, Tensor>
 
     public RobertaIntermediate(RobertaConfig c) : base(nameof(RobertaIntermediate))
     {
-        dense = nn.Linear(c.HiddenSize, c.IntermediateSize);
+        dense = RandomInit.Linear(c.HiddenSize, c.IntermediateSize);
         _activation = HiddenActivation.Of(c.HiddenAct);
         RegisterComponents();
     }

@@ -18,9 +18,9 @@ internal sealed class RobertaSelfAttention : nn.Module
 
     public RobertaSelfAttention(RobertaConfig c) : base(nameof(RobertaSelfAttention))
     {
-        query = nn.Linear(c.HiddenSize, c.HiddenSize);
-        key = nn.Linear(c.HiddenSize, c.HiddenSize);
-        value = nn.Linear(c.HiddenSize, c.HiddenSize);
+        query = RandomInit.Linear(c.HiddenSize, c.HiddenSize);
+        key = RandomInit.Linear(c.HiddenSize, c.HiddenSize);
+        value = RandomInit.Linear(c.HiddenSize, c.HiddenSize);
         _heads = c.NumAttentionHeads;
         _headDim = c.HiddenSize / c.NumAttentionHeads;
         _dropout = c.AttentionProbsDropoutProb;

@@ -14,7 +14,7 @@ internal sealed class RobertaSelfOutput : nn.Module<Tensor, Tensor, Tensor>
 
     public RobertaSelfOutput(int inFeatures, RobertaConfig c) : base(nameof(RobertaSelfOutput))
     {
-        dense = nn.Linear(inFeatures, c.HiddenSize);
+        dense = RandomInit.Linear(inFeatures, c.HiddenSize);
         LayerNorm = nn.LayerNorm(c.HiddenSize, c.LayerNormEps);
         dropout = new FastDropout(c.HiddenDropoutProb);
         RegisterComponents();

@@ -198,7 +198,8 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         PeftModel model;
         try
         {
-            model = PeftModel.Create(info.Backbone, info.Outputs, info.Adapter, weights, source);
+            using (RandomInit.Skipped()) // every parameter is loaded next: from the backbone, then from the zip's state
+                model = PeftModel.Create(info.Backbone, info.Outputs, info.Adapter, weights, source);
             model.LoadTrainableState(state, "model zip " + AdapterStream);
         }
         finally

@@ -27,7 +27,7 @@ internal sealed class SvdUpdate : nn.Module<Tensor, Tensor>, IWeightDelta
     {
         Rank = rank;
         Scaling = alpha / (rank + 1e-5); // both codebases: lora_alpha / (ranknum + 1e-5), ranknum = r
-        static Parameter Normal(params long[] shape) => new(normal(0, 0.02, shape).DetachFromDisposeScope());
+        static Parameter Normal(params long[] shape) => new(RandomInit.Normal(0.02, shape).DetachFromDisposeScope());
         using (no_grad())
         {
             if (innerRank is { } k)
