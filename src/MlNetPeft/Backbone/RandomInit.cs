@@ -37,9 +37,9 @@ internal static class RandomInit
     public static Embedding Embedding(long count, long dimensions, long? paddingIndex = null)
     {
         if (!Skipping) return nn.Embedding(count, dimensions, padding_idx: paddingIndex);
-        // TorchSharp's native Embedding draws its weight on construction (from_pretrained too, then replaces it): an
-        // empty table draws nothing. Without padding_idx, which only keeps the padding row's gradient at zero, and
-        // a skipped model is loaded to predict.
+        // TorchSharp's native Embedding draws its weight on construction (from_pretrained too, then replaces it); a
+        // table of no rows draws nothing. It goes without padding_idx, which only keeps the padding row's gradient at
+        // zero: a skipped model is loaded to predict (training further starts a new model from its state).
         var table = nn.Embedding(0, dimensions);
         table.weight = new Parameter(empty(count, dimensions).DetachFromDisposeScope(), requires_grad: false);
         return table;
