@@ -5,8 +5,8 @@ namespace MlNetPeft.Training;
 /// device for the whole process, and a training draws from it for its initial adapters and head, every dropout mask,
 /// and gradient checkpointing's replays (which rewind it). Two trainings stepping at once would each draw from the
 /// other's sequence: neither model would be the one its <c>Seed</c> gives, and a checkpointed block could replay
-/// with other dropout masks than its forward drew, which silently gives wrong gradients. Scoring draws nothing and
-/// never waits.
+/// with other dropout masks than its forward drew, which silently gives wrong gradients. Loading a model zip and
+/// scoring draw nothing (see Backbone/RandomInit) and never wait.
 /// </summary>
 internal static class TrainingTurns
 {
