@@ -65,27 +65,31 @@ public sealed class SaveLoadTests
         ml.Model.Save(model, data.Schema, zip);
         Assert.IsLessThan(2_000_000L, new FileInfo(zip).Length, "adapters + head + tokenizer, no backbone");
 
-        var fresh = new MLContext();
-        // Loading builds the modules without drawing their initial values (a training on another thread draws its
-        // dropout masks from libtorch's generator), so every parameter must come from the zip or the backbone.
+        var expected = PeftTrainerFixture.Scores(model, data, ml);
+        var before = ml.Model.CreatePredictionEngine<ToyText.Row, ToyText.Prediction>(model).Predict(new() { Sentence1 = "owl fox yak" });
+
+        // Loading builds the modules without drawing their initial values, so every parameter must come from the zip
+        // or the backbone; neither loading nor scoring draws from libtorch's generator (a training on another thread
+        // draws its dropout masks from it).
         TorchSharp.torch.manual_seed(5);
         using var undisturbed = TorchSharp.torch.rand(8);
         TorchSharp.torch.manual_seed(5);
+        var fresh = new MLContext();
         var loaded = fresh.Model.Load(zip, out var schema);
-        using var afterLoad = TorchSharp.torch.rand(8);
-        Assert.IsTrue(undisturbed.equal(afterLoad).all().item<bool>(), "loading drew from libtorch's random generator");
+        var scores = PeftTrainerFixture.Scores(loaded, data, fresh);
+        var after = fresh.Model.CreatePredictionEngine<ToyText.Row, ToyText.Prediction>(loaded).Predict(new() { Sentence1 = "owl fox yak" });
+        using var afterwards = TorchSharp.torch.rand(8);
+        Assert.IsTrue(undisturbed.equal(afterwards).all().item<bool>(), "loading or scoring drew from libtorch's random generator");
+
+        AssertSameScores(expected, scores);
+        Assert.AreEqual(before.PredictedLabel, after.PredictedLabel);
+        CollectionAssert.AreEqual(before.Score, after.Score);
         Assert.IsNotNull(schema.GetColumnOrNull("Sentence1"));
         var trained = ((TransformerChain<ITransformer>)model).OfType<PeftTextTransformer>().Single().Parameters;
         var reloaded = ((TransformerChain<ITransformer>)loaded).OfType<PeftTextTransformer>().Single().Parameters;
         CollectionAssert.AreEqual(trained.Ranks.ToList(), reloaded.Ranks.ToList(), "pruned ranks survive the round trip");
         if (options is SvdOptions svd)
             Assert.AreEqual(svd.TargetRank * 8, trained.RankBudget, "the final budget is reached: target rank × 8 matrices");
-        AssertSameScores(PeftTrainerFixture.Scores(model, data, ml), PeftTrainerFixture.Scores(loaded, data, fresh));
-
-        var before = ml.Model.CreatePredictionEngine<ToyText.Row, ToyText.Prediction>(model).Predict(new() { Sentence1 = "owl fox yak" });
-        var after = fresh.Model.CreatePredictionEngine<ToyText.Row, ToyText.Prediction>(loaded).Predict(new() { Sentence1 = "owl fox yak" });
-        Assert.AreEqual(before.PredictedLabel, after.PredictedLabel);
-        CollectionAssert.AreEqual(before.Score, after.Score);
     }
 
     /// <summary>LoadSettings choose the loaded model's precision and device: bf16 and fp16 scores agree with fp32 to their
