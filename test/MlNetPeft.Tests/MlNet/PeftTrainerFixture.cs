@@ -96,6 +96,13 @@ internal static class PeftTrainerFixture
     public static float[][] Scores(ITransformer model, IDataView data, MLContext ml) =>
         ml.Data.CreateEnumerable<ScoreRow>(model.Transform(data), reuseRowObject: false).Select(r => r.Score).ToArray();
 
+    /// <summary>The same scores, row for row, bit for bit (<paramref name="what"/> names them in a failure).</summary>
+    public static void AssertSameScores(float[][] expected, float[][] actual, string what = "")
+    {
+        Assert.HasCount(expected.Length, actual);
+        for (int i = 0; i < expected.Length; i++) CollectionAssert.AreEqual(expected[i], actual[i], $"{what}row {i}");
+    }
+
     public sealed class ScoreRow
     {
         public float[] Score { get; set; } = [];

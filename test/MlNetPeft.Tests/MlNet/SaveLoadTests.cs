@@ -23,12 +23,6 @@ public sealed class SaveLoadTests
         return (ml, data, PeftTrainerFixture.Fit(ml, data, options).Model);
     }
 
-    private static void AssertSameScores(float[][] expected, float[][] actual)
-    {
-        Assert.HasCount(expected.Length, actual);
-        for (int i = 0; i < expected.Length; i++) CollectionAssert.AreEqual(expected[i], actual[i], $"row {i}");
-    }
-
     public static IEnumerable<object[]> Trainers =>
     [
         [PeftTrainerFixture.Msplora(2)],
@@ -81,7 +75,7 @@ public sealed class SaveLoadTests
         using var afterwards = TorchSharp.torch.rand(8);
         Assert.IsTrue(undisturbed.equal(afterwards).all().item<bool>(), "loading or scoring drew from libtorch's random generator");
 
-        AssertSameScores(expected, scores);
+        PeftTrainerFixture.AssertSameScores(expected, scores);
         Assert.AreEqual(before.PredictedLabel, after.PredictedLabel);
         CollectionAssert.AreEqual(before.Score, after.Score);
         Assert.IsNotNull(schema.GetColumnOrNull("Sentence1"));
@@ -149,7 +143,7 @@ public sealed class SaveLoadTests
         ml.Model.Save(model, data.Schema, zip);
         StringAssert.Contains(Flatten(Assert.Throws<Exception>(() => new MLContext { GpuDeviceId = missingGpu }.Model.Load(zip, out _))), "GpuDeviceId");
         var fallback = new MLContext { GpuDeviceId = missingGpu, FallbackToCpu = true };
-        AssertSameScores(PeftTrainerFixture.Scores(model, data, ml), PeftTrainerFixture.Scores(fallback.Model.Load(zip, out _), data, fallback));
+        PeftTrainerFixture.AssertSameScores(PeftTrainerFixture.Scores(model, data, ml), PeftTrainerFixture.Scores(fallback.Model.Load(zip, out _), data, fallback));
     }
 
     [TestMethod]
@@ -168,9 +162,9 @@ public sealed class SaveLoadTests
 
         var expected = PeftTrainerFixture.Scores(model, data, ml);
         var fresh = new MLContext();
-        AssertSameScores(expected, PeftTrainerFixture.Scores(fresh.Model.Load(zip, out _), data, fresh));
+        PeftTrainerFixture.AssertSameScores(expected, PeftTrainerFixture.Scores(fresh.Model.Load(zip, out _), data, fresh));
         var fromStream = new MLContext();
-        AssertSameScores(expected, PeftTrainerFixture.Scores(fromStream.Model.Load(new MemoryStream(saved.ToArray()), out _), data, fromStream));
+        PeftTrainerFixture.AssertSameScores(expected, PeftTrainerFixture.Scores(fromStream.Model.Load(new MemoryStream(saved.ToArray()), out _), data, fromStream));
     }
 
     [TestMethod]
@@ -196,7 +190,7 @@ public sealed class SaveLoadTests
         {
             BackboneLocator.OverrideDirectory = good;
             var fresh = new MLContext();
-            AssertSameScores(expected, PeftTrainerFixture.Scores(fresh.Model.Load(zip, out _), data, fresh));
+            PeftTrainerFixture.AssertSameScores(expected, PeftTrainerFixture.Scores(fresh.Model.Load(zip, out _), data, fresh));
         }
         finally { BackboneLocator.OverrideDirectory = null; }
 
@@ -204,7 +198,7 @@ public sealed class SaveLoadTests
         {
             Environment.SetEnvironmentVariable(BackboneLocator.EnvironmentVariable, good);
             var fresh = new MLContext();
-            AssertSameScores(expected, PeftTrainerFixture.Scores(fresh.Model.Load(zip, out _), data, fresh));
+            PeftTrainerFixture.AssertSameScores(expected, PeftTrainerFixture.Scores(fresh.Model.Load(zip, out _), data, fresh));
         }
         finally { Environment.SetEnvironmentVariable(BackboneLocator.EnvironmentVariable, null); }
 
@@ -231,7 +225,7 @@ public sealed class SaveLoadTests
         ml.Model.Save(model, data.Schema, zip);
         var fresh = new MLContext();
         var loaded = fresh.Model.Load(zip, out _);
-        AssertSameScores(PeftTrainerFixture.Scores(model, data, ml), PeftTrainerFixture.Scores(loaded, data, fresh));
+        PeftTrainerFixture.AssertSameScores(PeftTrainerFixture.Scores(model, data, ml), PeftTrainerFixture.Scores(loaded, data, fresh));
     }
 
     public sealed class NumericLabelRow

@@ -21,8 +21,10 @@ public sealed class TrainingTurnsTests
         var config = Path.Combine(dir, "config.json");
         var text = File.ReadAllText(config);
         foreach (var key in new[] { "hidden_dropout_prob", "attention_probs_dropout_prob" })
+        {
             text = text.Replace($"\"{key}\": 0.0", $"\"{key}\": 0.1");
-        StringAssert.Contains(text, "\"attention_probs_dropout_prob\": 0.1");
+            StringAssert.Contains(text, $"\"{key}\": 0.1");
+        }
         File.WriteAllText(config, text);
         return dir;
     });
@@ -63,13 +65,12 @@ public sealed class TrainingTurnsTests
         var threadB = new Thread(() => scoresB = FitAndScore(mlB, Options(2, true)));
         var scoresA = FitAndScore(new MLContext(1), Options(1, false), onFirstReport: () =>
         {
-            threadB.Start();
-            SpinWait.SpinUntil(() => Said(logB, Waiting), TimeSpan.FromSeconds(20));
+            StartAndLetWait(threadB, logB);
         });
         Assert.IsTrue(threadB.Join(TimeSpan.FromMinutes(2)), "the second training ends");
 
-        AssertSameScores(alone.A, scoresA, "first");
-        AssertSameScores(alone.B, scoresB!, "second (checkpointed)");
+        PeftTrainerFixture.AssertSameScores(alone.A, scoresA, "first training, ");
+        PeftTrainerFixture.AssertSameScores(alone.B, scoresB!, "second (checkpointed) training, ");
         Assert.IsTrue(Said(logB, Waiting), "the second training waited, and said so");
     }
 
@@ -88,8 +89,7 @@ public sealed class TrainingTurnsTests
         bool endedWhileFirstTrained = false;
         FitAndScore(new MLContext(1), Options(1, false), onFirstReport: () =>
         {
-            threadB.Start();
-            SpinWait.SpinUntil(() => Said(logB, Waiting), TimeSpan.FromSeconds(20));
+            StartAndLetWait(threadB, logB);
             typeof(MLContext).GetMethod("CancelExecution", BindingFlags.NonPublic | BindingFlags.Instance)!.Invoke(mlB, null);
             endedWhileFirstTrained = threadB.Join(TimeSpan.FromSeconds(20));
         });
@@ -98,14 +98,15 @@ public sealed class TrainingTurnsTests
         Assert.IsInstanceOfType<OperationCanceledException>(thrown);
     }
 
+    /// <summary>Starts the second training (from the first's progress callback) and gives it time to find the turn taken.</summary>
+    private static void StartAndLetWait(Thread second, List<string> secondLog)
+    {
+        second.Start();
+        SpinWait.SpinUntil(() => Said(secondLog, Waiting), TimeSpan.FromSeconds(20));
+    }
+
     private static bool Said(List<string> log, string text)
     {
         lock (log) return log.Any(m => m.Contains(text));
-    }
-
-    private static void AssertSameScores(float[][] expected, float[][] actual, string which)
-    {
-        Assert.HasCount(expected.Length, actual);
-        for (int i = 0; i < expected.Length; i++) CollectionAssert.AreEqual(expected[i], actual[i], $"{which} training, row {i}");
     }
 }
