@@ -43,8 +43,7 @@ internal static class TestData
 
     private static string BuildTinyBackbone()
     {
-        var dir = Path.Combine(Path.GetTempPath(), "mlnetpeft-tests", "tiny-backbone-" + Environment.ProcessId);
-        Directory.CreateDirectory(dir);
+        var dir = TestFolders.Create("tiny-backbone-");
         File.Copy(Path.Combine(TinyRoberta, "config.json"), Path.Combine(dir, "config.json"), true);
         File.Copy(Path.Combine(TinyRoberta, "model.safetensors"), Path.Combine(dir, "model.safetensors"), true);
         var vocab = new Dictionary<string, int> { ["<s>"] = 0, ["<pad>"] = 1, ["</s>"] = 2, ["<unk>"] = 3 };

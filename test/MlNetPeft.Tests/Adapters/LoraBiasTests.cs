@@ -181,7 +181,7 @@ public sealed class LoraBiasTests
     /// its tensors (by PEFT key) to add to.</summary>
     private static string CopyAdapter(string source, string bias, out Dictionary<string, Tensor> tensors)
     {
-        var dir = Directory.CreateTempSubdirectory("peft-bias").FullName;
+        var dir = TestFolders.Create("peft-bias");
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(source, "adapter_config.json")))!;
         config["bias"] = bias;
         File.WriteAllText(Path.Combine(dir, "adapter_config.json"), config.ToJsonString());

@@ -14,7 +14,7 @@ namespace MlNetPeft.Tests.Adapters;
 [TestClass]
 public sealed class PeftExportTests
 {
-    private static string NewDirectory() => Directory.CreateTempSubdirectory("peft-export").FullName;
+    private static string NewDirectory() => TestFolders.Create("peft-export");
 
     /// <summary>A tiny model whose trainable weights moved as training would move them (the bench's peft-export does the
     /// same).</summary>

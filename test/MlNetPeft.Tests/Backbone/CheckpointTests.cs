@@ -64,7 +64,7 @@ public sealed class CheckpointTests
     [TestMethod]
     public void CheckpointDirectoryNamesTheMissingFile()
     {
-        var dir = Directory.CreateTempSubdirectory().FullName;
+        var dir = TestFolders.Create();
         File.Copy(Path.Combine(TestData.TinyRoberta, "config.json"), Path.Combine(dir, "config.json"));
         var e = Assert.ThrowsExactly<FileNotFoundException>(() => new CheckpointDirectory(dir));
         StringAssert.Contains(e.Message, "model.safetensors");

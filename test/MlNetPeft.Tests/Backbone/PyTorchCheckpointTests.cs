@@ -43,11 +43,11 @@ public sealed class PyTorchCheckpointTests
     [TestMethod]
     public void ABackboneAndAdapterInPickledFilesScoreAsTheirSafetensorsAndEmbedInTheZip()
     {
-        var backbone = Directory.CreateTempSubdirectory("pickled-backbone").FullName;
+        var backbone = TestFolders.Create("pickled-backbone");
         foreach (var f in new[] { "config.json", "vocab.json", "merges.txt" })
             File.Copy(Path.Combine(TestData.TinyBackbone, f), Path.Combine(backbone, f));
         File.Copy(Fixture("pytorch_model.bin"), Path.Combine(backbone, "pytorch_model.bin"));
-        var adapter = Directory.CreateTempSubdirectory("pickled-adapter").FullName;
+        var adapter = TestFolders.Create("pickled-adapter");
         File.Copy(Path.Combine(TestData.TinyLora, "adapter_config.json"), Path.Combine(adapter, "adapter_config.json"));
         File.Copy(Fixture("adapter_model.bin"), Path.Combine(adapter, "adapter_model.bin"));
 
@@ -57,7 +57,7 @@ public sealed class PyTorchCheckpointTests
         var fromPickled = pickled.Predict(rows);
         for (int r = 0; r < rows.Count; r++) CollectionAssert.AreEqual(fromSafetensors[r], fromPickled[r], $"row {r}");
 
-        var zip = Path.Combine(Directory.CreateTempSubdirectory("pickled-zip").FullName, "model.zip");
+        var zip = Path.Combine(TestFolders.Create("pickled-zip"), "model.zip");
         new MLContext().Model.Save(pickled, null, zip);
         Directory.Delete(backbone, recursive: true); // the zip carries the .bin itself
         var reloaded = (PeftTextTransformer)new MLContext().Model.Load(zip, out _);
@@ -101,7 +101,7 @@ public sealed class PyTorchCheckpointTests
         var legacy = File.ReadAllBytes(Fixture("legacy.bin"));
         StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => TensorFile.Load(legacy[..^100], "d.bin")).Message, "is cut short");
 
-        var neither = Path.Combine(Directory.CreateTempSubdirectory("neither").FullName, "pytorch_model.bin");
+        var neither = Path.Combine(TestFolders.Create("neither"), "pytorch_model.bin");
         File.WriteAllText(neither, "<html>a download that went wrong</html>");
         var e = Assert.ThrowsExactly<InvalidDataException>(() => TensorFile.Load(neither));
         StringAssert.Contains(e.Message, neither);
@@ -111,7 +111,7 @@ public sealed class PyTorchCheckpointTests
     [TestMethod]
     public void ADirectoryWithNeitherWeightsFileNamesBoth()
     {
-        var dir = Directory.CreateTempSubdirectory("no-weights").FullName;
+        var dir = TestFolders.Create("no-weights");
         foreach (var f in new[] { "config.json", "vocab.json", "merges.txt" })
             File.Copy(Path.Combine(TestData.TinyBackbone, f), Path.Combine(dir, f));
         var e = Assert.ThrowsExactly<FileNotFoundException>(() => new CheckpointDirectory(dir));

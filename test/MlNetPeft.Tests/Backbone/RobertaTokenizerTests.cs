@@ -75,7 +75,7 @@ public sealed class RobertaTokenizerTests
     [DataRow(false, DisplayName = "merges as strings")]
     public void ACheckpointWithOnlyATokenizerJsonTokenizesTheSame(bool mergesAsPairs)
     {
-        var dir = Directory.CreateTempSubdirectory("tokenizer-json").FullName;
+        var dir = TestFolders.Create("tokenizer-json");
         File.WriteAllText(Path.Combine(dir, "tokenizer.json"), TokenizerJson(TestData.RobertaMini, mergesAsPairs));
         var fromJson = RobertaTokenizer.FromDirectory(dir);
         // What a model zip keeps of it (vocab.json and merges.txt bytes) rebuilds the same tokenizer.
@@ -147,7 +147,7 @@ public sealed class RobertaTokenizerTests
     [TestMethod]
     public void AddedTokensListedWithoutATokenizerJsonAreRefused()
     {
-        var dir = Directory.CreateTempSubdirectory("slow-tokenizer").FullName;
+        var dir = TestFolders.Create("slow-tokenizer");
         foreach (var f in new[] { "vocab.json", "merges.txt" }) File.Copy(Path.Combine(TestData.RobertaMini, f), Path.Combine(dir, f));
         // RoBERTa's own special tokens, as a slow tokenizer's save lists them: read as usual.
         File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"),
@@ -255,7 +255,7 @@ public sealed class RobertaTokenizerTests
     [TestMethod]
     public void MissingFilesAreNamed()
     {
-        var dir = Directory.CreateTempSubdirectory().FullName;
+        var dir = TestFolders.Create();
         File.Copy(Path.Combine(TestData.RobertaMini, "vocab.json"), Path.Combine(dir, "vocab.json"));
         var e = Assert.ThrowsExactly<FileNotFoundException>(() => RobertaTokenizer.FromDirectory(dir));
         StringAssert.Contains(e.Message, "merges.txt");

@@ -12,7 +12,7 @@ public sealed class LatencyBenchmarkTests
     {
         var ml = new MLContext(seed: 1);
         var data = ml.Data.LoadFromEnumerable(ToyText.Rows(20, seed: 1));
-        var zip = Path.Combine(Directory.CreateTempSubdirectory("latency").FullName, "model.zip");
+        var zip = Path.Combine(TestFolders.Create("latency"), "model.zip");
         ml.Model.Save(PeftTrainerFixture.Fit(ml, data, PeftTrainerFixture.Lora(1)).Model, data.Schema, zip);
         var output = new StringWriter();
         var console = Console.Out;

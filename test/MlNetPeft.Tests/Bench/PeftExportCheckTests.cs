@@ -9,7 +9,7 @@ public sealed class PeftExportCheckTests
     [TestMethod]
     public void WritesEachMethodsAdapterAndMergedCheckpointWithItsLogits()
     {
-        var dir = Directory.CreateTempSubdirectory("peft-export-check").FullName;
+        var dir = TestFolders.Create("peft-export-check");
         Assert.AreEqual(0, PeftExportCheck.Run(BenchArgs.Parse(["peft-export", "--method", "lora,dora,lorabias,msplora,adalora,full", "--out", dir])));
         string[] Files(string sub) => Directory.GetFiles(Path.Combine(dir, sub)).Select(Path.GetFileName).Order().ToArray()!;
         CollectionAssert.AreEqual(new[] { "adapter_config.json", "adapter_model.safetensors" }, Files("msplora/adapter"));

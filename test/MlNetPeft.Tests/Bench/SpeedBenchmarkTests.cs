@@ -70,7 +70,7 @@ public sealed class SpeedBenchmarkTests
     [TestMethod]
     public void CommandLineRunsAndWritesJson()
     {
-        var dir = Directory.CreateTempSubdirectory().FullName;
+        var dir = TestFolders.Create();
         var code = SpeedBenchmark.Run(BenchArgs.Parse(["speed", "--shape", "tiny", "--method", "lora", "--batch", "2", "--seq", "8", "--steps", "1", "--out", dir]));
         Assert.AreEqual(0, code);
         Assert.HasCount(1, Directory.GetFiles(dir, "speed-*.json"));
@@ -111,7 +111,7 @@ public sealed class SpeedBenchmarkTests
     [TestMethod]
     public void AReferenceWithoutPyTorchIsRefusedBeforeRunning()
     {
-        var shadow = Directory.CreateTempSubdirectory("no-torch").FullName;
+        var shadow = TestFolders.Create("no-torch");
         File.WriteAllText(Path.Combine(shadow, "torch.py"), "raise ImportError('no torch here')\n");
         var pythonPath = Environment.GetEnvironmentVariable("PYTHONPATH");
         Environment.SetEnvironmentVariable("PYTHONPATH", shadow); // the child python imports this torch first

@@ -32,7 +32,7 @@ public sealed class PairExampleTests
     /// <summary>Runs an example on 64 training and 48 dev rows for one epoch and loads the zip it saved.</summary>
     private static (MLContext Ml, ITransformer Model) RunAndLoad(string name, Func<ExampleArgs, bool> run)
     {
-        var zip = Path.Combine(Directory.CreateTempSubdirectory().FullName, name + ".zip");
+        var zip = Path.Combine(TestFolders.Create(), name + ".zip");
         run(ExampleArgs.Parse(["--max-train-rows", "64", "--max-dev-rows", "48", "--epochs", "1", "--model", zip], name, trainRows: 2000, epochs: 3));
         var ml = new MLContext();
         return (ml, ml.Model.Load(zip, out _));

@@ -9,7 +9,7 @@ public sealed class SentimentExampleTests
     [TestMethod]
     public void RunsEndToEnd()
     {
-        var dir = Directory.CreateTempSubdirectory().FullName;
+        var dir = TestFolders.Create();
         var model = Path.Combine(dir, "sentiment.zip");
         var args = ExampleArgs.Parse(["--max-train-rows", "96", "--max-dev-rows", "64", "--epochs", "1", "--model", model,
             "--export", Path.Combine(dir, "python"), "--state", Path.Combine(dir, "state")], "sentiment", trainRows: 4000, epochs: 5);

@@ -58,19 +58,16 @@ public sealed class BadInputTests
     public void AStateDirectoryThatCannotHoldTheStateIsNamedBeforeTraining()
     {
         var ml = Ml;
-        var notADirectory = Path.GetTempFileName();
-        try
-        {
-            var options = PeftTrainerFixture.Msplora(1);
-            options.TrainingStateDirectory = notADirectory;
-            var progress = new List<MlNetPeft.Training.TrainingProgress>();
-            options.ProgressCallback = progress.Add;
-            var e = Assert.ThrowsExactly<IOException>(() => ToyText.KeyLabel(ml).Append(PeftTrainerFixture.Classifier(ml, options))
-                .Fit(ml.Data.LoadFromEnumerable(ToyText.Rows(20, seed: 1))));
-            AssertNames(e, "TrainingStateDirectory", notADirectory);
-            Assert.IsEmpty(progress, "refused before the first step");
-        }
-        finally { File.Delete(notADirectory); }
+        var notADirectory = Path.Combine(TestFolders.Create(), "a-file");
+        File.WriteAllText(notADirectory, "");
+        var options = PeftTrainerFixture.Msplora(1);
+        options.TrainingStateDirectory = notADirectory;
+        var progress = new List<MlNetPeft.Training.TrainingProgress>();
+        options.ProgressCallback = progress.Add;
+        var e = Assert.ThrowsExactly<IOException>(() => ToyText.KeyLabel(ml).Append(PeftTrainerFixture.Classifier(ml, options))
+            .Fit(ml.Data.LoadFromEnumerable(ToyText.Rows(20, seed: 1))));
+        AssertNames(e, "TrainingStateDirectory", notADirectory);
+        Assert.IsEmpty(progress, "refused before the first step");
     }
 
     [TestMethod]

@@ -73,7 +73,7 @@ public sealed class BinaryClassificationTests
         double nats = predictions.Select((p, i) => -Math.Log(goldLabels[i] ? p.Probability : 1 - p.Probability)).Average();
         Assert.AreEqual(nats / Math.Log(2), metrics.LogLoss, 1e-6, "ML.NET's binary log-loss, in bits, of our Probability");
 
-        var zip = Path.Combine(Directory.CreateTempSubdirectory().FullName, "binary.zip");
+        var zip = Path.Combine(TestFolders.Create(), "binary.zip");
         ml.Model.Save(binary, train.Schema, zip);
         var fresh = new MLContext();
         var loaded = fresh.Model.Load(zip, out _);
@@ -89,7 +89,7 @@ public sealed class BinaryClassificationTests
         Assert.IsFalse(engine.Predict(new() { Sentence1 = "zebra owl wolf" }).PredictedLabel);
 
         // Exported as a HF checkpoint, the two classes are named for the label's values.
-        var dir = Directory.CreateTempSubdirectory("binary-checkpoint").FullName;
+        var dir = TestFolders.Create("binary-checkpoint");
         binary.SaveMergedCheckpoint(dir);
         using var config = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "config.json")));
         Assert.AreEqual("False", config.RootElement.GetProperty("id2label").GetProperty("0").GetString());

@@ -56,7 +56,7 @@ public sealed class CheckpointHeadTests
     public void ClassNamesMustFollowTheCheckpointsId2Label()
     {
         // The data's classes are fruit, animal, number; a checkpoint that names them in another order.
-        var backbone = Directory.CreateTempSubdirectory("named-head").FullName;
+        var backbone = TestFolders.Create("named-head");
         foreach (var f in Directory.GetFiles(TestData.TinyBackbone)) File.Copy(f, Path.Combine(backbone, Path.GetFileName(f)));
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(backbone, "config.json")))!.AsObject();
         config["id2label"] = new JsonObject { ["0"] = "number", ["1"] = "fruit", ["2"] = "animal" };
@@ -77,7 +77,7 @@ public sealed class CheckpointHeadTests
     [TestMethod]
     public void ABackboneWithATokenizerJsonInsteadOfVocabAndMergesScoresTheSame()
     {
-        var backbone = Directory.CreateTempSubdirectory("tokenizer-json-backbone").FullName;
+        var backbone = TestFolders.Create("tokenizer-json-backbone");
         foreach (var f in new[] { "config.json", "model.safetensors" })
             File.Copy(Path.Combine(TestData.TinyBackbone, f), Path.Combine(backbone, f));
         File.WriteAllText(Path.Combine(backbone, "tokenizer.json"), Backbone.RobertaTokenizerTests.TokenizerJson(TestData.TinyBackbone, mergesAsPairs: true));
@@ -100,7 +100,7 @@ public sealed class CheckpointHeadTests
     /// fine-tuned checkpoint does: "[URL]", and "@@" taking the whitespace around it.</summary>
     private static string BackboneWithAddedTokens(params string[] more)
     {
-        var backbone = Directory.CreateTempSubdirectory("added-tokens-backbone").FullName;
+        var backbone = TestFolders.Create("added-tokens-backbone");
         foreach (var f in new[] { "config.json", "model.safetensors" })
             File.Copy(Path.Combine(TestData.TinyBackbone, f), Path.Combine(backbone, f));
         var json = JsonNode.Parse(Backbone.RobertaTokenizerTests.TokenizerJson(TestData.TinyBackbone, mergesAsPairs: true))!;

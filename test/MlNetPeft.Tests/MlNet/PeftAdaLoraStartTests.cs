@@ -115,10 +115,10 @@ public sealed class PeftAdaLoraStartTests
         var options = PeftTrainerFixture.AdaLora(epochs: 4); // 40 rows in batches of 16: 3 steps an epoch
         var trained = PeftTrainerFixture.FitOnToyRows(ml, options);
         Assert.AreEqual(4 * 8, trained.Parameters.RankBudget, "query and value of 4 layers pruned from 8 to 4 singular values on average");
-        var zip = Path.Combine(Directory.CreateTempSubdirectory("adalora-zip").FullName, "model.zip");
+        var zip = Path.Combine(TestFolders.Create("adalora-zip"), "model.zip");
         ml.Model.Save(trained, null, zip);
         var reloaded = (PeftTextTransformer)ml.Model.Load(zip, out _);
-        var dir = Directory.CreateTempSubdirectory("adalora-export").FullName;
+        var dir = TestFolders.Create("adalora-export");
         reloaded.SavePeftAdapter(dir, PeftAdapterFormat.AdaLora);
 
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json")))!;
@@ -177,7 +177,7 @@ public sealed class PeftAdaLoraStartTests
     /// <summary>A copy of the fixture adapter whose adapter_config.json <paramref name="edit"/> changed.</summary>
     private static string AdapterWith(Action<JsonObject> edit)
     {
-        var dir = Directory.CreateTempSubdirectory("peft-adalora-").FullName;
+        var dir = TestFolders.Create("peft-adalora-");
         File.Copy(Path.Combine(TestData.TinyAdaLora, "adapter_model.safetensors"), Path.Combine(dir, "adapter_model.safetensors"));
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(TestData.TinyAdaLora, "adapter_config.json")))!.AsObject();
         edit(config);

@@ -56,7 +56,7 @@ public sealed class PeftAdapterStartTests
         }
         PeftTrainerFixture.ScoresAsFixtureLogits(ml, peft, TestData.PeftEmulatedExpected.GetProperty("lora_patterns_logits"));
 
-        var exported = Directory.CreateTempSubdirectory("lora-patterns-export").FullName;
+        var exported = TestFolders.Create("lora-patterns-export");
         peft.SavePeftAdapter(exported);
         var again = PeftTrainerFixture.FitOnToyRows(new MLContext(seed: 1), PeftTrainerFixture.Tiny(new LoraOptions { InitialPeftAdapter = exported, MaxEpochs = 0 }));
         Assert.IsLessThan(1e-6, PeftTrainerFixture.LargestScoreDifference(peft, again), "the export reads back as the same model");

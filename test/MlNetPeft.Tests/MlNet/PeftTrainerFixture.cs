@@ -111,7 +111,7 @@ internal static class PeftTrainerFixture
     /// <summary>A copy of the tiny backbone directory that a test may change or delete.</summary>
     public static string CopyOfTinyBackbone()
     {
-        var dir = Directory.CreateTempSubdirectory("mlnetpeft-backbone-").FullName;
+        var dir = TestFolders.Create("mlnetpeft-backbone-");
         foreach (var file in Directory.GetFiles(TestData.TinyBackbone)) File.Copy(file, Path.Combine(dir, Path.GetFileName(file)));
         return dir;
     }
@@ -125,7 +125,7 @@ internal static class PeftTrainerFixture
             .SelectMany(r => r.EnumerateArray().Select(v => v.GetSingle())).ToArray()).view(-1, 3).softmax(-1);
         var rows = Adapters.AdapterTests.Rows();
         var scores = model.Predict(rows);
-        var zip = Path.Combine(Directory.CreateTempSubdirectory("fixture-logits").FullName, "model.zip");
+        var zip = Path.Combine(TestFolders.Create("fixture-logits"), "model.zip");
         ml.Model.Save(model, null, zip);
         var reloaded = ((PeftTextTransformer)new MLContext(seed: 2).Model.Load(zip, out _)).Predict(rows);
         for (int r = 0; r < rows.Count; r++)

@@ -21,7 +21,7 @@ public sealed class RetrainingTests
     {
         var ml = new MLContext(seed: 1);
         var (model, _) = PeftTrainerFixture.Fit(ml, data, options);
-        var path = Path.Combine(Directory.CreateTempSubdirectory("mlnetpeft-retrain-").FullName, "model.zip");
+        var path = Path.Combine(TestFolders.Create("mlnetpeft-retrain-"), "model.zip");
         ml.Model.Save(model, data.Schema, path);
         var loaded = new MLContext().Model.Load(path, out _);
         return (loaded, ((TransformerChain<ITransformer>)loaded).OfType<PeftTextTransformer>().Single());
@@ -103,7 +103,7 @@ public sealed class RetrainingTests
         var (chain, initial) = TrainSaveAndLoad(PeftTrainerFixture.Lora(1), ml.Data.LoadFromEnumerable(rows));
         var keyed = ((TransformerChain<ITransformer>)chain).First().Transform(ml.Data.LoadFromEnumerable(rows));
         var options = PeftTrainerFixture.Lora(1);
-        options.TrainingStateDirectory = Directory.CreateTempSubdirectory("mlnetpeft-retrain-state-").FullName;
+        options.TrainingStateDirectory = TestFolders.Create("mlnetpeft-retrain-state-");
         var log = PeftTrainerFixture.LogMessages(ml, Microsoft.ML.Runtime.ChannelMessageKind.Info);
         var trainer = ml.MulticlassClassification.Trainers.Lora(options);
         trainer.Fit(keyed, initial);

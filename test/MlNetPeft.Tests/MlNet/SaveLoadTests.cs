@@ -14,7 +14,7 @@ namespace MlNetPeft.Tests.MlNet;
 [TestClass]
 public sealed class SaveLoadTests
 {
-    private static string TempZip() => Path.Combine(Directory.CreateTempSubdirectory("mlnetpeft-zip-").FullName, "model.zip");
+    private static string TempZip() => Path.Combine(TestFolders.Create("mlnetpeft-zip-"), "model.zip");
 
     private static (MLContext Ml, IDataView Data, ITransformer Model) Train(PeftTextTrainerOptions options)
     {
@@ -262,7 +262,7 @@ public sealed class SaveLoadTests
     public void AReloadedModelExportsAPeftAdapterThatScoresAsItDoes()
     {
         var loaded = Reloaded(PeftTrainerFixture.Msplora(2));
-        var dir = Directory.CreateTempSubdirectory("peft-adapter").FullName;
+        var dir = TestFolders.Create("peft-adapter");
         loaded.SavePeftAdapter(dir); // its adapters are merged for prediction: the export reads the factors
         using var imported = AdapterTests.Tiny(PeftLoraImport.ReadConfig(dir));
         imported.LoadPeftAdapter(dir);
@@ -295,7 +295,7 @@ public sealed class SaveLoadTests
             Assert.IsGreaterThan(1e-4, value.sub(backbone[name.Replace(".base_layer.", ".")]).abs().max().item<float>(), $"{name} trained");
         StringAssert.Contains(loaded.Parameters.ToString(), $"{count} biases");
 
-        var adapter = Directory.CreateTempSubdirectory("peft-bias-adapter").FullName;
+        var adapter = TestFolders.Create("peft-bias-adapter");
         loaded.SavePeftAdapter(adapter);
         using (var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(adapter, "adapter_config.json"))))
             Assert.AreEqual(bias == LoraBias.All ? "all" : "lora_only", json.RootElement.GetProperty("bias").GetString());
@@ -304,7 +304,7 @@ public sealed class SaveLoadTests
         AssertScoresAs(loaded, imported);
         if (method == "adalora")
         {
-            var adaLora = Directory.CreateTempSubdirectory("peft-bias-adalora").FullName;
+            var adaLora = TestFolders.Create("peft-bias-adalora");
             loaded.SavePeftAdapter(adaLora, PeftAdapterFormat.AdaLora);
             var config = MlNetPeft.Adapters.LoraSquared.PeftAdaLoraImport.ReadConfig(adaLora);
             Assert.AreEqual(bias, config.Bias);
@@ -313,7 +313,7 @@ public sealed class SaveLoadTests
             AssertScoresAs(loaded, importedAdaLora);
         }
 
-        var merged = Directory.CreateTempSubdirectory("merged-bias").FullName;
+        var merged = TestFolders.Create("merged-bias");
         loaded.SaveMergedCheckpoint(merged);
         var checkpoint = new CheckpointDirectory(merged);
         using var plain = PeftModel.Create(checkpoint.LoadConfig(), 3, new FullFineTuningConfig(), SafeTensors.Load(checkpoint.WeightsFile), merged, loadHead: true);
@@ -324,7 +324,7 @@ public sealed class SaveLoadTests
     public void AReloadedModelSavesAPlainCheckpointThatScoresAsItDoes()
     {
         var loaded = Reloaded(PeftTrainerFixture.AdaLora(2));
-        var dir = Directory.CreateTempSubdirectory("merged-checkpoint").FullName;
+        var dir = TestFolders.Create("merged-checkpoint");
         loaded.SaveMergedCheckpoint(dir);
 
         // A checkpoint directory like any other: config, tokenizer, weights with a head.

@@ -51,14 +51,14 @@ public sealed class TaskFormTests
         Assert.IsGreaterThan(0.8, Metrics.Pearson(predicted, gold), $"Pearson {Metrics.Pearson(predicted, gold):F3}");
         Assert.IsGreaterThan(0.5, metrics.RSquared);
 
-        var zip = Path.Combine(Directory.CreateTempSubdirectory().FullName, "regression.zip");
+        var zip = Path.Combine(TestFolders.Create(), "regression.zip");
         ml.Model.Save(model, train.Schema, zip);
         var fresh = new MLContext();
         var again = fresh.Model.Load(zip, out _).Transform(test).GetColumn<float>("Score").ToArray();
         CollectionAssert.AreEqual(predicted.Select(v => (float)v).ToArray(), again);
 
         // Exported as a plain HF regression checkpoint: one output, the same score.
-        var dir = Directory.CreateTempSubdirectory("regression-checkpoint").FullName;
+        var dir = TestFolders.Create("regression-checkpoint");
         model.SaveMergedCheckpoint(dir);
         using var config = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "config.json")));
         Assert.AreEqual("regression", config.RootElement.GetProperty("problem_type").GetString());
@@ -125,7 +125,7 @@ public sealed class TaskFormTests
         Assert.AreEqual(0, report.BackboneCount, "nothing frozen");
         Assert.AreEqual(202_304 + 4_355, report.TrainableCount, "backbone + head");
 
-        var zip = Path.Combine(Directory.CreateTempSubdirectory().FullName, "full.zip");
+        var zip = Path.Combine(TestFolders.Create(), "full.zip");
         ml.Model.Save(model, train.Schema, zip);
         Directory.Delete(backbone, recursive: true); // the zip holds the whole fine-tuned backbone: none is looked for
         var fresh = new MLContext();

@@ -57,7 +57,7 @@ public sealed class TrainerTests
         var log = PeftTrainerFixture.LogMessages(ml, Microsoft.ML.Runtime.ChannelMessageKind.Info);
         var data = ml.Data.LoadFromEnumerable(ToyText.Rows(240, seed: 3));
         var options = PeftTrainerFixture.Lora();
-        options.TrainingStateDirectory = Directory.CreateTempSubdirectory("mlnetpeft-cv-state-").FullName;
+        options.TrainingStateDirectory = TestFolders.Create("mlnetpeft-cv-state-");
         var pipeline = ToyText.KeyLabel(ml).Append(PeftTrainerFixture.Classifier(ml, options));
         var folds = ml.MulticlassClassification.CrossValidate(data, pipeline, numberOfFolds: 3);
         Assert.HasCount(3, folds);
@@ -266,7 +266,7 @@ public sealed class TrainerTests
         }
 
         var whole = FitAndScore(null, null);
-        var directory = Directory.CreateTempSubdirectory("mlnetpeft-fit-state-").FullName;
+        var directory = TestFolders.Create("mlnetpeft-fit-state-");
         try
         {
             Assert.ThrowsExactly<OperationCanceledException>(() => FitAndScore(directory, stopAfter: 5));

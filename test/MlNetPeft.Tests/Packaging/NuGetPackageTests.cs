@@ -20,7 +20,7 @@ public sealed class NuGetPackageTests
     [DataRow("6.0.0", "3.0.0")]  // an application on the next major versions
     public void PackedLibraryTrainsSavesAndLoadsInAnApplicationOutsideTheRepository(string? mlNet, string? tokenizers)
     {
-        var work = Directory.CreateTempSubdirectory("mlnetpeft-package").FullName;
+        var work = TestFolders.Create("mlnetpeft-package");
         var feed = Path.Combine(work, "feed");
         // A version of its own, restored into a packages folder of its own: no earlier pack is ever picked up.
         var version = $"0.0.0-test.{DateTime.UtcNow:yyyyMMddHHmmss}.{Environment.ProcessId}";

@@ -11,7 +11,7 @@ public sealed class SelfContainedPackTests
     [TestMethod]
     public void TrimmedSelfContainedBenchPassesTheParityCheck()
     {
-        var dir = Directory.CreateTempSubdirectory("mlnetpeft-selfcontained").FullName;
+        var dir = TestFolders.Create("mlnetpeft-selfcontained");
         ChildProcess.Run("dotnet", TestData.RepoRoot, "publish", "bench/MlNetPeft.Bench/MlNetPeft.Bench.csproj", "-c", "Release",
             "-r", "linux-x64", "--self-contained", "true", "-o", dir);
 

@@ -67,7 +67,7 @@ public sealed class ComputeSelectionTests
     public void TheCapabilityIsWhatTheDriverSays()
     {
         if (!OperatingSystem.IsLinux()) Assert.Inconclusive("builds a Linux shared library");
-        var dir = Directory.CreateTempSubdirectory("mlnetpeft-fake-cuda-").FullName;
+        var dir = TestFolders.Create("mlnetpeft-fake-cuda-");
         try
         {
             File.WriteAllText(Path.Combine(dir, "cuda.c"), """

@@ -77,7 +77,7 @@ public sealed class TrainingCheckpointTests
     /// <summary>A new empty directory, deleted with everything in it on Dispose.</summary>
     private sealed class ScratchDirectory : IDisposable
     {
-        public string Path { get; } = Directory.CreateTempSubdirectory("mlnetpeft-state-").FullName;
+        public string Path { get; } = TestFolders.Create("mlnetpeft-state-");
         public void Dispose() => Directory.Delete(Path, recursive: true);
     }
 
