@@ -5,7 +5,7 @@ namespace MlNetPeft.Tests;
 /// <summary>
 /// Scratch folders for the tests, all inside one folder per test run, deleted when the run ends. The suite writes
 /// zips, exported adapters, packed packages and published applications; left in the temporary folder they came to
-/// 60 GB over a few weeks of runs here, and filled the disk CI shares. A run that dies before its cleanup leaves its
+/// 9 GB over a few weeks of runs here, on the disk CI shares. A run that dies before its cleanup leaves its
 /// folder behind, so each run first deletes those of processes no longer alive.
 /// </summary>
 [TestClass]
