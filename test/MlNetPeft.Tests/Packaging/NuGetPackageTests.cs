@@ -16,9 +16,9 @@ namespace MlNetPeft.Tests.Packaging;
 public sealed class NuGetPackageTests
 {
     [TestMethod]
-    [DataRow(null, null)]        // the ML.NET and Tokenizers versions the package was built against
-    [DataRow("6.0.0", "3.0.0")]  // an application on the next major versions
-    public void PackedLibraryTrainsSavesAndLoadsInAnApplicationOutsideTheRepository(string? mlNet, string? tokenizers)
+    [DataRow(null, null, null)]                // the ML.NET and Tokenizers versions the package was built against
+    [DataRow("6.0.0", "3.0.0", "linux-x64")]   // the next major versions, built for one platform (as the README advises)
+    public void PackedLibraryTrainsSavesAndLoadsInAnApplicationOutsideTheRepository(string? mlNet, string? tokenizers, string? runtime)
     {
         var work = TestFolders.Create("mlnetpeft-package");
         var feed = Path.Combine(work, "feed");
@@ -49,16 +49,21 @@ public sealed class NuGetPackageTests
             File.Copy(Path.Combine(TestData.RepoRoot, "test", "PackageConsumer", file), Path.Combine(app, file));
         File.WriteAllText(Path.Combine(app, "nuget.config"), NuGetConfig(feed, Path.Combine(work, "packages")));
         Dotnet(app, ["build", "-c", "Release", $"-p:MlNetPeftVersion={version}",
-            .. mlNet is null ? Array.Empty<string>() : [$"-p:MlNetVersion={mlNet}", $"-p:TokenizersVersion={tokenizers}"]]);
+            .. mlNet is null ? Array.Empty<string>() : [$"-p:MlNetVersion={mlNet}", $"-p:TokenizersVersion={tokenizers}"],
+            .. runtime is null ? Array.Empty<string>() : ["-r", runtime]]);
+        var output = Path.Combine([app, "bin", "Release", "net10.0", .. runtime is null ? Array.Empty<string>() : [runtime]]);
         if (mlNet is not null)
-            Assert.AreEqual(new Version(mlNet).Major, FileMajorVersionIn(app, "Microsoft.ML.Data.dll"), "the application did not get the newer ML.NET");
+            Assert.AreEqual(new Version(mlNet).Major, FileMajorVersionIn(output, "Microsoft.ML.Data.dll"), "the application did not get the newer ML.NET");
+        // With a runtime identifier, the native libraries sit beside the program, and only that platform's.
+        if (runtime is not null)
+            Assert.IsFalse(Directory.Exists(Path.Combine(output, "runtimes")), "a build for one platform carried others' native libraries");
 
-        var consumer = Path.Combine(app, "bin", "Release", "net10.0", "PackageConsumer.dll");
+        var consumer = Path.Combine(output, "PackageConsumer.dll");
         var zipPath = Path.Combine(work, "model.zip");
-        var output = Dotnet(app, consumer, TestData.TinyBackbone, zipPath);
-        StringAssert.Contains(output, "same scores after Model.Load: True");
-        StringAssert.Contains(output, "TorchSharp keeps Scalar and Tensor arguments alive: True");
-        var scores = ScoresLine(output);
+        var trained = Dotnet(app, consumer, TestData.TinyBackbone, zipPath);
+        StringAssert.Contains(trained, "same scores after Model.Load: True");
+        StringAssert.Contains(trained, "TorchSharp keeps Scalar and Tensor arguments alive: True");
+        var scores = ScoresLine(trained);
 
         // A service: another process that only loads the zip; ML.NET finds MlNetPeft by the name the zip records.
         var service = Dotnet(app, consumer, "--score", zipPath);
@@ -99,8 +104,8 @@ public sealed class NuGetPackageTests
     }
 
     // ML.NET's assembly versions stay 1.0.0.0; the file version carries the package's.
-    private static int FileMajorVersionIn(string app, string file) =>
-        FileVersionInfo.GetVersionInfo(Path.Combine(app, "bin", "Release", "net10.0", file)).FileMajorPart;
+    private static int FileMajorVersionIn(string output, string file) =>
+        FileVersionInfo.GetVersionInfo(Path.Combine(output, file)).FileMajorPart;
 
     /// <summary>The local feed first, then the usual source; packages already in this machine's NuGet cache are
     /// read from there (a fallback folder), so only MlNetPeft itself is extracted.</summary>
