@@ -152,10 +152,21 @@ internal sealed class TrainingCheckpoint
             var metadata = new Dictionary<string, string>(_identity) { [PositionKey] = position.ToJson() };
             Directory.CreateDirectory(System.IO.Path.GetDirectoryName(Path)!);
             var temporary = Path + ".tmp";
-            using (var file = File.Create(temporary))
+            try
             {
+                using var file = File.Create(temporary);
                 SafeTensors.Write(file, tensors, metadata);
                 file.Flush(flushToDisk: true);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // Most likely a full disk: give back what the partial file took (up to 2 GB for full fine-tuning).
+                try { File.Delete(temporary); }
+                catch (IOException) { }
+                catch (UnauthorizedAccessException) { }
+                throw new IOException($"Saving the training state to '{temporary}' failed: {e.Message}. " + (File.Exists(Path)
+                    ? $"The last complete state, '{Path}', is intact: the same Fit goes on from it."
+                    : "No state of this run had been saved yet."), e);
             }
             File.Move(temporary, Path, overwrite: true);
         }

@@ -165,6 +165,34 @@ public sealed class TrainingCheckpointTests
         StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => Train(adapters, Settings(directory))).Message, first);
     }
 
+    /// <summary>A disk that fills up while the state is written (here the file being written is /dev/full, whose every
+    /// write fails with ENOSPC): the error names the file and says the last state is intact; the partial file is gone,
+    /// so the space it took is given back; and the same run, once there is room, goes on from that last state.</summary>
+    [TestMethod]
+    public void AFullDiskWhileSavingKeepsTheLastStateAndLeavesNoPartialFile()
+    {
+        if (!File.Exists("/dev/full")) Assert.Inconclusive("needs /dev/full (Linux)");
+        var adapters = new LoraConfig { Dropout = 0.1 };
+        var whole = Train(adapters, Settings(null));
+        using var scratch = new ScratchDirectory();
+        var directory = scratch.Path;
+        Assert.ThrowsExactly<Interrupted>(() => Train(adapters, Settings(directory), stopAfter: 5));
+        var state = StateFiles(directory).Single();
+        var saved = File.ReadAllBytes(state);
+
+        var partial = state + ".tmp";
+        File.CreateSymbolicLink(partial, "/dev/full");
+        var error = Assert.ThrowsExactly<IOException>(() => Train(adapters, Settings(directory)));
+        StringAssert.Contains(error.Message, partial);
+        StringAssert.Contains(error.Message, $"'{state}', is intact");
+        Assert.IsFalse(File.Exists(partial) || new FileInfo(partial).LinkTarget is not null, "the partial file is deleted");
+        CollectionAssert.AreEqual(saved, File.ReadAllBytes(state));
+
+        var resumed = Train(adapters, Settings(directory));
+        Assert.AreEqual(5, resumed.StepsReported[0], "goes on after step 4, the last state saved");
+        Assert.AreEqual(0f, LargestDifference(whole.Weights, resumed.Weights));
+    }
+
     [TestMethod]
     public void SaveStepsNeedADirectory()
     {
