@@ -57,7 +57,8 @@ public sealed record ExampleArgs
     }
 
     /// <summary>An example's program: runs <paramref name="run"/> on the parsed options (exit code 0 when it reached its
-    /// goal, 1 otherwise); --help prints the options, and a bad option says what is wrong, then the options (exit 2).</summary>
+    /// goal, 1 otherwise, or when a file could not be read or written); --help prints the options, and a bad option says
+    /// what is wrong, then the options (exit 2).</summary>
     public static int Run(string[] args, string name, int trainRows, int epochs, Func<ExampleArgs, bool> run)
     {
         if (args.Any(a => a is "--help" or "-h"))
@@ -72,7 +73,13 @@ public sealed record ExampleArgs
             Console.Error.WriteLine($"{name}: {e.Message}{Environment.NewLine}{Environment.NewLine}{Usage(name, trainRows, epochs)}");
             return 2;
         }
-        return run(options) ? 0 : 1;
+        // Files and folders (a state directory in use or that cannot be written, a full disk): the message says it all.
+        try { return run(options) ? 0 : 1; }
+        catch (IOException e)
+        {
+            Console.Error.WriteLine($"{name}: {e.Message}");
+            return 1;
+        }
     }
 
     private static string Usage(string name, int trainRows, int epochs) => $"""

@@ -44,9 +44,11 @@ internal sealed class LoopPosition
 /// weights), so the runs of a cross-validation, or of other settings, keep their own files side by side; a run with no
 /// file of its own starts afresh and logs how the directory's latest state differs from it.
 /// TorchSharp cannot read the CUDA generator's state, so each save reseeds it from the seed and step, and a resumed run
-/// does the same.
+/// does the same. While a run trains, it holds a lock on its state (released when disposed, or when its process ends):
+/// the same run started twice on one directory (a job retried while the first still runs) would write one file from
+/// two processes, and a later resume could read their steps mixed.
 /// </summary>
-internal sealed class TrainingCheckpoint
+internal sealed class TrainingCheckpoint : IDisposable
 {
     /// <summary>The state files' names: this, then a hash of the run's identity.</summary>
     public const string FilePrefix = "training-state-";
@@ -69,6 +71,31 @@ internal sealed class TrainingCheckpoint
         _seed = seed;
         _identity = identity;
         CheckWritable(directory);
+        _lock = Lock(Path + ".lock");
+    }
+
+    private readonly FileStream _lock;
+
+    /// <summary>Opens the lock file for this process alone (.NET takes an flock on Unix for FileShare.None).</summary>
+    private static FileStream Lock(string path)
+    {
+        try { return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
+        catch (IOException e)
+        {
+            throw new IOException($"Another training of this same run is saving its state to '{System.IO.Path.GetDirectoryName(path)}' " +
+                $"('{path}' is locked): two runs saving one state would overwrite each other's. Let that one finish (this " +
+                "one then returns its result) or give this one another TrainingStateDirectory.", e);
+        }
+    }
+
+    /// <summary>Releases the lock. The file is deleted before it is closed: closed first, another process could lock
+    /// it in between, and a third then lock a new file of the same name beside it.</summary>
+    public void Dispose()
+    {
+        try { File.Delete(_lock.Name); }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        _lock.Dispose();
     }
 
     /// <summary>Creates the directory and writes a file there, so that one that cannot hold the state is named before

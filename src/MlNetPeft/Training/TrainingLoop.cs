@@ -52,7 +52,7 @@ internal sealed class TrainingLoop
         int totalSteps = stepsPerEpoch * s.MaxEpochs;
         using var stepper = new TrainingStepper(_model, s, _task, totalSteps);
         using var runningLoss = zeros(1, device: _model.Device);
-        var checkpoint = s.StateDirectory is null ? null
+        using var checkpoint = s.StateDirectory is null ? null
             : new TrainingCheckpoint(s.StateDirectory, s.SaveStateEveryNSteps, s.Seed, TrainingCheckpoint.Identify(s, _model.Config, train, validation));
         Dictionary<string, Tensor>? bestState = null;
 

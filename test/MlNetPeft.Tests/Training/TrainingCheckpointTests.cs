@@ -193,6 +193,34 @@ public sealed class TrainingCheckpointTests
         Assert.AreEqual(0f, LargestDifference(whole.Weights, resumed.Weights));
     }
 
+    /// <summary>The same run started twice on one directory (a retried job while the first still runs): the second
+    /// is refused, naming the directory, rather than both writing one state file. Another run in that directory (other
+    /// settings) is not held up, and the lock goes when its run ends, interrupted or not.</summary>
+    [TestMethod]
+    public void TheSameRunTwiceAtOnceOnOneDirectoryIsRefused()
+    {
+        var adapters = new LoraConfig { Dropout = 0.1 };
+        using var scratch = new ScratchDirectory();
+        var directory = scratch.Path;
+        Assert.ThrowsExactly<Interrupted>(() => Train(adapters, Settings(directory), stopAfter: 5));
+        var state = StateFiles(directory).Single();
+        var lockFile = state + ".lock";
+        Assert.IsFalse(File.Exists(lockFile), "released by the interrupted run");
+
+        // What the run under way holds (.NET locks a FileShare.None file with flock on Unix, per open file).
+        using (new FileStream(lockFile, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None))
+        {
+            var error = Assert.ThrowsExactly<IOException>(() => Train(adapters, Settings(directory)));
+            StringAssert.Contains(error.Message, $"'{directory}'");
+            StringAssert.Contains(error.Message, "another TrainingStateDirectory");
+            var other = Train(adapters, Settings(directory) with { LearningRate = 2e-2 });
+            Assert.AreEqual(1, other.StepsReported[0], "another run trains beside it");
+        }
+        var resumed = Train(adapters, Settings(directory));
+        Assert.AreEqual(5, resumed.StepsReported[0], "the refused run changed nothing: the state saved after step 4 is resumed");
+        Assert.IsFalse(File.Exists(lockFile));
+    }
+
     [TestMethod]
     public void SaveStepsNeedADirectory()
     {
