@@ -76,11 +76,14 @@ internal sealed class TrainingCheckpoint : IDisposable
 
     private readonly FileStream _lock;
 
+    // How .NET reports a file locked by another: flock's EWOULDBLOCK on Linux and macOS, a sharing violation on Windows.
+    private const int HeldOnLinux = 11, HeldOnMacOs = 35, HeldOnWindows = unchecked((int)0x80070020);
+
     /// <summary>Opens the lock file for this process alone (.NET takes an flock on Unix for FileShare.None).</summary>
     private static FileStream Lock(string path)
     {
         try { return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
-        catch (IOException e)
+        catch (IOException e) when (e.HResult is HeldOnLinux or HeldOnMacOs or HeldOnWindows)
         {
             throw new IOException($"Another training of this same run is saving its state to '{System.IO.Path.GetDirectoryName(path)}' " +
                 $"('{path}' is locked): two runs saving one state would overwrite each other's. Let that one finish (this " +
