@@ -57,6 +57,7 @@ internal sealed class TrainingCheckpoint : IDisposable
     private readonly int _every;
     private readonly int _seed;
     private readonly IReadOnlyDictionary<string, string> _identity;
+    private readonly FileStream _lock; // held while the run trains
 
     /// <param name="directory">Created on the first save if need be.</param>
     /// <param name="saveEveryNSteps">Also save every this many steps (0: at the end of each epoch only).</param>
@@ -73,8 +74,6 @@ internal sealed class TrainingCheckpoint : IDisposable
         CheckWritable(directory);
         _lock = Lock(Path + ".lock");
     }
-
-    private readonly FileStream _lock;
 
     // How .NET reports a file locked by another: flock's EWOULDBLOCK on Linux and macOS, a sharing violation on Windows.
     private const int HeldOnLinux = 11, HeldOnMacOs = 35, HeldOnWindows = unchecked((int)0x80070020);
