@@ -136,17 +136,26 @@ public sealed class TrainingCheckpointTests
     private static string[] StateFiles(string directory) =>
         Directory.GetFiles(directory, TrainingCheckpoint.FilePrefix + "*.safetensors").Order().ToArray();
 
+    private static LoraConfig LoraWithDropout => new() { Dropout = 0.1 };
+
+    /// <summary>Runs LoRA (with dropout) in <paramref name="directory"/>, interrupted after step 5; returns its state
+    /// file, saved after step 4.</summary>
+    private static string InterruptedRunState(string directory)
+    {
+        Assert.ThrowsExactly<Interrupted>(() => Train(LoraWithDropout, Settings(directory), stopAfter: 5));
+        return StateFiles(directory).Single();
+    }
+
     /// <summary>Runs of other settings, adapters or data keep their own state files in one directory (a
     /// cross-validation's folds, say): a run without one trains from the start and logs how the latest state there
     /// differs from it, and each run still resumes from its own.</summary>
     [TestMethod]
     public void OtherRunsKeepTheirOwnStatesAndTheirDifferencesAreLogged()
     {
-        var adapters = new LoraConfig { Dropout = 0.1 };
+        var adapters = LoraWithDropout;
         using var scratch = new ScratchDirectory();
         var directory = scratch.Path;
-        Assert.ThrowsExactly<Interrupted>(() => Train(adapters, Settings(directory), stopAfter: 5));
-        var first = StateFiles(directory).Single();
+        var first = InterruptedRunState(directory);
 
         var rate = Train(adapters, Settings(directory) with { LearningRate = 2e-2 });
         Assert.AreEqual(1, rate.StepsReported[0], "another learning rate trains from the start");
@@ -172,12 +181,11 @@ public sealed class TrainingCheckpointTests
     public void AFullDiskWhileSavingKeepsTheLastStateAndLeavesNoPartialFile()
     {
         if (!File.Exists("/dev/full")) Assert.Inconclusive("needs /dev/full (Linux)");
-        var adapters = new LoraConfig { Dropout = 0.1 };
+        var adapters = LoraWithDropout;
         var whole = Train(adapters, Settings(null));
         using var scratch = new ScratchDirectory();
         var directory = scratch.Path;
-        Assert.ThrowsExactly<Interrupted>(() => Train(adapters, Settings(directory), stopAfter: 5));
-        var state = StateFiles(directory).Single();
+        var state = InterruptedRunState(directory);
         var saved = File.ReadAllBytes(state);
 
         var partial = state + ".tmp";
@@ -199,12 +207,10 @@ public sealed class TrainingCheckpointTests
     [TestMethod]
     public void TheSameRunTwiceAtOnceOnOneDirectoryIsRefused()
     {
-        var adapters = new LoraConfig { Dropout = 0.1 };
+        var adapters = LoraWithDropout;
         using var scratch = new ScratchDirectory();
         var directory = scratch.Path;
-        Assert.ThrowsExactly<Interrupted>(() => Train(adapters, Settings(directory), stopAfter: 5));
-        var state = StateFiles(directory).Single();
-        var lockFile = state + ".lock";
+        var lockFile = InterruptedRunState(directory) + ".lock";
         Assert.IsFalse(File.Exists(lockFile), "released by the interrupted run");
 
         // What the run under way holds (.NET locks a FileShare.None file with flock on Unix, per open file).
