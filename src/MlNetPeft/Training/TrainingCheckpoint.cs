@@ -59,7 +59,7 @@ internal sealed class TrainingCheckpoint : IDisposable
     private readonly IReadOnlyDictionary<string, string> _identity;
     private readonly FileStream _lock; // held while the run trains
 
-    /// <param name="directory">Created on the first save if need be.</param>
+    /// <param name="directory">Created if need be.</param>
     /// <param name="saveEveryNSteps">Also save every this many steps (0: at the end of each epoch only).</param>
     /// <param name="seed">The run's seed (the CUDA generator is reseeded from it).</param>
     /// <param name="identity">What the run is, by name: it names the state file, and a file of that name with other values is refused.</param>
@@ -71,22 +71,31 @@ internal sealed class TrainingCheckpoint : IDisposable
         _every = saveEveryNSteps;
         _seed = seed;
         _identity = identity;
-        CheckWritable(directory);
-        _lock = Lock(Path + ".lock");
+        _lock = Lock(directory, Path + ".lock");
     }
 
     // How .NET reports a file locked by another: flock's EWOULDBLOCK on Linux and macOS, a sharing violation on Windows.
     private const int HeldOnLinux = 11, HeldOnMacOs = 35, HeldOnWindows = unchecked((int)0x80070020);
 
-    /// <summary>Opens the lock file for this process alone (.NET takes an flock on Unix for FileShare.None).</summary>
-    private static FileStream Lock(string path)
+    /// <summary>Creates the directory and opens the run's lock file there for this process alone (.NET takes an flock
+    /// on Unix for FileShare.None). Creating that file also shows the directory can hold the state: one that cannot is
+    /// named before training rather than at the first save, an epoch later.</summary>
+    private static FileStream Lock(string directory, string path)
     {
-        try { return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
+        try
+        {
+            Directory.CreateDirectory(directory);
+            return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        }
         catch (IOException e) when (e.HResult is HeldOnLinux or HeldOnMacOs or HeldOnWindows)
         {
-            throw new IOException($"Another training of this same run is saving its state to '{System.IO.Path.GetDirectoryName(path)}' " +
+            throw new IOException($"Another training of this same run is saving its state to '{directory}' " +
                 $"('{path}' is locked): two runs saving one state would overwrite each other's. Let that one finish (this " +
                 "one then returns its result) or give this one another TrainingStateDirectory.", e);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"TrainingStateDirectory '{directory}' cannot hold the training state: {e.Message}", e);
         }
     }
 
@@ -94,27 +103,15 @@ internal sealed class TrainingCheckpoint : IDisposable
     /// it in between, and a third then lock a new file of the same name beside it.</summary>
     public void Dispose()
     {
-        try { File.Delete(_lock.Name); }
-        catch (IOException) { }
-        catch (UnauthorizedAccessException) { }
+        TryDelete(_lock.Name);
         _lock.Dispose();
     }
 
-    /// <summary>Creates the directory and writes a file there, so that one that cannot hold the state is named before
-    /// training rather than at the first save, an epoch later.</summary>
-    private static void CheckWritable(string directory)
+    private static void TryDelete(string file)
     {
-        try
-        {
-            Directory.CreateDirectory(directory);
-            var probe = System.IO.Path.Combine(directory, $".write-test-{Guid.NewGuid():N}");
-            File.WriteAllBytes(probe, []);
-            File.Delete(probe);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new IOException($"TrainingStateDirectory '{directory}' cannot hold the training state: {e.Message}", e);
-        }
+        try { File.Delete(file); }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
     }
 
     /// <summary>This run's state file.</summary>
@@ -189,10 +186,7 @@ internal sealed class TrainingCheckpoint : IDisposable
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
-                // Most likely a full disk: give back what the partial file took (up to 2 GB for full fine-tuning).
-                try { File.Delete(temporary); }
-                catch (IOException) { }
-                catch (UnauthorizedAccessException) { }
+                TryDelete(temporary); // most likely a full disk: give back what the partial file took (up to 2 GB)
                 throw new IOException($"Saving the training state to '{temporary}' failed: {e.Message}. " + (File.Exists(Path)
                     ? $"The last complete state, '{Path}', is intact: the same Fit goes on from it."
                     : "No state of this run had been saved yet."), e);
