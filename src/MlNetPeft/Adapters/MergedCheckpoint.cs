@@ -10,8 +10,16 @@ namespace MlNetPeft.Adapters;
 /// </summary>
 internal static class MergedCheckpoint
 {
-    /// <summary>The safetensors bytes of the merged weights.</summary>
+    /// <summary>The safetensors bytes of the merged weights (a small model's: a .NET array holds under 2 GB).</summary>
     public static byte[] Save(PeftModel model)
+    {
+        using var stream = new MemoryStream();
+        Write(model, stream);
+        return stream.ToArray();
+    }
+
+    /// <summary>Writes the merged weights as a safetensors file to <paramref name="stream"/>, one tensor at a time.</summary>
+    public static void Write(PeftModel model, Stream stream)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
@@ -25,6 +33,6 @@ internal static class MergedCheckpoint
         foreach (var (path, _, _, linear) in model.Adapters.Wrapped)
             if (!linear.IsMerged) // merged for prediction: the weight already holds the updates
                 weights[path + ".weight"] = linear.MergedWeight(weights[path + ".weight"]);
-        return SafeTensors.Save(weights, new Dictionary<string, string> { ["format"] = "pt" });
+        SafeTensors.Write(stream, weights, new Dictionary<string, string> { ["format"] = "pt" });
     }
 }

@@ -183,11 +183,11 @@ internal static partial class PeftAdapterFiles
             ["inference_mode"] = true,
         };
         foreach (var (key, value) in settings) config[key] = value;
-        Directory.CreateDirectory(directory);
-        File.WriteAllBytes(Path.Combine(directory, "adapter_model.safetensors"),
-            SafeTensors.Save(tensors, new Dictionary<string, string> { ["format"] = "pt" }));
-        File.WriteAllText(Path.Combine(directory, ConfigFile),
-            JsonSerializer.Serialize(config.OrderBy(c => c.Key, StringComparer.Ordinal).ToDictionary(), new JsonSerializerOptions { WriteIndented = true }));
+        using var files = new StagedFiles(directory);
+        files.Write("adapter_model.safetensors", file => SafeTensors.Write(file, tensors, new Dictionary<string, string> { ["format"] = "pt" }));
+        files.Write(ConfigFile, JsonSerializer.SerializeToUtf8Bytes(config.OrderBy(c => c.Key, StringComparer.Ordinal).ToDictionary(),
+            new JsonSerializerOptions { WriteIndented = true }));
+        files.Commit();
     }
 
     private static Tensor Float32(Tensor t) => t.detach().to(ScalarType.Float32).cpu();

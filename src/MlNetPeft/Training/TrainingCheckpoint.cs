@@ -176,22 +176,15 @@ internal sealed class TrainingCheckpoint : IDisposable
             tensors["random.cpu"] = random.get_rng_state();
             tensors["loss.running"] = runningLoss;
             var metadata = new Dictionary<string, string>(_identity) { [PositionKey] = position.ToJson() };
-            Directory.CreateDirectory(System.IO.Path.GetDirectoryName(Path)!);
-            var temporary = Path + ".tmp";
-            try
+            using var files = new StagedFiles(System.IO.Path.GetDirectoryName(Path)!);
+            try { files.Write(System.IO.Path.GetFileName(Path), file => SafeTensors.Write(file, tensors, metadata)); }
+            catch (IOException e)
             {
-                using var file = File.Create(temporary);
-                SafeTensors.Write(file, tensors, metadata);
-                file.Flush(flushToDisk: true);
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                TryDelete(temporary); // most likely a full disk: give back what the partial file took (up to 2 GB)
-                throw new IOException($"Saving the training state to '{temporary}' failed: {e.Message}. " + (File.Exists(Path)
+                throw new IOException(e.Message + " " + (File.Exists(Path)
                     ? $"The last complete state, '{Path}', is intact: the same Fit goes on from it."
-                    : "No state of this run had been saved yet."), e);
+                    : "No state of this run had been saved yet."), e.InnerException);
             }
-            File.Move(temporary, Path, overwrite: true);
+            files.Commit();
         }
         ReseedCuda(position.Step);
     }

@@ -342,4 +342,32 @@ public sealed class SaveLoadTests
         using var plain = PeftModel.Create(config, 3, new FullFineTuningConfig(), SafeTensors.Load(checkpoint.WeightsFile), dir, loadHead: true);
         AssertScoresAs(loaded, plain);
     }
+    /// <summary>An export that fails part-way (here the disk is full for its last file) over an earlier export leaves
+    /// that earlier export's files as they were, and no partial file: neither a truncated weights file nor an old config
+    /// beside new weights. The error names the file. Once the disk has room, the same export writes every file.</summary>
+    [TestMethod]
+    [DataRow("merged", "tokenizer.json")]
+    [DataRow("peft", "adapter_config.json")]
+    public void AnExportThatFailsLeavesTheEarlierOneAsItWas(string export, string lastFile)
+    {
+        if (!File.Exists("/dev/full")) Assert.Inconclusive("needs /dev/full (Linux)");
+        var loaded = Reloaded(PeftTrainerFixture.Lora(2));
+        Action<string> save = export == "merged" ? loaded.SaveMergedCheckpoint : loaded.SavePeftAdapter;
+        var dir = TestFolders.Create("failed-export");
+        string[] files = export == "merged"
+            ? ["model.safetensors", "config.json", "vocab.json", "merges.txt", "tokenizer.json"]
+            : ["adapter_model.safetensors", "adapter_config.json"];
+        foreach (var file in files) File.WriteAllText(Path.Combine(dir, file), $"earlier {file}");
+        var partial = Path.Combine(dir, lastFile + ".tmp");
+        File.CreateSymbolicLink(partial, "/dev/full"); // every write fails as on a full disk
+
+        var error = Assert.ThrowsExactly<IOException>(() => save(dir));
+        StringAssert.Contains(error.Message, $"'{partial}'");
+        foreach (var file in files) Assert.AreEqual($"earlier {file}", File.ReadAllText(Path.Combine(dir, file)), file);
+        CollectionAssert.AreEquivalent(files, Directory.GetFiles(dir).Select(Path.GetFileName).ToArray(), "no partial file left");
+
+        save(dir);
+        CollectionAssert.AreEquivalent(files, Directory.GetFiles(dir).Select(Path.GetFileName).ToArray());
+        foreach (var file in files) Assert.AreNotEqual($"earlier {file}", File.ReadAllText(Path.Combine(dir, file)), file);
+    }
 }
