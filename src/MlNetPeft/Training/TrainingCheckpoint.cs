@@ -99,20 +99,9 @@ internal sealed class TrainingCheckpoint : IDisposable
         }
     }
 
-    /// <summary>Releases the lock. The file is deleted before it is closed: closed first, another process could lock
-    /// it in between, and a third then lock a new file of the same name beside it.</summary>
-    public void Dispose()
-    {
-        TryDelete(_lock.Name);
-        _lock.Dispose();
-    }
-
-    private static void TryDelete(string file)
-    {
-        try { File.Delete(file); }
-        catch (IOException) { }
-        catch (UnauthorizedAccessException) { }
-    }
+    /// <summary>Releases the lock. The lock file stays: deleted, a process that had opened it just before could lock
+    /// the deleted file while a third locked a new one of the same name, and both would train.</summary>
+    public void Dispose() => _lock.Dispose();
 
     /// <summary>This run's state file.</summary>
     public string Path { get; }

@@ -15,7 +15,7 @@ public sealed class SentimentExampleTests
             "--export", Path.Combine(dir, "python"), "--state", Path.Combine(dir, "state")], "sentiment", trainRows: 4000, epochs: 5);
         SentimentExample.Run(args);
         Assert.IsTrue(File.Exists(model));
-        Assert.HasCount(1, Directory.GetFiles(Path.Combine(dir, "state"), MlNetPeft.Training.TrainingCheckpoint.FilePrefix + "*"), "--state reaches the trainer");
+        Assert.HasCount(1, Directory.GetFiles(Path.Combine(dir, "state"), MlNetPeft.Training.TrainingCheckpoint.FilePrefix + "*.safetensors"), "--state reaches the trainer");
         Assert.IsLessThan(2_000_000L, new FileInfo(model).Length);
         foreach (var file in new[] { "peft-adapter/adapter_config.json", "peft-adapter/adapter_model.safetensors",
                      "hf-checkpoint/config.json", "hf-checkpoint/model.safetensors", "hf-checkpoint/vocab.json", "hf-checkpoint/merges.txt" })

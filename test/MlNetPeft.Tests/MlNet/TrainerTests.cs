@@ -64,7 +64,7 @@ public sealed class TrainerTests
         foreach (var fold in folds)
             Assert.IsGreaterThan(0.8, fold.Metrics.MicroAccuracy, $"fold {fold.Fold}: {fold.Metrics.MicroAccuracy:F3} (chance 0.33)");
 
-        Assert.HasCount(3, Directory.GetFiles(options.TrainingStateDirectory, TrainingCheckpoint.FilePrefix + "*"), "a state per fold");
+        Assert.HasCount(3, Directory.GetFiles(options.TrainingStateDirectory, TrainingCheckpoint.FilePrefix + "*.safetensors"), "a state per fold");
         var again = ml.MulticlassClassification.CrossValidate(data, pipeline, numberOfFolds: 3);
         Assert.AreEqual(3, log.Count(m => m.Contains("that run has finished")), "every fold found its own finished state");
         CollectionAssert.AreEqual(folds.Select(f => f.Metrics.LogLoss).ToArray(), again.Select(f => f.Metrics.LogLoss).ToArray());
