@@ -68,6 +68,4 @@ public sealed class CheckpointDirectory
             return Convert.ToHexStringLower(SHA256.HashData(stream));
         });
     }
-
-    internal static string FingerprintOf(byte[] bytes) => Convert.ToHexStringLower(SHA256.HashData(bytes));
 }

@@ -31,7 +31,13 @@ public static class SafeTensors
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"safetensors file not found: {path}", path);
         using var file = File.OpenRead(path);
-        var entries = ReadHeader(file, path, out metadata);
+        return Load(file, path, out metadata);
+    }
+
+    /// <summary>As <see cref="Load(string)"/>, from a seekable stream; <paramref name="source"/> names it in errors.</summary>
+    public static Dictionary<string, Tensor> Load(Stream file, string source, out IReadOnlyDictionary<string, string> metadata)
+    {
+        var entries = ReadHeader(file, source, out metadata);
         var result = new Dictionary<string, Tensor>();
         try
         {

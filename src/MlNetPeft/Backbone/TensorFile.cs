@@ -13,9 +13,15 @@ internal static class TensorFile
     public static Dictionary<string, Tensor> Load(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"weights file not found: {path}", path);
+        return IsPickled(path) ? PyTorchCheckpoint.Load(File.ReadAllBytes(path), path) : SafeTensors.Load(path);
+    }
+
+    /// <summary>Whether the file is read as torch.save's rather than as safetensors.</summary>
+    public static bool IsPickled(string path)
+    {
         Span<byte> magic = stackalloc byte[4];
         using (var file = File.OpenRead(path)) file.ReadAtLeast(magic, 4, throwOnEndOfStream: false);
-        return IsPickled(magic, path) ? PyTorchCheckpoint.Load(File.ReadAllBytes(path), path) : SafeTensors.Load(path);
+        return IsPickled(magic, path);
     }
 
     /// <summary>Every tensor of a file's bytes; <paramref name="source"/> names it in errors.</summary>

@@ -83,9 +83,8 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         using var turn = TrainingTurns.Take(_host.CheckAlive, Log);
         manual_seed(o.Seed);
         cuda.manual_seed_all(o.Seed);
-        var bytes = File.ReadAllBytes(backbone.WeightsFile);
-        var backboneSha256 = CheckpointDirectory.FingerprintOf(bytes);
-        var weights = TensorFile.Load(bytes, backbone.WeightsFile);
+        var backboneSha256 = backbone.Fingerprint(); // streamed: the file is never held whole in memory
+        var weights = backbone.LoadWeights();
         PeftModel model;
         int? trainingSteps = null;
         try { model = PeftModel.Create(config, outputs, adapterConfig, weights, backbone.WeightsFile, loadHead: o.UseCheckpointHead); }
@@ -133,7 +132,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
             MergeAdapters = o.MergeAdaptersForInference,
             TrainingSteps = trainingSteps,
         };
-        return new PeftTextTransformer(_host, info, model, tokenizer, KeyValues.Of(label), o.EmbedBackbone ? bytes : null);
+        return new PeftTextTransformer(_host, info, model, tokenizer, KeyValues.Of(label), o.EmbedBackbone ? EmbeddedBackbone.Of(backbone.WeightsFile, backboneSha256) : null);
     }
 
     /// <summary>The tokenized training rows (weighted as the options say) and validation rows, the label column and the

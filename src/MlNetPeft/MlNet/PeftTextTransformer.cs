@@ -31,7 +31,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     internal const string LoaderSignature = "MLNETPEFTTEXT";
     private const string AdapterStream = "Adapters.safetensors";
     private const string AddedTokensStream = "AddedTokens.json";
-    // The embedded backbone keeps its file's bytes (so its SHA-256 is the recorded one) under its format's name.
+    // The embedded backbone is its file's bytes (so its SHA-256 is the recorded one) under its format's name.
     private const string BackboneStream = "Backbone.safetensors", PickledBackboneStream = "Backbone.bin";
     private const int ScoringBatchSize = 32;
 
@@ -39,11 +39,11 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     private readonly PeftModel _model;
     private readonly RobertaTokenizer _tokenizer;
     private readonly KeyValues? _labelValues;
-    private readonly byte[]? _embeddedBackbone;
+    private readonly EmbeddedBackbone? _embeddedBackbone;
     private bool _disposed;
 
     internal PeftTextTransformer(IHostEnvironment env, PeftModelInfo info, PeftModel model, RobertaTokenizer tokenizer,
-        KeyValues? labelValues, byte[]? embeddedBackbone)
+        KeyValues? labelValues, EmbeddedBackbone? embeddedBackbone)
         : base(Contracts.CheckRef(env, nameof(env)).Register(nameof(PeftTextTransformer)))
     {
         _info = info;
@@ -153,8 +153,8 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         ctx.SaveBinaryStream("vocab.json", w => w.Write(_tokenizer.VocabJson));
         ctx.SaveBinaryStream("merges.txt", w => w.Write(_tokenizer.MergesTxt));
         ctx.SaveBinaryStream(AddedTokensStream, w => w.Write(_tokenizer.AddedTokensJson()));
-        if (_embeddedBackbone is not null)
-            ctx.SaveBinaryStream(PyTorchCheckpoint.IsTorchSave(_embeddedBackbone) ? PickledBackboneStream : BackboneStream, w => w.Write(_embeddedBackbone));
+        if (_embeddedBackbone is { } embedded)
+            ctx.SaveBinaryStream(embedded.IsPickled ? PickledBackboneStream : BackboneStream, w => embedded.WriteTo(w.BaseStream));
     }
 
     // Factory for SignatureLoadModel.
@@ -171,55 +171,70 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
             ReadStream(ctx, "vocab.json") ?? throw new InvalidDataException("model zip lacks vocab.json"),
             ReadStream(ctx, "merges.txt") ?? throw new InvalidDataException("model zip lacks merges.txt"), "model zip",
             ReadStream(ctx, AddedTokensStream) is { } added ? RobertaTokenizer.ReadAddedTokens(added, "model zip " + AddedTokensStream) : null);
-        var embedded = ReadStream(ctx, BackboneStream) ?? ReadStream(ctx, PickledBackboneStream);
+        var embedded = ReadEmbeddedBackbone(ctx, BackboneStream, isPickled: false) ?? ReadEmbeddedBackbone(ctx, PickledBackboneStream, isPickled: true);
 
-        var state = SafeTensors.Load(adapters, "model zip " + AdapterStream);
-        Dictionary<string, Tensor> weights;
-        string source;
-        if (info.Adapter.TrainsBackbone)
-        {
-            // Fully fine-tuned: the zip's own state holds every backbone weight.
-            source = "model zip " + AdapterStream;
-            weights = state.Where(kv => kv.Key.StartsWith("roberta.", StringComparison.Ordinal)).ToDictionary(kv => kv.Key, kv => kv.Value);
-        }
-        else if (embedded is not null)
-        {
-            source = "model zip (embedded backbone)";
-            if (CheckpointDirectory.FingerprintOf(embedded) != info.BackboneSha256)
-                throw new InvalidDataException($"{source}: embedded backbone does not match its recorded SHA-256");
-            weights = TensorFile.Load(embedded, source);
-        }
-        else
-        {
-            var dir = BackboneLocator.Find(info.BackbonePath, info.BackboneSha256);
-            source = dir.WeightsFile;
-            weights = dir.LoadWeights();
-        }
-
-        PeftModel model;
         try
         {
-            using (RandomInit.Skipped()) // every parameter is loaded next: from the backbone, then from the zip's state
-                model = PeftModel.Create(info.Backbone, info.Outputs, info.Adapter, weights, source);
-            model.LoadTrainableState(state, "model zip " + AdapterStream);
+            var state = SafeTensors.Load(adapters, "model zip " + AdapterStream);
+            Dictionary<string, Tensor> weights;
+            string source;
+            if (info.Adapter.TrainsBackbone)
+            {
+                // Fully fine-tuned: the zip's own state holds every backbone weight.
+                source = "model zip " + AdapterStream;
+                weights = state.Where(kv => kv.Key.StartsWith("roberta.", StringComparison.Ordinal)).ToDictionary(kv => kv.Key, kv => kv.Value);
+            }
+            else if (embedded is not null)
+            {
+                source = "model zip (embedded backbone)";
+                if (embedded.Sha256 != info.BackboneSha256)
+                    throw new InvalidDataException($"{source}: embedded backbone does not match its recorded SHA-256");
+                weights = embedded.LoadWeights(source);
+            }
+            else
+            {
+                var dir = BackboneLocator.Find(info.BackbonePath, info.BackboneSha256);
+                source = dir.WeightsFile;
+                weights = dir.LoadWeights();
+            }
+
+            PeftModel model;
+            try
+            {
+                using (RandomInit.Skipped()) // every parameter is loaded next: from the backbone, then from the zip's state
+                    model = PeftModel.Create(info.Backbone, info.Outputs, info.Adapter, weights, source);
+                model.LoadTrainableState(state, "model zip " + AdapterStream);
+            }
+            finally
+            {
+                foreach (var t in weights.Values.Concat(state.Values).Distinct(ReferenceEqualityComparer.Instance)) ((Tensor)t!).Dispose();
+            }
+            var precision = ComputeSelection.SelectPrecision(LoadSettings.Precision, device);
+            if (ComputeSelection.SlowPrecisionWarning(device, precision) is { } slow)
+            {
+                using var ch = env.Start("Load");
+                ch.Warning(MessageSensitivity.None, slow);
+            }
+            model.To(device, precision, keepMasters: false); // predicts only
+            return new PeftTextTransformer(env, info, model, tokenizer, labelValues, embedded);
         }
-        finally
+        catch
         {
-            foreach (var t in weights.Values.Concat(state.Values).Distinct(ReferenceEqualityComparer.Instance)) ((Tensor)t!).Dispose();
+            embedded?.Dispose(); // its temporary file
+            throw;
         }
-        var precision = ComputeSelection.SelectPrecision(LoadSettings.Precision, device);
-        if (ComputeSelection.SlowPrecisionWarning(device, precision) is { } slow)
-        {
-            using var ch = env.Start("Load");
-            ch.Warning(MessageSensitivity.None, slow);
-        }
-        model.To(device, precision, keepMasters: false); // predicts only
-        return new PeftTextTransformer(env, info, model, tokenizer, labelValues, embedded);
     }
 
     // Factory for SignatureLoadRowMapper.
     private static IRowMapper Create(IHostEnvironment env, ModelLoadContext ctx, DataViewSchema inputSchema) =>
         Create(env, ctx).MakeRowMapper(inputSchema);
+
+    private static EmbeddedBackbone? ReadEmbeddedBackbone(ModelLoadContext ctx, string name, bool isPickled)
+    {
+        EmbeddedBackbone? embedded = null;
+        ctx.TryLoadBinaryStream(name, r => embedded = EmbeddedBackbone.Read(r.BaseStream, isPickled));
+        return embedded;
+    }
 
     private static byte[]? ReadStream(ModelLoadContext ctx, string name)
     {
@@ -302,6 +317,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         if (_disposed) return;
         _disposed = true;
         _model.Dispose();
+        _embeddedBackbone?.Dispose();
     }
 
     private void ThrowIfDisposed()

@@ -146,6 +146,10 @@ public sealed class SaveLoadTests
         PeftTrainerFixture.AssertSameScores(PeftTrainerFixture.Scores(model, data, ml), PeftTrainerFixture.Scores(fallback.Model.Load(zip, out _), data, fallback));
     }
 
+    /// <summary>With EmbedBackbone the zip loads with the backbone directory gone, from a file or a stream. The model
+    /// holds the backbone as an open file, not in memory: it still saves after the directory is deleted (Unix), a
+    /// loaded model re-saves it from the temporary copy of its zip's entry (which is unlinked at once, so no file is
+    /// left in the temporary folder), and a backbone file changed since training is an error naming it.</summary>
     [TestMethod]
     public void EmbeddedBackboneMakesTheZipSelfContained()
     {
@@ -159,12 +163,40 @@ public sealed class SaveLoadTests
         using var saved = new MemoryStream(); // as a service that keeps its models in blob storage saves and loads them
         ml.Model.Save(model, data.Schema, saved);
         Directory.Delete(backbone, recursive: true);
+        var afterDelete = TempZip();
+        if (!OperatingSystem.IsWindows()) ml.Model.Save(model, data.Schema, afterDelete);
 
         var expected = PeftTrainerFixture.Scores(model, data, ml);
+        string[] TemporaryCopies() => Directory.GetFiles(Path.GetTempPath(), "mlnetpeft-backbone-*");
+        var copiesBefore = TemporaryCopies();
         var fresh = new MLContext();
-        PeftTrainerFixture.AssertSameScores(expected, PeftTrainerFixture.Scores(fresh.Model.Load(zip, out _), data, fresh));
+        var loaded = fresh.Model.Load(zip, out _);
+        CollectionAssert.AreEquivalent(copiesBefore, TemporaryCopies(), "the entry's temporary copy is unlinked");
+        PeftTrainerFixture.AssertSameScores(expected, PeftTrainerFixture.Scores(loaded, data, fresh));
         var fromStream = new MLContext();
         PeftTrainerFixture.AssertSameScores(expected, PeftTrainerFixture.Scores(fromStream.Model.Load(new MemoryStream(saved.ToArray()), out _), data, fromStream));
+        var resaved = TempZip();
+        fresh.Model.Save(loaded, data.Schema, resaved);
+        foreach (var again in OperatingSystem.IsWindows() ? [resaved] : new[] { resaved, afterDelete })
+        {
+            var context = new MLContext();
+            PeftTrainerFixture.AssertSameScores(expected, PeftTrainerFixture.Scores(context.Model.Load(again, out _), data, context));
+        }
+
+        var changed = PeftTrainerFixture.CopyOfTinyBackbone();
+        options.BackboneDirectory = changed;
+        var (changedMl, _, changedModel) = Train(options);
+        var weightsFile = Path.Combine(changed, "model.safetensors");
+        using (var file = new FileStream(weightsFile, FileMode.Open, FileAccess.ReadWrite)) // one weight's byte changed in place
+        {
+            file.Position = file.Length - 1;
+            int last = file.ReadByte();
+            file.Position = file.Length - 1;
+            file.WriteByte((byte)(last ^ 0xFF));
+        }
+        var error = Assert.Throws<Exception>(() => changedMl.Model.Save(changedModel, data.Schema, TempZip()));
+        StringAssert.Contains(Flatten(error), weightsFile);
+        StringAssert.Contains(Flatten(error), "changed after training");
     }
 
     [TestMethod]
