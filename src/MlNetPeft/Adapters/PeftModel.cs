@@ -32,6 +32,14 @@ internal sealed class PeftModel : IDisposable
     public static PeftModel Create(RobertaConfig config, int outputs, AdapterConfig adapters,
         IReadOnlyDictionary<string, Tensor> backboneWeights, string source, bool loadHead = false)
     {
+        using var weights = new TensorDictionary(backboneWeights);
+        return Create(config, outputs, adapters, weights, source, loadHead);
+    }
+
+    /// <summary>As above, reading the backbone's weights one at a time from <paramref name="backboneWeights"/>.</summary>
+    public static PeftModel Create(RobertaConfig config, int outputs, AdapterConfig adapters,
+        ITensorSource backboneWeights, string source, bool loadHead = false)
+    {
         adapters.Validate(config.NumHiddenLayers);
         var network = new RobertaForSequenceClassification(config, outputs);
         CheckpointLoader.Load(network, backboneWeights, source, loadHead);

@@ -54,7 +54,7 @@ public sealed class CheckpointDirectory
     public RobertaTokenizer LoadTokenizer() => RobertaTokenizer.FromDirectory(Path);
 
     /// <summary>Every tensor of <see cref="WeightsFile"/>, on the CPU in its stored dtype.</summary>
-    internal Dictionary<string, TorchSharp.torch.Tensor> LoadWeights() => TensorFile.Load(WeightsFile);
+    internal ITensorSource OpenWeights() => TensorFile.Open(WeightsFile);
 
     /// <summary>SHA-256 of the weights file (hex), cached per file size and write time.</summary>
     public string Fingerprint() => FingerprintOf(WeightsFile);

@@ -12,15 +12,14 @@ internal static class CheckpointLoader
     /// Keys saved from a bare RobertaModel (no <c>roberta.</c> prefix) are accepted too. F16/BF16 weights
     /// are converted to the model's dtype.
     /// </summary>
-    public static void Load(RobertaForSequenceClassification model, IReadOnlyDictionary<string, Tensor> checkpoint, string source, bool loadHead)
+    public static void Load(RobertaForSequenceClassification model, ITensorSource checkpoint, string source, bool loadHead)
     {
         using var _ = no_grad();
         foreach (var (name, target) in model.state_dict())
         {
             bool isHead = name.StartsWith("classifier.", StringComparison.Ordinal);
-            if (!checkpoint.TryGetValue(name, out var tensor) && !isHead)
-                checkpoint.TryGetValue(name["roberta.".Length..], out tensor);
             if (isHead && !loadHead) continue;
+            using var tensor = checkpoint.Read(name) ?? (isHead ? null : checkpoint.Read(name["roberta.".Length..]));
             if (tensor is null)
                 throw new InvalidDataException(isHead
                     ? $"{source}: missing tensor '{name}': the checkpoint has no classification head (not a RobertaForSequenceClassification)"
@@ -32,10 +31,15 @@ internal static class CheckpointLoader
         }
     }
 
+    public static void Load(RobertaForSequenceClassification model, IReadOnlyDictionary<string, Tensor> checkpoint, string source, bool loadHead)
+    {
+        using var tensors = new TensorDictionary(checkpoint);
+        Load(model, tensors, source, loadHead);
+    }
+
     public static void Load(RobertaForSequenceClassification model, string weightsFile, bool loadHead)
     {
-        var tensors = TensorFile.Load(weightsFile);
-        try { Load(model, tensors, weightsFile, loadHead); }
-        finally { foreach (var t in tensors.Values) t.Dispose(); }
+        using var tensors = TensorFile.Open(weightsFile);
+        Load(model, tensors, weightsFile, loadHead);
     }
 }

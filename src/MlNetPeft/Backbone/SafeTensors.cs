@@ -41,15 +41,7 @@ public static class SafeTensors
         var result = new Dictionary<string, Tensor>();
         try
         {
-            foreach (var e in entries.OrderBy(e => e.Begin))
-            {
-                var tensor = result[e.Name] = torch.empty(e.Shape, e.Type);
-                if (e.Length == 0) continue;
-                var data = new byte[e.Length];
-                file.Position = e.Begin;
-                file.ReadExactly(data);
-                tensor.bytes = data;
-            }
+            foreach (var e in entries.OrderBy(e => e.Begin)) result[e.Name] = Read(file, e);
         }
         catch
         {
@@ -71,7 +63,19 @@ public static class SafeTensors
         return result;
     }
 
-    private sealed record Entry(string Name, ScalarType Type, long[] Shape, long Begin, long Length);
+    internal sealed record Entry(string Name, ScalarType Type, long[] Shape, long Begin, long Length);
+
+    /// <summary>One tensor's data, read from its place in the file.</summary>
+    internal static Tensor Read(Stream file, Entry e)
+    {
+        var tensor = torch.empty(e.Shape, e.Type);
+        if (e.Length == 0) return tensor;
+        var data = new byte[e.Length];
+        file.Position = e.Begin;
+        file.ReadExactly(data);
+        tensor.bytes = data;
+        return tensor;
+    }
 
     /// <summary>The tensors a header describes, with their data's place in the file, checked against the file's size.</summary>
     private static List<Entry> ParseHeader(byte[] json, long dataStart, long fileLength, string source,
@@ -150,7 +154,7 @@ public static class SafeTensors
 
     /// <summary>The header of a safetensors file (or its bytes), read from its start: its tensors' places and its
     /// metadata; <paramref name="source"/> names it in errors.</summary>
-    private static List<Entry> ReadHeader(Stream file, string source, out IReadOnlyDictionary<string, string> metadata)
+    internal static List<Entry> ReadHeader(Stream file, string source, out IReadOnlyDictionary<string, string> metadata)
     {
         Span<byte> prefix = stackalloc byte[8];
         if (file.ReadAtLeast(prefix, 8, throwOnEndOfStream: false) < 8) throw new InvalidDataException($"{source}: too short to be a safetensors file");

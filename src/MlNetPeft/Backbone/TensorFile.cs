@@ -16,6 +16,14 @@ internal static class TensorFile
         return IsPickled(path) ? PyTorchCheckpoint.Load(File.ReadAllBytes(path), path) : SafeTensors.Load(path);
     }
 
+    /// <summary>The file's tensors as a source a loader reads one at a time: safetensors straight from the file, a
+    /// torch.save file (a zip that cannot be read piecemeal here) loaded whole.</summary>
+    public static ITensorSource Open(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"weights file not found: {path}", path);
+        return IsPickled(path) ? new TensorDictionary(PyTorchCheckpoint.Load(File.ReadAllBytes(path), path), owns: true) : SafeTensorsReader.Open(path);
+    }
+
     /// <summary>Whether the file is read as torch.save's rather than as safetensors.</summary>
     public static bool IsPickled(string path)
     {

@@ -60,18 +60,15 @@ internal sealed class EmbeddedBackbone : IDisposable
         }
     }
 
-    /// <summary>Every tensor of the file, on the CPU in its stored dtype (safetensors one at a time);
-    /// <paramref name="source"/> names it in errors.</summary>
-    public Dictionary<string, Tensor> LoadWeights(string source)
+    /// <summary>The file's tensors for a loader (safetensors read one at a time); <paramref name="source"/> names it in
+    /// errors. Only while the model is built: <see cref="WriteTo"/> moves the same stream.</summary>
+    public ITensorSource OpenWeights(string source)
     {
-        lock (_reading)
-        {
-            _content.Position = 0;
-            if (!IsPickled) return SafeTensors.Load(_content, source, out _);
-            var bytes = new byte[_content.Length];
-            _content.ReadExactly(bytes);
-            return PyTorchCheckpoint.Load(bytes, source);
-        }
+        if (!IsPickled) return new SafeTensorsReader(_content, source, ownsFile: false);
+        _content.Position = 0;
+        var bytes = new byte[_content.Length];
+        _content.ReadExactly(bytes);
+        return new TensorDictionary(PyTorchCheckpoint.Load(bytes, source), owns: true);
     }
 
     /// <summary>Writes the bytes to <paramref name="destination"/> once they are checked to have <see cref="Sha256"/>

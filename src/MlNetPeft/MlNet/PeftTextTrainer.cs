@@ -84,11 +84,10 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         manual_seed(o.Seed);
         cuda.manual_seed_all(o.Seed);
         var backboneSha256 = backbone.Fingerprint(); // streamed: the file is never held whole in memory
-        var weights = backbone.LoadWeights();
         PeftModel model;
         int? trainingSteps = null;
-        try { model = PeftModel.Create(config, outputs, adapterConfig, weights, backbone.WeightsFile, loadHead: o.UseCheckpointHead); }
-        finally { foreach (var t in weights.Values) t.Dispose(); }
+        using (var weights = backbone.OpenWeights())
+            model = PeftModel.Create(config, outputs, adapterConfig, weights, backbone.WeightsFile, loadHead: o.UseCheckpointHead);
 
         try
         {

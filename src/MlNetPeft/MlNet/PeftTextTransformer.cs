@@ -176,26 +176,26 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         try
         {
             var state = SafeTensors.Load(adapters, "model zip " + AdapterStream);
-            Dictionary<string, Tensor> weights;
+            ITensorSource weights;
             string source;
             if (info.Adapter.TrainsBackbone)
             {
                 // Fully fine-tuned: the zip's own state holds every backbone weight.
                 source = "model zip " + AdapterStream;
-                weights = state.Where(kv => kv.Key.StartsWith("roberta.", StringComparison.Ordinal)).ToDictionary(kv => kv.Key, kv => kv.Value);
+                weights = new TensorDictionary(state);
             }
             else if (embedded is not null)
             {
                 source = "model zip (embedded backbone)";
                 if (embedded.Sha256 != info.BackboneSha256)
                     throw new InvalidDataException($"{source}: embedded backbone does not match its recorded SHA-256");
-                weights = embedded.LoadWeights(source);
+                weights = embedded.OpenWeights(source);
             }
             else
             {
                 var dir = BackboneLocator.Find(info.BackbonePath, info.BackboneSha256);
                 source = dir.WeightsFile;
-                weights = dir.LoadWeights();
+                weights = dir.OpenWeights();
             }
 
             PeftModel model;
@@ -207,7 +207,8 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
             }
             finally
             {
-                foreach (var t in weights.Values.Concat(state.Values).Distinct(ReferenceEqualityComparer.Instance)) ((Tensor)t!).Dispose();
+                weights.Dispose();
+                foreach (var t in state.Values) t.Dispose();
             }
             var precision = ComputeSelection.SelectPrecision(LoadSettings.Precision, device);
             if (ComputeSelection.SlowPrecisionWarning(device, precision) is { } slow)
