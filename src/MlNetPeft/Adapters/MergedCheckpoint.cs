@@ -28,11 +28,11 @@ internal static class MergedCheckpoint
         foreach (var (name, tensor) in model.Network.state_dict())
         {
             var key = name.Replace(".base_layer.", ".", StringComparison.Ordinal); // an adapted projection's frozen Linear
-            weights[key] = trained.TryGetValue(name, out var copy) ? copy : tensor.detach().to(ScalarType.Float32).cpu().clone();
+            weights[key] = trained.TryGetValue(name, out var copy) ? copy : tensor.detach(); // converted as written
         }
         foreach (var (path, _, _, linear) in model.Adapters.Wrapped)
             if (!linear.IsMerged) // merged for prediction: the weight already holds the updates
-                weights[path + ".weight"] = linear.MergedWeight(weights[path + ".weight"]);
-        SafeTensors.Write(stream, weights, new Dictionary<string, string> { ["format"] = "pt" });
+                weights[path + ".weight"] = linear.MergedWeight(weights[path + ".weight"].to(ScalarType.Float32).cpu()); // in fp32
+        SafeTensors.Write(stream, weights, new Dictionary<string, string> { ["format"] = "pt" }, ScalarType.Float32);
     }
 }

@@ -114,8 +114,10 @@ public static class SafeTensors
     }
 
     /// <summary>Writes tensors (any device, any of the supported dtypes), keys sorted, as a safetensors file to
-    /// <paramref name="stream"/>, one tensor at a time.</summary>
-    public static void Write(Stream stream, IReadOnlyDictionary<string, Tensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    /// <paramref name="stream"/>, one tensor at a time; with <paramref name="dtype"/>, each converted to it as it is
+    /// written (so no converted copy of them all is made first).</summary>
+    public static void Write(Stream stream, IReadOnlyDictionary<string, Tensor> tensors, IReadOnlyDictionary<string, string>? metadata = null,
+        ScalarType? dtype = null)
     {
         var names = tensors.Keys.OrderBy(k => k, StringComparer.Ordinal).ToList();
         var header = new Dictionary<string, object>();
@@ -123,10 +125,11 @@ public static class SafeTensors
         foreach (var name in names)
         {
             var t = tensors[name];
-            var dtype = DTypes.FirstOrDefault(d => d.Value.Type == t.dtype).Key
-                ?? throw new ArgumentException($"tensor '{name}' has dtype {t.dtype}, which safetensors files here do not hold");
-            long length = t.numel() * DTypes[dtype].Size;
-            header[name] = new { dtype, shape = t.shape, data_offsets = new[] { offset, offset + length } };
+            var type = dtype ?? t.dtype;
+            var typeName = DTypes.FirstOrDefault(d => d.Value.Type == type).Key
+                ?? throw new ArgumentException($"tensor '{name}' has dtype {type}, which safetensors files here do not hold");
+            long length = t.numel() * DTypes[typeName].Size;
+            header[name] = new { dtype = typeName, shape = t.shape, data_offsets = new[] { offset, offset + length } };
             offset += length;
         }
         if (metadata is not null) header["__metadata__"] = metadata;
@@ -139,7 +142,7 @@ public static class SafeTensors
         for (int i = json.Length; i < padded; i++) stream.WriteByte((byte)' ');
         foreach (var name in names)
         {
-            using var t = tensors[name].detach().cpu().contiguous();
+            using var t = tensors[name].detach().to(dtype ?? tensors[name].dtype).cpu().contiguous();
             stream.Write(t.bytes);
         }
     }
