@@ -155,6 +155,10 @@ internal sealed class PeftModel : IDisposable
     public Dictionary<string, Tensor> TrainableState() =>
         StateTensors().ToDictionary(p => p.Name, p => p.Tensor.detach().to(ScalarType.Float32).cpu().clone());
 
+    /// <summary>The tensors <see cref="TrainableState"/> copies, themselves (detached, in their own dtype and device): for
+    /// writing a model that no longer trains one tensor at a time, converted as written, with no copy of them all.</summary>
+    public Dictionary<string, Tensor> TrainableStateTensors() => StateTensors().ToDictionary(p => p.Name, p => p.Tensor.detach());
+
     public void LoadTrainableState(IReadOnlyDictionary<string, Tensor> state, string source)
     {
         using var _ = no_grad();
