@@ -65,16 +65,21 @@ public static class SafeTensors
 
     internal sealed record Entry(string Name, ScalarType Type, long[] Shape, long Begin, long Length);
 
-    /// <summary>One tensor's data, read from its place in the file.</summary>
+    /// <summary>One tensor's data, read from its place in the file straight into the tensor's memory (a CPU tensor's
+    /// <c>bytes</c> is a span over it).</summary>
     internal static Tensor Read(Stream file, Entry e)
     {
         var tensor = torch.empty(e.Shape, e.Type);
-        if (e.Length == 0) return tensor;
-        var data = new byte[e.Length];
-        file.Position = e.Begin;
-        file.ReadExactly(data);
-        tensor.bytes = data;
+        ReadInto(file, e, tensor);
         return tensor;
+    }
+
+    /// <summary>Reads an entry's data into a contiguous CPU tensor of its dtype and shape.</summary>
+    internal static void ReadInto(Stream file, Entry e, Tensor tensor)
+    {
+        if (e.Length == 0) return;
+        file.Position = e.Begin;
+        file.ReadExactly(tensor.bytes);
     }
 
     /// <summary>The tensors a header describes, with their data's place in the file, checked against the file's size.</summary>

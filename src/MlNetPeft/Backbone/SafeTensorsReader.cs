@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace MlNetPeft.Backbone;
@@ -23,6 +24,16 @@ internal sealed class SafeTensorsReader : ITensorSource
     public static SafeTensorsReader Open(string path) => new(File.OpenRead(path), path, ownsFile: true);
 
     public Tensor? Read(string name) => _entries.TryGetValue(name, out var entry) ? SafeTensors.Read(_file, entry) : null;
+
+    /// <summary>Reads the tensor into the target's own memory (one pass over it, no tensor in between).</summary>
+    public bool TryReadInto(string name, Tensor target)
+    {
+        if (!_entries.TryGetValue(name, out var entry) || entry.Type != target.dtype || !entry.Shape.SequenceEqual(target.shape)
+            || target.device_type != DeviceType.CPU || !target.is_contiguous())
+            return false;
+        SafeTensors.ReadInto(_file, entry, target);
+        return true;
+    }
 
     public void Dispose()
     {

@@ -12,6 +12,11 @@ internal interface ITensorSource : IDisposable
     /// <summary>A new tensor of <paramref name="name"/> (the caller disposes it), on the CPU in its stored dtype, or
     /// null when there is none.</summary>
     Tensor? Read(string name);
+
+    /// <summary>Reads <paramref name="name"/> straight into <paramref name="target"/> (a contiguous CPU tensor) where
+    /// the source holds it in the target's dtype and shape, and says whether it did; otherwise the caller reads and
+    /// copies.</summary>
+    bool TryReadInto(string name, Tensor target) => false;
 }
 
 /// <summary>Tensors already in memory as a source: each read is an alias the caller may dispose. Disposing the source
