@@ -156,7 +156,7 @@ internal sealed class PeftModel : IDisposable
         StateTensors().ToDictionary(p => p.Name, p => p.Tensor.detach().to(ScalarType.Float32).cpu().clone());
 
     /// <summary>The tensors <see cref="TrainableState"/> copies, themselves (detached, in their own dtype and device): for
-    /// writing a model that no longer trains one tensor at a time, converted as written, with no copy of them all.</summary>
+    /// writing them out one at a time while nothing steps, with no copy of them all.</summary>
     public Dictionary<string, Tensor> TrainableStateTensors() => StateTensors().ToDictionary(p => p.Name, p => p.Tensor.detach());
 
     public void LoadTrainableState(IReadOnlyDictionary<string, Tensor> state, string source)

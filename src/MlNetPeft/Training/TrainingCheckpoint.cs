@@ -159,7 +159,7 @@ internal sealed class TrainingCheckpoint : IDisposable
     {
         using (NewDisposeScope())
         {
-            var tensors = model.TrainableState().ToDictionary(kv => "model." + kv.Key, kv => kv.Value);
+            var tensors = model.TrainableStateTensors().ToDictionary(kv => "model." + kv.Key, kv => kv.Value); // written as they are, no copy
             foreach (var (name, tensor) in best ?? new Dictionary<string, Tensor>()) tensors["best." + name] = tensor;
             foreach (var (name, tensor) in stepper.State()) tensors["step." + name] = tensor;
             tensors["random.cpu"] = random.get_rng_state();
