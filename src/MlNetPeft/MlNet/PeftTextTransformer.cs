@@ -99,6 +99,10 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     public void SaveMergedCheckpoint(string directory)
     {
         ThrowIfDisposed();
+        if (SameDirectory(directory, _info.BackbonePath))
+            throw new ArgumentException($"'{directory}' is the backbone directory this model was trained on: the merged " +
+                "checkpoint would replace its weights, and the model zips that refer to them would no longer load. Choose " +
+                "another directory.", nameof(directory));
         using var files = new StagedFiles(directory);
         files.Write("model.safetensors", file => MergedCheckpoint.Write(_model, file));
         var names = _info.Task == TaskKind.Regression ? ["LABEL_0"] : _info.Binary ? ["False", "True"]
@@ -115,6 +119,10 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         files.Write("tokenizer.json", _tokenizer.ToTokenizerJson());
         files.Commit();
     }
+
+    private static bool SameDirectory(string a, string b) =>
+        string.Equals(Path.TrimEndingDirectorySeparator(Path.GetFullPath(a)), Path.TrimEndingDirectorySeparator(Path.GetFullPath(b)),
+            OperatingSystem.IsLinux() ? StringComparison.Ordinal : StringComparison.OrdinalIgnoreCase);
 
     internal PeftModelInfo Info => _info;
     internal KeyValues? LabelValues => _labelValues;

@@ -374,6 +374,23 @@ public sealed class SaveLoadTests
         using var plain = PeftModel.Create(config, 3, new FullFineTuningConfig(), SafeTensors.Load(checkpoint.WeightsFile), dir, loadHead: true);
         AssertScoresAs(loaded, plain);
     }
+    /// <summary>A merged checkpoint written into the backbone directory the model trained on would replace the weights
+    /// its zips refer to: refused, naming the directory, with the backbone untouched.</summary>
+    [TestMethod]
+    public void AMergedCheckpointIsNotWrittenOverItsOwnBackbone()
+    {
+        var backbone = PeftTrainerFixture.CopyOfTinyBackbone();
+        var options = PeftTrainerFixture.Lora(1);
+        options.BackboneDirectory = backbone;
+        var (_, _, model) = Train(options);
+        var peft = ((TransformerChain<ITransformer>)model).OfType<PeftTextTransformer>().Single();
+        var weights = File.ReadAllBytes(Path.Combine(backbone, "model.safetensors"));
+        var error = Assert.ThrowsExactly<ArgumentException>(() => peft.SaveMergedCheckpoint(backbone + Path.DirectorySeparatorChar));
+        StringAssert.Contains(error.Message, backbone);
+        CollectionAssert.AreEqual(weights, File.ReadAllBytes(Path.Combine(backbone, "model.safetensors")));
+        peft.SaveMergedCheckpoint(Path.Combine(backbone, "merged")); // a folder inside it is another directory
+    }
+
     /// <summary>An export that fails part-way (here the disk is full for its last file) over an earlier export leaves
     /// that earlier export's files as they were, and no partial file: neither a truncated weights file nor an old config
     /// beside new weights. The error names the file. Once the disk has room, the same export writes every file.</summary>
