@@ -23,6 +23,14 @@ public sealed class SaveLoadTests
         return (ml, data, PeftTrainerFixture.Fit(ml, data, options).Model);
     }
 
+    /// <summary>As <see cref="Train"/>, on a copy of the tiny backbone that the test may change or delete.</summary>
+    private static (string Backbone, MLContext Ml, IDataView Data, ITransformer Model) TrainOnACopyOfTheBackbone(PeftTextTrainerOptions options)
+    {
+        options.BackboneDirectory = PeftTrainerFixture.CopyOfTinyBackbone();
+        var (ml, data, model) = Train(options);
+        return (options.BackboneDirectory, ml, data, model);
+    }
+
     public static IEnumerable<object[]> Trainers =>
     [
         [PeftTrainerFixture.Msplora(2)],
@@ -153,11 +161,9 @@ public sealed class SaveLoadTests
     [TestMethod]
     public void EmbeddedBackboneMakesTheZipSelfContained()
     {
-        var backbone = PeftTrainerFixture.CopyOfTinyBackbone();
         var options = PeftTrainerFixture.Msplora(2);
-        options.BackboneDirectory = backbone;
         options.EmbedBackbone = true;
-        var (ml, data, model) = Train(options);
+        var (backbone, ml, data, model) = TrainOnACopyOfTheBackbone(options);
         var zip = TempZip();
         ml.Model.Save(model, data.Schema, zip);
         using var saved = new MemoryStream(); // as a service that keeps its models in blob storage saves and loads them
@@ -183,9 +189,7 @@ public sealed class SaveLoadTests
             PeftTrainerFixture.AssertSameScores(expected, PeftTrainerFixture.Scores(context.Model.Load(again, out _), data, context));
         }
 
-        var changed = PeftTrainerFixture.CopyOfTinyBackbone();
-        options.BackboneDirectory = changed;
-        var (changedMl, _, changedModel) = Train(options);
+        var (changed, changedMl, _, changedModel) = TrainOnACopyOfTheBackbone(options);
         var weightsFile = Path.Combine(changed, "model.safetensors");
         using (var file = new FileStream(weightsFile, FileMode.Open, FileAccess.ReadWrite)) // one weight's byte changed in place
         {
@@ -202,10 +206,7 @@ public sealed class SaveLoadTests
     [TestMethod]
     public void WrongOrMissingBackboneIsAClearErrorAndAnOverrideFindsTheRightOne()
     {
-        var backbone = PeftTrainerFixture.CopyOfTinyBackbone();
-        var options = PeftTrainerFixture.Msplora(1);
-        options.BackboneDirectory = backbone;
-        var (ml, data, model) = Train(options);
+        var (backbone, ml, data, model) = TrainOnACopyOfTheBackbone(PeftTrainerFixture.Msplora(1));
         var zip = TempZip();
         ml.Model.Save(model, data.Schema, zip);
         var expected = PeftTrainerFixture.Scores(model, data, ml);
@@ -379,10 +380,7 @@ public sealed class SaveLoadTests
     [TestMethod]
     public void AMergedCheckpointIsNotWrittenOverItsOwnBackbone()
     {
-        var backbone = PeftTrainerFixture.CopyOfTinyBackbone();
-        var options = PeftTrainerFixture.Lora(1);
-        options.BackboneDirectory = backbone;
-        var (_, _, model) = Train(options);
+        var (backbone, _, _, model) = TrainOnACopyOfTheBackbone(PeftTrainerFixture.Lora(1));
         var peft = ((TransformerChain<ITransformer>)model).OfType<PeftTextTransformer>().Single();
         var weights = File.ReadAllBytes(Path.Combine(backbone, "model.safetensors"));
         var error = Assert.ThrowsExactly<ArgumentException>(() => peft.SaveMergedCheckpoint(backbone + Path.DirectorySeparatorChar));
