@@ -1,0 +1,97 @@
+using System.Diagnostics;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MlNetPeft.Adapters;
+using MlNetPeft.MlNet;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Bench;
+
+/// <summary>
+/// What a model's life around its zip costs in time and CPU memory, on a backbone of a given shape with random weights
+/// (written as a checkpoint directory in a temporary folder): a short Fit (LoRA, --rows SST-2 dev sentences with
+/// made-up labels, one epoch, sequence 32), Model.Save, a merged-checkpoint export, then --loads rounds of Model.Load
+/// and disposal in this process, as a service reloading new versions does. Each prints its wall time, its peak
+/// resident memory above what the process held before it, and the resident memory after it. --embed puts the
+/// backbone into the zip; --work names the scratch folder (default: a new one in the temporary folder), deleted after.
+/// </summary>
+internal static class ZipMemoryBenchmark
+{
+    private sealed class Row
+    {
+        public string Sentence { get; set; } = "";
+        public string Label { get; set; } = "";
+    }
+
+    public static int Run(BenchArgs a)
+    {
+        var shape = a.Text("shape", "base");
+        bool embed = a.Flag("embed");
+        int loads = a.Int("loads", 3), rows = a.Int("rows", 64);
+        var work = a.Text("work") is { } given ? Directory.CreateDirectory(given).FullName : Directory.CreateTempSubdirectory("mlnetpeft-zip-memory-").FullName;
+        try
+        {
+            var backbone = RandomBackbone(shape, Path.Combine(work, "backbone"));
+            Console.WriteLine($"{shape}-shaped backbone, random weights: {new FileInfo(Path.Combine(backbone, "model.safetensors")).Length / 1e6:F0} MB" +
+                (embed ? ", embedded in the zip" : ""));
+            var ml = new MLContext(seed: 1);
+            var data = ml.Data.LoadFromEnumerable(SentencePredictor.DevSentences(a).Take(rows)
+                .Select((s, i) => new Row { Sentence = s, Label = i % 2 == 0 ? "even" : "odd" }));
+            var options = new LoraOptions
+            {
+                BackboneDirectory = backbone, Sentence1ColumnName = nameof(Row.Sentence), MaxEpochs = 1, BatchSize = 8,
+                MaxSequenceLength = 32, EmbedBackbone = embed,
+            };
+            var model = Measure("Fit", () => ml.Transforms.Conversion.MapValueToKey("Label")
+                .Append(ml.MulticlassClassification.Trainers.Lora(options)).Fit(data));
+            var zip = Path.Combine(work, "model.zip");
+            Measure("Model.Save", () => ml.Model.Save(model, data.Schema, zip));
+            Console.WriteLine($"  zip {new FileInfo(zip).Length / 1e6:F1} MB");
+            Measure("SaveMergedCheckpoint", () => Peft(model).SaveMergedCheckpoint(Path.Combine(work, "merged")));
+            Peft(model).Dispose();
+            for (int i = 1; i <= loads; i++)
+                Peft(Measure($"Model.Load {i}", () => new MLContext().Model.Load(zip, out _))).Dispose();
+            return 0;
+        }
+        finally
+        {
+            Directory.Delete(work, recursive: true);
+        }
+    }
+
+    private static PeftTextTransformer Peft(ITransformer model) =>
+        ((IEnumerable<ITransformer>)model).OfType<PeftTextTransformer>().Single(); // a chain, of either element type
+
+    private static void Measure(string what, Action action) => Measure(what, () => { action(); return 0; });
+
+    private static T Measure<T>(string what, Func<T> action)
+    {
+        using var peak = new PeakMemory(CPU); // resets the peak to what is resident now
+        double before = Resident();
+        var clock = Stopwatch.StartNew();
+        var result = action();
+        double seconds = clock.Elapsed.TotalSeconds;
+        Console.WriteLine($"{what}: {seconds:F1} s, peak {peak.PeakGiB - before:+0.00;-0.00} GiB, resident after {Resident():F2} GiB");
+        return result;
+    }
+
+    private static double Resident()
+    {
+        using var process = Process.GetCurrentProcess();
+        return process.WorkingSet64 / (double)(1L << 30);
+    }
+
+    /// <summary>A checkpoint directory of the shape: random weights (seeded), the bench's config, roberta-mini's
+    /// roberta-base vocabulary.</summary>
+    internal static string RandomBackbone(string shape, string directory)
+    {
+        Directory.CreateDirectory(directory);
+        using (var model = SpeedBenchmark.RandomModel(shape, "lora"))
+        using (var file = File.Create(Path.Combine(directory, "model.safetensors")))
+            MergedCheckpoint.Write(model, file);
+        File.WriteAllText(Path.Combine(directory, "config.json"), SpeedBenchmark.ConfigFor(shape).ToJson());
+        var vocabulary = Path.Combine(BenchArgs.RepositoryRoot(), "models", "roberta-mini");
+        foreach (var name in new[] { "vocab.json", "merges.txt" }) File.Copy(Path.Combine(vocabulary, name), Path.Combine(directory, name));
+        return directory;
+    }
+}

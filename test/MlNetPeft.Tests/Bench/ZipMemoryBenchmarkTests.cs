@@ -1,0 +1,28 @@
+using MlNetPeft.Bench;
+
+namespace MlNetPeft.Tests.Bench;
+
+[TestClass]
+public sealed class ZipMemoryBenchmarkTests
+{
+    /// <summary>On the tiny shape with the backbone embedded: every stage reports its time and memory, the zip holds the
+    /// backbone, and the scratch folder is gone afterwards.</summary>
+    [TestMethod]
+    public void ReportsEachStageAndCleansUp()
+    {
+        var work = Path.Combine(TestFolders.Create("zip-memory"), "work");
+        var output = new StringWriter();
+        var console = Console.Out;
+        Console.SetOut(output);
+        try { Assert.AreEqual(0, ZipMemoryBenchmark.Run(BenchArgs.Parse(["zip-memory", "--shape", "tiny", "--embed", "--loads", "2", "--rows", "16", "--work", work]))); }
+        finally { Console.SetOut(console); }
+        var text = output.ToString();
+        foreach (var stage in new[] { "Fit", "Model.Save", "SaveMergedCheckpoint", "Model.Load 1", "Model.Load 2" })
+            StringAssert.Matches(text, new System.Text.RegularExpressions.Regex($@"(?m)^{System.Text.RegularExpressions.Regex.Escape(stage)}: [\d.]+ s, peak [+-][\d.]+ GiB, resident after [\d.]+ GiB$"), stage);
+        StringAssert.Contains(text, "embedded in the zip");
+        var zipMegabytes = double.Parse(System.Text.RegularExpressions.Regex.Match(text, @"zip ([\d.]+) MB").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        var backboneMegabytes = double.Parse(System.Text.RegularExpressions.Regex.Match(text, @"random weights: ([\d.]+) MB").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        Assert.IsGreaterThan(0.5 * backboneMegabytes, zipMegabytes, "the zip holds the backbone");
+        Assert.IsFalse(Directory.Exists(work));
+    }
+}
