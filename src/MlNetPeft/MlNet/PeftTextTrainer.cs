@@ -88,9 +88,12 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         int? trainingSteps = null;
         using (var weights = backbone.OpenWeights())
             model = PeftModel.Create(config, outputs, adapterConfig, weights, backbone.WeightsFile, loadHead: o.UseCheckpointHead);
+        EmbeddedBackbone? embedded = null;
 
         try
         {
+            // Held open from before training: a backbone file replaced (renamed over) meanwhile is still the one embedded.
+            if (o.EmbedBackbone) embedded = EmbeddedBackbone.Of(backbone.WeightsFile, backboneSha256);
             var start = initialModel is null ? o.Initialize(model) : StartFrom(initialModel, model, backboneSha256, label, outputs);
             if (start is not null) Log($"Starting from {start}.");
             var device = MlContextGpu.SelectDevice(_env, o.Device);
@@ -109,6 +112,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
         catch
         {
             model.Dispose();
+            embedded?.Dispose();
             throw;
         }
 
@@ -131,7 +135,7 @@ public abstract class PeftTextTrainer<TOptions> : IEstimator<PeftTextTransformer
             MergeAdapters = o.MergeAdaptersForInference,
             TrainingSteps = trainingSteps,
         };
-        return new PeftTextTransformer(_host, info, model, tokenizer, KeyValues.Of(label), o.EmbedBackbone ? EmbeddedBackbone.Of(backbone.WeightsFile, backboneSha256) : null);
+        return new PeftTextTransformer(_host, info, model, tokenizer, KeyValues.Of(label), embedded);
     }
 
     /// <summary>The tokenized training rows (weighted as the options say) and validation rows, the label column and the

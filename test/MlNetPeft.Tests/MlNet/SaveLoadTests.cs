@@ -203,6 +203,36 @@ public sealed class SaveLoadTests
         StringAssert.Contains(Flatten(error), "changed after training");
     }
 
+    /// <summary>A backbone file replaced (renamed over, as a re-download does) while a model with EmbedBackbone trains:
+    /// the zip embeds the file the model trained on, which it holds open from before the first step.</summary>
+    [TestMethod]
+    public void AnEmbeddedBackboneReplacedWhileTrainingIsTheOneTrainedOn()
+    {
+        if (OperatingSystem.IsWindows()) Assert.Inconclusive("renaming over an open file is Unix's");
+        var options = PeftTrainerFixture.Msplora(2);
+        options.EmbedBackbone = true;
+        options.BackboneDirectory = PeftTrainerFixture.CopyOfTinyBackbone();
+        var weightsFile = Path.Combine(options.BackboneDirectory, "model.safetensors");
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(ToyText.Rows(64, seed: 5));
+        bool replaced = false;
+        ml.Log += (_, e) =>
+        {
+            if (replaced || !e.Message.Contains(" step ", StringComparison.Ordinal)) return;
+            var other = File.ReadAllBytes(weightsFile);
+            other[^1] ^= 0xFF;
+            File.WriteAllBytes(weightsFile + ".new", other);
+            File.Move(weightsFile + ".new", weightsFile, overwrite: true);
+            replaced = true;
+        };
+        var model = PeftTrainerFixture.Fit(ml, data, options).Model;
+        Assert.IsTrue(replaced, "replaced during training");
+        var zip = TempZip();
+        ml.Model.Save(model, data.Schema, zip);
+        var fresh = new MLContext();
+        PeftTrainerFixture.AssertSameScores(PeftTrainerFixture.Scores(model, data, ml), PeftTrainerFixture.Scores(fresh.Model.Load(zip, out _), data, fresh));
+    }
+
     [TestMethod]
     public void WrongOrMissingBackboneIsAClearErrorAndAnOverrideFindsTheRightOne()
     {
