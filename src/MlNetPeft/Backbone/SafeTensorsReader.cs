@@ -21,8 +21,6 @@ internal sealed class SafeTensorsReader : ITensorSource
         _entries = SafeTensors.ReadHeader(file, source, out _).ToDictionary(e => e.Name);
     }
 
-    public static SafeTensorsReader Open(string path) => new(File.OpenRead(path), path, ownsFile: true);
-
     public Tensor? Read(string name) => _entries.TryGetValue(name, out var entry) ? SafeTensors.Read(_file, entry) : null;
 
     /// <summary>Reads the tensor into the target's own memory (one pass over it, no tensor in between).</summary>

@@ -21,7 +21,33 @@ internal static class TensorFile
     public static ITensorSource Open(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"weights file not found: {path}", path);
-        return IsPickled(path) ? new TensorDictionary(PyTorchCheckpoint.Load(File.ReadAllBytes(path), path), owns: true) : SafeTensorsReader.Open(path);
+        return Open(File.OpenRead(path), IsPickled(path), path, ownsFile: true);
+    }
+
+    /// <summary>As <see cref="Open(string)"/>, from a seekable stream of such a file; <paramref name="source"/> names it
+    /// in errors, and with <paramref name="ownsFile"/> the source closes the stream (a torch.save file's at once).</summary>
+    public static ITensorSource Open(Stream file, bool isPickled, string source, bool ownsFile)
+    {
+        if (!isPickled)
+        {
+            try { return new SafeTensorsReader(file, source, ownsFile); }
+            catch
+            {
+                if (ownsFile) file.Dispose();
+                throw;
+            }
+        }
+        var bytes = new byte[file.Length];
+        try
+        {
+            file.Position = 0;
+            file.ReadExactly(bytes);
+        }
+        finally
+        {
+            if (ownsFile) file.Dispose();
+        }
+        return new TensorDictionary(PyTorchCheckpoint.Load(bytes, source), owns: true);
     }
 
     /// <summary>Whether the file is read as torch.save's rather than as safetensors.</summary>

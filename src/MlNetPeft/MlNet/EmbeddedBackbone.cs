@@ -1,6 +1,5 @@
 using System.Security.Cryptography;
 using MlNetPeft.Backbone;
-using static TorchSharp.torch;
 
 namespace MlNetPeft.MlNet;
 
@@ -62,14 +61,7 @@ internal sealed class EmbeddedBackbone : IDisposable
 
     /// <summary>The file's tensors for a loader (safetensors read one at a time); <paramref name="source"/> names it in
     /// errors. Only while the model is built: <see cref="WriteTo"/> moves the same stream.</summary>
-    public ITensorSource OpenWeights(string source)
-    {
-        if (!IsPickled) return new SafeTensorsReader(_content, source, ownsFile: false);
-        _content.Position = 0;
-        var bytes = new byte[_content.Length];
-        _content.ReadExactly(bytes);
-        return new TensorDictionary(PyTorchCheckpoint.Load(bytes, source), owns: true);
-    }
+    public ITensorSource OpenWeights(string source) => TensorFile.Open(_content, IsPickled, source, ownsFile: false);
 
     /// <summary>Writes the bytes to <paramref name="destination"/> once they are checked to have <see cref="Sha256"/>
     /// (a backbone file changed since training is an error naming it, not a zip that would not load).</summary>
