@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using MlNetPeft.Adapters;
+using MlNetPeft.Backbone;
 using MlNetPeft.MlNet;
 using static TorchSharp.torch;
 
@@ -13,7 +14,9 @@ namespace MlNetPeft.Bench;
 /// made-up labels, one epoch, sequence 32), Model.Save, a merged-checkpoint export, then --loads rounds of Model.Load
 /// and disposal in this process, as a service reloading new versions does. Each prints its wall time, its peak
 /// resident memory above what the process held before it, and the resident memory after it. --embed puts the
-/// backbone into the zip; --work names the scratch folder (default: a new one in the temporary folder), deleted after.
+/// backbone into the zip; --backbone DIR uses that checkpoint directory instead of a random one (a real roberta-base,
+/// or one with a pytorch_model.bin); --work names the scratch folder (default: a new one in the temporary folder),
+/// deleted after.
 /// </summary>
 internal static class ZipMemoryBenchmark
 {
@@ -31,9 +34,11 @@ internal static class ZipMemoryBenchmark
         var work = a.Text("work") is { } given ? Directory.CreateDirectory(given).FullName : Directory.CreateTempSubdirectory("mlnetpeft-zip-memory-").FullName;
         try
         {
-            var backbone = RandomBackbone(shape, Path.Combine(work, "backbone"));
-            Console.WriteLine($"{shape}-shaped backbone, random weights: {new FileInfo(Path.Combine(backbone, "model.safetensors")).Length / 1e6:F0} MB" +
-                (embed ? ", embedded in the zip" : ""));
+            var existing = a.Text("backbone");
+            var backbone = existing ?? RandomBackbone(shape, Path.Combine(work, "backbone"));
+            var weights = new CheckpointDirectory(backbone).WeightsFile;
+            Console.WriteLine($"{(existing is null ? $"{shape}-shaped backbone, random weights" : backbone)}: " +
+                $"{Path.GetFileName(weights)} {new FileInfo(weights).Length / 1e6:F0} MB" + (embed ? ", embedded in the zip" : ""));
             var ml = new MLContext(seed: 1);
             var data = ml.Data.LoadFromEnumerable(SentencePredictor.DevSentences(a).Take(rows)
                 .Select((s, i) => new Row { Sentence = s, Label = i % 2 == 0 ? "even" : "odd" }));
