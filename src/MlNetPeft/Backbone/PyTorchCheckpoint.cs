@@ -40,90 +40,71 @@ internal static class PyTorchCheckpoint
     /// <summary>Every tensor of the state dict, on the CPU in its stored dtype; <paramref name="source"/> names the file in errors.</summary>
     public static Dictionary<string, Tensor> Load(byte[] bytes, string source)
     {
-        if (!IsTorchSave(bytes))
-            throw new InvalidDataException($"{source}: neither a zip archive nor a legacy file of torch.save, so not a PyTorch checkpoint");
-        // Storages are made empty as the pickle names them and filled after it. On an error every tensor made so far
-        // goes with the scope; on success the state dict's tensors (views that keep their storage alive) leave it.
-        using var scope = NewDisposeScope();
-        var storages = new Dictionary<string, Tensor>();
-        Tensor Storage(StorageRef s)
+        if (IsZip(bytes))
         {
-            if (storages.TryGetValue(s.Key, out var made)) return made;
-            if (s.Numel > bytes.Length / s.Size) // no storage is larger than its file
-                throw new InvalidDataException($"{source}: storage {s.Key} claims {s.Numel} values, more than the file holds");
-            return storages[s.Key] = torch.empty(s.Numel, s.Type);
+            using ITensorSource reader = new PyTorchCheckpointReader(new MemoryStream(bytes, writable: false), source, ownsFile: true);
+            return reader.ReadAll();
         }
-        var root = IsZip(bytes) ? ReadZip(bytes, source, storages, Storage) : ReadLegacy(bytes, source, storages, Storage);
+        if (!bytes.AsSpan().StartsWith(LegacyMagic))
+            throw new InvalidDataException($"{source}: neither a zip archive nor a legacy file of torch.save, so not a PyTorch checkpoint");
+        return LoadLegacy(bytes, source);
+    }
+
+    /// <summary>The state dict that a zip's <c>data.pkl</c> pickles: each tensor as a view of a storage the zip holds
+    /// under <c>data/</c>.</summary>
+    internal static IReadOnlyList<(string Name, TensorRef Tensor)> ReadStateDict(byte[] pickle, string source) =>
+        StateDict(new Unpickler(pickle, 0, source).Next(), source);
+
+    private static List<(string Name, TensorRef Tensor)> StateDict(object? root, string source)
+    {
         if (root is not PyDict dict)
             throw new InvalidDataException($"{source}: holds a {root?.GetType().Name ?? "None"}, not a state dict");
-        var result = new Dictionary<string, Tensor>();
+        var result = new List<(string, TensorRef)>();
         foreach (var (key, value) in dict)
         {
-            if (key is not string name || value is not Tensor tensor)
+            if (key is not string name || value is not TensorRef tensor)
                 throw new InvalidDataException($"{source}: entry '{key}' is not a named tensor, so this is not a state dict");
-            result[name] = tensor;
+            result.Add((name, tensor));
         }
-        foreach (var tensor in result.Values) tensor.MoveToOuterDisposeScope();
         return result;
     }
 
-    /// <summary>PyTorch 1.6 and later: <c>archive/data.pkl</c>, then each storage's bytes in <c>archive/data/key</c>.</summary>
-    private static object? ReadZip(byte[] bytes, string source, Dictionary<string, Tensor> storages, Func<StorageRef, Tensor> storage)
-    {
-        using var zip = new ZipArchive(new MemoryStream(bytes, writable: false), ZipArchiveMode.Read);
-        var pickle = zip.Entries.FirstOrDefault(e => e.FullName == "data.pkl" || e.FullName.EndsWith("/data.pkl", StringComparison.Ordinal))
-            ?? throw new InvalidDataException($"{source}: the zip has no data.pkl, so it is not a torch.save checkpoint");
-        var prefix = pickle.FullName[..^"data.pkl".Length];
-        if (zip.GetEntry(prefix + "byteorder") is { } byteOrder && Encoding.ASCII.GetString(ReadAll(byteOrder)) != "little")
-            throw new InvalidDataException($"{source}: saved on a big-endian machine, which this reader does not support");
-        var root = new Unpickler(ReadAll(pickle), 0, source, storage).Next();
-        foreach (var (key, tensor) in storages)
-        {
-            var entry = zip.GetEntry($"{prefix}data/{key}") ?? throw new InvalidDataException($"{source}: storage data/{key} is missing");
-            Fill(tensor, ReadAll(entry), $"{source}: storage data/{key}");
-        }
-        return root;
-    }
-
     /// <summary>Before PyTorch 1.6: pickles of the magic number, the format version, the machine's facts, the object
-    /// and the sorted storage keys, then per key its element count (int64) and bytes.</summary>
-    private static object? ReadLegacy(byte[] bytes, string source, Dictionary<string, Tensor> storages, Func<StorageRef, Tensor> storage)
+    /// and the sorted storage keys, then per key its element count (int64) and bytes. Read whole: the storages follow
+    /// the pickles with nothing to find one by but reading those before it.</summary>
+    private static Dictionary<string, Tensor> LoadLegacy(byte[] bytes, string source)
     {
-        var pickles = new Unpickler(bytes, LegacyMagic.Length, source, storage);
+        var pickles = new Unpickler(bytes, LegacyMagic.Length, source);
         pickles.Next(); // format version 1001
         if (pickles.Next() is PyDict facts && facts.Any(f => f is ("little_endian", false)))
             throw new InvalidDataException($"{source}: saved on a big-endian machine, which this reader does not support");
-        var root = pickles.Next();
+        var stateDict = StateDict(pickles.Next(), source);
         if (pickles.Next() is not List<object?> keys || keys.Any(k => k is not string))
             throw new InvalidDataException($"{source}: the storage keys after the pickled object are missing");
+        var named = stateDict.Select(t => t.Tensor.Storage).DistinctBy(s => s.Key).ToDictionary(s => s.Key);
+
+        // On an error every tensor made so far goes with the scope; on success the views leave it (each keeps its storage alive).
+        using var scope = NewDisposeScope();
+        var storages = new Dictionary<string, Tensor>();
         long at = pickles.Position;
         foreach (var key in keys.Cast<string>())
         {
             if (at + 8 > bytes.Length) throw new InvalidDataException($"{source}: storage {key} is cut short");
             long numel = BinaryPrimitives.ReadInt64LittleEndian(bytes.AsSpan((int)at, 8));
-            if (!storages.TryGetValue(key, out var tensor) || numel != tensor.numel())
-                throw new InvalidDataException($"{source}: storage {key} holds {numel} values where the pickle names {(tensor is null ? "none" : tensor.numel())}");
-            long length = numel * tensor.ElementSize;
+            if (!named.TryGetValue(key, out var storage) || numel != storage.Numel)
+                throw new InvalidDataException($"{source}: storage {key} holds {numel} values where the pickle names {(storage is null ? "none" : storage.Numel)}");
+            long length = numel * storage.Size;
             if (at + 8 + length > bytes.Length) throw new InvalidDataException($"{source}: storage {key} is cut short");
-            Fill(tensor, bytes.AsSpan((int)at + 8, (int)length), $"{source}: storage {key}");
+            var tensor = storages[key] = torch.empty(numel, storage.Type);
+            if (length > 0) tensor.bytes = bytes.AsSpan((int)at + 8, (int)length);
             at += 8 + length;
         }
-        return root;
-    }
-
-    private static void Fill(Tensor storage, Span<byte> data, string what)
-    {
-        if (data.Length != storage.ElementSize * storage.numel())
-            throw new InvalidDataException($"{what} holds {data.Length} bytes, not {storage.numel()} {storage.dtype} values");
-        if (data.Length > 0) storage.bytes = data;
-    }
-
-    private static byte[] ReadAll(ZipArchiveEntry entry)
-    {
-        using var stream = entry.Open();
-        var data = new byte[entry.Length];
-        stream.ReadExactly(data);
-        return data;
+        var result = new Dictionary<string, Tensor>();
+        foreach (var (name, t) in stateDict)
+            result[name] = t.ViewOf(storages.TryGetValue(t.Storage.Key, out var s) ? s
+                : throw new InvalidDataException($"{source}: storage {t.Storage.Key} is missing"));
+        foreach (var tensor in result.Values) tensor.MoveToOuterDisposeScope();
+        return result;
     }
 
     private sealed record Global(string Module, string Name)
@@ -131,14 +112,40 @@ internal static class PyTorchCheckpoint
         public override string ToString() => $"{Module}.{Name}";
     }
 
-    private sealed record StorageRef(ScalarType Type, int Size, string Key, long Numel);
+    /// <summary>A storage the pickle names: its values' type and size in bytes, its key (its entry's name under
+    /// <c>data/</c>) and its element count.</summary>
+    internal sealed record StorageRef(ScalarType Type, int Size, string Key, long Numel)
+    {
+        public long Bytes => Numel * Size;
+    }
+
+    /// <summary>A tensor of the state dict: a strided view of a storage, as <c>_rebuild_tensor_v2</c> makes it.</summary>
+    internal sealed record TensorRef(StorageRef Storage, long Offset, long[] Shape, long[] Stride)
+    {
+        public Tensor ViewOf(Tensor storage) => storage.as_strided(Shape, Stride, Offset);
+
+        /// <summary>Whether the tensor is its whole storage in row-major order, so the storage's bytes are its own.</summary>
+        public bool IsWholeStorage
+        {
+            get
+            {
+                long expected = 1;
+                for (int d = Shape.Length - 1; d >= 0; d--)
+                {
+                    if (Shape[d] != 1 && Stride[d] != expected) return false;
+                    expected *= Shape[d];
+                }
+                return Offset == 0 && expected == Storage.Numel;
+            }
+        }
+    }
 
     /// <summary>A pickled dict or OrderedDict: its items in order.</summary>
     private sealed class PyDict : List<(object? Key, object? Value)>;
 
     /// <summary>The subset of Python's pickle machine (protocols 2–5) that state dicts use, reading the pickles that
     /// follow each other in <paramref name="code"/> from <paramref name="start"/> on.</summary>
-    private sealed class Unpickler(byte[] code, int start, string source, Func<StorageRef, Tensor> storage)
+    private sealed class Unpickler(byte[] code, int start, string source)
     {
         private static readonly object Mark = new();
         private readonly List<object?> _stack = [];
@@ -216,13 +223,13 @@ internal static class PyTorchCheckpoint
                     return new PyDict();
                 case Global { Module: "torch._utils", Name: "_rebuild_tensor_v2" } when a.Length >= 4:
                 {
-                    var (data, offset, size, stride) = (As<Tensor>(a[0]), As<long>(a[1]), Longs(a[2]), Longs(a[3]));
-                    if (size.Length != stride.Length || offset < 0 || size.Any(n => n < 0) || stride.Any(s => s < 0) || !FitsIn(data.numel(), offset, size, stride))
+                    var (storage, offset, size, stride) = (As<StorageRef>(a[0]), As<long>(a[1]), Longs(a[2]), Longs(a[3]));
+                    if (size.Length != stride.Length || offset < 0 || size.Any(n => n < 0) || stride.Any(s => s < 0) || !FitsIn(storage.Numel, offset, size, stride))
                         throw Corrupt($"has a tensor of shape [{string.Join(",", size)}] that does not fit its storage");
-                    return data.as_strided(size, stride, offset);
+                    return new TensorRef(storage, offset, size, stride);
                 }
                 case Global { Module: "torch._utils", Name: "_rebuild_parameter" } when a.Length >= 1:
-                    return As<Tensor>(a[0]);
+                    return As<TensorRef>(a[0]);
                 default:
                     throw Corrupt($"calls {callable}, which a state dict does not need (refused, as torch.load(weights_only=True) does)");
             }
@@ -242,7 +249,7 @@ internal static class PyTorchCheckpoint
             if (target is not PyDict) throw Corrupt($"sets the state of a {target?.GetType().Name ?? "None"}, which a state dict does not need");
         }
 
-        private Tensor PersistentLoad(object? pid)
+        private StorageRef PersistentLoad(object? pid)
         {
             // ('storage', torch.<Type>Storage, key, location, numel), the legacy format adding a view of it (or None)
             if (pid is not object?[] { Length: 5 or 6 } t || t[0] is not "storage" || t[1] is not Global type || t[2] is not string key
@@ -250,7 +257,7 @@ internal static class PyTorchCheckpoint
                 throw Corrupt("has a persistent id that is not a whole storage");
             if (type.Module != "torch" || !StorageTypes.TryGetValue(type.Name, out var dtype))
                 throw Corrupt($"has a storage of type {type}, which this reader does not support");
-            return storage(new StorageRef(dtype.Type, dtype.Size, key, numel));
+            return new StorageRef(dtype.Type, dtype.Size, key, numel);
         }
 
         private long[] Longs(object? tuple) => As<object?[]>(tuple).Select(As<long>).ToArray();

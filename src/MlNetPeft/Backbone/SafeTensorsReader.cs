@@ -21,6 +21,8 @@ internal sealed class SafeTensorsReader : ITensorSource
         _entries = SafeTensors.ReadHeader(file, source, out _).ToDictionary(e => e.Name);
     }
 
+    public IEnumerable<string> Names => _entries.Keys;
+
     public Tensor? Read(string name) => _entries.TryGetValue(name, out var entry) ? SafeTensors.Read(_file, entry) : null;
 
     /// <summary>Reads the tensor into the target's own memory (one pass over it, no tensor in between).</summary>

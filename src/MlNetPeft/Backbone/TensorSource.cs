@@ -9,6 +9,9 @@ namespace MlNetPeft.Backbone;
 /// </summary>
 internal interface ITensorSource : IDisposable
 {
+    /// <summary>The names of the tensors it holds.</summary>
+    IEnumerable<string> Names { get; }
+
     /// <summary>A new tensor of <paramref name="name"/> (the caller disposes it), on the CPU in its stored dtype, or
     /// null when there is none.</summary>
     Tensor? Read(string name);
@@ -17,12 +20,23 @@ internal interface ITensorSource : IDisposable
     /// the source holds it in the target's dtype and shape, and says whether it did; otherwise the caller reads and
     /// copies.</summary>
     bool TryReadInto(string name, Tensor target) => false;
+
+    /// <summary>Every tensor, each a new one the caller disposes.</summary>
+    Dictionary<string, Tensor> ReadAll()
+    {
+        using var scope = NewDisposeScope(); // on an error, those read so far go
+        var all = Names.ToDictionary(n => n, n => Read(n)!);
+        foreach (var t in all.Values) t.MoveToOuterDisposeScope();
+        return all;
+    }
 }
 
 /// <summary>Tensors already in memory as a source: each read is an alias the caller may dispose. Disposing the source
 /// disposes the tensors when it <paramref name="owns"/> them.</summary>
 internal sealed class TensorDictionary(IReadOnlyDictionary<string, Tensor> tensors, bool owns = false) : ITensorSource
 {
+    public IEnumerable<string> Names => tensors.Keys;
+
     public Tensor? Read(string name) => tensors.TryGetValue(name, out var t) ? t.alias() : null;
 
     public void Dispose()

@@ -41,6 +41,34 @@ public sealed class PyTorchCheckpointTests
     }
 
     [TestMethod]
+    public void AZipIsReadOneTensorAtATimeAndAWholeStorageStraightIntoItsTarget()
+    {
+        var expected = SafeTensors.Load(Path.Combine(TestData.TinyBackbone, "model.safetensors"))
+            .Concat(SafeTensors.Load(Fixture("expected.safetensors"))).ToDictionary();
+        using var source = TensorFile.Open(Fixture("pytorch_model.bin"));
+        Assert.IsInstanceOfType<PyTorchCheckpointReader>(source);
+        CollectionAssert.AreEquivalent(expected.Keys.ToArray(), source.Names.ToArray());
+
+        const string weight = "roberta.encoder.layer.1.attention.self.query.weight";
+        using var target = full(expected[weight].shape, float.NaN);
+        Assert.IsTrue(source.TryReadInto(weight, target));
+        Assert.IsTrue(Same(target, expected[weight]));
+        using var asHalf = zeros(expected[weight].shape, ScalarType.Float16);
+        Assert.IsFalse(source.TryReadInto(weight, asHalf), "another dtype is read and converted by the caller");
+        foreach (var view in new[] { "extra.window", "extra.first_row", "extra.transposed" })
+        {
+            using var into = zeros(expected[view].shape, expected[view].dtype);
+            Assert.IsFalse(source.TryReadInto(view, into), $"{view} is part of its storage, or strided");
+            using var read = source.Read(view)!;
+            Assert.IsTrue(Same(read, expected[view]), view);
+        }
+        Assert.IsNull(source.Read("roberta.no.such.weight"));
+        foreach (var t in expected.Values) t.Dispose();
+    }
+
+    private static bool Same(Tensor a, Tensor b) => a.shape.SequenceEqual(b.shape) && a.eq(b).all().item<bool>();
+
+    [TestMethod]
     public void ABackboneAndAdapterInPickledFilesScoreAsTheirSafetensorsAndEmbedInTheZip()
     {
         var backbone = TestFolders.Create("pickled-backbone");
