@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.IO.Compression;
 using System.Text;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -28,7 +27,7 @@ internal static class PyTorchCheckpoint
     };
 
     // What torch.save wrote before PyTorch 1.6: the pickled magic number 0x1950a86a20f9469cfc6c (protocol 2).
-    private static readonly byte[] LegacyMagic = [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, (byte)'.'];
+    internal static readonly byte[] LegacyMagic = [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, (byte)'.'];
 
     /// <summary>Whether <paramref name="bytes"/> start as torch.save's output does: a zip archive (PyTorch 1.6 and
     /// later) or the legacy format's magic number.</summary>
@@ -40,20 +39,30 @@ internal static class PyTorchCheckpoint
     /// <summary>Every tensor of the state dict, on the CPU in its stored dtype; <paramref name="source"/> names the file in errors.</summary>
     public static Dictionary<string, Tensor> Load(byte[] bytes, string source)
     {
-        if (IsZip(bytes))
-        {
-            using ITensorSource reader = new PyTorchCheckpointReader(new MemoryStream(bytes, writable: false), source, ownsFile: true);
-            return reader.ReadAll();
-        }
-        if (!bytes.AsSpan().StartsWith(LegacyMagic))
-            throw new InvalidDataException($"{source}: neither a zip archive nor a legacy file of torch.save, so not a PyTorch checkpoint");
-        return LoadLegacy(bytes, source);
+        using ITensorSource reader = new PyTorchCheckpointReader(new MemoryStream(bytes, writable: false), source, ownsFile: true);
+        return reader.ReadAll();
     }
 
     /// <summary>The state dict that a zip's <c>data.pkl</c> pickles: each tensor as a view of a storage the zip holds
     /// under <c>data/</c>.</summary>
-    internal static IReadOnlyList<(string Name, TensorRef Tensor)> ReadStateDict(byte[] pickle, string source) =>
-        StateDict(new Unpickler(pickle, 0, source).Next(), source);
+    internal static List<(string Name, TensorRef Tensor)> ReadZipStateDict(byte[] pickle, string source) =>
+        StateDict(new Unpickler(new MemoryStream(pickle, writable: false), source).Next(), source);
+
+    /// <summary>Before PyTorch 1.6: pickles of the magic number, the format version, the machine's facts, the object
+    /// and the sorted storage keys, then per key its element count (int64) and bytes. Reads the pickles from the
+    /// start of <paramref name="file"/>, leaving it where the first storage's count starts.</summary>
+    internal static (List<(string Name, TensorRef Tensor)> StateDict, List<string> StorageKeys) ReadLegacyPickles(Stream file, string source)
+    {
+        file.Position = LegacyMagic.Length;
+        var pickles = new Unpickler(file, source);
+        pickles.Next(); // format version 1001
+        if (pickles.Next() is PyDict facts && facts.Any(f => f is ("little_endian", false)))
+            throw new InvalidDataException($"{source}: saved on a big-endian machine, which this reader does not support");
+        var stateDict = StateDict(pickles.Next(), source);
+        if (pickles.Next() is not List<object?> keys || keys.Any(k => k is not string))
+            throw new InvalidDataException($"{source}: the storage keys after the pickled object are missing");
+        return (stateDict, keys.Cast<string>().ToList());
+    }
 
     private static List<(string Name, TensorRef Tensor)> StateDict(object? root, string source)
     {
@@ -66,44 +75,6 @@ internal static class PyTorchCheckpoint
                 throw new InvalidDataException($"{source}: entry '{key}' is not a named tensor, so this is not a state dict");
             result.Add((name, tensor));
         }
-        return result;
-    }
-
-    /// <summary>Before PyTorch 1.6: pickles of the magic number, the format version, the machine's facts, the object
-    /// and the sorted storage keys, then per key its element count (int64) and bytes. Read whole: the storages follow
-    /// the pickles with nothing to find one by but reading those before it.</summary>
-    private static Dictionary<string, Tensor> LoadLegacy(byte[] bytes, string source)
-    {
-        var pickles = new Unpickler(bytes, LegacyMagic.Length, source);
-        pickles.Next(); // format version 1001
-        if (pickles.Next() is PyDict facts && facts.Any(f => f is ("little_endian", false)))
-            throw new InvalidDataException($"{source}: saved on a big-endian machine, which this reader does not support");
-        var stateDict = StateDict(pickles.Next(), source);
-        if (pickles.Next() is not List<object?> keys || keys.Any(k => k is not string))
-            throw new InvalidDataException($"{source}: the storage keys after the pickled object are missing");
-        var named = stateDict.Select(t => t.Tensor.Storage).DistinctBy(s => s.Key).ToDictionary(s => s.Key);
-
-        // On an error every tensor made so far goes with the scope; on success the views leave it (each keeps its storage alive).
-        using var scope = NewDisposeScope();
-        var storages = new Dictionary<string, Tensor>();
-        long at = pickles.Position;
-        foreach (var key in keys.Cast<string>())
-        {
-            if (at + 8 > bytes.Length) throw new InvalidDataException($"{source}: storage {key} is cut short");
-            long numel = BinaryPrimitives.ReadInt64LittleEndian(bytes.AsSpan((int)at, 8));
-            if (!named.TryGetValue(key, out var storage) || numel != storage.Numel)
-                throw new InvalidDataException($"{source}: storage {key} holds {numel} values where the pickle names {(storage is null ? "none" : storage.Numel)}");
-            long length = numel * storage.Size;
-            if (at + 8 + length > bytes.Length) throw new InvalidDataException($"{source}: storage {key} is cut short");
-            var tensor = storages[key] = torch.empty(numel, storage.Type);
-            if (length > 0) tensor.bytes = bytes.AsSpan((int)at + 8, (int)length);
-            at += 8 + length;
-        }
-        var result = new Dictionary<string, Tensor>();
-        foreach (var (name, t) in stateDict)
-            result[name] = t.ViewOf(storages.TryGetValue(t.Storage.Key, out var s) ? s
-                : throw new InvalidDataException($"{source}: storage {t.Storage.Key} is missing"));
-        foreach (var tensor in result.Values) tensor.MoveToOuterDisposeScope();
         return result;
     }
 
@@ -144,16 +115,12 @@ internal static class PyTorchCheckpoint
     private sealed class PyDict : List<(object? Key, object? Value)>;
 
     /// <summary>The subset of Python's pickle machine (protocols 2–5) that state dicts use, reading the pickles that
-    /// follow each other in <paramref name="code"/> from <paramref name="start"/> on.</summary>
-    private sealed class Unpickler(byte[] code, int start, string source)
+    /// follow each other in <paramref name="code"/> from its position on (and leaving it after the last one read).</summary>
+    private sealed class Unpickler(Stream code, string source)
     {
         private static readonly object Mark = new();
         private readonly List<object?> _stack = [];
         private readonly Dictionary<long, object?> _memo = [];
-        private int _at = start;
-
-        /// <summary>Where the next pickle (or whatever follows the last one) starts.</summary>
-        public int Position => _at;
 
         /// <summary>The next pickle's object.</summary>
         public object? Next()
@@ -162,12 +129,13 @@ internal static class PyTorchCheckpoint
             _memo.Clear();
             while (true)
             {
-                if (_at >= code.Length) throw Corrupt("ends without STOP");
-                byte op = code[_at++];
+                int next = code.ReadByte();
+                if (next < 0) throw Corrupt("ends without STOP");
+                byte op = (byte)next;
                 switch (op)
                 {
-                    case 0x80: _at++; break;                               // PROTO
-                    case 0x95: _at += 8; break;                            // FRAME
+                    case 0x80: Bytes(1); break;                            // PROTO
+                    case 0x95: Bytes(8); break;                            // FRAME
                     case (byte)'.': return Pop();                          // STOP
                     case (byte)'(': _stack.Add(Mark); break;               // MARK
                     case (byte)'}': _stack.Add(new PyDict()); break;       // EMPTY_DICT
@@ -208,7 +176,7 @@ internal static class PyTorchCheckpoint
                     }
                     case (byte)'a': { var v = Pop(); As<List<object?>>(Peek()).Add(v); break; } // APPEND
                     case (byte)'e': { var items = PopToMark(); As<List<object?>>(Peek()).AddRange(items); break; } // APPENDS
-                    default: throw Corrupt($"uses pickle opcode 0x{op:x2} at byte {_at - 1}, which a state dict does not need");
+                    default: throw Corrupt($"uses pickle opcode 0x{op:x2} at byte {code.Position - 1}, which a state dict does not need");
                 }
             }
         }
@@ -273,23 +241,22 @@ internal static class PyTorchCheckpoint
         private T As<T>(object? o) =>
             o is T t ? t : throw Corrupt($"has a {o?.GetType().Name ?? "None"} where a state dict has a {typeof(T).Name}");
 
-        private ReadOnlySpan<byte> Bytes(long n)
+        private byte[] Bytes(long n)
         {
-            if (n < 0 || _at + n > code.Length) throw Corrupt("is cut short");
-            var span = code.AsSpan(_at, (int)n);
-            _at += (int)n;
-            return span;
+            if (n < 0 || n > code.Length - code.Position) throw Corrupt("is cut short"); // checked before a claimed length is allocated
+            var bytes = new byte[n];
+            code.ReadExactly(bytes);
+            return bytes;
         }
 
         private string Text(long n) => Encoding.UTF8.GetString(Bytes(n));
 
         private string Line()
         {
-            int end = Array.IndexOf(code, (byte)'\n', _at);
-            if (end < 0) throw Corrupt("is cut short");
-            var line = Encoding.UTF8.GetString(code, _at, end - _at);
-            _at = end + 1;
-            return line;
+            var line = new List<byte>();
+            for (int b = code.ReadByte(); b != '\n'; b = code.ReadByte())
+                line.Add(b >= 0 ? (byte)b : throw Corrupt("is cut short"));
+            return Encoding.UTF8.GetString(line.ToArray());
         }
 
         private object? Memo(long key) => _memo.TryGetValue(key, out var v) ? v : throw Corrupt($"reads memo {key} before it is written");

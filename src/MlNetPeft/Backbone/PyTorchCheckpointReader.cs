@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.IO.Compression;
 using System.Text;
 using TorchSharp;
@@ -7,48 +8,45 @@ using TensorRef = MlNetPeft.Backbone.PyTorchCheckpoint.TensorRef;
 namespace MlNetPeft.Backbone;
 
 /// <summary>
-/// A torch.save zip (PyTorch 1.6 and later: <c>archive/data.pkl</c>, then each storage's bytes in
-/// <c>archive/data/key</c>) kept open and read one tensor at a time, as a loader asks for them: a pytorch_model.bin
-/// never sits in memory whole beside the model it fills. Storages are stored uncompressed, so a tensor that is its
-/// whole storage is read straight into its parameter.
+/// A torch.save file kept open and read one tensor at a time, as a loader asks for them, so a pytorch_model.bin never
+/// sits in memory whole beside the model it fills. Opening reads the pickled state dict and finds each storage: since
+/// PyTorch 1.6 an entry <c>archive/data/key</c> of a zip, stored uncompressed; before, a place in the file after the
+/// pickles. A tensor that is its whole storage is read straight into its parameter.
 /// </summary>
 internal sealed class PyTorchCheckpointReader : ITensorSource
 {
-    private readonly ZipArchive _zip;
+    private readonly Stream _file;
+    private readonly bool _ownsFile;
+    private readonly ZipArchive? _zip;
     private readonly string _source;
     private readonly Dictionary<string, TensorRef> _tensors = [];
-    private readonly Dictionary<string, ZipArchiveEntry> _storages = [];
+    private readonly Dictionary<string, ZipArchiveEntry> _entries = []; // zip format: storage key → its entry
+    private readonly Dictionary<string, long> _offsets = [];           // legacy format: storage key → where its bytes start
 
     /// <param name="file">A seekable stream of the file.</param>
     /// <param name="source">Names the file in errors.</param>
     /// <param name="ownsFile">Whether disposing the reader closes <paramref name="file"/>.</param>
     public PyTorchCheckpointReader(Stream file, string source, bool ownsFile)
     {
-        _source = source;
-        file.Position = 0;
-        _zip = new ZipArchive(file, ZipArchiveMode.Read, leaveOpen: !ownsFile);
+        (_file, _source, _ownsFile) = (file, source, ownsFile);
         try
         {
-            var pickle = _zip.Entries.FirstOrDefault(e => e.FullName == "data.pkl" || e.FullName.EndsWith("/data.pkl", StringComparison.Ordinal))
-                ?? throw new InvalidDataException($"{source}: the zip has no data.pkl, so it is not a torch.save checkpoint");
-            var prefix = pickle.FullName[..^"data.pkl".Length];
-            if (_zip.GetEntry(prefix + "byteorder") is { } byteOrder && Encoding.ASCII.GetString(ReadEntry(byteOrder)) != "little")
-                throw new InvalidDataException($"{source}: saved on a big-endian machine, which this reader does not support");
-            foreach (var (name, tensor) in PyTorchCheckpoint.ReadStateDict(ReadEntry(pickle), source))
+            Span<byte> head = stackalloc byte[PyTorchCheckpoint.LegacyMagic.Length];
+            file.Position = 0;
+            head = head[..file.ReadAtLeast(head, head.Length, throwOnEndOfStream: false)];
+            if (PyTorchCheckpoint.IsZip(head))
             {
-                _tensors[name] = tensor;
-                var storage = tensor.Storage;
-                if (_storages.ContainsKey(storage.Key)) continue;
-                var entry = _zip.GetEntry($"{prefix}data/{storage.Key}") ?? throw new InvalidDataException($"{source}: storage data/{storage.Key} is missing");
-                // Checked before anything is allocated: no storage is larger than its file.
-                if (storage.Numel > file.Length / storage.Size || entry.Length != storage.Bytes)
-                    throw new InvalidDataException($"{source}: storage data/{storage.Key} holds {entry.Length} bytes, not {storage.Numel} {storage.Type} values");
-                _storages[storage.Key] = entry;
+                _zip = new ZipArchive(file, ZipArchiveMode.Read, leaveOpen: true);
+                FindEntries(_zip);
             }
+            else if (head.SequenceEqual(PyTorchCheckpoint.LegacyMagic))
+                FindOffsets();
+            else
+                throw new InvalidDataException($"{source}: neither a zip archive nor a legacy file of torch.save, so not a PyTorch checkpoint");
         }
         catch
         {
-            _zip.Dispose();
+            Dispose();
             throw;
         }
     }
@@ -74,14 +72,78 @@ internal sealed class PyTorchCheckpointReader : ITensorSource
         return true;
     }
 
-    public void Dispose() => _zip.Dispose();
+    public void Dispose()
+    {
+        _zip?.Dispose();
+        if (_ownsFile) _file.Dispose();
+    }
+
+    /// <summary>PyTorch 1.6 and later: <c>archive/data.pkl</c>, then each storage's bytes in <c>archive/data/key</c>.</summary>
+    private void FindEntries(ZipArchive zip)
+    {
+        var pickle = zip.Entries.FirstOrDefault(e => e.FullName == "data.pkl" || e.FullName.EndsWith("/data.pkl", StringComparison.Ordinal))
+            ?? throw new InvalidDataException($"{_source}: the zip has no data.pkl, so it is not a torch.save checkpoint");
+        var prefix = pickle.FullName[..^"data.pkl".Length];
+        if (zip.GetEntry(prefix + "byteorder") is { } byteOrder && Encoding.ASCII.GetString(ReadEntry(byteOrder)) != "little")
+            throw new InvalidDataException($"{_source}: saved on a big-endian machine, which this reader does not support");
+        foreach (var (name, tensor) in PyTorchCheckpoint.ReadZipStateDict(ReadEntry(pickle), _source))
+        {
+            _tensors[name] = tensor;
+            var storage = tensor.Storage;
+            if (_entries.ContainsKey(storage.Key)) continue;
+            var entry = zip.GetEntry($"{prefix}data/{storage.Key}") ?? throw new InvalidDataException($"{_source}: storage data/{storage.Key} is missing");
+            // Checked before anything is allocated: no storage is larger than its file.
+            if (storage.Numel > _file.Length / storage.Size || entry.Length != storage.Bytes)
+                throw new InvalidDataException($"{_source}: storage data/{storage.Key} holds {entry.Length} bytes, not {storage.Numel} {storage.Type} values");
+            _entries[storage.Key] = entry;
+        }
+    }
+
+    /// <summary>Before PyTorch 1.6: after the pickles, per storage key its element count (int64) and bytes.</summary>
+    private void FindOffsets()
+    {
+        var (stateDict, keys) = PyTorchCheckpoint.ReadLegacyPickles(_file, _source);
+        var named = stateDict.Select(t => t.Tensor.Storage).DistinctBy(s => s.Key).ToDictionary(s => s.Key);
+        long at = _file.Position;
+        Span<byte> count = stackalloc byte[8];
+        foreach (var key in keys)
+        {
+            if (at + 8 > _file.Length) throw new InvalidDataException($"{_source}: storage {key} is cut short");
+            _file.Position = at;
+            _file.ReadExactly(count);
+            long numel = BinaryPrimitives.ReadInt64LittleEndian(count);
+            if (!named.TryGetValue(key, out var storage) || numel != storage.Numel)
+                throw new InvalidDataException($"{_source}: storage {key} holds {numel} values where the pickle names {(storage is null ? "none" : storage.Numel)}");
+            if (storage.Bytes > _file.Length - at - 8) throw new InvalidDataException($"{_source}: storage {key} is cut short");
+            _offsets[key] = at + 8;
+            at += 8 + storage.Bytes;
+        }
+        foreach (var (name, tensor) in stateDict)
+        {
+            if (!_offsets.ContainsKey(tensor.Storage.Key)) throw new InvalidDataException($"{_source}: storage {tensor.Storage.Key} is missing");
+            _tensors[name] = tensor;
+        }
+    }
 
     private void ReadStorage(TensorRef tensor, Tensor into)
     {
+        var key = tensor.Storage.Key;
         if (tensor.Storage.Bytes == 0) return;
-        using var data = _storages[tensor.Storage.Key].Open();
-        try { data.ReadExactly(into.bytes); }
-        catch (EndOfStreamException e) { throw new InvalidDataException($"{_source}: storage data/{tensor.Storage.Key} is cut short", e); }
+        try
+        {
+            if (_zip is null)
+            {
+                _file.Position = _offsets[key];
+                _file.ReadExactly(into.bytes);
+                return;
+            }
+            using var data = _entries[key].Open();
+            data.ReadExactly(into.bytes);
+        }
+        catch (EndOfStreamException e)
+        {
+            throw new InvalidDataException($"{_source}: storage {key} is cut short", e);
+        }
     }
 
     private static byte[] ReadEntry(ZipArchiveEntry entry)

@@ -16,8 +16,7 @@ internal static class TensorFile
         return file.ReadAll();
     }
 
-    /// <summary>The file's tensors as a source a loader reads one at a time: safetensors and torch.save's zip straight
-    /// from the file, torch.save's format from before PyTorch 1.6 loaded whole.</summary>
+    /// <summary>The file's tensors as a source a loader reads one at a time, straight from the file.</summary>
     public static ITensorSource Open(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"weights file not found: {path}", path);
@@ -25,22 +24,11 @@ internal static class TensorFile
     }
 
     /// <summary>As <see cref="Open(string)"/>, from a seekable stream of such a file; <paramref name="source"/> names it
-    /// in errors, and with <paramref name="ownsFile"/> the source closes the stream (a legacy torch.save file's at once).</summary>
+    /// in errors, and with <paramref name="ownsFile"/> the source closes the stream (also when it fails to open).</summary>
     public static ITensorSource Open(Stream file, bool isPickled, string source, bool ownsFile)
     {
-        try
-        {
-            Span<byte> magic = stackalloc byte[4];
-            file.Position = 0;
-            file.ReadAtLeast(magic, 4, throwOnEndOfStream: false);
-            if (!isPickled) return new SafeTensorsReader(file, source, ownsFile);
-            if (PyTorchCheckpoint.IsZip(magic)) return new PyTorchCheckpointReader(file, source, ownsFile);
-            var bytes = new byte[file.Length];
-            file.Position = 0;
-            file.ReadExactly(bytes);
-            if (ownsFile) file.Dispose();
-            return new TensorDictionary(PyTorchCheckpoint.Load(bytes, source), owns: true);
-        }
+        if (isPickled) return new PyTorchCheckpointReader(file, source, ownsFile);
+        try { return new SafeTensorsReader(file, source, ownsFile); }
         catch
         {
             if (ownsFile) file.Dispose();

@@ -41,15 +41,16 @@ public sealed class PyTorchCheckpointTests
     }
 
     [TestMethod]
-    public void AZipIsReadOneTensorAtATimeAndAWholeStorageStraightIntoItsTarget()
+    [DataRow("pytorch_model.bin", "tiny-roberta/model.safetensors", "roberta.encoder.layer.1.attention.self.query.weight", DisplayName = "zip")]
+    [DataRow("legacy.bin", "tiny-lora/adapter_model.safetensors", "base_model.model.roberta.encoder.layer.1.attention.self.query.lora_A.weight", DisplayName = "legacy")]
+    public void ATensorIsReadFromTheFileAndAWholeStorageStraightIntoItsTarget(string file, string savedFrom, string weight)
     {
-        var expected = SafeTensors.Load(Path.Combine(TestData.TinyBackbone, "model.safetensors"))
+        var expected = SafeTensors.Load(Path.Combine(TestData.Fixtures, savedFrom))
             .Concat(SafeTensors.Load(Fixture("expected.safetensors"))).ToDictionary();
-        using var source = TensorFile.Open(Fixture("pytorch_model.bin"));
+        using var source = TensorFile.Open(Fixture(file));
         Assert.IsInstanceOfType<PyTorchCheckpointReader>(source);
         CollectionAssert.AreEquivalent(expected.Keys.ToArray(), source.Names.ToArray());
 
-        const string weight = "roberta.encoder.layer.1.attention.self.query.weight";
         using var target = full(expected[weight].shape, float.NaN);
         Assert.IsTrue(source.TryReadInto(weight, target));
         Assert.IsTrue(Same(target, expected[weight]));
