@@ -4,8 +4,8 @@ namespace MlNetPeft.Backbone;
 
 /// <summary>
 /// A file of named tensors as HF writes them: safetensors (model.safetensors, adapter_model.safetensors) or, in
-/// checkpoints made before safetensors, torch.save's zip (pytorch_model.bin, adapter_model.bin). A zip or a name
-/// ending in .bin is read as torch.save's (which names the legacy pickle format if that is what it finds).
+/// checkpoints made before safetensors, torch.save's (pytorch_model.bin, adapter_model.bin). A zip, torch.save's older
+/// format or a name ending in .bin is read as torch.save's (which says so if it is neither of its formats).
 /// </summary>
 internal static class TensorFile
 {

@@ -4,7 +4,7 @@ namespace MlNetPeft.Backbone;
 
 /// <summary>
 /// Named tensors that a loader reads one at a time, copying each into its parameter and disposing it before reading
-/// the next: loaded from a safetensors file (<see cref="SafeTensorsReader"/>), a checkpoint never sits in memory whole
+/// the next: loaded from a file (<see cref="SafeTensorsReader"/>, <see cref="PyTorchCheckpointReader"/>), a checkpoint never sits in memory whole
 /// beside the model it fills (for roberta-base, 500 MB less at every load).
 /// </summary>
 internal interface ITensorSource : IDisposable

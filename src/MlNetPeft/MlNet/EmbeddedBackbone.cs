@@ -59,7 +59,7 @@ internal sealed class EmbeddedBackbone : IDisposable
         }
     }
 
-    /// <summary>The file's tensors for a loader (safetensors read one at a time); <paramref name="source"/> names it in
+    /// <summary>The file's tensors for a loader, read one at a time; <paramref name="source"/> names it in
     /// errors. Only while the model is built: <see cref="WriteTo"/> moves the same stream.</summary>
     public ITensorSource OpenWeights(string source) => TensorFile.Open(_content, IsPickled, source, ownsFile: false);
 
