@@ -44,6 +44,11 @@ internal sealed class PyTorchCheckpointReader : ITensorSource
             else
                 throw new InvalidDataException($"{source}: neither a zip archive nor a legacy file of torch.save, so not a PyTorch checkpoint");
         }
+        catch (InvalidDataException e) when (IsZipError(e))
+        {
+            Dispose();
+            throw Damaged(e);
+        }
         catch
         {
             Dispose();
@@ -144,7 +149,17 @@ internal sealed class PyTorchCheckpointReader : ITensorSource
         {
             throw new InvalidDataException($"{_source}: storage {key} is cut short", e);
         }
+        catch (InvalidDataException e) when (IsZipError(e))
+        {
+            throw Damaged(e);
+        }
     }
+
+    // System.IO.Compression's errors name neither the file nor what usually causes them.
+    private bool IsZipError(InvalidDataException e) => !e.Message.StartsWith(_source, StringComparison.Ordinal);
+
+    private InvalidDataException Damaged(InvalidDataException e) =>
+        new($"{_source}: the zip archive is damaged ({e.Message}); a download or copy cut short looks like this", e);
 
     private static byte[] ReadEntry(ZipArchiveEntry entry)
     {

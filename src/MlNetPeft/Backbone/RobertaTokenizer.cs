@@ -33,21 +33,36 @@ public sealed class RobertaTokenizer
         EosId = Special("</s>");
         VocabSize = Math.Max(vocab.Values.Max(), _added.Tokens.Max(t => t.Id)) + 1;
 
-        _bpe = BpeTokenizer.Create(new BpeOptions(vocab)
+        try
         {
-            Merges = MergeLines(mergesTxt).ToList(),
-            ByteLevel = true,
-            PreTokenizer = RobertaPreTokenizer.Instance,
-        });
+            _bpe = BpeTokenizer.Create(new BpeOptions(vocab)
+            {
+                Merges = MergeLines(mergesTxt).ToList(),
+                ByteLevel = true,
+                PreTokenizer = RobertaPreTokenizer.Instance,
+            });
+        }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException) // its errors do not name the file
+        {
+            throw new InvalidDataException($"{source}: the merges do not fit the vocabulary ({e.Message})", e);
+        }
         // Made on the first long word only, from the kept file bytes rather than a second vocabulary held all along.
         _longWords = new(() => new LongWordBpe(ReadVocab(vocabJson, source), MergeLines(mergesTxt)));
     }
 
     private static Dictionary<string, int> ReadVocab(byte[] vocabJson, string source)
     {
-        try { return JsonSerializer.Deserialize<Dictionary<string, int>>(WithoutBom(vocabJson)) ?? throw new InvalidDataException("empty"); }
+        Dictionary<string, int> vocab;
+        try { vocab = JsonSerializer.Deserialize<Dictionary<string, int>>(WithoutBom(vocabJson)) ?? throw new InvalidDataException("empty"); }
         catch (Exception e) when (e is JsonException or InvalidDataException)
         { throw new InvalidDataException($"{source}: vocab.json is not a JSON object of token ids ({e.Message})", e); }
+        var tokenOf = new Dictionary<int, string>();
+        foreach (var (token, id) in vocab)
+        {
+            if (id < 0) throw new InvalidDataException($"{source}: vocab.json gives '{token}' the negative id {id}");
+            if (!tokenOf.TryAdd(id, token)) throw new InvalidDataException($"{source}: vocab.json gives id {id} to both '{tokenOf[id]}' and '{token}'");
+        }
+        return vocab;
     }
 
     /// <summary>The files a checkpoint directory's tokenizer is read from: its tokenizer.json where it has one (as
@@ -107,11 +122,9 @@ public sealed class RobertaTokenizer
     public static RobertaTokenizer FromTokenizerJson(byte[] tokenizerJson, string source)
     {
         InvalidDataException Bad(string what) => new($"{source}: {what}");
-        JsonDocument document;
-        try { document = JsonDocument.Parse(tokenizerJson); }
-        catch (JsonException e) { throw new InvalidDataException($"{source}: not JSON ({e.Message})", e); }
-        using (document)
+        try
         {
+            using var document = JsonDocument.Parse(tokenizerJson);
             var root = document.RootElement;
             if (!root.TryGetProperty("model", out var model) || !model.TryGetProperty("type", out var type) || type.GetString() != "BPE")
                 throw Bad("its model is not a BPE, so it is not a RoBERTa tokenizer");
@@ -141,6 +154,11 @@ public sealed class RobertaTokenizer
             var tokenizer = new RobertaTokenizer(Encoding.UTF8.GetBytes(vocab.GetRawText()), Encoding.UTF8.GetBytes(lines.ToString()), source, added);
             if (root.TryGetProperty("post_processor", out var post)) tokenizer.CheckPostProcessor(post, source);
             return tokenizer;
+        }
+        // Invalid UTF-8 inside a string surfaces only when the string is read, as an InvalidOperationException.
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        {
+            throw new InvalidDataException($"{source}: not valid JSON ({e.Message})", e);
         }
     }
 
@@ -215,7 +233,10 @@ public sealed class RobertaTokenizer
             using var document = JsonDocument.Parse(json);
             return AddedVocabulary.Read(document.RootElement, source);
         }
-        catch (JsonException e) { throw new InvalidDataException($"{source}: added tokens are not JSON ({e.Message})", e); }
+        catch (Exception e) when (e is JsonException or InvalidOperationException) // the latter: invalid UTF-8 in a string
+        {
+            throw new InvalidDataException($"{source}: added tokens are not valid JSON ({e.Message})", e);
+        }
     }
 
     public IReadOnlyList<AddedToken> AddedTokens => _added.Tokens;

@@ -86,28 +86,43 @@ public static class SafeTensors
     private static List<Entry> ParseHeader(byte[] json, long dataStart, long fileLength, string source,
         out IReadOnlyDictionary<string, string> metadata)
     {
-        using var header = JsonDocument.Parse(json);
-        var entries = new List<Entry>();
-        metadata = new Dictionary<string, string>();
-        foreach (var entry in header.RootElement.EnumerateObject())
+        try
         {
-            if (entry.Name == "__metadata__")
+            using var header = JsonDocument.Parse(json);
+            var entries = new List<Entry>();
+            var names = new HashSet<string>();
+            metadata = new Dictionary<string, string>();
+            foreach (var entry in header.RootElement.EnumerateObject())
             {
-                metadata = entry.Value.EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString() ?? "");
-                continue;
+                if (!names.Add(entry.Name)) throw new InvalidDataException($"{source}: tensor '{entry.Name}' is listed twice");
+                if (entry.Name == "__metadata__")
+                {
+                    metadata = entry.Value.EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString() ?? "");
+                    continue;
+                }
+                entries.Add(ParseEntry(entry, dataStart, fileLength, source));
             }
-            var dtypeName = entry.Value.GetProperty("dtype").GetString()!;
-            if (!DTypes.TryGetValue(dtypeName, out var dtype))
-                throw new InvalidDataException($"{source}: tensor '{entry.Name}' has unsupported dtype {dtypeName}");
-            var shape = entry.Value.GetProperty("shape").EnumerateArray().Select(e => e.GetInt64()).ToArray();
-            var offsets = entry.Value.GetProperty("data_offsets").EnumerateArray().Select(e => e.GetInt64()).ToArray();
-            long count = shape.Aggregate(1L, (a, b) => a * b);
-            long begin = dataStart + offsets[0], length = offsets[1] - offsets[0];
-            if (length != count * dtype.Size || begin + length > fileLength)
-                throw new InvalidDataException($"{source}: tensor '{entry.Name}' data does not match its shape [{string.Join(",", shape)}]");
-            entries.Add(new Entry(entry.Name, dtype.Type, shape, begin, length));
+            return entries;
         }
-        return entries;
+        // A damaged header (a flipped byte, a file cut inside it) fails inside System.Text.Json's reader or accessors,
+        // whose errors name neither the file nor the tensor.
+        catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException or FormatException or OverflowException or ArgumentException)
+        {
+            throw new InvalidDataException($"{source}: the safetensors header is damaged ({e.Message})", e);
+        }
+    }
+
+    private static Entry ParseEntry(JsonProperty entry, long dataStart, long fileLength, string source)
+    {
+        var dtypeName = entry.Value.GetProperty("dtype").GetString()!;
+        if (!DTypes.TryGetValue(dtypeName, out var dtype))
+            throw new InvalidDataException($"{source}: tensor '{entry.Name}' has unsupported dtype {dtypeName}");
+        var shape = entry.Value.GetProperty("shape").EnumerateArray().Select(e => e.GetInt64()).ToArray();
+        var offsets = entry.Value.GetProperty("data_offsets").EnumerateArray().Select(e => e.GetInt64()).ToArray();
+        if (shape.Any(n => n < 0) || offsets is not [>= 0 and var from, var to] || to < from
+            || checked(shape.Aggregate(1L, (a, b) => a * b) * dtype.Size) != to - from || dataStart + to > fileLength)
+            throw new InvalidDataException($"{source}: tensor '{entry.Name}' data does not match its shape [{string.Join(",", shape)}]");
+        return new Entry(entry.Name, dtype.Type, shape, dataStart + from, to - from);
     }
 
     /// <summary>Serialises CPU tensors (any of the supported dtypes), keys sorted, as safetensors bytes.</summary>

@@ -182,7 +182,7 @@ public sealed class RobertaTokenizerTests
         Refused(TokenizerJson(TestData.RobertaMini, true, model: "WordPiece"), "not a BPE");
         Refused(TokenizerJson(TestData.RobertaMini, true, preTokenizer: """{"type":"Metaspace"}"""), "not RoBERTa's");
         Refused(TokenizerJson(TestData.RobertaMini, true, preTokenizer: """{"type":"ByteLevel","add_prefix_space":true}"""), "prefix space");
-        Refused("{", "not JSON");
+        Refused("{", "not valid JSON");
         string WithPostProcessor(string post)
         {
             var json = JsonNode.Parse(TokenizerJson(TestData.RobertaMini, true))!;
