@@ -33,6 +33,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     private const string AddedTokensStream = "AddedTokens.json";
     // The embedded backbone is its file's bytes (so its SHA-256 is the recorded one) under its format's name.
     private const string BackboneStream = "Backbone.safetensors", PickledBackboneStream = "Backbone.bin";
+    private const string InfoChecksum = "model info"; // the header's JSON, checksummed beside the streams
     private const int ScoringBatchSize = 32;
 
     private readonly PeftModelInfo _info;
@@ -146,25 +147,30 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
 
     // Binary format: string model-info JSON; bool has-label-values (+ type and values);
     // streams Adapters.safetensors, vocab.json, merges.txt, AddedTokens.json (absent in zips before it: RoBERTa's
-// special tokens), and Backbone.safetensors (or .bin) when embedded.
+    // special tokens), Backbone.safetensors (or .bin) when embedded, and Checksums.json (absent in zips before it).
     public override void SaveModel(ModelSaveContext ctx)
     {
         ThrowIfDisposed();
         ctx.CheckAtModel();
         ctx.SetVersionInfo(GetVersionInfo());
-        ctx.SaveNonEmptyString(_info.ToJson());
+        var info = _info.ToJson();
+        ctx.SaveNonEmptyString(info);
         ctx.Writer.Write(_labelValues is not null);
         _labelValues?.Save(Host, ctx.Writer.BaseStream);
+        var checksums = new ZipChecksums();
+        checksums.AddText(InfoChecksum, info);
         using (NewDisposeScope()) // in fp32, as trained: no copy of a full fine-tuning's 0.5 GB in memory
         {
             var state = _model.TrainableStateTensors();
-            ctx.SaveBinaryStream(AdapterStream, w => SafeTensors.Write(w.BaseStream, state, dtype: ScalarType.Float32));
+            checksums.SaveStream(ctx, AdapterStream, s => SafeTensors.Write(s, state, dtype: ScalarType.Float32));
         }
-        ctx.SaveBinaryStream("vocab.json", w => w.Write(_tokenizer.VocabJson));
-        ctx.SaveBinaryStream("merges.txt", w => w.Write(_tokenizer.MergesTxt));
-        ctx.SaveBinaryStream(AddedTokensStream, w => w.Write(_tokenizer.AddedTokensJson()));
+        checksums.SaveStream(ctx, "vocab.json", s => s.Write(_tokenizer.VocabJson));
+        checksums.SaveStream(ctx, "merges.txt", s => s.Write(_tokenizer.MergesTxt));
+        checksums.SaveStream(ctx, AddedTokensStream, s => s.Write(_tokenizer.AddedTokensJson()));
+        // Checked on reading against the info's backbone SHA-256 instead (the info itself is checksummed).
         if (_embeddedBackbone is { } embedded)
             ctx.SaveBinaryStream(embedded.IsPickled ? PickledBackboneStream : BackboneStream, w => embedded.WriteTo(w.BaseStream));
+        checksums.Save(ctx);
     }
 
     // Factory for SignatureLoadModel.
@@ -174,13 +180,22 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         ctx.CheckAtModel(GetVersionInfo());
         NativeTorch.EnsureLoaded();
         var device = MlContextGpu.SelectDevice(env, LoadSettings.Device); // before anything is built: it may refuse
-        var info = PeftModelInfo.FromJson(ctx.LoadNonEmptyString());
+        var checksums = ZipChecksums.Read(ctx);
+        var infoJson = ctx.LoadNonEmptyString();
+        checksums?.VerifyText(InfoChecksum, infoJson);
+        var info = PeftModelInfo.FromJson(infoJson);
         var labelValues = ctx.Reader.ReadBoolean() ? KeyValues.Load(env, ctx.Reader.BaseStream) : null;
-        var adapters = ReadStream(ctx, AdapterStream) ?? throw new InvalidDataException($"model zip lacks {AdapterStream}");
+        byte[]? Read(string name)
+        {
+            var bytes = ReadStream(ctx, name);
+            if (bytes is not null) checksums?.Verify(name, bytes);
+            return bytes;
+        }
+        var adapters = Read(AdapterStream) ?? throw new InvalidDataException($"model zip lacks {AdapterStream}");
         var tokenizer = new RobertaTokenizer(
-            ReadStream(ctx, "vocab.json") ?? throw new InvalidDataException("model zip lacks vocab.json"),
-            ReadStream(ctx, "merges.txt") ?? throw new InvalidDataException("model zip lacks merges.txt"), "model zip",
-            ReadStream(ctx, AddedTokensStream) is { } added ? RobertaTokenizer.ReadAddedTokens(added, "model zip " + AddedTokensStream) : null);
+            Read("vocab.json") ?? throw new InvalidDataException("model zip lacks vocab.json"),
+            Read("merges.txt") ?? throw new InvalidDataException("model zip lacks merges.txt"), "model zip",
+            Read(AddedTokensStream) is { } added ? RobertaTokenizer.ReadAddedTokens(added, "model zip " + AddedTokensStream) : null);
         var embedded = ReadEmbeddedBackbone(ctx, BackboneStream, isPickled: false) ?? ReadEmbeddedBackbone(ctx, PickledBackboneStream, isPickled: true);
 
         try

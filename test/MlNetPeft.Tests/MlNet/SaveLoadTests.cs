@@ -1,3 +1,4 @@
+using System.IO.Compression;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using MlNetPeft.Adapters;
@@ -295,6 +296,71 @@ public sealed class SaveLoadTests
     {
         public string Sentence1 { get; set; } = "";
         public int Label { get; set; }
+    }
+
+    /// <summary>ML.NET's zip reader does not check entries' CRC: a zip damaged in a copy loaded and scored differently
+    /// until each stream's SHA-256 was saved beside it.</summary>
+    [TestMethod]
+    public void ADamagedModelZipIsRefusedRatherThanScoredDifferently()
+    {
+        var (ml, data, model) = Train(PeftTrainerFixture.Lora(1));
+        var zip = TempZip();
+        ml.Model.Save(model, data.Schema, zip);
+        var expected = PeftTrainerFixture.Scores(model, data, ml);
+        var good = File.ReadAllBytes(zip);
+
+        // One byte of one stream changed, in an otherwise valid zip: named.
+        foreach (var stream in new[] { "Adapters.safetensors", "vocab.json", "merges.txt", "AddedTokens.json" })
+        {
+            File.WriteAllBytes(zip, Rezip(good, stream, bytes => bytes[bytes.Length / 2] ^= 0x20));
+            StringAssert.Contains(Flatten(Assert.Throws<Exception>(() => new MLContext().Model.Load(zip, out _))),
+                $"model zip {stream} does not have the SHA-256 it was saved with: the zip is damaged", stream);
+        }
+
+        // Bytes of the file itself changed, as a bad copy does: every copy either fails to load or scores as saved.
+        var random = new Random(4);
+        int refused = 0;
+        for (int i = 0; i < 60; i++)
+        {
+            var bytes = (byte[])good.Clone();
+            for (int n = random.Next(1, 4); n > 0; n--) bytes[random.Next(bytes.Length)] = (byte)random.Next(256);
+            File.WriteAllBytes(zip, bytes);
+            ITransformer loaded;
+            try { loaded = new MLContext().Model.Load(zip, out _); }
+            catch (Exception) { refused++; continue; }
+            var fresh = new MLContext();
+            PeftTrainerFixture.AssertSameScores(expected, PeftTrainerFixture.Scores(loaded, data, fresh));
+        }
+        Assert.IsGreaterThan(30, refused);
+
+        // A zip saved before the checksums (no Checksums.json) loads unchecked, as it did.
+        File.WriteAllBytes(zip, Rezip(good, "Checksums.json", null));
+        var old = new MLContext();
+        PeftTrainerFixture.AssertSameScores(expected, PeftTrainerFixture.Scores(old.Model.Load(zip, out _), data, old));
+    }
+
+    /// <summary>A copy of a zip with the entry whose name ends in <paramref name="entry"/> changed, or left out where
+    /// <paramref name="change"/> is null.</summary>
+    private static byte[] Rezip(byte[] original, string entry, Action<byte[]>? change)
+    {
+        using var output = new MemoryStream();
+        using (var source = new ZipArchive(new MemoryStream(original), ZipArchiveMode.Read))
+        using (var target = new ZipArchive(output, ZipArchiveMode.Create, leaveOpen: true))
+        {
+            foreach (var e in source.Entries)
+            {
+                bool match = e.FullName.EndsWith("/" + entry, StringComparison.Ordinal);
+                if (match && change is null) continue;
+                using var read = e.Open();
+                var content = new MemoryStream();
+                read.CopyTo(content);
+                var bytes = content.ToArray();
+                if (match) change!(bytes);
+                using var write = target.CreateEntry(e.FullName).Open();
+                write.Write(bytes);
+            }
+        }
+        return output.ToArray();
     }
 
     private static string Flatten(Exception e) => e.InnerException is null ? e.Message : e.Message + " | " + Flatten(e.InnerException);
