@@ -154,21 +154,5 @@ public sealed class PyTorchCheckpointTests
     private static byte[] Bytes(string codes) => System.Text.Encoding.Latin1.GetBytes(codes);
 
     /// <summary>A copy of a torch.save zip with one entry (named after the archive's folder) replaced, or removed where <paramref name="content"/> is null.</summary>
-    private static byte[] Rezip(byte[] original, string entry, byte[]? content)
-    {
-        using var output = new MemoryStream();
-        using (var source = new ZipArchive(new MemoryStream(original), ZipArchiveMode.Read))
-        using (var target = new ZipArchive(output, ZipArchiveMode.Create, leaveOpen: true))
-        {
-            foreach (var e in source.Entries)
-            {
-                bool replaced = e.FullName.EndsWith("/" + entry, StringComparison.Ordinal);
-                if (replaced && content is null) continue;
-                using var write = target.CreateEntry(e.FullName, CompressionLevel.NoCompression).Open();
-                if (replaced) write.Write(content);
-                else { using var read = e.Open(); read.CopyTo(write); }
-            }
-        }
-        return output.ToArray();
-    }
+    private static byte[] Rezip(byte[] original, string entry, byte[]? content) => ZipCopies.WithEntry(original, entry, _ => content);
 }

@@ -1,4 +1,3 @@
-using System.IO.Compression;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using MlNetPeft.Adapters;
@@ -312,7 +311,7 @@ public sealed class SaveLoadTests
         // One byte of one stream changed, in an otherwise valid zip: named.
         foreach (var stream in new[] { "Adapters.safetensors", "vocab.json", "merges.txt", "AddedTokens.json" })
         {
-            File.WriteAllBytes(zip, Rezip(good, stream, bytes => bytes[bytes.Length / 2] ^= 0x20));
+            File.WriteAllBytes(zip, ZipCopies.WithEntry(good, stream, bytes => { bytes[bytes.Length / 2] ^= 0x20; return bytes; }));
             StringAssert.Contains(Flatten(Assert.Throws<Exception>(() => new MLContext().Model.Load(zip, out _))),
                 $"model zip {stream} does not have the SHA-256 it was saved with: the zip is damaged", stream);
         }
@@ -334,33 +333,9 @@ public sealed class SaveLoadTests
         Assert.IsGreaterThan(30, refused);
 
         // A zip saved before the checksums (no Checksums.json) loads unchecked, as it did.
-        File.WriteAllBytes(zip, Rezip(good, "Checksums.json", null));
+        File.WriteAllBytes(zip, ZipCopies.WithEntry(good, "Checksums.json", _ => null));
         var old = new MLContext();
         PeftTrainerFixture.AssertSameScores(expected, PeftTrainerFixture.Scores(old.Model.Load(zip, out _), data, old));
-    }
-
-    /// <summary>A copy of a zip with the entry whose name ends in <paramref name="entry"/> changed, or left out where
-    /// <paramref name="change"/> is null.</summary>
-    private static byte[] Rezip(byte[] original, string entry, Action<byte[]>? change)
-    {
-        using var output = new MemoryStream();
-        using (var source = new ZipArchive(new MemoryStream(original), ZipArchiveMode.Read))
-        using (var target = new ZipArchive(output, ZipArchiveMode.Create, leaveOpen: true))
-        {
-            foreach (var e in source.Entries)
-            {
-                bool match = e.FullName.EndsWith("/" + entry, StringComparison.Ordinal);
-                if (match && change is null) continue;
-                using var read = e.Open();
-                var content = new MemoryStream();
-                read.CopyTo(content);
-                var bytes = content.ToArray();
-                if (match) change!(bytes);
-                using var write = target.CreateEntry(e.FullName).Open();
-                write.Write(bytes);
-            }
-        }
-        return output.ToArray();
     }
 
     private static string Flatten(Exception e) => e.InnerException is null ? e.Message : e.Message + " | " + Flatten(e.InnerException);

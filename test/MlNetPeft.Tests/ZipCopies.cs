@@ -1,0 +1,28 @@
+using System.IO.Compression;
+
+namespace MlNetPeft.Tests;
+
+/// <summary>Copies of zip files (model zips, torch.save checkpoints) with one entry changed, as tests damage them.</summary>
+internal static class ZipCopies
+{
+    /// <summary>A copy of <paramref name="original"/> in which the entry whose name ends in "/<paramref name="entry"/>"
+    /// holds what <paramref name="change"/> makes of its bytes, or is left out where that is null.</summary>
+    public static byte[] WithEntry(byte[] original, string entry, Func<byte[], byte[]?> change)
+    {
+        using var output = new MemoryStream();
+        using (var source = new ZipArchive(new MemoryStream(original), ZipArchiveMode.Read))
+        using (var target = new ZipArchive(output, ZipArchiveMode.Create, leaveOpen: true))
+        {
+            foreach (var e in source.Entries)
+            {
+                var bytes = new MemoryStream();
+                using (var read = e.Open()) read.CopyTo(bytes);
+                var content = e.FullName.EndsWith("/" + entry, StringComparison.Ordinal) ? change(bytes.ToArray()) : bytes.ToArray();
+                if (content is null) continue;
+                using var write = target.CreateEntry(e.FullName, CompressionLevel.NoCompression).Open();
+                write.Write(content);
+            }
+        }
+        return output.ToArray();
+    }
+}
