@@ -19,6 +19,7 @@ internal static class CheckpointLoader
         {
             bool isHead = name.StartsWith("classifier.", StringComparison.Ordinal);
             if (isHead && !loadHead) continue;
+            HugePages.Advise(target); // before the first write to its memory (HugePages: the faults were a third of a load)
             if (checkpoint.TryReadInto(name, target) || (!isHead && checkpoint.TryReadInto(name["roberta.".Length..], target))) continue;
             using var tensor = checkpoint.Read(name) ?? (isHead ? null : checkpoint.Read(name["roberta.".Length..]));
             if (tensor is null)
