@@ -119,7 +119,7 @@ internal sealed class PyTorchCheckpointReader : ITensorSource
             long numel = BinaryPrimitives.ReadInt64LittleEndian(count);
             if (!named.TryGetValue(key, out var storage) || numel != storage.Numel)
                 throw new InvalidDataException($"{_source}: storage {key} holds {numel} values where the pickle names {(storage is null ? "none" : storage.Numel)}");
-            if (storage.Bytes > _file.Length - at - 8) throw new InvalidDataException($"{_source}: storage {key} is cut short");
+            if (numel > (_file.Length - at - 8) / storage.Size) throw new InvalidDataException($"{_source}: storage {key} is cut short"); // (no overflow)
             _offsets[key] = at + 8;
             at += 8 + storage.Bytes;
         }
