@@ -70,7 +70,7 @@ internal sealed class EmbeddedBackbone : IDisposable
         lock (_reading)
         {
             _content.Position = 0;
-            var actual = Convert.ToHexStringLower(SHA256.HashData(_content));
+            var actual = CheckpointDirectory.Sha256Of(_content);
             if (actual != Sha256)
                 throw new InvalidOperationException($"The backbone weights to embed ({_content.Name}) " +
                     $"no longer have the SHA-256 the model was trained on ({Sha256}): the file changed after training. Restore " +

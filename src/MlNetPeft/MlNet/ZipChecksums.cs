@@ -25,9 +25,11 @@ internal sealed class ZipChecksums
     /// <summary>Writes a stream of the zip, hashing it on the way.</summary>
     public void SaveStream(ModelSaveContext ctx, string name, Action<Stream> write) => ctx.SaveBinaryStream(name, w =>
     {
-        using var hashing = new HashingStream(w.BaseStream);
-        write(hashing);
-        _sha256[name] = hashing.Sha256();
+        // A hash algorithm's transform passes its input through unchanged, so the stream writes on as it hashes.
+        using var sha = SHA256.Create();
+        using (var hashing = new CryptoStream(w.BaseStream, sha, CryptoStreamMode.Write, leaveOpen: true))
+            write(hashing);
+        _sha256[name] = Hex(sha.Hash!);
     });
 
     /// <summary>Records the hash of text saved in the model's own header (its model-info JSON).</summary>
@@ -54,7 +56,7 @@ internal sealed class ZipChecksums
     public void Verify(string name, ReadOnlySpan<byte> bytes) => Verify(name, Hex(SHA256.HashData(bytes)));
 
     /// <summary>As <see cref="Verify(string, ReadOnlySpan{byte})"/>, for a hash already taken.</summary>
-    public void Verify(string name, string sha256)
+    private void Verify(string name, string sha256)
     {
         if (!_sha256.TryGetValue(name, out var saved))
             throw new InvalidDataException($"model zip {StreamName} has no checksum for {name}: the zip is damaged");
@@ -67,36 +69,4 @@ internal sealed class ZipChecksums
     public void VerifyText(string name, string text) => Verify(name, Encoding.UTF8.GetBytes(text));
 
     private static string Hex(byte[] hash) => Convert.ToHexStringLower(hash);
-
-    /// <summary>Passes writes through to a stream, hashing them.</summary>
-    private sealed class HashingStream(Stream destination) : Stream
-    {
-        private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-
-        public string Sha256() => Hex(_hash.GetHashAndReset());
-
-        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
-
-        public override void Write(ReadOnlySpan<byte> buffer)
-        {
-            _hash.AppendData(buffer);
-            destination.Write(buffer);
-        }
-
-        public override void Flush() => destination.Flush();
-        public override bool CanRead => false;
-        public override bool CanSeek => false;
-        public override bool CanWrite => true;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing) _hash.Dispose();
-            base.Dispose(disposing);
-        }
-    }
 }
