@@ -137,10 +137,12 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     internal PeftModel Model => _model;
     internal RobertaTokenizer Tokenizer => _tokenizer;
 
+    private const uint VersionWithChecksums = 0x00010002;
+
     private static VersionInfo GetVersionInfo() => new(
         modelSignature: "PEFTTEXT",
-        verWrittenCur: 0x00010001,
-        verReadableCur: 0x00010001,
+        verWrittenCur: VersionWithChecksums, // 0x00010001: no Checksums.json
+        verReadableCur: 0x00010001, // the stream is new, not the format: older readers read it as before
         verWeCanReadBack: 0x00010001,
         loaderSignature: LoaderSignature,
         loaderAssemblyName: typeof(PeftTextTransformer).Assembly.FullName);
@@ -180,7 +182,8 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         ctx.CheckAtModel(GetVersionInfo());
         NativeTorch.EnsureLoaded();
         var device = MlContextGpu.SelectDevice(env, LoadSettings.Device); // before anything is built: it may refuse
-        var checksums = ZipChecksums.Read(ctx);
+        // A zip written with checksums that has none lost them (its entry's name damaged, say): not read unchecked.
+        var checksums = ZipChecksums.Read(ctx, required: ctx.Header.ModelVerWritten >= VersionWithChecksums);
         var infoJson = ctx.LoadNonEmptyString();
         checksums?.VerifyText(InfoChecksum, infoJson);
         var info = PeftModelInfo.FromJson(infoJson);

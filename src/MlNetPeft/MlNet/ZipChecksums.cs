@@ -10,7 +10,7 @@ namespace MlNetPeft.MlNet;
 /// stream and checked when the zip is read. ML.NET's zip reader does not check its entries' CRC, so a zip damaged in a
 /// copy or download would otherwise load, and predict with, weights that are not the ones saved: with one to three
 /// random bytes changed, 132 of 300 copies of a model zip loaded and scored differently (measured 2026-12-07). Zips
-/// saved before this have no checksums and load unchecked.
+/// saved before this (model version 0x00010001) have no checksums and load unchecked.
 /// </summary>
 internal sealed class ZipChecksums
 {
@@ -38,8 +38,9 @@ internal sealed class ZipChecksums
     /// <summary>Writes the checksums, after every stream they cover.</summary>
     public void Save(ModelSaveContext ctx) => ctx.SaveBinaryStream(StreamName, w => w.Write(JsonSerializer.SerializeToUtf8Bytes(_sha256)));
 
-    /// <summary>The checksums of a zip being read, or null for a zip saved before they were written.</summary>
-    public static ZipChecksums? Read(ModelLoadContext ctx)
+    /// <summary>The checksums of a zip being read, or null for a zip saved before they were written; one saved with
+    /// them (<paramref name="required"/>) that has none is damaged.</summary>
+    public static ZipChecksums? Read(ModelLoadContext ctx, bool required)
     {
         ZipChecksums? read = null;
         ctx.TryLoadBinaryStream(StreamName, r =>
@@ -49,7 +50,9 @@ internal sealed class ZipChecksums
             try { read = new(JsonSerializer.Deserialize<SortedDictionary<string, string>>(bytes.ToArray()) ?? throw new JsonException("null")); }
             catch (JsonException e) { throw new InvalidDataException($"model zip {StreamName} is damaged ({e.Message})", e); }
         });
-        return read;
+        return read is null && required
+            ? throw new InvalidDataException($"model zip lacks its {StreamName}, which it was saved with: the zip is damaged")
+            : read;
     }
 
     /// <summary>Throws when <paramref name="bytes"/>, read from stream <paramref name="name"/>, are not what was saved.</summary>
