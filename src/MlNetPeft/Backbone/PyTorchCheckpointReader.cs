@@ -70,8 +70,8 @@ internal sealed class PyTorchCheckpointReader : ITensorSource
 
     public bool TryReadInto(string name, Tensor target)
     {
-        if (!_tensors.TryGetValue(name, out var tensor) || !tensor.IsWholeStorage || tensor.Storage.Type != target.dtype
-            || !tensor.Shape.SequenceEqual(target.shape) || target.device_type != DeviceType.CPU || !target.is_contiguous())
+        if (!_tensors.TryGetValue(name, out var tensor) || !tensor.IsWholeStorage
+            || !ITensorSource.CanReadInto(target, tensor.Storage.Type, tensor.Shape))
             return false;
         ReadStorage(tensor, target);
         return true;

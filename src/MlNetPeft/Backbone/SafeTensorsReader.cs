@@ -1,4 +1,3 @@
-using TorchSharp;
 using static TorchSharp.torch;
 
 namespace MlNetPeft.Backbone;
@@ -28,9 +27,7 @@ internal sealed class SafeTensorsReader : ITensorSource
     /// <summary>Reads the tensor into the target's own memory (one pass over it, no tensor in between).</summary>
     public bool TryReadInto(string name, Tensor target)
     {
-        if (!_entries.TryGetValue(name, out var entry) || entry.Type != target.dtype || !entry.Shape.SequenceEqual(target.shape)
-            || target.device_type != DeviceType.CPU || !target.is_contiguous())
-            return false;
+        if (!_entries.TryGetValue(name, out var entry) || !ITensorSource.CanReadInto(target, entry.Type, entry.Shape)) return false;
         SafeTensors.ReadInto(_file, entry, target);
         return true;
     }

@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace MlNetPeft.Backbone;
@@ -20,6 +21,11 @@ internal interface ITensorSource : IDisposable
     /// the source holds it in the target's dtype and shape, and says whether it did; otherwise the caller reads and
     /// copies.</summary>
     bool TryReadInto(string name, Tensor target) => false;
+
+    /// <summary>Whether data of <paramref name="type"/> and <paramref name="shape"/>, read as bytes, is exactly
+    /// <paramref name="target"/>'s memory: what <see cref="TryReadInto"/> needs.</summary>
+    static bool CanReadInto(Tensor target, ScalarType type, long[] shape) =>
+        type == target.dtype && shape.SequenceEqual(target.shape) && target.device_type == DeviceType.CPU && target.is_contiguous();
 
     /// <summary>Every tensor, each a new one the caller disposes.</summary>
     Dictionary<string, Tensor> ReadAll()

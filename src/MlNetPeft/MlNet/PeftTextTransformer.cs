@@ -183,7 +183,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         NativeTorch.EnsureLoaded();
         var device = MlContextGpu.SelectDevice(env, LoadSettings.Device); // before anything is built: it may refuse
         // A zip written with checksums that has none lost them (its entry's name damaged, say): not read unchecked.
-        var checksums = ZipChecksums.Read(ctx, required: ctx.Header.ModelVerWritten >= VersionWithChecksums);
+        var checksums = ZipChecksums.Read(ReadStream(ctx, ZipChecksums.StreamName), required: ctx.Header.ModelVerWritten >= VersionWithChecksums);
         var infoJson = ctx.LoadNonEmptyString();
         checksums?.VerifyText(InfoChecksum, infoJson);
         var info = PeftModelInfo.FromJson(infoJson);

@@ -14,7 +14,7 @@ namespace MlNetPeft.MlNet;
 /// </summary>
 internal sealed class ZipChecksums
 {
-    private const string StreamName = "Checksums.json";
+    public const string StreamName = "Checksums.json";
     private readonly SortedDictionary<string, string> _sha256;
 
     private ZipChecksums(SortedDictionary<string, string> sha256) => _sha256 = sha256;
@@ -38,21 +38,15 @@ internal sealed class ZipChecksums
     /// <summary>Writes the checksums, after every stream they cover.</summary>
     public void Save(ModelSaveContext ctx) => ctx.SaveBinaryStream(StreamName, w => w.Write(JsonSerializer.SerializeToUtf8Bytes(_sha256)));
 
-    /// <summary>The checksums of a zip being read, or null for a zip saved before they were written; one saved with
-    /// them (<paramref name="required"/>) that has none is damaged.</summary>
-    public static ZipChecksums? Read(ModelLoadContext ctx, bool required)
+    /// <summary>The checksums of a zip being read, from its <see cref="StreamName"/> stream's bytes (null where it has
+    /// none), or null for a zip saved before they were written; one saved with them (<paramref name="required"/>) that
+    /// has none is damaged.</summary>
+    public static ZipChecksums? Read(byte[]? json, bool required)
     {
-        ZipChecksums? read = null;
-        ctx.TryLoadBinaryStream(StreamName, r =>
-        {
-            using var bytes = new MemoryStream();
-            r.BaseStream.CopyTo(bytes);
-            try { read = new(JsonSerializer.Deserialize<SortedDictionary<string, string>>(bytes.ToArray()) ?? throw new JsonException("null")); }
-            catch (JsonException e) { throw new InvalidDataException($"model zip {StreamName} is damaged ({e.Message})", e); }
-        });
-        return read is null && required
-            ? throw new InvalidDataException($"model zip lacks its {StreamName}, which it was saved with: the zip is damaged")
-            : read;
+        if (json is null)
+            return required ? throw new InvalidDataException($"model zip lacks its {StreamName}, which it was saved with: the zip is damaged") : null;
+        try { return new(JsonSerializer.Deserialize<SortedDictionary<string, string>>(json) ?? throw new JsonException("null")); }
+        catch (JsonException e) { throw new InvalidDataException($"model zip {StreamName} is damaged ({e.Message})", e); }
     }
 
     /// <summary>Throws when <paramref name="bytes"/>, read from stream <paramref name="name"/>, are not what was saved.</summary>
