@@ -6,8 +6,10 @@ namespace MlNetPeft.Tests;
 internal static class ZipCopies
 {
     /// <summary>A copy of <paramref name="original"/> in which the entry whose name ends in "/<paramref name="entry"/>"
-    /// holds what <paramref name="change"/> makes of its bytes, or is left out where that is null.</summary>
-    public static byte[] WithEntry(byte[] original, string entry, Func<byte[], byte[]?> change)
+    /// holds what <paramref name="change"/> makes of its bytes, or is left out where that is null; every entry is
+    /// written at <paramref name="compression"/>.</summary>
+    public static byte[] WithEntry(byte[] original, string entry, Func<byte[], byte[]?> change,
+        CompressionLevel compression = CompressionLevel.NoCompression)
     {
         using var output = new MemoryStream();
         using (var source = new ZipArchive(new MemoryStream(original), ZipArchiveMode.Read))
@@ -19,7 +21,7 @@ internal static class ZipCopies
                 using (var read = e.Open()) read.CopyTo(bytes);
                 var content = e.FullName.EndsWith("/" + entry, StringComparison.Ordinal) ? change(bytes.ToArray()) : bytes.ToArray();
                 if (content is null) continue;
-                using var write = target.CreateEntry(e.FullName, CompressionLevel.NoCompression).Open();
+                using var write = target.CreateEntry(e.FullName, compression).Open();
                 write.Write(content);
             }
         }

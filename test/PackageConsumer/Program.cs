@@ -1,4 +1,5 @@
-// Fits LoRA for one epoch on a few rows, saves the model zip, loads it back and compares the scores; then says
+// Fits LoRA for one epoch on a few rows, saves the model zip, loads it back and compares the scores (also with the
+// backbone embedded in the zip); then says
 // whether its TorchSharp.dll carries the package's keep-alive patch. With --score, it is a service that only loads a
 // saved zip and scores the same rows, in a process that has not touched MlNetPeft's types.
 // Usage: PackageConsumer <RoBERTa checkpoint directory> <model zip path>
@@ -23,6 +24,15 @@ static int TrainSaveLoad(string backbone, string zip)
     var scores = Scored.Of(ml, model, data);
     var same = scores.Zip(Scored.Of(ml, loaded, data)).All(p => p.First.SequenceEqual(p.Second));
     Console.WriteLine($"rows scored: {Review.Rows.Length}, same scores after Model.Load: {same}");
+    // A zip with the backbone inside: its entry is written and read past ML.NET's repository streams (its internals),
+    // which this application's ML.NET version must still have.
+    var embedding = ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.MulticlassClassification.Trainers.Lora(
+        new LoraOptions { BackboneDirectory = backbone, MaxEpochs = 1, BatchSize = 4, EmbedBackbone = true })).Fit(data);
+    var embeddedZip = Path.ChangeExtension(zip, ".embedded.zip");
+    ml.Model.Save(embedding, data.Schema, embeddedZip);
+    var sameEmbedded = Scored.Of(ml, embedding, data).Zip(Scored.Of(ml, ml.Model.Load(embeddedZip, out _), data)).All(p => p.First.SequenceEqual(p.Second));
+    Console.WriteLine($"same scores after Model.Load of a zip that embeds the backbone: {sameEmbedded}");
+    same &= sameEmbedded;
     Console.WriteLine($"scores: {Scored.Format(scores)}");
     // The package's build targets patch this application's copy of TorchSharp.dll (README "Build notes").
     var patched = typeof(TorchSharp.torch).Assembly.GetManifestResourceNames().Contains("MlNetPeft.KeepAliveArguments");

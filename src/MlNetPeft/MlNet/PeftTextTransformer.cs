@@ -171,7 +171,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         checksums.SaveStream(ctx, AddedTokensStream, s => s.Write(_tokenizer.AddedTokensJson()));
         // Checked on reading against the info's backbone SHA-256 instead (the info itself is checksummed).
         if (_embeddedBackbone is { } embedded)
-            ctx.SaveBinaryStream(embedded.IsPickled ? PickledBackboneStream : BackboneStream, w => embedded.WriteTo(w.BaseStream));
+            StoredZipEntry.Write(ctx, embedded.IsPickled ? PickledBackboneStream : BackboneStream, embedded.WriteTo);
         checksums.Save(ctx);
     }
 
@@ -260,9 +260,8 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
 
     private static EmbeddedBackbone? ReadEmbeddedBackbone(ModelLoadContext ctx, string name, bool isPickled)
     {
-        EmbeddedBackbone? embedded = null;
-        ctx.TryLoadBinaryStream(name, r => embedded = EmbeddedBackbone.Read(r.BaseStream, isPickled));
-        return embedded;
+        using var entry = StoredZipEntry.OpenOrNull(ctx, name);
+        return entry is null ? null : EmbeddedBackbone.Read(entry, isPickled);
     }
 
     private static byte[]? ReadStream(ModelLoadContext ctx, string name)

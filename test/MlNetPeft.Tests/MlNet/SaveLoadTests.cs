@@ -203,6 +203,48 @@ public sealed class SaveLoadTests
         StringAssert.Contains(Flatten(error), "changed after training");
     }
 
+    /// <summary>The embedded backbone's entry is stored, not deflated (weights barely compress, and deflating them was
+    /// most of a save), also in a zip written to a stream that cannot seek (an upload); a zip whose entry is deflated,
+    /// as every zip saved before 2026-12-08 has it, loads with the same scores.</summary>
+    [TestMethod]
+    public void AnEmbeddedBackboneIsStoredAndADeflatedOneStillLoads()
+    {
+        var options = PeftTrainerFixture.Lora(1);
+        options.EmbedBackbone = true;
+        var (_, ml, data, model) = TrainOnACopyOfTheBackbone(options);
+        var expected = PeftTrainerFixture.Scores(model, data, ml);
+        using var upload = new MemoryStream();
+        ml.Model.Save(model, data.Schema, new ForwardOnly(upload));
+        var stored = upload.ToArray();
+        var deflated = ZipCopies.WithEntry(stored, "Backbone.safetensors", bytes => bytes, System.IO.Compression.CompressionLevel.Optimal);
+        foreach (var (zip, isStored) in new[] { (stored, true), (deflated, false) })
+        {
+            using (var archive = new System.IO.Compression.ZipArchive(new MemoryStream(zip)))
+            {
+                var entry = archive.Entries.Single(e => e.FullName.EndsWith("/Backbone.safetensors", StringComparison.Ordinal));
+                Assert.AreEqual(isStored, entry.CompressedLength == entry.Length, $"stored: {entry.CompressedLength} of {entry.Length} bytes");
+            }
+            var fresh = new MLContext();
+            PeftTrainerFixture.AssertSameScores(expected, PeftTrainerFixture.Scores(fresh.Model.Load(new MemoryStream(zip), out _), data, fresh),
+                isStored ? "stored: " : "deflated: ");
+        }
+    }
+
+    /// <summary>A stream that writes forward only, as an upload does.</summary>
+    private sealed class ForwardOnly(Stream inner) : Stream
+    {
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() => inner.Flush();
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => inner.Write(buffer, offset, count);
+    }
+
     /// <summary>A backbone file replaced (renamed over, as a re-download does) while a model with EmbedBackbone trains:
     /// the zip embeds the file the model trained on, which it holds open from before the first step.</summary>
     [TestMethod]

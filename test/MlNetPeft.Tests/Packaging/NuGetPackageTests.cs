@@ -62,6 +62,7 @@ public sealed class NuGetPackageTests
         var zipPath = Path.Combine(work, "model.zip");
         var trained = Dotnet(app, consumer, TestData.TinyBackbone, zipPath);
         StringAssert.Contains(trained, "same scores after Model.Load: True");
+        StringAssert.Contains(trained, "same scores after Model.Load of a zip that embeds the backbone: True", "ML.NET's internals the embedded entry uses");
         StringAssert.Contains(trained, "TorchSharp keeps Scalar and Tensor arguments alive: True");
         var scores = ScoresLine(trained);
 
@@ -97,6 +98,7 @@ public sealed class NuGetPackageTests
             else Assert.IsFalse(File.Exists(Path.Combine(published, "TorchSharp.dll")), "TorchSharp.dll is inside the bundle");
             var output = ChildProcess.Run(Path.Combine(published, "PackageConsumer"), published, TestData.TinyBackbone, Path.Combine(published, "model.zip"));
             StringAssert.Contains(output, "same scores after Model.Load: True");
+            StringAssert.Contains(output, "same scores after Model.Load of a zip that embeds the backbone: True");
             StringAssert.Contains(output, "TorchSharp keeps Scalar and Tensor arguments alive: True", singleFile ? "single file" : "ReadyToRun");
             Assert.AreEqual(scores, ScoresLine(ChildProcess.Run(Path.Combine(published, "PackageConsumer"), published, "--score", zipPath)),
                 "the published service scores the first build's zip as it did");

@@ -1,0 +1,36 @@
+using System.IO.Compression;
+using Microsoft.ML;
+
+namespace MlNetPeft.MlNet;
+
+/// <summary>
+/// The model zip's entry of an embedded backbone, written and read past ML.NET's repository streams (its internals,
+/// as the rest of saving uses them). ML.NET stages every entry in a temporary file both ways and deflates it at the
+/// default level; weights barely compress (roberta-base's 499 MB to 464 MB), and deflating them was 10–14 s of a
+/// save. So the entry is stored as it is, and read from the zip itself rather than from ML.NET's extracted copy.
+/// </summary>
+internal static class StoredZipEntry
+{
+    /// <summary>Writes entry <paramref name="name"/> of the model's directory, uncompressed.</summary>
+    public static void Write(ModelSaveContext ctx, string name, Action<Stream> write)
+    {
+        var repository = ctx.Repository;
+        repository.Flush(); // ML.NET's own entries so far: a zip being created takes one entry at a time
+        repository.GetPath(out var path, out _, ctx.Directory, name, createDir: false);
+        if (!repository.PathMap.TryAdd(path, null!)) throw new InvalidOperationException($"model zip: entry {path} written twice");
+        using var stream = repository._archive.CreateEntry(path, CompressionLevel.NoCompression).Open();
+        write(stream);
+    }
+
+    /// <summary>The content of entry <paramref name="name"/> of the model's directory, stored or deflated (as zips
+    /// saved before 2026-12-08 have it), or null when the zip has none.</summary>
+    public static Stream? OpenOrNull(ModelLoadContext ctx, string name)
+    {
+        var repository = ctx.Repository;
+        repository.GetPath(out var path, out _, ctx.Directory, name, createDir: false);
+        // As ML.NET's reader: a zip written on Windows separates with backslashes.
+        return repository._entries.TryGetValue(path, out var entry) || repository._entries.TryGetValue(path.Replace('/', '\\'), out entry)
+            ? entry.Open()
+            : null;
+    }
+}
