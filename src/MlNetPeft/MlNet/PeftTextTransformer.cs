@@ -34,6 +34,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     // The embedded backbone is its file's bytes (so its SHA-256 is the recorded one) under its format's name.
     private const string BackboneStream = "Backbone.safetensors", PickledBackboneStream = "Backbone.bin";
     private const string InfoChecksum = "model info"; // the header's JSON, checksummed beside the streams
+    private const string LabelValuesChecksum = "label values"; // the rest of the model's own stream: the class names
     private const int ScoringBatchSize = 32;
 
     private readonly PeftModelInfo _info;
@@ -137,11 +138,11 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     internal PeftModel Model => _model;
     internal RobertaTokenizer Tokenizer => _tokenizer;
 
-    private const uint VersionWithChecksums = 0x00010002;
+    private const uint VersionWithChecksums = 0x00010002, VersionWithLabelChecksum = 0x00010003;
 
     private static VersionInfo GetVersionInfo() => new(
         modelSignature: "PEFTTEXT",
-        verWrittenCur: VersionWithChecksums, // 0x00010001: no Checksums.json
+        verWrittenCur: VersionWithLabelChecksum, // 0x00010002: no checksum of the label values; 0x00010001: no Checksums.json
         verReadableCur: 0x00010001, // the stream is new, not the format: older readers read it as before
         verWeCanReadBack: 0x00010001,
         loaderSignature: LoaderSignature,
@@ -157,10 +158,15 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         ctx.SetVersionInfo(GetVersionInfo());
         var info = _info.ToJson();
         ctx.SaveNonEmptyString(info);
-        ctx.Writer.Write(_labelValues is not null);
-        _labelValues?.Save(Host, ctx.Writer.BaseStream);
         var checksums = new ZipChecksums();
         checksums.AddText(InfoChecksum, info);
+        using (var labels = new MemoryStream()) // the bytes BinaryWriter.Write(bool) and the values' own writer give
+        {
+            labels.WriteByte(_labelValues is null ? (byte)0 : (byte)1);
+            _labelValues?.Save(Host, labels);
+            ctx.Writer.Write(labels.ToArray());
+            checksums.AddBytes(LabelValuesChecksum, labels.ToArray());
+        }
         using (NewDisposeScope()) // in fp32, as trained: no copy of a full fine-tuning's 0.5 GB in memory
         {
             var state = _model.TrainableStateTensors();
@@ -187,6 +193,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         var infoJson = ctx.LoadNonEmptyString();
         checksums?.VerifyText(InfoChecksum, infoJson);
         var info = PeftModelInfo.FromJson(infoJson);
+        if (checksums is not null && ctx.Header.ModelVerWritten >= VersionWithLabelChecksum) VerifyLabelValues(ctx, checksums);
         var labelValues = ctx.Reader.ReadBoolean() ? KeyValues.Load(env, ctx.Reader.BaseStream) : null;
         byte[]? Read(string name)
         {
@@ -252,6 +259,20 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
             embedded?.Dispose(); // its temporary file
             throw;
         }
+    }
+
+    /// <summary>Checks the class names (PredictedLabel's values) before they are parsed: one damaged byte in them
+    /// otherwise loaded and predicted a misspelled class. They fill the rest of the model's blob in its stream.</summary>
+    private static void VerifyLabelValues(ModelLoadContext ctx, ZipChecksums checksums)
+    {
+        var stream = ctx.Reader.BaseStream;
+        long start = stream.Position, end = ctx.FpMin + ctx.Header.FpModel + ctx.Header.CbModel;
+        if (end < start || end > stream.Length)
+            throw new InvalidDataException("model zip: the transformer's stream is damaged (its header's model size does not fit)");
+        var bytes = new byte[end - start];
+        stream.ReadExactly(bytes);
+        checksums.Verify(LabelValuesChecksum, bytes);
+        stream.Position = start;
     }
 
     // Factory for SignatureLoadRowMapper.

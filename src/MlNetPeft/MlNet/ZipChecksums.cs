@@ -6,7 +6,8 @@ using Microsoft.ML;
 namespace MlNetPeft.MlNet;
 
 /// <summary>
-/// The SHA-256 of each stream a model zip holds for the transformer (and of its model-info JSON), written as one more
+/// The SHA-256 of each stream a model zip holds for the transformer (and of its model-info JSON and label values, the
+/// rest of its own stream), written as one more
 /// stream and checked when the zip is read. ML.NET's zip reader does not check its entries' CRC, so a zip damaged in a
 /// copy or download would otherwise load, and predict with, weights that are not the ones saved: with one to three
 /// random bytes changed, 132 of 300 copies of a model zip loaded and scored differently (measured 2026-12-07). Zips
@@ -33,7 +34,10 @@ internal sealed class ZipChecksums
     });
 
     /// <summary>Records the hash of text saved in the model's own header (its model-info JSON).</summary>
-    public void AddText(string name, string text) => _sha256[name] = Hex(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
+    public void AddText(string name, string text) => AddBytes(name, Encoding.UTF8.GetBytes(text));
+
+    /// <summary>Records the hash of bytes saved in the model's own stream (its label values).</summary>
+    public void AddBytes(string name, byte[] bytes) => _sha256[name] = Hex(SHA256.HashData(bytes));
 
     /// <summary>Writes the checksums, after every stream they cover.</summary>
     public void Save(ModelSaveContext ctx) => ctx.SaveBinaryStream(StreamName, w => w.Write(JsonSerializer.SerializeToUtf8Bytes(_sha256)));
