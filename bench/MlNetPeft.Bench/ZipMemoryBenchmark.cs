@@ -12,7 +12,7 @@ namespace MlNetPeft.Bench;
 /// What a model's life around its zip costs in time and CPU memory, on a backbone of a given shape with random weights
 /// (written as a checkpoint directory in a temporary folder): a short Fit (LoRA, --rows SST-2 dev sentences with
 /// made-up labels, one epoch, sequence 32), Model.Save, a merged-checkpoint export, then --loads rounds of Model.Load
-/// and disposal in this process, as a service reloading new versions does. Each prints its wall time, its peak
+/// and disposal in this process, as a service reloading new versions does (the first loaded model also saved again). Each prints its wall time, its peak
 /// resident memory above what the process held before it, and the resident memory after it. --embed puts the
 /// backbone into the zip; --backbone DIR uses that checkpoint directory instead of a random one (a real roberta-base,
 /// or one with a pytorch_model.bin); --work names the scratch folder (default: a new one in the temporary folder),
@@ -55,7 +55,11 @@ internal static class ZipMemoryBenchmark
             Measure("SaveMergedCheckpoint", () => Peft(model).SaveMergedCheckpoint(Path.Combine(work, "merged")));
             Peft(model).Dispose();
             for (int i = 1; i <= loads; i++)
-                Peft(Measure($"Model.Load {i}", () => new MLContext().Model.Load(zip, out _))).Dispose();
+            {
+                var loaded = Measure($"Model.Load {i}", () => new MLContext().Model.Load(zip, out _));
+                if (i == 1) Measure("Model.Save of a loaded model", () => ml.Model.Save(loaded, data.Schema, Path.Combine(work, "again.zip")));
+                Peft(loaded).Dispose();
+            }
             return 0;
         }
         finally

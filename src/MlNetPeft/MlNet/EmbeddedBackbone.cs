@@ -12,13 +12,15 @@ namespace MlNetPeft.MlNet;
 internal sealed class EmbeddedBackbone : IDisposable
 {
     private readonly FileStream _content;
+    private readonly bool _isPrivateCopy; // hashed as it was written, and no other process can reach it
     private readonly object _reading = new();
 
-    private EmbeddedBackbone(FileStream content, bool isPickled, string sha256)
+    private EmbeddedBackbone(FileStream content, bool isPickled, string sha256, bool isPrivateCopy)
     {
         _content = content;
         IsPickled = isPickled;
         Sha256 = sha256;
+        _isPrivateCopy = isPrivateCopy;
     }
 
     /// <summary>torch.save's format (pytorch_model.bin), not safetensors.</summary>
@@ -30,7 +32,7 @@ internal sealed class EmbeddedBackbone : IDisposable
     /// <summary>The weights file of a backbone directory, of SHA-256 <paramref name="sha256"/>, kept open (another
     /// process may still replace or delete it).</summary>
     public static EmbeddedBackbone Of(string weightsFile, string sha256) =>
-        new(new FileStream(weightsFile, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete), TensorFile.IsPickled(weightsFile), sha256);
+        new(new FileStream(weightsFile, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete), TensorFile.IsPickled(weightsFile), sha256, isPrivateCopy: false);
 
     /// <summary>Copies a zip entry to a temporary file, hashing it on the way. The file is unlinked at once (on
     /// Windows, deleted when closed): only the open stream reaches it. (ML.NET's own Model.Load needs the temporary
@@ -50,7 +52,7 @@ internal sealed class EmbeddedBackbone : IDisposable
                 content.Write(buffer, 0, n);
             }
             content.Flush();
-            return new EmbeddedBackbone(content, isPickled, Convert.ToHexStringLower(hash.GetHashAndReset()));
+            return new EmbeddedBackbone(content, isPickled, Convert.ToHexStringLower(hash.GetHashAndReset()), isPrivateCopy: true);
         }
         catch
         {
@@ -64,14 +66,14 @@ internal sealed class EmbeddedBackbone : IDisposable
     public ITensorSource OpenWeights(string source) => TensorFile.Open(_content, IsPickled, source, ownsFile: false);
 
     /// <summary>Writes the bytes to <paramref name="destination"/> once they are checked to have <see cref="Sha256"/>
-    /// (a backbone file changed since training is an error naming it, not a zip that would not load).</summary>
+    /// (a backbone file changed since training is an error naming it, not a zip that would not load). A loaded zip's
+    /// private copy was hashed as it was written and is not hashed again.</summary>
     public void WriteTo(Stream destination)
     {
         lock (_reading)
         {
             _content.Position = 0;
-            var actual = CheckpointDirectory.Sha256Of(_content);
-            if (actual != Sha256)
+            if (!_isPrivateCopy && CheckpointDirectory.Sha256Of(_content) != Sha256)
                 throw new InvalidOperationException($"The backbone weights to embed ({_content.Name}) " +
                     $"no longer have the SHA-256 the model was trained on ({Sha256}): the file changed after training. Restore " +
                     "it, or train again on the backbone as it is now.");
