@@ -199,6 +199,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         {
             var bytes = ReadStream(ctx, name);
             if (bytes is not null) checksums?.Verify(name, bytes);
+            else checksums?.VerifyAbsent(name); // AddedTokens.json lost (a damaged entry name) read as none added
             return bytes;
         }
         var adapters = Read(AdapterStream) ?? throw new InvalidDataException($"model zip lacks {AdapterStream}");

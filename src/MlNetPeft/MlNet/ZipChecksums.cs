@@ -56,6 +56,13 @@ internal sealed class ZipChecksums
     /// <summary>Throws when <paramref name="bytes"/>, read from stream <paramref name="name"/>, are not what was saved.</summary>
     public void Verify(string name, ReadOnlySpan<byte> bytes) => Verify(name, Hex(SHA256.HashData(bytes)));
 
+    /// <summary>Throws when stream <paramref name="name"/>, which the zip does not have, was saved in it.</summary>
+    public void VerifyAbsent(string name)
+    {
+        if (_sha256.ContainsKey(name))
+            throw new InvalidDataException($"model zip lacks {name}, which it was saved with: the zip is damaged");
+    }
+
     /// <summary>As <see cref="Verify(string, ReadOnlySpan{byte})"/>, for a hash already taken.</summary>
     private void Verify(string name, string sha256)
     {

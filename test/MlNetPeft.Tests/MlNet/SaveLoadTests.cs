@@ -358,6 +358,14 @@ public sealed class SaveLoadTests
                 $"model zip {stream} does not have the SHA-256 it was saved with: the zip is damaged", stream);
         }
 
+        // A stream lost (its entry's name damaged): AddedTokens.json, which zips saved before it lack, was read as no
+        // tokens added rather than refused.
+        foreach (var stream in new[] { "AddedTokens.json", "vocab.json" })
+        {
+            File.WriteAllBytes(zip, ZipCopies.WithEntry(good, stream, _ => null));
+            StringAssert.Contains(Flatten(Assert.Throws<Exception>(() => new MLContext().Model.Load(zip, out _))), $"model zip lacks {stream}", stream);
+        }
+
         // One letter of a class name changed in the transformer's own stream: it loaded and predicted "fNuit" until the
         // label values were checksummed too (model version 0x00010003).
         static byte[] Transformer(byte[] zip, Func<byte[], byte[]> change) => ZipCopies.WithEntry(zip, "Model.key",
