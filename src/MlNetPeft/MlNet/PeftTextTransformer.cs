@@ -224,7 +224,9 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
             {
                 source = "model zip (embedded backbone)";
                 if (embedded.Sha256 != info.BackboneSha256)
-                    throw new InvalidDataException($"{source}: embedded backbone does not match its recorded SHA-256");
+                    throw new InvalidDataException($"model zip {(embedded.IsPickled ? PickledBackboneStream : BackboneStream)} (the embedded backbone) " +
+                        "does not have the SHA-256 the model was trained on: the zip is damaged (a copy or download that changed or lost bytes); " +
+                        "copy it again from where it was saved");
                 weights = embedded.OpenWeights(source);
             }
             else

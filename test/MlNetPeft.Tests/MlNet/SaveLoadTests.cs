@@ -205,7 +205,8 @@ public sealed class SaveLoadTests
 
     /// <summary>The embedded backbone's entry is stored, not deflated (weights barely compress, and deflating them was
     /// most of a save), also in a zip written to a stream that cannot seek (an upload); a zip whose entry is deflated,
-    /// as every zip saved before 2026-12-08 has it, loads with the same scores.</summary>
+    /// as every zip saved before 2026-12-08 has it, loads with the same scores; one with a byte of it changed is named
+    /// damaged.</summary>
     [TestMethod]
     public void AnEmbeddedBackboneIsStoredAndADeflatedOneStillLoads()
     {
@@ -228,6 +229,9 @@ public sealed class SaveLoadTests
             PeftTrainerFixture.AssertSameScores(expected, PeftTrainerFixture.Scores(fresh.Model.Load(new MemoryStream(zip), out _), data, fresh),
                 isStored ? "stored: " : "deflated: ");
         }
+        var damaged = ZipCopies.WithEntry(stored, "Backbone.safetensors", bytes => { bytes[bytes.Length / 2] ^= 0x20; return bytes; });
+        StringAssert.Contains(Flatten(Assert.Throws<Exception>(() => new MLContext().Model.Load(new MemoryStream(damaged), out _))),
+            "model zip Backbone.safetensors (the embedded backbone) does not have the SHA-256 the model was trained on: the zip is damaged");
     }
 
     /// <summary>A stream that writes forward only, as an upload does.</summary>
