@@ -164,8 +164,9 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         {
             labels.WriteByte(_labelValues is null ? (byte)0 : (byte)1);
             _labelValues?.Save(Host, labels);
-            ctx.Writer.Write(labels.ToArray());
-            checksums.AddBytes(LabelValuesChecksum, labels.ToArray());
+            var bytes = labels.ToArray();
+            ctx.Writer.Write(bytes);
+            checksums.AddBytes(LabelValuesChecksum, bytes);
         }
         using (NewDisposeScope()) // in fp32, as trained: no copy of a full fine-tuning's 0.5 GB in memory
         {
@@ -177,7 +178,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         checksums.SaveStream(ctx, AddedTokensStream, s => s.Write(_tokenizer.AddedTokensJson()));
         // Checked on reading against the info's backbone SHA-256 instead (the info itself is checksummed).
         if (_embeddedBackbone is { } embedded)
-            StoredZipEntry.Write(ctx, embedded.IsPickled ? PickledBackboneStream : BackboneStream, embedded.WriteTo);
+            StoredZipEntry.Write(ctx, StreamOf(embedded), embedded.WriteTo);
         checksums.Save(ctx);
     }
 
@@ -224,7 +225,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
             {
                 source = "model zip (embedded backbone)";
                 if (embedded.Sha256 != info.BackboneSha256)
-                    throw new InvalidDataException($"model zip {(embedded.IsPickled ? PickledBackboneStream : BackboneStream)} (the embedded backbone) " +
+                    throw new InvalidDataException($"model zip {StreamOf(embedded)} (the embedded backbone) " +
                         "does not have the SHA-256 the model was trained on: the zip is damaged (a copy or download that changed or lost bytes); " +
                         "copy it again from where it was saved");
                 weights = embedded.OpenWeights(source);
@@ -281,6 +282,8 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     // Factory for SignatureLoadRowMapper.
     private static IRowMapper Create(IHostEnvironment env, ModelLoadContext ctx, DataViewSchema inputSchema) =>
         Create(env, ctx).MakeRowMapper(inputSchema);
+
+    private static string StreamOf(EmbeddedBackbone embedded) => embedded.IsPickled ? PickledBackboneStream : BackboneStream;
 
     private static EmbeddedBackbone? ReadEmbeddedBackbone(ModelLoadContext ctx, string name, bool isPickled)
     {

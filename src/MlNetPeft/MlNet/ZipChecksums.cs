@@ -7,11 +7,11 @@ namespace MlNetPeft.MlNet;
 
 /// <summary>
 /// The SHA-256 of each stream a model zip holds for the transformer (and of its model-info JSON and label values, the
-/// rest of its own stream), written as one more
-/// stream and checked when the zip is read. ML.NET's zip reader does not check its entries' CRC, so a zip damaged in a
-/// copy or download would otherwise load, and predict with, weights that are not the ones saved: with one to three
-/// random bytes changed, 132 of 300 copies of a model zip loaded and scored differently (measured 2026-12-07). Zips
-/// saved before this (model version 0x00010001) have no checksums and load unchecked.
+/// rest of its own stream), written as one more stream and checked when the zip is read. ML.NET's zip reader does not
+/// check its entries' CRC, so a zip damaged in a copy or download would otherwise load, and predict with, weights that
+/// are not the ones saved: with one to three random bytes changed, 132 of 300 copies of a model zip loaded and scored
+/// differently (measured 2026-12-07). Zips saved before this (model version 0x00010001) have no checksums and load
+/// unchecked.
 /// </summary>
 internal sealed class ZipChecksums
 {
