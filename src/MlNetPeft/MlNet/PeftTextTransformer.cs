@@ -42,6 +42,8 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     private readonly RobertaTokenizer _tokenizer;
     private readonly KeyValues? _labelValues;
     private readonly EmbeddedBackbone? _embeddedBackbone;
+    private readonly object _lifetime = new();
+    private int _uses; // scoring, saving or exporting under way (see Use)
     private bool _disposed;
 
     internal PeftTextTransformer(IHostEnvironment env, PeftModelInfo info, PeftModel model, RobertaTokenizer tokenizer,
@@ -59,7 +61,14 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     }
 
     /// <summary>Trainable parameters per adapter component and head.</summary>
-    public ParameterReport Parameters => _model.Report();
+    public ParameterReport Parameters
+    {
+        get
+        {
+            using var _ = Use();
+            return _model.Report();
+        }
+    }
 
     /// <summary>Adapter method and its settings.</summary>
     public AdapterConfig Adapter => _info.Adapter;
@@ -82,7 +91,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     /// </summary>
     public void SavePeftAdapter(string directory, PeftAdapterFormat format)
     {
-        ThrowIfDisposed();
+        using var _ = Use();
         switch (format)
         {
             case PeftAdapterFormat.Lora: Adapters.Lora.PeftLoraExport.Save(_model, directory, _info.BackbonePath); break;
@@ -100,7 +109,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     /// </summary>
     public void SaveMergedCheckpoint(string directory)
     {
-        ThrowIfDisposed();
+        using var _ = Use();
         if (SameDirectory(directory, _info.BackbonePath))
             throw new ArgumentException($"'{directory}' is the backbone directory this model was trained on: the merged " +
                 "checkpoint would replace its weights, and the model zips that refer to them would no longer load. Choose " +
@@ -132,7 +141,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     /// <summary>A copy (CPU, fp32) of the trained weights, as the zip saves them.</summary>
     internal Dictionary<string, Tensor> TrainableState()
     {
-        ThrowIfDisposed();
+        using var _ = Use();
         return _model.TrainableState();
     }
     internal PeftModel Model => _model;
@@ -153,7 +162,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     // special tokens), Backbone.safetensors (or .bin) when embedded, and Checksums.json (absent in zips before it).
     public override void SaveModel(ModelSaveContext ctx)
     {
-        ThrowIfDisposed();
+        using var _ = Use();
         ctx.CheckAtModel();
         ctx.SetVersionInfo(GetVersionInfo());
         var info = _info.ToJson();
@@ -325,7 +334,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     /// multiclass Score is, so Evaluate's log-loss is right), a binary model's two logits, or one regression value per row.</summary>
     internal float[][] Predict(IReadOnlyList<int[]> rows)
     {
-        ThrowIfDisposed();
+        using var _ = Use();
         return BatchScorer.Outputs(_model, rows.Select((ids, i) => new Example(ids, 0, i)).ToList(), ScoringBatchSize, _tokenizer.PadId,
             _info.Task, logits: _info.Binary);
     }
@@ -365,12 +374,43 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
 
     private static float LogOdds(float[] logits) => logits[1] - logits[0];
 
-    /// <summary>Frees the TorchSharp model (CPU or GPU memory) now rather than at garbage collection. ML.NET disposes
-    /// it too when a pipeline holding it is disposed, and when a PredictionEngine made with default options is.</summary>
+    /// <summary>Frees the TorchSharp model (CPU or GPU memory) now rather than at garbage collection, or, while other
+    /// threads score with it or save it, when the last of them is done; later uses throw ObjectDisposedException. ML.NET
+    /// disposes it too when a pipeline holding it is disposed, and when a PredictionEngine made with default options is.</summary>
     public void Dispose()
     {
-        if (_disposed) return;
-        _disposed = true;
+        lock (_lifetime)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            if (_uses == 0) Free();
+        }
+    }
+
+    /// <summary>Holds the weights for one use (a scoring call, a save, an export) until it is disposed: a model disposed
+    /// meanwhile, as a service swapping model versions does while requests still score with the old one, frees them
+    /// when its last use ends. Freed under a running forward pass, they corrupted the native heap and ended the process.</summary>
+    private WeightsInUse Use()
+    {
+        lock (_lifetime)
+        {
+            ThrowIfDisposed();
+            _uses++;
+        }
+        return new WeightsInUse(this);
+    }
+
+    private readonly struct WeightsInUse(PeftTextTransformer owner) : IDisposable
+    {
+        public void Dispose()
+        {
+            lock (owner._lifetime)
+                if (--owner._uses == 0 && owner._disposed) owner.Free();
+        }
+    }
+
+    private void Free()
+    {
         _model.Dispose();
         _embeddedBackbone?.Dispose();
     }
