@@ -27,4 +27,17 @@ internal static class ZipCopies
         }
         return output.ToArray();
     }
+
+    /// <summary>A copy of a model zip in which the MlNetPeft transformer's own stream (its Model.key: ML.NET's
+    /// ModelHeader, with the signature PEFTTEXT at 0x40) holds what <paramref name="change"/> makes of its bytes.</summary>
+    public static byte[] WithTransformerStream(byte[] zip, Func<byte[], byte[]> change) => WithEntry(zip, "Model.key",
+        header => System.Text.Encoding.ASCII.GetString(header, 0x40, 8) == "PEFTTEXT" ? change(header) : header);
+
+    /// <summary>A copy of a model zip whose transformer reads as written at model <paramref name="version"/> (the header's
+    /// version written follows the signature), as an older build of the library wrote it.</summary>
+    public static byte[] WithTransformerVersion(byte[] zip, uint version) => WithTransformerStream(zip, header =>
+    {
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(0x48), version);
+        return header;
+    });
 }

@@ -372,14 +372,7 @@ public sealed class SaveLoadTests
 
         // One letter of a class name changed in the transformer's own stream: it loaded and predicted "fNuit" until the
         // label values were checksummed too (model version 0x00010003).
-        static byte[] Transformer(byte[] zip, Func<byte[], byte[]> change) => ZipCopies.WithEntry(zip, "Model.key",
-            header => System.Text.Encoding.ASCII.GetString(header, 0x40, 8) == "PEFTTEXT" ? change(header) : header);
-        static byte[] Version(byte[] header, uint version) // ML.NET's ModelHeader: signature at 0x40, then version written
-        {
-            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(0x48), version);
-            return header;
-        }
-        File.WriteAllBytes(zip, Transformer(good, header =>
+        File.WriteAllBytes(zip, ZipCopies.WithTransformerStream(good, header =>
         {
             int at = System.Text.Encoding.Latin1.GetString(header).LastIndexOf("fruit", StringComparison.Ordinal);
             Assert.IsGreaterThan(0, at, "the class names are in the transformer's stream");
@@ -389,7 +382,7 @@ public sealed class SaveLoadTests
         StringAssert.Contains(Flatten(Assert.Throws<Exception>(() => new MLContext().Model.Load(zip, out _))),
             "model zip label values does not have the SHA-256 it was saved with");
         // A zip saved before that (0x00010002) loads as it did.
-        File.WriteAllBytes(zip, Transformer(good, header => Version(header, 0x00010002)));
+        File.WriteAllBytes(zip, ZipCopies.WithTransformerVersion(good, 0x00010002));
         var withoutLabelChecksum = new MLContext();
         PeftTrainerFixture.AssertSameScores(expected, PeftTrainerFixture.Scores(withoutLabelChecksum.Model.Load(zip, out _), data, withoutLabelChecksum));
 
@@ -415,7 +408,7 @@ public sealed class SaveLoadTests
         StringAssert.Contains(Flatten(Assert.Throws<Exception>(() => new MLContext().Model.Load(zip, out _))), "model zip lacks its Checksums.json");
 
         // ...but a zip saved before the checksums (the transformer's header at model version 0x00010001) loads as it did.
-        File.WriteAllBytes(zip, Transformer(withoutChecksums, header => Version(header, 0x00010001)));
+        File.WriteAllBytes(zip, ZipCopies.WithTransformerVersion(withoutChecksums, 0x00010001));
         var old = new MLContext();
         PeftTrainerFixture.AssertSameScores(expected, PeftTrainerFixture.Scores(old.Model.Load(zip, out _), data, old));
     }
