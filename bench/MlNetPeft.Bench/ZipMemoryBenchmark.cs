@@ -14,7 +14,7 @@ namespace MlNetPeft.Bench;
 /// made-up labels, one epoch, sequence 32), Model.Save, a merged-checkpoint export, then --loads rounds of Model.Load
 /// and disposal in this process, as a service reloading new versions does (the first loaded model also saved again). Each prints its wall time, its peak
 /// resident memory above what the process held before it, and the resident memory after it. --embed puts the
-/// backbone into the zip; --backbone DIR uses that checkpoint directory instead of a random one (a real roberta-base,
+/// backbone into the zip; --full fine-tunes every weight (the zip then holds them all); --backbone DIR uses that checkpoint directory instead of a random one (a real roberta-base,
 /// or one with a pytorch_model.bin); --work names the scratch folder (default: a new one in the temporary folder),
 /// deleted after.
 /// </summary>
@@ -29,7 +29,7 @@ internal static class ZipMemoryBenchmark
     public static int Run(BenchArgs a)
     {
         var shape = a.Text("shape", "base");
-        bool embed = a.Flag("embed");
+        bool embed = a.Flag("embed"), full = a.Flag("full");
         int loads = a.Int("loads", 3), rows = a.Int("rows", 64);
         var work = a.Text("work") is { } given ? Directory.CreateDirectory(given).FullName : Directory.CreateTempSubdirectory("mlnetpeft-zip-memory-").FullName;
         try
@@ -38,17 +38,18 @@ internal static class ZipMemoryBenchmark
             var backbone = existing ?? RandomBackbone(shape, Path.Combine(work, "backbone"));
             var weights = new CheckpointDirectory(backbone).WeightsFile;
             Console.WriteLine($"{(existing is null ? $"{shape}-shaped backbone, random weights" : backbone)}: " +
-                $"{Path.GetFileName(weights)} {new FileInfo(weights).Length / 1e6:F0} MB" + (embed ? ", embedded in the zip" : ""));
+                $"{Path.GetFileName(weights)} {new FileInfo(weights).Length / 1e6:F0} MB" + (embed ? ", embedded in the zip" : "") +
+                (full ? ", fully fine-tuned" : ""));
             var ml = new MLContext(seed: 1);
             var data = ml.Data.LoadFromEnumerable(SentencePredictor.DevSentences(a).Take(rows)
                 .Select((s, i) => new Row { Sentence = s, Label = i % 2 == 0 ? "even" : "odd" }));
-            var options = new LoraOptions
-            {
-                BackboneDirectory = backbone, Sentence1ColumnName = nameof(Row.Sentence), MaxEpochs = 1, BatchSize = 8,
-                MaxSequenceLength = 32, EmbedBackbone = embed,
-            };
-            var model = Measure("Fit", () => ml.Transforms.Conversion.MapValueToKey("Label")
-                .Append(ml.MulticlassClassification.Trainers.Lora(options)).Fit(data));
+            PeftTextTrainerOptions options = full ? new FullFineTuningOptions() : new LoraOptions();
+            (options.BackboneDirectory, options.Sentence1ColumnName, options.MaxEpochs, options.BatchSize) = (backbone, nameof(Row.Sentence), 1, 8);
+            (options.MaxSequenceLength, options.EmbedBackbone) = (32, embed);
+            var trainer = options is FullFineTuningOptions f
+                ? (IEstimator<ITransformer>)ml.MulticlassClassification.Trainers.FullFineTuning(f)
+                : ml.MulticlassClassification.Trainers.Lora((LoraOptions)options);
+            var model = Measure("Fit", () => ml.Transforms.Conversion.MapValueToKey("Label").Append(trainer).Fit(data));
             var zip = Path.Combine(work, "model.zip");
             Measure("Model.Save", () => ml.Model.Save(model, data.Schema, zip));
             Console.WriteLine($"  zip {new FileInfo(zip).Length / 1e6:F1} MB");

@@ -180,7 +180,8 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         using (NewDisposeScope()) // in fp32, as trained: no copy of a full fine-tuning's 0.5 GB in memory
         {
             var state = _model.TrainableStateTensors();
-            checksums.SaveStream(ctx, AdapterStream, s => SafeTensors.Write(s, state, dtype: ScalarType.Float32));
+            // Stored, not deflated: a full fine-tuning's are all of the backbone's weights.
+            checksums.SaveStream(ctx, AdapterStream, s => SafeTensors.Write(s, state, dtype: ScalarType.Float32), stored: true);
         }
         checksums.SaveStream(ctx, "vocab.json", s => s.Write(_tokenizer.VocabJson));
         checksums.SaveStream(ctx, "merges.txt", s => s.Write(_tokenizer.MergesTxt));
@@ -199,7 +200,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         NativeTorch.EnsureLoaded();
         var device = MlContextGpu.SelectDevice(env, LoadSettings.Device); // before anything is built: it may refuse
         // A zip written with checksums that has none lost them (its entry's name damaged, say): not read unchecked.
-        var checksums = ZipChecksums.Read(ReadStream(ctx, ZipChecksums.StreamName), required: ctx.Header.ModelVerWritten >= VersionWithChecksums);
+        var checksums = ZipChecksums.Read(StoredZipEntry.ReadAllOrNull(ctx, ZipChecksums.StreamName), required: ctx.Header.ModelVerWritten >= VersionWithChecksums);
         var infoJson = ctx.LoadNonEmptyString();
         checksums?.VerifyText(InfoChecksum, infoJson);
         var info = PeftModelInfo.FromJson(infoJson);
@@ -207,7 +208,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         var labelValues = ctx.Reader.ReadBoolean() ? KeyValues.Load(env, ctx.Reader.BaseStream) : null;
         byte[]? Read(string name)
         {
-            var bytes = ReadStream(ctx, name);
+            var bytes = StoredZipEntry.ReadAllOrNull(ctx, name);
             if (bytes is not null) checksums?.Verify(name, bytes);
             else checksums?.VerifyAbsent(name); // AddedTokens.json lost (a damaged entry name) read as none added
             return bytes;
@@ -296,20 +297,8 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
 
     private static EmbeddedBackbone? ReadEmbeddedBackbone(ModelLoadContext ctx, string name, bool isPickled)
     {
-        using var entry = StoredZipEntry.OpenOrNull(ctx, name);
+        using var entry = StoredZipEntry.FindOrNull(ctx, name)?.Open();
         return entry is null ? null : EmbeddedBackbone.Read(entry, isPickled);
-    }
-
-    private static byte[]? ReadStream(ModelLoadContext ctx, string name)
-    {
-        byte[]? bytes = null;
-        ctx.TryLoadBinaryStream(name, r =>
-        {
-            using var ms = new MemoryStream();
-            r.BaseStream.CopyTo(ms);
-            bytes = ms.ToArray();
-        });
-        return bytes;
     }
 
     public override IRowMapper MakeRowMapper(DataViewSchema schema)

@@ -4,10 +4,11 @@ using Microsoft.ML;
 namespace MlNetPeft.MlNet;
 
 /// <summary>
-/// The model zip's entry of an embedded backbone, written and read past ML.NET's repository streams (its internals,
-/// as the rest of saving uses them). ML.NET stages every entry in a temporary file both ways and deflates it at the
-/// default level; weights barely compress (roberta-base's 499 MB to 464 MB), and deflating them was 10–14 s of a
-/// save. So the entry is stored as it is, and read from the zip itself rather than from ML.NET's extracted copy.
+/// Model zip entries of weights (an embedded backbone, a full fine-tuning's trained weights) written and read past
+/// ML.NET's repository streams (its internals, as the rest of saving uses them). ML.NET stages every entry in a
+/// temporary file both ways and deflates it at the default level; weights barely compress (roberta-base's 499 MB to
+/// 464 MB), and deflating them was 10–14 s of a save. So these entries are stored as they are, and read from the zip
+/// itself rather than from ML.NET's extracted copy.
 /// </summary>
 internal static class StoredZipEntry
 {
@@ -22,15 +23,33 @@ internal static class StoredZipEntry
         write(stream);
     }
 
-    /// <summary>The content of entry <paramref name="name"/> of the model's directory, stored or deflated (as zips
-    /// saved before 2026-12-08 have it), or null when the zip has none.</summary>
-    public static Stream? OpenOrNull(ModelLoadContext ctx, string name)
+    /// <summary>Entry <paramref name="name"/> of the model's directory, stored or deflated (as zips saved before 2026-12-08
+    /// have their entries), or null when the zip has none.</summary>
+    public static ZipArchiveEntry? FindOrNull(ModelLoadContext ctx, string name)
     {
         var repository = ctx.Repository;
         repository.GetPath(out var path, out _, ctx.Directory, name, createDir: false);
         // As ML.NET's reader: a zip written on Windows separates with backslashes.
         return repository._entries.TryGetValue(path, out var entry) || repository._entries.TryGetValue(path.Replace('/', '\\'), out entry)
-            ? entry.Open()
+            ? entry
             : null;
+    }
+
+    /// <summary>The whole content of entry <paramref name="name"/>, or null when the zip has none; a length the content
+    /// does not have is an error naming the entry.</summary>
+    public static byte[]? ReadAllOrNull(ModelLoadContext ctx, string name)
+    {
+        if (FindOrNull(ctx, name) is not { } entry) return null;
+        try
+        {
+            if (entry.Length > Array.MaxLength) throw new InvalidDataException($"{entry.Length} bytes");
+            var bytes = new byte[entry.Length];
+            using (var content = entry.Open()) content.ReadExactly(bytes);
+            return bytes;
+        }
+        catch (Exception e) when (e is InvalidDataException or EndOfStreamException)
+        {
+            throw new InvalidDataException($"model zip {name} is damaged ({e.Message}): copy the zip again from where it was saved", e);
+        }
     }
 }

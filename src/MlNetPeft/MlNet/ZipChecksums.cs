@@ -23,15 +23,21 @@ internal sealed class ZipChecksums
     /// <summary>Checksums for a zip being written.</summary>
     public ZipChecksums() : this(new(StringComparer.Ordinal)) { }
 
-    /// <summary>Writes a stream of the zip, hashing it on the way.</summary>
-    public void SaveStream(ModelSaveContext ctx, string name, Action<Stream> write) => ctx.SaveBinaryStream(name, w =>
+    /// <summary>Writes a stream of the zip, hashing it on the way; <paramref name="stored"/>: uncompressed
+    /// (<see cref="StoredZipEntry"/>).</summary>
+    public void SaveStream(ModelSaveContext ctx, string name, Action<Stream> write, bool stored = false)
     {
-        // A hash algorithm's transform passes its input through unchanged, so the stream writes on as it hashes.
-        using var sha = SHA256.Create();
-        using (var hashing = new CryptoStream(w.BaseStream, sha, CryptoStreamMode.Write, leaveOpen: true))
-            write(hashing);
-        _sha256[name] = Hex(sha.Hash!);
-    });
+        void Hashed(Stream destination)
+        {
+            // A hash algorithm's transform passes its input through unchanged, so the stream writes on as it hashes.
+            using var sha = SHA256.Create();
+            using (var hashing = new CryptoStream(destination, sha, CryptoStreamMode.Write, leaveOpen: true))
+                write(hashing);
+            _sha256[name] = Hex(sha.Hash!);
+        }
+        if (stored) StoredZipEntry.Write(ctx, name, Hashed);
+        else ctx.SaveBinaryStream(name, w => Hashed(w.BaseStream));
+    }
 
     /// <summary>Records the hash of text saved in the model's own header (its model-info JSON).</summary>
     public void AddText(string name, string text) => AddBytes(name, Encoding.UTF8.GetBytes(text));

@@ -21,13 +21,16 @@ public sealed class ZipMemoryBenchmarkTests
         Assert.IsFalse(Directory.Exists(work));
     }
 
-    /// <summary>With --backbone, that directory is measured and left in place.</summary>
+    /// <summary>With --backbone, that directory is measured and left in place; with --full, the zip holds every weight.</summary>
     [TestMethod]
     public void MeasuresTheBackboneDirectoryGiven()
     {
-        var text = Run("--backbone", TestData.TinyBackbone, "--loads", "1", "--rows", "16");
+        var text = Run("--backbone", TestData.TinyBackbone, "--full", "--loads", "1", "--rows", "16");
         StringAssert.StartsWith(text, $"{TestData.TinyBackbone}: model.safetensors ");
+        StringAssert.Contains(text, "fully fine-tuned");
         StringAssert.Contains(text, "Model.Load 1: ");
+        var zipBytes = double.Parse(System.Text.RegularExpressions.Regex.Match(text, @"zip ([\d.]+) MB").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) * 1e6;
+        Assert.IsGreaterThan(0.5 * new FileInfo(Path.Combine(TestData.TinyBackbone, "model.safetensors")).Length, zipBytes, "the zip holds the weights");
         Assert.IsTrue(File.Exists(Path.Combine(TestData.TinyBackbone, "model.safetensors")));
     }
 

@@ -203,12 +203,12 @@ public sealed class SaveLoadTests
         StringAssert.Contains(Flatten(error), "changed after training");
     }
 
-    /// <summary>The embedded backbone's entry is stored, not deflated (weights barely compress, and deflating them was
-    /// most of a save), also in a zip written to a stream that cannot seek (an upload); a zip whose entry is deflated,
-    /// as every zip saved before 2026-12-08 has it, loads with the same scores; one with a byte of it changed is named
-    /// damaged.</summary>
+    /// <summary>The entries of weights (the embedded backbone, the trained ones) are stored, not deflated (weights barely
+    /// compress, and deflating them was most of a save), also in a zip written to a stream that cannot seek (an upload);
+    /// a zip whose entries are all deflated, as every zip saved before 2026-12-08 has them, loads with the same scores; one
+    /// with a byte of the backbone changed is named damaged.</summary>
     [TestMethod]
-    public void AnEmbeddedBackboneIsStoredAndADeflatedOneStillLoads()
+    public void WeightEntriesAreStoredAndDeflatedOnesStillLoad()
     {
         var options = PeftTrainerFixture.Lora(1);
         options.EmbedBackbone = true;
@@ -221,10 +221,11 @@ public sealed class SaveLoadTests
         foreach (var (zip, isStored) in new[] { (stored, true), (deflated, false) })
         {
             using (var archive = new System.IO.Compression.ZipArchive(new MemoryStream(zip)))
-            {
-                var entry = archive.Entries.Single(e => e.FullName.EndsWith("/Backbone.safetensors", StringComparison.Ordinal));
-                Assert.AreEqual(isStored, entry.CompressedLength == entry.Length, $"stored: {entry.CompressedLength} of {entry.Length} bytes");
-            }
+                foreach (var name in new[] { "/Backbone.safetensors", "/Adapters.safetensors" })
+                {
+                    var entry = archive.Entries.Single(e => e.FullName.EndsWith(name, StringComparison.Ordinal));
+                    Assert.AreEqual(isStored, entry.CompressedLength == entry.Length, $"{name}: {entry.CompressedLength} of {entry.Length} bytes");
+                }
             var fresh = new MLContext();
             PeftTrainerFixture.AssertSameScores(expected, PeftTrainerFixture.Scores(fresh.Model.Load(new MemoryStream(zip), out _), data, fresh),
                 isStored ? "stored: " : "deflated: ");
