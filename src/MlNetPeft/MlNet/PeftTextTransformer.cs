@@ -186,9 +186,13 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         checksums.SaveStream(ctx, "vocab.json", s => s.Write(_tokenizer.VocabJson));
         checksums.SaveStream(ctx, "merges.txt", s => s.Write(_tokenizer.MergesTxt));
         checksums.SaveStream(ctx, AddedTokensStream, s => s.Write(_tokenizer.AddedTokensJson()));
-        // Checked on reading against the info's backbone SHA-256 instead (the info itself is checksummed).
+        // Checked on reading against the info's backbone SHA-256 (the info itself is checksummed); listed, so that a
+        // zip that lost it is refused rather than sent looking for the backbone directory.
         if (_embeddedBackbone is { } embedded)
+        {
             StoredZipEntry.Write(ctx, StreamOf(embedded), embedded.WriteTo);
+            checksums.AddHash(StreamOf(embedded), embedded.Sha256);
+        }
         checksums.Save(ctx);
     }
 
@@ -219,6 +223,8 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
             Read("merges.txt") ?? throw new InvalidDataException("model zip lacks merges.txt"), "model zip",
             Read(AddedTokensStream) is { } added ? RobertaTokenizer.ReadAddedTokens(added, "model zip " + AddedTokensStream) : null);
         var embedded = ReadEmbeddedBackbone(ctx, BackboneStream, isPickled: false) ?? ReadEmbeddedBackbone(ctx, PickledBackboneStream, isPickled: true);
+        if (embedded is null)
+            foreach (var name in new[] { BackboneStream, PickledBackboneStream }) checksums?.VerifyAbsent(name);
 
         try
         {

@@ -45,6 +45,9 @@ internal sealed class ZipChecksums
     /// <summary>Records the hash of bytes saved in the model's own stream (its label values).</summary>
     public void AddBytes(string name, byte[] bytes) => _sha256[name] = Hex(SHA256.HashData(bytes));
 
+    /// <summary>Records the hash of a stream that was hashed before it was written (an embedded backbone's file).</summary>
+    public void AddHash(string name, string sha256) => _sha256[name] = sha256;
+
     /// <summary>Writes the checksums, after every stream they cover.</summary>
     public void Save(ModelSaveContext ctx) => ctx.SaveBinaryStream(StreamName, w => w.Write(JsonSerializer.SerializeToUtf8Bytes(_sha256)));
 

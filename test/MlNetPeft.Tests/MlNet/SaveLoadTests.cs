@@ -206,7 +206,7 @@ public sealed class SaveLoadTests
     /// <summary>The entries of weights (the embedded backbone, the trained ones) are stored, not deflated (weights barely
     /// compress, and deflating them was most of a save), also in a zip written to a stream that cannot seek (an upload);
     /// a zip whose entries are all deflated, as every zip saved before 2026-12-08 has them, loads with the same scores; one
-    /// with a byte of the backbone changed is named damaged.</summary>
+    /// with a byte of the backbone changed, or without the backbone, is named damaged.</summary>
     [TestMethod]
     public void WeightEntriesAreStoredAndDeflatedOnesStillLoad()
     {
@@ -233,6 +233,11 @@ public sealed class SaveLoadTests
         var damaged = ZipCopies.WithEntry(stored, "Backbone.safetensors", bytes => { bytes[bytes.Length / 2] ^= 0x20; return bytes; });
         StringAssert.Contains(Flatten(Assert.Throws<Exception>(() => new MLContext().Model.Load(new MemoryStream(damaged), out _))),
             "model zip Backbone.safetensors (the embedded backbone) does not have the SHA-256 the model was trained on: the zip is damaged");
+        // Lost (its entry's name damaged), it was looked for in the backbone directory instead, which a deployed
+        // application does not have: now the zip is named damaged, although that directory is still here.
+        var lost = ZipCopies.WithEntry(stored, "Backbone.safetensors", _ => null);
+        StringAssert.Contains(Flatten(Assert.Throws<Exception>(() => new MLContext().Model.Load(new MemoryStream(lost), out _))),
+            "model zip lacks Backbone.safetensors, which it was saved with: the zip is damaged");
     }
 
     /// <summary>A stream that writes forward only, as an upload does.</summary>
