@@ -12,11 +12,11 @@ namespace MlNetPeft.Bench;
 /// What a model's life around its zip costs in time and CPU memory, on a backbone of a given shape with random weights
 /// (written as a checkpoint directory in a temporary folder): a short Fit (LoRA, --rows SST-2 dev sentences with
 /// made-up labels, one epoch, sequence 32), Model.Save, a merged-checkpoint export, then --loads rounds of Model.Load
-/// and disposal in this process, as a service reloading new versions does (the first loaded model also saved again). Each prints its wall time, its peak
-/// resident memory above what the process held before it, and the resident memory after it. --embed puts the
-/// backbone into the zip; --full fine-tunes every weight (the zip then holds them all); --backbone DIR uses that checkpoint directory instead of a random one (a real roberta-base,
-/// or one with a pytorch_model.bin); --work names the scratch folder (default: a new one in the temporary folder),
-/// deleted after.
+/// and disposal in this process, as a service reloading new versions does (the first loaded model also saved again).
+/// Each prints its wall time, its peak resident memory above what the process held before it, and the resident
+/// memory after it. --embed puts the backbone into the zip; --full fine-tunes every weight (the zip then holds them
+/// all); --backbone DIR uses that checkpoint directory instead of a random one (a real roberta-base, or one with a
+/// pytorch_model.bin); --work names the scratch folder (default: a new one in the temporary folder), deleted after.
 /// </summary>
 internal static class ZipMemoryBenchmark
 {
@@ -43,12 +43,16 @@ internal static class ZipMemoryBenchmark
             var ml = new MLContext(seed: 1);
             var data = ml.Data.LoadFromEnumerable(SentencePredictor.DevSentences(a).Take(rows)
                 .Select((s, i) => new Row { Sentence = s, Label = i % 2 == 0 ? "even" : "odd" }));
-            PeftTextTrainerOptions options = full ? new FullFineTuningOptions() : new LoraOptions();
-            (options.BackboneDirectory, options.Sentence1ColumnName, options.MaxEpochs, options.BatchSize) = (backbone, nameof(Row.Sentence), 1, 8);
-            (options.MaxSequenceLength, options.EmbedBackbone) = (32, embed);
-            var trainer = options is FullFineTuningOptions f
-                ? (IEstimator<ITransformer>)ml.MulticlassClassification.Trainers.FullFineTuning(f)
-                : ml.MulticlassClassification.Trainers.Lora((LoraOptions)options);
+            T Options<T>(T options) where T : PeftTextTrainerOptions
+            {
+                options.BackboneDirectory = backbone;
+                options.Sentence1ColumnName = nameof(Row.Sentence);
+                (options.MaxEpochs, options.BatchSize, options.MaxSequenceLength, options.EmbedBackbone) = (1, 8, 32, embed);
+                return options;
+            }
+            IEstimator<ITransformer> trainer = full
+                ? ml.MulticlassClassification.Trainers.FullFineTuning(Options(new FullFineTuningOptions()))
+                : ml.MulticlassClassification.Trainers.Lora(Options(new LoraOptions()));
             var model = Measure("Fit", () => ml.Transforms.Conversion.MapValueToKey("Label").Append(trainer).Fit(data));
             var zip = Path.Combine(work, "model.zip");
             Measure("Model.Save", () => ml.Model.Save(model, data.Schema, zip));

@@ -303,8 +303,15 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
 
     private static EmbeddedBackbone? ReadEmbeddedBackbone(ModelLoadContext ctx, string name, bool isPickled)
     {
-        using var entry = StoredZipEntry.FindOrNull(ctx, name)?.Open();
-        return entry is null ? null : EmbeddedBackbone.Read(entry, isPickled);
+        try
+        {
+            using var entry = StoredZipEntry.FindOrNull(ctx, name)?.Open();
+            return entry is null ? null : EmbeddedBackbone.Read(entry, isPickled);
+        }
+        catch (Exception e) when (e is InvalidDataException or EndOfStreamException) // a deflated entry (older zips) damaged
+        {
+            throw StoredZipEntry.Damaged(name, e);
+        }
     }
 
     public override IRowMapper MakeRowMapper(DataViewSchema schema)

@@ -49,7 +49,12 @@ internal static class StoredZipEntry
         }
         catch (Exception e) when (e is InvalidDataException or EndOfStreamException)
         {
-            throw new InvalidDataException($"model zip {name} is damaged ({e.Message}): copy the zip again from where it was saved", e);
+            throw Damaged(name, e);
         }
     }
+
+    /// <summary>The error for entry <paramref name="name"/> whose content could not be read (<paramref name="e"/>:
+    /// System.IO.Compression's error, which names neither the entry nor what usually causes it).</summary>
+    public static InvalidDataException Damaged(string name, Exception e) =>
+        new($"model zip {name} is damaged ({e.Message}): copy the zip again from where it was saved", e);
 }
