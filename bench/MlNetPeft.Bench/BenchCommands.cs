@@ -15,7 +15,7 @@ internal static class BenchCommands
         ["resume"] = (ResumeCheck.Run, ["shape", "method", "batch", "seq", "rows", "device", "precision"]),
         ["latency"] = (LatencyBenchmark.Run, ["model", "precision", "rows", "warm-up", "parallel", "threads", "data", "transform", "passes"]),
         ["score"] = (LatencyBenchmark.Score, ["model", "out", "rows", "data"]),
-        ["zip-memory"] = (ZipMemoryBenchmark.Run, ["shape", "backbone", "embed", "full", "loads", "rows", "data", "work"]),
+        ["zip-memory"] = (ZipMemoryBenchmark.Run, ["shape", "backbone", "embed", "full", "loads", "rows", "share", "data", "work"]),
         ["tokenize"] = (TokenizerBenchmark.Run, ["backbone", "chars", "max-len", "rows", "data"]),
         ["parity"] = (ParityCheck.Run, ["fixture", "device"]),
         ["peft-export"] = (PeftExportCheck.Run, ["method", "layers", "targets", "rank-pattern", "alpha-pattern", "fixture", "out"]),

@@ -34,9 +34,10 @@ static int Usage(TextWriter to, int exitCode)
           sentence per call, on --parallel threads over one model; --threads: libtorch's threads per operation)
           latency --model ZIP --transform [--rows all] [--passes 3]   (the sentences through model.Transform, batched, per pass)
           score   --model ZIP --out FILE [--rows 300]   (SST-2 dev sentences and their scores, for check_python_scores.py)
-          zip-memory [--shape base | --backbone DIR] [--embed] [--full] [--loads 3] [--rows 64] [--work DIR]   (time and CPU memory
+          zip-memory [--shape base | --backbone DIR] [--embed] [--full] [--loads 3] [--rows 64] [--share 0] [--work DIR]   (time and CPU memory
                   of a short Fit, Model.Save, a merged export and Model.Load rounds, on a random backbone of the shape or
-                  the checkpoint directory given; --embed: the backbone in the zip; --full: full fine-tuning, not LoRA)
+                  the checkpoint directory given; --embed: the backbone in the zip; --full: full fine-tuning, not LoRA;
+                  --share N: N models held, each with its own backbone, then with LoadSettings.ShareBackbone)
           tokenize [--backbone DIR] [--chars 300,1300,5000,20000] [--max-len 128,512] [--rows 300]
                   (one model input from documents of SST-2 sentences, cut, against encoding the whole document)
           parity  [--fixture DIR] [--device auto|cpu]   (every method's logits, loss and gradients against PyTorch on this device)

@@ -17,6 +17,9 @@ namespace MlNetPeft.Bench;
 /// memory after it. --embed puts the backbone into the zip; --full fine-tunes every weight (the zip then holds them
 /// all); --backbone DIR uses that checkpoint directory instead of a random one (a real roberta-base, or one with a
 /// pytorch_model.bin); --work names the scratch folder (default: a new one in the temporary folder), deleted after.
+/// --share N then loads the zip N times keeping every model, each with its own backbone, then N times more with
+/// LoadSettings.ShareBackbone, and times scoring the rows with the first model of each, alternately (merged adapters,
+/// then unmerged).
 /// </summary>
 internal static class ZipMemoryBenchmark
 {
@@ -30,7 +33,7 @@ internal static class ZipMemoryBenchmark
     {
         var shape = a.Text("shape", "base");
         bool embed = a.Flag("embed"), full = a.Flag("full");
-        int loads = a.Int("loads", 3), rows = a.Int("rows", 64);
+        int loads = a.Int("loads", 3), rows = a.Int("rows", 64), share = a.Int("share", 0);
         var work = a.Text("work") is { } given ? Directory.CreateDirectory(given).FullName : Directory.CreateTempSubdirectory("mlnetpeft-zip-memory-").FullName;
         try
         {
@@ -65,12 +68,50 @@ internal static class ZipMemoryBenchmark
                 if (i == 1) Measure("Model.Save of a loaded model", () => ml.Model.Save(loaded, data.Schema, Path.Combine(work, "again.zip")));
                 Peft(loaded).Dispose();
             }
+            if (share > 0) HoldModels(zip, share, data);
             return 0;
         }
         finally
         {
             Directory.Delete(work, recursive: true);
         }
+    }
+
+    /// <summary>Loads the zip <paramref name="count"/> times keeping every model (a service holding several models
+    /// fine-tuned from one backbone), each with its own backbone, then as many sharing one; then scores the rows with the
+    /// first of each, alternately (merged adapters, then unmerged); disposes them all.</summary>
+    private static void HoldModels(string zip, int count, IDataView data)
+    {
+        var own = new List<ITransformer>();
+        var shared = new List<ITransformer>();
+        try
+        {
+            foreach (var (models, share) in new[] { (own, false), (shared, true) })
+            {
+                LoadSettings.ShareBackbone = share;
+                for (int i = 1; i <= count; i++)
+                    models.Add(Measure($"Model.Load, held, {(share ? "backbone shared" : "own backbone")} {i}", () => new MLContext().Model.Load(zip, out _)));
+            }
+            for (int pass = 1; pass <= 3; pass++) // the first pass also warms up
+            {
+                Measure($"scoring the rows, pass {pass}, merged adapters (own backbone)", () => ScoreAll(own[0], data));
+                Measure($"scoring the rows, pass {pass}, unmerged adapters (backbone shared)", () => ScoreAll(shared[0], data));
+            }
+        }
+        finally
+        {
+            LoadSettings.ShareBackbone = false;
+            foreach (var model in own.Concat(shared)) Peft(model).Dispose();
+        }
+    }
+
+    private static void ScoreAll(ITransformer model, IDataView data)
+    {
+        var scored = model.Transform(data);
+        using var cursor = scored.GetRowCursor([scored.Schema["Score"]]);
+        var score = cursor.GetGetter<VBuffer<float>>(scored.Schema["Score"]);
+        var buffer = default(VBuffer<float>);
+        while (cursor.MoveNext()) score(ref buffer);
     }
 
     private static PeftTextTransformer Peft(ITransformer model) =>

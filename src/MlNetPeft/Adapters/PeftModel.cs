@@ -36,20 +36,33 @@ internal sealed class PeftModel : IDisposable
         return Create(config, outputs, adapters, weights, source, loadHead);
     }
 
-    /// <summary>As above, reading the backbone's weights one at a time from <paramref name="backboneWeights"/>.</summary>
+    /// <summary>As above, reading the backbone's weights one at a time from <paramref name="backboneWeights"/>, but for
+    /// those <paramref name="shared"/> has: they come from it later (<see cref="ShareBackbone"/>).</summary>
     public static PeftModel Create(RobertaConfig config, int outputs, AdapterConfig adapters,
-        ITensorSource backboneWeights, string source, bool loadHead = false)
+        ITensorSource backboneWeights, string source, bool loadHead = false, SharedBackbone? shared = null)
     {
         adapters.Validate(config.NumHiddenLayers);
         var network = new RobertaForSequenceClassification(config, outputs);
-        CheckpointLoader.Load(network, backboneWeights, source, loadHead);
+        CheckpointLoader.Load(network, backboneWeights, source, loadHead, shared is null ? null : shared.Has);
         foreach (var p in network.parameters()) p.requires_grad = false;
         var set = adapters.Attach(network.Encoder);
         foreach (var p in network.Head.parameters()) p.requires_grad = true;
         // After attaching: an adapted projection's Linear is named base_layer, which Bias = LoraOnly goes by.
         foreach (var (name, p) in network.Encoder.named_parameters())
             if (adapters.TrainsBackboneParameter(name)) p.requires_grad = true;
+        shared?.FreeUnread(network.Encoder, adapters.TrainsBackboneParameter);
         return new PeftModel(network, set, adapters);
+    }
+
+    /// <summary>Whether the frozen backbone weights are views of a <see cref="SharedBackbone"/>.</summary>
+    public bool SharesBackbone { get; private set; }
+
+    /// <summary>For prediction, once on its device and dtype and frozen: makes the frozen backbone weights views of
+    /// <paramref name="shared"/> (and gives it those it lacks).</summary>
+    public void ShareBackbone(SharedBackbone shared)
+    {
+        shared.Share(Network.Encoder, Config.TrainsBackboneParameter);
+        SharesBackbone = true;
     }
 
     /// <summary>Head, adapter and trained backbone parameters, named as in <see cref="TrainableState"/>.</summary>
@@ -177,7 +190,11 @@ internal sealed class PeftModel : IDisposable
     }
 
     /// <summary>Folds the adapters into the frozen weights: same outputs, no adapter cost per token.</summary>
-    public void Merge() => Adapters.Merge();
+    public void Merge()
+    {
+        if (SharesBackbone) throw new InvalidOperationException("the backbone's weights are shared with other models: merging would change theirs");
+        Adapters.Merge();
+    }
 
     public ParameterReport Report() => ParameterReport.Of(this);
 

@@ -10,15 +10,18 @@ internal static class CheckpointLoader
     /// Loads every <c>roberta.*</c> weight (a missing or mis-shaped one is an error naming the tensor and
     /// file) and, when <paramref name="loadHead"/>, the classifier (which must be there, with the model's classes).
     /// Keys saved from a bare RobertaModel (no <c>roberta.</c> prefix) are accepted too. F16/BF16 weights
-    /// are converted to the model's dtype.
+    /// are converted to the model's dtype. Encoder weights that <paramref name="provided"/> says come from elsewhere (by
+    /// name without "roberta." and shape: a <see cref="SharedBackbone"/>'s) are left unread.
     /// </summary>
-    public static void Load(RobertaForSequenceClassification model, ITensorSource checkpoint, string source, bool loadHead)
+    public static void Load(RobertaForSequenceClassification model, ITensorSource checkpoint, string source, bool loadHead,
+        Func<string, long[], bool>? provided = null)
     {
         using var _ = no_grad();
         foreach (var (name, target) in model.state_dict())
         {
             bool isHead = name.StartsWith("classifier.", StringComparison.Ordinal);
             if (isHead && !loadHead) continue;
+            if (!isHead && provided?.Invoke(name["roberta.".Length..], target.shape) == true) continue;
             HugePages.Advise(target); // before the first write to its memory (HugePages: the faults were a third of a load)
             if (checkpoint.TryReadInto(name, target) || (!isHead && checkpoint.TryReadInto(name["roberta.".Length..], target))) continue;
             using var tensor = checkpoint.Read(name) ?? (isHead ? null : checkpoint.Read(name["roberta.".Length..]));

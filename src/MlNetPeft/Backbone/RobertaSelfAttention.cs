@@ -145,27 +145,37 @@ internal sealed class RobertaSelfAttention : nn.Module
     /// layer projects with one GEMM forward and one backward instead of three and three (plus two adds): on a GPU a
     /// training step is bound by the number of launches. In-place changes to the three weights (loading, merging)
     /// land in the packed matrix; if a weight is replaced (moved, cast) the layer falls back to three GEMMs until
-    /// this runs again. Does nothing while the weights train (their gradients need separate tensors).
+    /// this runs again. Does nothing while the weights train (their gradients need separate tensors), are not loaded
+    /// yet (no elements: a shared backbone's), or are packed already, unless given a packed
+    /// <paramref name="weight"/> or <paramref name="bias"/> to use instead of concatenating its own (another model's,
+    /// of the same values: <see cref="SharedBackbone"/>).
     /// </summary>
-    public void PackProjections()
+    public void PackProjections(Tensor? weight = null, Tensor? bias = null)
     {
+        if (weight is null && bias is null && IsPacked) return;
         _packed?.Dispose();
         _packed = null;
         var linears = Linears();
-        if (linears.Any(l => l?.weight is null || l.bias is null || l.weight.requires_grad || l.bias.requires_grad)) return;
-        _packed = new PackedProjections(linears!);
+        if (linears.Any(l => l?.weight is null || l.bias is null || l.weight.requires_grad || l.bias.requires_grad || l.weight.numel() == 0))
+            return;
+        _packed = new PackedProjections(linears!, weight, bias);
     }
+
+    /// <summary>The packed matrix and vector while the layer projects with them (see <see cref="PackProjections"/>).</summary>
+    public Tensor? PackedWeight => IsPacked ? _packed!.Weight : null;
+
+    public Tensor? PackedBias => IsPacked ? _packed!.Bias : null;
 
     /// <summary>The packed frozen projections and the parameters that are views of them.</summary>
     private sealed class PackedProjections : IDisposable
     {
         private readonly Parameter[] _views;
 
-        public PackedProjections(Linear[] linears)
+        public PackedProjections(Linear[] linears, Tensor? weight, Tensor? bias)
         {
             using var _ = no_grad();
-            Weight = cat(linears.Select(l => (Tensor)l.weight!).ToArray(), 0).DetachFromDisposeScope();
-            Bias = cat(linears.Select(l => (Tensor)l.bias!).ToArray(), 0).DetachFromDisposeScope();
+            Weight = Concatenated(linears.Select(l => (Tensor)l.weight!).ToArray(), weight);
+            Bias = Concatenated(linears.Select(l => (Tensor)l.bias!).ToArray(), bias);
             long offset = 0;
             foreach (var l in linears)
             {
@@ -179,6 +189,16 @@ internal sealed class RobertaSelfAttention : nn.Module
 
         public Tensor Weight { get; }
         public Tensor Bias { get; }
+
+        /// <summary>The row blocks as one tensor: <paramref name="given"/> itself (a new handle) where it has their shape.</summary>
+        private static Tensor Concatenated(Tensor[] blocks, Tensor? given)
+        {
+            long[] shape = [blocks.Sum(b => b.shape[0]), .. blocks[0].shape[1..]];
+            return given is not null && given.shape.SequenceEqual(shape) && given.dtype == blocks[0].dtype
+                && given.device_type == blocks[0].device_type && given.device_index == blocks[0].device_index
+                ? given.detach().DetachFromDisposeScope()
+                : cat(blocks, 0).DetachFromDisposeScope();
+        }
 
         public bool IsCurrent(Linear?[] linears) =>
             linears.SelectMany(l => new[] { l?.weight, l?.bias }).SequenceEqual(_views, ReferenceEqualityComparer.Instance);

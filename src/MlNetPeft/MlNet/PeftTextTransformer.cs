@@ -42,12 +42,13 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     private readonly RobertaTokenizer _tokenizer;
     private readonly KeyValues? _labelValues;
     private readonly EmbeddedBackbone? _embeddedBackbone;
+    private readonly SharedBackbone? _sharedBackbone;
     private readonly object _lifetime = new();
     private int _uses; // scoring, saving or exporting under way (see Use)
     private bool _disposed;
 
     internal PeftTextTransformer(IHostEnvironment env, PeftModelInfo info, PeftModel model, RobertaTokenizer tokenizer,
-        KeyValues? labelValues, EmbeddedBackbone? embeddedBackbone)
+        KeyValues? labelValues, EmbeddedBackbone? embeddedBackbone, SharedBackbone? sharedBackbone = null)
         : base(Contracts.CheckRef(env, nameof(env)).Register(nameof(PeftTextTransformer)))
     {
         _info = info;
@@ -55,9 +56,10 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         _tokenizer = tokenizer;
         _labelValues = labelValues;
         _embeddedBackbone = embeddedBackbone;
+        _sharedBackbone = sharedBackbone;
         _model.Train(false);
         _model.Freeze();
-        if (info.MergeAdapters) _model.Merge();
+        if (info.MergeAdapters && !model.SharesBackbone) _model.Merge(); // merging would change the other models' weights
     }
 
     /// <summary>Trainable parameters per adapter component and head.</summary>
@@ -226,8 +228,17 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         if (embedded is null)
             foreach (var name in new[] { BackboneStream, PickledBackboneStream }) checksums?.VerifyAbsent(name);
 
+        var precision = ComputeSelection.SelectPrecision(LoadSettings.Precision, device);
+        if (ComputeSelection.SlowPrecisionWarning(device, precision) is { } slow)
+        {
+            using var ch = env.Start("Load");
+            ch.Warning(MessageSensitivity.None, slow);
+        }
+        // A full fine-tuning's backbone is its own.
+        var shared = LoadSettings.ShareBackbone && !info.Adapter.TrainsBackbone ? SharedBackbone.Join(info.BackboneSha256, device, precision) : null;
         try
         {
+            using var loading = shared?.Loading();
             var state = SafeTensors.Load(adapters, "model zip " + AdapterStream);
             ITensorSource weights;
             string source;
@@ -257,7 +268,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
             try
             {
                 using (RandomInit.Skipped()) // every parameter is loaded next: from the backbone, then from the zip's state
-                    model = PeftModel.Create(info.Backbone, info.Outputs, info.Adapter, weights, source);
+                    model = PeftModel.Create(info.Backbone, info.Outputs, info.Adapter, weights, source, shared: shared);
                 model.LoadTrainableState(state, "model zip " + AdapterStream);
             }
             finally
@@ -265,18 +276,18 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
                 weights.Dispose();
                 foreach (var t in state.Values) t.Dispose();
             }
-            var precision = ComputeSelection.SelectPrecision(LoadSettings.Precision, device);
-            if (ComputeSelection.SlowPrecisionWarning(device, precision) is { } slow)
-            {
-                using var ch = env.Start("Load");
-                ch.Warning(MessageSensitivity.None, slow);
-            }
             model.To(device, precision, keepMasters: false); // predicts only
-            return new PeftTextTransformer(env, info, model, tokenizer, labelValues, embedded);
+            if (shared is not null)
+            {
+                model.Freeze();
+                model.ShareBackbone(shared);
+            }
+            return new PeftTextTransformer(env, info, model, tokenizer, labelValues, embedded, shared);
         }
         catch
         {
             embedded?.Dispose(); // its temporary file
+            shared?.Leave();
             throw;
         }
     }
@@ -414,6 +425,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
     private void Free()
     {
         _model.Dispose();
+        _sharedBackbone?.Leave();
         _embeddedBackbone?.Dispose();
     }
 

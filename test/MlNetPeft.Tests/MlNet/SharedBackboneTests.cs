@@ -1,0 +1,161 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MlNetPeft.Adapters;
+using MlNetPeft.Backbone;
+using MlNetPeft.MlNet;
+using MlNetPeft.Training;
+using static TorchSharp.torch;
+
+namespace MlNetPeft.Tests.MlNet;
+
+/// <summary>LoadSettings.ShareBackbone: models loaded on one backbone use one copy of its frozen weights, score as
+/// each does alone, and keep their trained weights their own; the copy goes with the last of them.</summary>
+[TestClass]
+public sealed class SharedBackboneTests
+{
+    private static readonly MLContext Ml = new(seed: 1);
+    private static readonly IDataView Data = Ml.Data.LoadFromEnumerable(ToyText.Rows(48, seed: 5));
+
+    /// <summary>A LoRA on query and value, an MSPLoRA that trained every bias, and a DoRA on every Linear that trained
+    /// the biases of its adapted projections: different parameters adapted, frozen and trained.</summary>
+    private static readonly Lazy<string[]> Zips = new(() => new PeftTextTrainerOptions[]
+    {
+        PeftTrainerFixture.Lora(2),
+        WithBias(PeftTrainerFixture.Msplora(2), LoraBias.All),
+        WithBias(PeftTrainerFixture.OnEveryLinear(PeftTrainerFixture.Dora(2)), LoraBias.LoraOnly),
+    }.Select(Save).ToArray());
+
+    private static string Save(PeftTextTrainerOptions options)
+    {
+        var zip = Path.Combine(TestFolders.Create("mlnetpeft-shared-"), "model.zip");
+        Ml.Model.Save(PeftTrainerFixture.Fit(Ml, Data, options).Model, Data.Schema, zip);
+        return zip;
+    }
+
+    private static T WithBias<T>(T options, LoraBias bias) where T : PeftTextTrainerOptions
+    {
+        switch (options)
+        {
+            case LoraOptions lora: lora.Bias = bias; break;
+            case MsploraOptions msplora: msplora.Bias = bias; break;
+        }
+        return options;
+    }
+
+    private static ITransformer Load(string zip, bool share)
+    {
+        LoadSettings.ShareBackbone = share;
+        try
+        {
+            return new MLContext().Model.Load(zip, out _);
+        }
+        finally
+        {
+            LoadSettings.ShareBackbone = false;
+        }
+    }
+
+    private static PeftTextTransformer Peft(ITransformer model) => ((TransformerChain<ITransformer>)model).OfType<PeftTextTransformer>().Single();
+
+    private static float[][] Scores(ITransformer model) => PeftTrainerFixture.Scores(model, Data, Ml);
+
+    private static double Largest(float[][] a, float[][] b) => a.Zip(b).SelectMany(r => r.First.Zip(r.Second, (x, y) => Math.Abs(x - y))).Max();
+
+    /// <summary>A weight frozen in every model here, by its checkpoint name: by default the embeddings' LayerNorm's; a
+    /// projection's is a row block of its layer's packed query-key-value matrix.</summary>
+    private static Tensor FrozenWeight(ITransformer model, string name = "embeddings.LayerNorm.weight") =>
+        Peft(model).Model.Network.Encoder.named_parameters().Single(p => p.name.Replace(".base_layer.", ".") == name).parameter;
+
+    [TestMethod]
+    public void ModelsOnOneBackboneShareItsWeightsAndScoreAsAlone()
+    {
+        var alone = Zips.Value.Select(zip => Load(zip, share: false)).ToList();
+        var expected = alone.Select(Scores).ToList();
+        int before = SharedBackbone.ModelsSharing;
+        var shared = Zips.Value.Append(Zips.Value[0]).Select(zip => Load(zip, share: true)).ToList();
+        Assert.AreEqual(before + 4, SharedBackbone.ModelsSharing);
+        for (int i = 0; i < shared.Count; i++)
+        {
+            Assert.IsTrue(Peft(shared[i]).Model.SharesBackbone);
+            // Unmerged adapters against merged ones: equal to rounding.
+            Assert.IsLessThan(1e-5, Largest(expected[i % 3], Scores(shared[i])), $"model {i}");
+        }
+
+        // One copy: a change to the first model's frozen weight is every sharing model's, and no other model's.
+        foreach (var name in new[] { "embeddings.LayerNorm.weight", "encoder.layer.0.attention.self.value.weight" })
+        {
+            using (no_grad()) FrozenWeight(shared[0], name).neg_();
+            try
+            {
+                for (int i = 1; i < shared.Count; i++)
+                    Assert.IsGreaterThan(1e-4, Largest(expected[i % 3], Scores(shared[i])), $"model {i} uses the first one's {name}");
+                PeftTrainerFixture.AssertSameScores(expected[1], Scores(alone[1]), "a model loaded alone: ");
+            }
+            finally
+            {
+                using (no_grad()) FrozenWeight(shared[0], name).neg_();
+            }
+        }
+
+        // Each keeps its own trained weights (model 1's biases): saved again, it reloads alone as the model it was.
+        var again = Path.Combine(TestFolders.Create("mlnetpeft-shared-"), "again.zip");
+        Ml.Model.Save(shared[1], Data.Schema, again);
+        PeftTrainerFixture.AssertSameScores(expected[1], Scores(Load(again, share: false)), "saved again: ");
+
+        // The first model (whose weights the copy is) goes; the others score on, and a new one shares with them.
+        ((IDisposable)shared[0]).Dispose();
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        for (int i = 1; i < shared.Count; i++)
+            Assert.IsLessThan(1e-5, Largest(expected[i % 3], Scores(shared[i])), $"model {i} after the first is disposed");
+        var later = Load(Zips.Value[0], share: true);
+        Assert.IsLessThan(1e-5, Largest(expected[0], Scores(later)));
+        using (no_grad()) FrozenWeight(later).neg_();
+        Assert.IsGreaterThan(1e-4, Largest(expected[1], Scores(shared[1])), "the later model shares the same copy");
+        using (no_grad()) FrozenWeight(later).neg_();
+
+        foreach (var model in shared.Skip(1).Append(later)) ((IDisposable)model).Dispose();
+        Assert.AreEqual(before, SharedBackbone.ModelsSharing, "the copy goes with its last model");
+        foreach (var model in alone) ((IDisposable)model).Dispose();
+    }
+
+    /// <summary>A full fine-tuning's backbone is its own: it loads as without sharing and joins no copy.</summary>
+    [TestMethod]
+    public void AFullFineTuningKeepsItsOwnBackbone()
+    {
+        var zip = Save(PeftTrainerFixture.Tiny(new FullFineTuningOptions { MaxEpochs = 1, LearningRate = 1e-3, BatchSize = 16 }));
+        using var lora = (IDisposable)Load(Zips.Value[0], share: true);
+        int before = SharedBackbone.ModelsSharing;
+        var model = Load(zip, share: true);
+        Assert.AreEqual(before, SharedBackbone.ModelsSharing);
+        Assert.IsFalse(Peft(model).Model.SharesBackbone);
+        PeftTrainerFixture.AssertSameScores(Scores(Load(zip, share: false)), Scores(model));
+    }
+
+    /// <summary>Models loaded in another precision use another copy: bf16 models share bf16 weights with each other, and
+    /// the fp32 model's are its copy's.</summary>
+    [TestMethod]
+    public void AnotherPrecisionUsesAnotherCopy()
+    {
+        var fp32 = Load(Zips.Value[0], share: true);
+        var fp32Scores = Scores(fp32);
+        LoadSettings.Precision = ComputePrecision.BFloat16;
+        try
+        {
+            var first = Load(Zips.Value[0], share: true);
+            var second = Load(Zips.Value[1], share: true);
+            var bf16Scores = Scores(second);
+            Assert.IsLessThan(0.05, Largest(Scores(Load(Zips.Value[1], share: false)), bf16Scores), "bf16 rounding only");
+            Assert.AreEqual(ScalarType.BFloat16, FrozenWeight(second).dtype);
+            Assert.AreEqual(ScalarType.Float32, FrozenWeight(fp32).dtype);
+            using (no_grad()) FrozenWeight(first).neg_();
+            Assert.IsGreaterThan(1e-4, Largest(bf16Scores, Scores(second)), "the two bf16 models share a copy");
+            PeftTrainerFixture.AssertSameScores(fp32Scores, Scores(fp32), "the fp32 model: ");
+            foreach (var model in new[] { fp32, first, second }) ((IDisposable)model).Dispose();
+        }
+        finally
+        {
+            LoadSettings.Precision = ComputePrecision.Auto;
+        }
+    }
+}
