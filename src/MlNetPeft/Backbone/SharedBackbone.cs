@@ -17,6 +17,7 @@ internal sealed class SharedBackbone
     private readonly string _key;
     private readonly Dictionary<string, Tensor> _tensors = new(StringComparer.Ordinal);
     private readonly object _loading = new();
+    private readonly List<IDisposable> _kept = [];
     private int _models;
 
     private SharedBackbone(string key) => _key = key;
@@ -47,6 +48,8 @@ internal sealed class SharedBackbone
             Copies.Remove(_key);
             foreach (var tensor in _tensors.Values) tensor.Dispose();
             _tensors.Clear();
+            foreach (var item in _kept) item.Dispose();
+            _kept.Clear();
         }
     }
 
@@ -56,6 +59,13 @@ internal sealed class SharedBackbone
         Monitor.Enter(_loading);
         return new Exit(_loading);
     }
+
+    /// <summary>Keeps something else the sharing models use (a zip's embedded backbone file) until the copy goes; while
+    /// a model loads (<see cref="Loading"/>).</summary>
+    public void Keep(IDisposable item) => _kept.Add(item);
+
+    /// <summary>What <see cref="Keep"/> kept of type <typeparamref name="T"/>; while a model loads.</summary>
+    public T? Kept<T>() where T : class => _kept.OfType<T>().FirstOrDefault();
 
     /// <summary>Whether the copy has the encoder weight <paramref name="name"/> (HF's name without "roberta.") of this
     /// shape: the loader leaves it unread.</summary>

@@ -224,10 +224,6 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
             Read("vocab.json") ?? throw new InvalidDataException("model zip lacks vocab.json"),
             Read("merges.txt") ?? throw new InvalidDataException("model zip lacks merges.txt"), "model zip",
             Read(AddedTokensStream) is { } added ? RobertaTokenizer.ReadAddedTokens(added, "model zip " + AddedTokensStream) : null);
-        var embedded = ReadEmbeddedBackbone(ctx, BackboneStream, isPickled: false) ?? ReadEmbeddedBackbone(ctx, PickledBackboneStream, isPickled: true);
-        if (embedded is null)
-            foreach (var name in new[] { BackboneStream, PickledBackboneStream }) checksums?.VerifyAbsent(name);
-
         var precision = ComputeSelection.SelectPrecision(LoadSettings.Precision, device);
         if (ComputeSelection.SlowPrecisionWarning(device, precision) is { } slow)
         {
@@ -236,9 +232,13 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         }
         // A full fine-tuning's backbone is its own.
         var shared = LoadSettings.ShareBackbone && !info.Adapter.TrainsBackbone ? SharedBackbone.Join(info.BackboneSha256, device, precision) : null;
+        EmbeddedBackbone? embedded = null;
         try
         {
             using var loading = shared?.Loading();
+            embedded = EmbeddedBackboneOf(ctx, info.BackboneSha256, shared);
+            if (embedded is null)
+                foreach (var name in new[] { BackboneStream, PickledBackboneStream }) checksums?.VerifyAbsent(name);
             var state = SafeTensors.Load(adapters, "model zip " + AdapterStream);
             ITensorSource weights;
             string source;
@@ -251,10 +251,6 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
             else if (embedded is not null)
             {
                 source = "model zip (embedded backbone)";
-                if (embedded.Sha256 != info.BackboneSha256)
-                    throw new InvalidDataException($"model zip {StreamOf(embedded)} (the embedded backbone) " +
-                        "does not have the SHA-256 the model was trained on: the zip is damaged (a copy or download that changed or lost bytes); " +
-                        "copy it again from where it was saved");
                 weights = embedded.OpenWeights(source);
             }
             else
@@ -311,6 +307,25 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         Create(env, ctx).MakeRowMapper(inputSchema);
 
     private static string StreamOf(EmbeddedBackbone embedded) => embedded.IsPickled ? PickledBackboneStream : BackboneStream;
+
+    /// <summary>The zip's embedded backbone, if it has one, checked to have the SHA-256 the model trained on: the file
+    /// the models sharing <paramref name="shared"/> hold already (its SHA-256 is the copy's, so the entry is not copied
+    /// out again), or the entry read.</summary>
+    private static EmbeddedBackbone? EmbeddedBackboneOf(ModelLoadContext ctx, string sha256, SharedBackbone? shared)
+    {
+        if (shared?.Kept<EmbeddedBackbone>() is { } held && StoredZipEntry.FindOrNull(ctx, StreamOf(held)) is not null) return held.Hold();
+        var embedded = ReadEmbeddedBackbone(ctx, BackboneStream, isPickled: false) ?? ReadEmbeddedBackbone(ctx, PickledBackboneStream, isPickled: true);
+        if (embedded is null) return null;
+        if (embedded.Sha256 != sha256)
+        {
+            embedded.Dispose();
+            throw new InvalidDataException($"model zip {StreamOf(embedded)} (the embedded backbone) " +
+                "does not have the SHA-256 the model was trained on: the zip is damaged (a copy or download that changed or lost bytes); " +
+                "copy it again from where it was saved");
+        }
+        if (shared is not null && shared.Kept<EmbeddedBackbone>() is null) shared.Keep(embedded.Hold());
+        return embedded;
+    }
 
     private static EmbeddedBackbone? ReadEmbeddedBackbone(ModelLoadContext ctx, string name, bool isPickled)
     {

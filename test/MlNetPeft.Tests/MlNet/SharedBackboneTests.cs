@@ -16,13 +16,14 @@ public sealed class SharedBackboneTests
     private static readonly MLContext Ml = new(seed: 1);
     private static readonly IDataView Data = Ml.Data.LoadFromEnumerable(ToyText.Rows(48, seed: 5));
 
-    /// <summary>A LoRA on query and value, an MSPLoRA that trained every bias, and a DoRA on every Linear that trained
-    /// the biases of its adapted projections: different parameters adapted, frozen and trained.</summary>
+    /// <summary>A LoRA on query and value, an MSPLoRA that trained every bias, a DoRA on every Linear that trained the
+    /// biases of its adapted projections, and an AdaLoRA: different parameters adapted, frozen and trained.</summary>
     private static readonly Lazy<string[]> Zips = new(() => new PeftTextTrainerOptions[]
     {
         PeftTrainerFixture.Lora(2),
         WithBias(PeftTrainerFixture.Msplora(2), LoraBias.All),
         WithBias(PeftTrainerFixture.OnEveryLinear(PeftTrainerFixture.Dora(2)), LoraBias.LoraOnly),
+        PeftTrainerFixture.AdaLora(3),
     }.Select(Save).ToArray());
 
     private static string Save(PeftTextTrainerOptions options)
@@ -73,12 +74,12 @@ public sealed class SharedBackboneTests
         var expected = alone.Select(Scores).ToList();
         int before = SharedBackbone.ModelsSharing;
         var shared = Zips.Value.Append(Zips.Value[0]).Select(zip => Load(zip, share: true)).ToList();
-        Assert.AreEqual(before + 4, SharedBackbone.ModelsSharing);
+        Assert.AreEqual(before + Zips.Value.Length + 1, SharedBackbone.ModelsSharing);
         for (int i = 0; i < shared.Count; i++)
         {
             Assert.IsTrue(Peft(shared[i]).Model.SharesBackbone);
             // Unmerged adapters against merged ones: equal to rounding.
-            Assert.IsLessThan(1e-5, Largest(expected[i % 3], Scores(shared[i])), $"model {i}");
+            Assert.IsLessThan(1e-5, Largest(expected[i % Zips.Value.Length], Scores(shared[i])), $"model {i}");
         }
 
         // One copy: a change to the first model's frozen weight is every sharing model's, and no other model's.
@@ -88,7 +89,7 @@ public sealed class SharedBackboneTests
             try
             {
                 for (int i = 1; i < shared.Count; i++)
-                    Assert.IsGreaterThan(1e-4, Largest(expected[i % 3], Scores(shared[i])), $"model {i} uses the first one's {name}");
+                    Assert.IsGreaterThan(1e-4, Largest(expected[i % Zips.Value.Length], Scores(shared[i])), $"model {i} uses the first one's {name}");
                 PeftTrainerFixture.AssertSameScores(expected[1], Scores(alone[1]), "a model loaded alone: ");
             }
             finally
@@ -107,7 +108,7 @@ public sealed class SharedBackboneTests
         GC.Collect();
         GC.WaitForPendingFinalizers();
         for (int i = 1; i < shared.Count; i++)
-            Assert.IsLessThan(1e-5, Largest(expected[i % 3], Scores(shared[i])), $"model {i} after the first is disposed");
+            Assert.IsLessThan(1e-5, Largest(expected[i % Zips.Value.Length], Scores(shared[i])), $"model {i} after the first is disposed");
         var later = Load(Zips.Value[0], share: true);
         Assert.IsLessThan(1e-5, Largest(expected[0], Scores(later)));
         using (no_grad()) FrozenWeight(later).neg_();
@@ -117,6 +118,54 @@ public sealed class SharedBackboneTests
         foreach (var model in shared.Skip(1).Append(later)) ((IDisposable)model).Dispose();
         Assert.AreEqual(before, SharedBackbone.ModelsSharing, "the copy goes with its last model");
         foreach (var model in alone) ((IDisposable)model).Dispose();
+    }
+
+    /// <summary>Models whose zips embed the backbone share one temporary copy of its file as well (the next ones do not
+    /// copy the entry out again); a sharing model saves it again after the first model is disposed, and the file goes
+    /// with the last of them.</summary>
+    [TestMethod]
+    public void ModelsWithTheBackboneEmbeddedShareOneCopyOfItsFile()
+    {
+        var backbone = PeftTrainerFixture.CopyOfTinyBackbone();
+        var zips = new PeftTextTrainerOptions[] { PeftTrainerFixture.Lora(2), PeftTrainerFixture.Msplora(2) }.Select(options =>
+        {
+            (options.BackboneDirectory, options.EmbedBackbone) = (backbone, true);
+            return Save(options);
+        }).ToArray();
+        Directory.Delete(backbone, recursive: true);
+        var expected = zips.Select(zip =>
+        {
+            var alone = Load(zip, share: false);
+            var scores = Scores(alone);
+            ((IDisposable)alone).Dispose();
+            return scores;
+        }).ToList();
+
+        int before = TemporaryBackboneFiles();
+        var first = Load(zips[0], share: true);
+        var second = Load(zips[1], share: true);
+        Assert.AreEqual(before + 1, TemporaryBackboneFiles(), "one copy of the entry for both");
+        Assert.IsLessThan(1e-5, Largest(expected[0], Scores(first)));
+        Assert.IsLessThan(1e-5, Largest(expected[1], Scores(second)));
+
+        ((IDisposable)first).Dispose();
+        var again = Path.Combine(TestFolders.Create("mlnetpeft-shared-"), "again.zip");
+        Ml.Model.Save(second, Data.Schema, again);
+        using (var reloaded = (IDisposable)Load(again, share: false))
+            PeftTrainerFixture.AssertSameScores(expected[1], Scores((ITransformer)reloaded), "saved again: ");
+        ((IDisposable)second).Dispose();
+        Assert.AreEqual(before, TemporaryBackboneFiles(), "the copy's file closes with the last model");
+    }
+
+    /// <summary>Open files that are loaded models' unlinked copies of an embedded backbone (Linux: /proc/self/fd).</summary>
+    private static int TemporaryBackboneFiles()
+    {
+        var prefix = Path.Combine(Path.GetTempPath(), "mlnetpeft-backbone-");
+        return Directory.GetFiles("/proc/self/fd").Count(fd =>
+        {
+            try { return new FileInfo(fd).LinkTarget is { } target && target.StartsWith(prefix, StringComparison.Ordinal); }
+            catch (IOException) { return false; } // closed meanwhile
+        });
     }
 
     /// <summary>A full fine-tuning's backbone is its own: it loads as without sharing and joins no copy.</summary>
