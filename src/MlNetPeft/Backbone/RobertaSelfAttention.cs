@@ -164,6 +164,7 @@ internal sealed class RobertaSelfAttention : nn.Module
     /// <summary>The packed matrix and vector while the layer projects with them (see <see cref="PackProjections"/>).</summary>
     public Tensor? PackedWeight => IsPacked ? _packed!.Weight : null;
 
+    /// <summary>The packed bias, as <see cref="PackedWeight"/>.</summary>
     public Tensor? PackedBias => IsPacked ? _packed!.Bias : null;
 
     /// <summary>The packed frozen projections and the parameters that are views of them.</summary>
