@@ -4,7 +4,7 @@ namespace MlNetPeft.Adapters;
 
 /// <summary>
 /// The tensors of a PEFT LoRA or AdaLoRA adapter file under this library's state names, for
-/// <see cref="PeftModel.LoadTrainableState"/>, with what PEFT's bias setting adds to a file: the trained biases under
+/// <see cref="PeftModel.LoadTrainableState(IReadOnlyDictionary{string, TorchSharp.torch.Tensor}, string)"/>, with what PEFT's bias setting adds to a file: the trained biases under
 /// the names of PEFT's model (an adapted projection's as "…query.base_layer.bias", or "…query.bias" as PEFT saved it
 /// before it kept the Linear as base_layer), its untouched copy of the head ("classifier.original_module.*", skipped),
 /// and the trained head under two names (which must then hold the same values).

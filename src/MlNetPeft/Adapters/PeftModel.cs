@@ -174,16 +174,27 @@ internal sealed class PeftModel : IDisposable
 
     public void LoadTrainableState(IReadOnlyDictionary<string, Tensor> state, string source)
     {
+        using var tensors = new TensorDictionary(state);
+        LoadTrainableState(tensors, source);
+    }
+
+    /// <summary>As above, each tensor read from <paramref name="state"/> straight into its parameter where it can be: a
+    /// full fine-tuning's zip holds every weight, and no copy of them all then sits beside the model.</summary>
+    public void LoadTrainableState(ITensorSource state, string source)
+    {
         using var _ = no_grad();
         var expected = StateTensors().ToList();
+        var names = state.Names.ToHashSet(StringComparer.Ordinal);
         foreach (var (name, parameter) in expected)
         {
-            if (!state.TryGetValue(name, out var tensor)) throw new InvalidDataException($"{source}: missing tensor '{name}'");
+            if (!names.Contains(name)) throw new InvalidDataException($"{source}: missing tensor '{name}'");
+            if (state.TryReadInto(name, parameter)) continue;
+            using var tensor = state.Read(name)!;
             if (!tensor.shape.SequenceEqual(parameter.shape))
                 throw new InvalidDataException($"{source}: tensor '{name}' has shape [{string.Join(",", tensor.shape)}], expected [{string.Join(",", parameter.shape)}]");
             parameter.copy_(tensor);
         }
-        var unexpected = state.Keys.Except(expected.Select(e => e.Name)).ToList();
+        var unexpected = names.Except(expected.Select(e => e.Name)).ToList();
         if (unexpected.Count > 0) throw new InvalidDataException($"{source}: unexpected tensors {string.Join(", ", unexpected.Take(5))}");
         if (_masters is not null)
             foreach (var (name, parameter) in TrainedBackbone()) parameter.copy_(_masters[name]);

@@ -239,38 +239,35 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
             embedded = EmbeddedBackboneOf(ctx, info.BackboneSha256, shared);
             if (embedded is null)
                 foreach (var name in new[] { BackboneStream, PickledBackboneStream }) checksums?.VerifyAbsent(name);
-            var state = SafeTensors.Load(adapters, "model zip " + AdapterStream);
-            ITensorSource weights;
+            // Read one tensor at a time, each into its parameter: a full fine-tuning's are all of the backbone's weights.
+            using var state = TensorFile.Open(new MemoryStream(adapters, writable: false), isPickled: false, "model zip " + AdapterStream, ownsFile: true);
+            ITensorSource? backbone = null;
             string source;
-            if (info.Adapter.TrainsBackbone)
-            {
-                // Fully fine-tuned: the zip's own state holds every backbone weight.
-                source = "model zip " + AdapterStream;
-                weights = new TensorDictionary(state);
-            }
+            if (info.Adapter.TrainsBackbone) source = "model zip " + AdapterStream; // fully fine-tuned: the zip's state holds every backbone weight
             else if (embedded is not null)
             {
                 source = "model zip (embedded backbone)";
-                weights = embedded.OpenWeights(source);
+                backbone = embedded.OpenWeights(source);
             }
             else
             {
                 var dir = BackboneLocator.Find(info.BackbonePath, info.BackboneSha256);
                 source = dir.WeightsFile;
-                weights = dir.OpenWeights();
+                backbone = dir.OpenWeights();
             }
 
             PeftModel model;
+            using (backbone)
+            using (RandomInit.Skipped()) // every parameter is loaded next: from the backbone, then from the zip's state
+                model = PeftModel.Create(info.Backbone, info.Outputs, info.Adapter, backbone ?? state, source, shared: shared);
             try
             {
-                using (RandomInit.Skipped()) // every parameter is loaded next: from the backbone, then from the zip's state
-                    model = PeftModel.Create(info.Backbone, info.Outputs, info.Adapter, weights, source, shared: shared);
                 model.LoadTrainableState(state, "model zip " + AdapterStream);
             }
-            finally
+            catch
             {
-                weights.Dispose();
-                foreach (var t in state.Values) t.Dispose();
+                model.Dispose();
+                throw;
             }
             model.To(device, precision, keepMasters: false); // predicts only
             if (shared is not null)
