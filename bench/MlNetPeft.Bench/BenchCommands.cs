@@ -13,7 +13,7 @@ internal static class BenchCommands
         ["first-steps"] = (FirstStepsBenchmark.Run, ["shape", "method", "batch", "seq", "steps", "device", "precision"]),
         ["stacking"] = (StackingComparison.Run, ["shape", "method", "batch", "seq", "steps", "threads", "device"]),
         ["resume"] = (ResumeCheck.Run, ["shape", "method", "batch", "seq", "rows", "device", "precision"]),
-        ["latency"] = (LatencyBenchmark.Run, ["model", "precision", "rows", "warm-up", "parallel", "threads", "data", "transform", "passes"]),
+        ["latency"] = (LatencyBenchmark.Run, ["model", "precision", "rows", "warm-up", "parallel", "threads", "data", "transform", "passes", "share"]),
         ["score"] = (LatencyBenchmark.Score, ["model", "out", "rows", "data"]),
         ["zip-memory"] = (ZipMemoryBenchmark.Run, ["shape", "backbone", "embed", "full", "loads", "rows", "share", "data", "work"]),
         ["tokenize"] = (TokenizerBenchmark.Run, ["backbone", "chars", "max-len", "rows", "data"]),

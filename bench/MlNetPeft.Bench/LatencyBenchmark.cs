@@ -10,7 +10,7 @@ namespace MlNetPeft.Bench;
 /// row plumbing and the merged forward), over SST-2 dev sentences; prints latency percentiles and sentences per
 /// second. With <c>--parallel N</c>, N threads each score with an engine of their own over the one model, as a
 /// service's request threads do; <c>--threads T</c> sets libtorch's threads per operation (its default: one per core).
-/// With <c>--transform</c> it times ML.NET's batched scoring of a data view instead. The `score` command writes those
+/// With <c>--share</c> the model is loaded with LoadSettings.ShareBackbone (adapters unmerged). With <c>--transform</c> it times ML.NET's batched scoring of a data view instead. The `score` command writes those
 /// sentences' scores, for bench/check_python_scores.py.
 /// </summary>
 internal static class LatencyBenchmark
@@ -19,6 +19,7 @@ internal static class LatencyBenchmark
     {
         var zip = a.Text("model") ?? throw new ArgumentException("latency needs --model ZIP (e.g. the Sentiment example's model)");
         if (a.Precision() is { } precision) LoadSettings.Precision = precision;
+        LoadSettings.ShareBackbone = a.Flag("share"); // its adapters then stay unmerged
         int rows = a.Int("rows", 400), warmUp = a.Int("warm-up", 50), parallel = a.Int("parallel", 1), threads = a.Int("threads", 0);
         if (parallel < 1) throw new ArgumentException($"--parallel must be at least 1, got {parallel}");
         if (threads > 0) TorchSharp.torch.set_num_threads(threads);
@@ -47,7 +48,7 @@ internal static class LatencyBenchmark
         double seconds = wall.Elapsed.TotalSeconds;
         Array.Sort(times);
         double Percentile(double p) => times[Math.Min(times.Length - 1, (int)(p * times.Length))];
-        Console.WriteLine($"{Path.GetFileName(zip)} ({predictor.Info.Adapter.MethodName}, {LoadSettings.Precision}): {times.Length} single-sentence predictions " +
+        Console.WriteLine($"{Path.GetFileName(zip)} ({predictor.Info.Adapter.MethodName}, {LoadSettings.Precision}{(LoadSettings.ShareBackbone ? ", backbone shared: adapters unmerged" : "")}): {times.Length} single-sentence predictions " +
             $"on {parallel} thread(s), {TorchSharp.torch.get_num_threads()} libtorch thread(s) per operation: " +
             $"p50 {Percentile(0.5):F2} ms, p90 {Percentile(0.9):F2} ms, p99 {Percentile(0.99):F2} ms, mean {times.Average():F2} ms, {times.Length / seconds:F1} sentences/s");
         return 0;

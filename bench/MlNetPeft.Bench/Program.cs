@@ -30,8 +30,9 @@ static int Usage(TextWriter to, int exitCode)
                   while training's default is 0.05)
           first-steps [--shape mini] [--method lora] [--batch 32] [--seq 128] [--steps 30] [--device auto|cpu|cuda]
                   (training steps on padded batches of changing length: per-shape first-use costs)
-          latency --model ZIP [--precision fp32|bf16|fp16] [--rows 400] [--parallel 1] [--threads N]   (PredictionEngines, one
-          sentence per call, on --parallel threads over one model; --threads: libtorch's threads per operation)
+          latency --model ZIP [--precision fp32|bf16|fp16] [--rows 400] [--parallel 1] [--threads N] [--share]   (PredictionEngines, one
+          sentence per call, on --parallel threads over one model; --threads: libtorch's threads per operation;
+          --share: loaded with LoadSettings.ShareBackbone, its adapters unmerged)
           latency --model ZIP --transform [--rows all] [--passes 3]   (the sentences through model.Transform, batched, per pass)
           score   --model ZIP --out FILE [--rows 300]   (SST-2 dev sentences and their scores, for check_python_scores.py)
           zip-memory [--shape base | --backbone DIR] [--embed] [--full] [--loads 3] [--rows 64] [--share 0] [--work DIR]   (time and CPU memory
