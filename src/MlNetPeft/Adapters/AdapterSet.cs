@@ -72,13 +72,28 @@ internal sealed class AdapterSet : nn.Module
     /// </summary>
     public bool StackFactors(ScalarType dtype)
     {
-        if (!StackingEnabled || !is_grad_enabled() || _encoder is null || _wrapped.Any(w => w.Linear.IsMerged)) return false;
+        if (!is_grad_enabled() || Stack() is not { } stack) return false;
+        stack.Prepare(dtype);
+        return true;
+    }
+
+    /// <summary>For prediction with the adapters unmerged (a shared backbone): stacks the factors once and keeps them
+    /// (see <see cref="StackedLowRank.Keep"/>); false where they do not stack (DoRA, targets that differ by layer), and
+    /// each projection then adds its own update.</summary>
+    public bool KeepStacks(ScalarType dtype)
+    {
+        if (Stack() is not { } stack) return false;
+        stack.Keep(dtype);
+        return true;
+    }
+
+    private StackedLowRank? Stack()
+    {
+        if (!StackingEnabled || _encoder is null || _wrapped.Any(w => w.Linear.IsMerged)) return null;
         if (!_planned) // the attention projections stack; other targets add their own updates
             (_stack, _planned) = (StackedLowRank.TryPlan(_encoder, _wrapped.Where(w => AdapterTargets.IsAttentionProjection(w.Target))
                 .Select(w => (w.Layer, w.Target, w.Linear))), true);
-        if (_stack is null || !_stack.CanApply) return false;
-        _stack.Prepare(dtype);
-        return true;
+        return _stack is { CanApply: true } ? _stack : null;
     }
 
     public void ReleaseStacks() => _stack?.Release();

@@ -67,6 +67,9 @@ internal sealed class RobertaSelfAttention : nn.Module
     /// projections are packed; its owner clears it before the tensors it holds are freed.</summary>
     public void UsePackedUpdate(IPackedUpdate? update) => _update = update;
 
+    /// <summary>Whether a packed update is set (see <see cref="UsePackedUpdate"/>).</summary>
+    public bool HasPackedUpdate => _update is not null;
+
     /// <summary>
     /// Query, key and value as heads [batch, heads, seq, head dim]: one GEMM for the frozen part of all three (two in
     /// the last layer, whose query is for &lt;s&gt; alone) once <see cref="PackProjections"/> has run, then the

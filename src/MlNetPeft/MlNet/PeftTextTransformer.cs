@@ -60,6 +60,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         _model.Train(false);
         _model.Freeze();
         if (info.MergeAdapters && !model.SharesBackbone) _model.Merge(); // merging would change the other models' weights
+        else _model.Adapters.KeepStacks(_model.BackboneDType);
     }
 
     /// <summary>Trainable parameters per adapter component and head.</summary>

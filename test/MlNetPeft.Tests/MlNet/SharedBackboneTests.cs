@@ -168,6 +168,30 @@ public sealed class SharedBackboneTests
         });
     }
 
+    /// <summary>Unmerged adapters (a shared backbone's, or MergeAdaptersForInference = false) add their updates through
+    /// each attention layer's stack, built once at load, where the method stacks (DoRA rescales each output: it does
+    /// not), and score as merged ones.</summary>
+    [TestMethod]
+    public void UnmergedAdaptersAddTheirUpdatesStacked()
+    {
+        var shared = Zips.Value.Select(zip => Load(zip, share: true)).ToList();
+        CollectionAssert.AreEqual(new[] { true, true, false, true },
+            shared.Select(m => Peft(m).Model.Network.Encoder.Layers.All(l => l.SelfAttention.HasPackedUpdate)).ToArray(),
+            "LoRA, MSPLoRA, DoRA, AdaLoRA");
+        foreach (var model in shared) ((IDisposable)model).Dispose();
+
+        float[][] ScoresOf(bool merge)
+        {
+            var ml = new MLContext(seed: 1);
+            var options = PeftTrainerFixture.Msplora(2);
+            options.MergeAdaptersForInference = merge;
+            var model = PeftTrainerFixture.Fit(ml, Data, options).Model;
+            Assert.AreEqual(!merge, Peft(model).Model.Network.Encoder.Layers.All(l => l.SelfAttention.HasPackedUpdate));
+            return Scores(model);
+        }
+        Assert.IsLessThan(1e-5, Largest(ScoresOf(merge: true), ScoresOf(merge: false)), "merged against stacked");
+    }
+
     /// <summary>A full fine-tuning's backbone is its own: it loads as without sharing and joins no copy.</summary>
     [TestMethod]
     public void AFullFineTuningKeepsItsOwnBackbone()
