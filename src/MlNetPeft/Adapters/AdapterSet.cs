@@ -17,8 +17,8 @@ internal sealed class AdapterSet : nn.Module
     private StackedLowRank? _stack;
     private bool _planned;
 
-    /// <summary>Whether training forwards may stack the factors (on by default; off measures and tests the
-    /// per-projection path).</summary>
+    /// <summary>Whether training forwards, and unmerged prediction, may stack the factors (on by default; off measures
+    /// and tests the per-projection path).</summary>
     internal bool StackingEnabled { get; set; } = true;
 
     public AdapterSet() : base("adapters") { }
