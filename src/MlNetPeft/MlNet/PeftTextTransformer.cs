@@ -240,36 +240,7 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
             embedded = EmbeddedBackboneOf(ctx, info.BackboneSha256, shared);
             if (embedded is null)
                 foreach (var name in new[] { BackboneStream, PickledBackboneStream }) checksums?.VerifyAbsent(name);
-            // Read one tensor at a time, each into its parameter: a full fine-tuning's are all of the backbone's weights.
-            using var state = TensorFile.Open(new MemoryStream(adapters, writable: false), isPickled: false, "model zip " + AdapterStream, ownsFile: true);
-            ITensorSource? backbone = null;
-            string source;
-            if (info.Adapter.TrainsBackbone) source = "model zip " + AdapterStream; // fully fine-tuned: the zip's state holds every backbone weight
-            else if (embedded is not null)
-            {
-                source = "model zip (embedded backbone)";
-                backbone = embedded.OpenWeights(source);
-            }
-            else
-            {
-                var dir = BackboneLocator.Find(info.BackbonePath, info.BackboneSha256);
-                source = dir.WeightsFile;
-                backbone = dir.OpenWeights();
-            }
-
-            PeftModel model;
-            using (backbone)
-            using (RandomInit.Skipped()) // every parameter is loaded next: from the backbone, then from the zip's state
-                model = PeftModel.Create(info.Backbone, info.Outputs, info.Adapter, backbone ?? state, source, shared: shared);
-            try
-            {
-                model.LoadTrainableState(state, "model zip " + AdapterStream);
-            }
-            catch
-            {
-                model.Dispose();
-                throw;
-            }
+            var model = LoadModel(info, adapters, embedded, shared);
             model.To(device, precision, keepMasters: false); // predicts only
             if (shared is not null)
             {
@@ -282,6 +253,38 @@ public sealed partial class PeftTextTransformer : RowToRowTransformerBase, ITran
         {
             embedded?.Dispose(); // its temporary file
             shared?.Leave();
+            throw;
+        }
+    }
+
+    /// <summary>Builds the model on the CPU: the backbone's weights (those <paramref name="shared"/> lacks) from the
+    /// embedded file, the backbone directory or, fully fine-tuned, the zip's state; then the zip's trained weights, one
+    /// tensor at a time into its parameter (a full fine-tuning's are all of the backbone's, and no copy of them all then
+    /// sits beside the model).</summary>
+    private static PeftModel LoadModel(PeftModelInfo info, byte[] stateBytes, EmbeddedBackbone? embedded, SharedBackbone? shared)
+    {
+        const string stateSource = "model zip " + AdapterStream;
+        using var state = TensorFile.Open(new MemoryStream(stateBytes, writable: false), isPickled: false, stateSource, ownsFile: true);
+        ITensorSource? backbone = null;
+        string source = stateSource;
+        if (embedded is not null && !info.Adapter.TrainsBackbone) backbone = embedded.OpenWeights(source = "model zip (embedded backbone)");
+        else if (!info.Adapter.TrainsBackbone) // fully fine-tuned, the zip's state holds every backbone weight
+        {
+            var dir = BackboneLocator.Find(info.BackbonePath, info.BackboneSha256);
+            (backbone, source) = (dir.OpenWeights(), dir.WeightsFile);
+        }
+        PeftModel model;
+        using (backbone)
+        using (RandomInit.Skipped()) // every parameter is loaded next: from the backbone, then from the zip's state
+            model = PeftModel.Create(info.Backbone, info.Outputs, info.Adapter, backbone ?? state, source, shared: shared);
+        try
+        {
+            model.LoadTrainableState(state, stateSource);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
             throw;
         }
     }
