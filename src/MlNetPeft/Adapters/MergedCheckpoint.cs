@@ -27,7 +27,7 @@ internal static class MergedCheckpoint
         var weights = new Dictionary<string, Tensor>();
         foreach (var (name, tensor) in model.Network.state_dict())
         {
-            var key = name.Replace(".base_layer.", ".", StringComparison.Ordinal); // an adapted projection's frozen Linear
+            var key = IAdaptedProjection.CheckpointName(name);
             weights[key] = trained.TryGetValue(name, out var copy) ? copy : tensor.detach(); // converted as written
         }
         foreach (var (path, _, _, linear) in model.Adapters.Wrapped)

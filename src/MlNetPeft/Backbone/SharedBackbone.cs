@@ -78,7 +78,7 @@ internal sealed class SharedBackbone
     {
         using var _ = no_grad();
         foreach (var (name, parameter) in encoder.named_parameters())
-            if (!trains(name) && Has(KeyOf(name), parameter.shape))
+            if (!trains(name) && Has(IAdaptedProjection.CheckpointName(name), parameter.shape))
                 using (var none = empty(0, dtype: parameter.dtype, device: parameter.device)) parameter.set_(none);
     }
 
@@ -91,16 +91,12 @@ internal sealed class SharedBackbone
     public void Share(RobertaModel encoder, Func<string, bool> trains)
     {
         using var _ = no_grad();
-        var own = new HashSet<string>(StringComparer.Ordinal);
+        var own = new List<string>();
         foreach (var (name, parameter) in encoder.named_parameters())
         {
-            if (trains(name))
-            {
-                own.Add(name);
-                continue;
-            }
-            var key = KeyOf(name);
-            if (!_tensors.TryGetValue(key, out var shared)) _tensors[key] = parameter.detach();
+            var key = IAdaptedProjection.CheckpointName(name);
+            if (trains(name)) own.Add(name);
+            else if (!_tensors.TryGetValue(key, out var shared)) Offer(key, parameter);
             // A weight left unread for the copy has no elements until now.
             else if (parameter.numel() == 0 || shared.shape.SequenceEqual(parameter.shape)) parameter.set_(shared);
         }
@@ -108,22 +104,21 @@ internal sealed class SharedBackbone
         {
             var attention = encoder.Layers[i].SelfAttention;
             var prefix = $"encoder.layer.{i}.attention.self.";
-            bool OwnOne(string kind) => own.Any(n => n.StartsWith(prefix, StringComparison.Ordinal) && n.EndsWith(kind, StringComparison.Ordinal));
-            Tensor? Packed(string kind) => OwnOne("." + kind) ? null : _tensors.GetValueOrDefault($"{prefix}packed {kind}");
-            attention.PackProjections(Packed("weight"), Packed("bias"));
-            Offer("weight", attention.PackedWeight);
-            Offer("bias", attention.PackedBias);
-
-            void Offer(string kind, Tensor? packed)
-            {
-                if (packed is not null && !OwnOne("." + kind) && !_tensors.ContainsKey($"{prefix}packed {kind}"))
-                    _tensors[$"{prefix}packed {kind}"] = packed.detach();
-            }
+            // A packed weight or bias is shared unless the model trained one of its three blocks.
+            bool SharedPacked(string kind) => !own.Any(n => n.StartsWith(prefix, StringComparison.Ordinal) && n.EndsWith("." + kind, StringComparison.Ordinal));
+            string weightKey = prefix + "packed weight", biasKey = prefix + "packed bias";
+            bool weight = SharedPacked("weight"), bias = SharedPacked("bias");
+            attention.PackProjections(weight ? _tensors.GetValueOrDefault(weightKey) : null, bias ? _tensors.GetValueOrDefault(biasKey) : null);
+            if (weight) Offer(weightKey, attention.PackedWeight);
+            if (bias) Offer(biasKey, attention.PackedBias);
         }
     }
 
-    /// <summary>An encoder parameter's name as in the checkpoint (an adapted projection's frozen Linear is its base_layer).</summary>
-    private static string KeyOf(string name) => name.Replace(".base_layer.", ".", StringComparison.Ordinal);
+    /// <summary>Adds <paramref name="tensor"/> (a new handle to it) under <paramref name="key"/> unless the copy has one.</summary>
+    private void Offer(string key, Tensor? tensor)
+    {
+        if (tensor is not null && !_tensors.ContainsKey(key)) _tensors[key] = tensor.detach();
+    }
 
     private sealed class Exit(object gate) : IDisposable
     {

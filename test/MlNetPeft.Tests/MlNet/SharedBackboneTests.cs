@@ -65,7 +65,7 @@ public sealed class SharedBackboneTests
     /// <summary>A weight frozen in every model here, by its checkpoint name: by default the embeddings' LayerNorm's; a
     /// projection's is a row block of its layer's packed query-key-value matrix.</summary>
     private static Tensor FrozenWeight(ITransformer model, string name = "embeddings.LayerNorm.weight") =>
-        Peft(model).Model.Network.Encoder.named_parameters().Single(p => p.name.Replace(".base_layer.", ".") == name).parameter;
+        Peft(model).Model.Network.Encoder.named_parameters().Single(p => IAdaptedProjection.CheckpointName(p.name) == name).parameter;
 
     [TestMethod]
     public void ModelsOnOneBackboneShareItsWeightsAndScoreAsAlone()
